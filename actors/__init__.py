@@ -1,0 +1,1 @@
+"""The actor processes of btcbot and their shared runtime."""

@@ -1,0 +1,3 @@
+from actors.executor.actor import main
+
+main()

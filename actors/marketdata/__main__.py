@@ -1,0 +1,3 @@
+from actors.marketdata.actor import main
+
+main()

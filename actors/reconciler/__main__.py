@@ -1,0 +1,3 @@
+from actors.reconciler.actor import main
+
+main()

@@ -1,0 +1,3 @@
+from actors.recorder.actor import main
+
+main()

@@ -1,0 +1,3 @@
+from actors.risk.actor import main
+
+main()

@@ -1,0 +1,288 @@
+"""The actor runtime: one process, one asyncio event loop, used by every actor.
+
+It gives an actor its config, logging, bus connections (publisher, subscriber,
+and optionally a command server), the shared FSM with every transition
+published on ``state.<actor>``, a heartbeat on ``hb.<actor>`` every interval,
+obedience to ``control`` messages, graceful SIGTERM and death with its parent.
+
+An actor subclasses ``Actor`` and overrides the hooks it needs; the runtime owns
+the loop and the lifecycle: INIT → LOCKING → (setup) → READY … → STOPPING.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any, ClassVar
+
+import zmq
+import zmq.asyncio
+from loguru import logger
+
+from bus.messages import CommandRequest, Control, Heartbeat, Msg, Packet, Ping, StateTransition
+from bus.transport import (
+    CommandError,
+    Publisher,
+    RequestServer,
+    Subscriber,
+    new_incarnation,
+)
+from shared.config import Config, ConfigError, load_config
+from shared.fsm import State, StateMachine
+from shared.logging import setup_logging
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
+
+
+class FatalActorError(Exception):
+    """Raise from a hook to stop the actor with a message and a given exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Actor:
+    """Base class. Class attributes configure the wiring; hooks do the work."""
+
+    name: ClassVar[str] = "actor"
+    subscriptions: ClassVar[tuple[str, ...]] = ()  # topic prefixes besides "control"
+    serves_commands: ClassVar[bool] = False
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.incarnation = new_incarnation()
+        self.started_mono = time.monotonic()
+        self.counters: Counter[str] = Counter()
+        self.ready = False
+        self.paused = False
+        self.exit_code = EXIT_OK
+        self.ctx = zmq.asyncio.Context()
+        self.fsm = StateMachine(self.name, listener=self._publish_transition)
+        self.pub: Publisher | None = None
+        self.sub: Subscriber | None = None
+        self.server: RequestServer | None = None
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._parent_pid = os.getppid()
+
+    # --- hooks for subclasses --------------------------------------------------------
+    async def setup(self) -> None:
+        """Acquire resources (state LOCKING). Leave the FSM in LOCKING to go READY, or
+        move it yourself (e.g. to DEGRADED_RECOVERY)."""
+
+    async def on_message(self, topic: str, packet: Packet) -> None:
+        """A data-plane message on one of ``subscriptions``."""
+
+    async def handle_command(self, request: CommandRequest) -> Msg | None:
+        """A command on ``cmd.<actor>``; raise ``CommandError`` to refuse it."""
+        if isinstance(request.body, Ping):
+            return None
+        raise CommandError(f"{self.name} does not handle {type(request.body).__name__}")
+
+    async def on_control(self, control: Control) -> None:
+        """Operator control. The default handles pause/resume and shutdown."""
+        if control.command == "pause":
+            self.paused = True
+        elif control.command == "resume":
+            self.paused = False
+        elif control.command == "shutdown":
+            self.stop()
+
+    async def teardown(self) -> None:
+        """Release resources; called once on the way out."""
+
+    def heartbeat_counters(self) -> dict[str, int]:
+        return {}
+
+    def heartbeat_info(self) -> dict[str, str]:
+        return {}
+
+    # --- services for subclasses -----------------------------------------------------
+    def publish(self, body: Msg, topic: str | None = None) -> None:
+        assert self.pub is not None
+        self.pub.publish(body, topic)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """A supervised background task: if it dies with an error the actor fails
+        loudly (exit 1, the supervisor restarts it) instead of limping on."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def stop(self, exit_code: int = EXIT_OK) -> None:
+        self.exit_code = max(self.exit_code, exit_code)
+        self._stop.set()
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started_mono
+
+    # --- lifecycle ---------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            self._connect()
+            self.fsm.to(State.LOCKING, "start")
+            self.spawn(self._heartbeat_loop(), "heartbeat")
+            self.spawn(self._message_loop(), "messages")
+            if self.server is not None:
+                self.spawn(self.server.serve(), "commands")
+            await self.setup()
+            if self.fsm.state == State.LOCKING:
+                self.fsm.to(State.READY, "started")
+            self.ready = True
+            self._send_heartbeat()
+            logger.info("{} ready (incarnation {}, pid {})", self.name, self.incarnation,
+                        os.getpid())
+            await self._stop.wait()
+        except FatalActorError as exc:
+            logger.error("{} fatal: {}", self.name, exc)
+            self.exit_code = exc.exit_code
+            self._to_fatal(str(exc))
+        except Exception as exc:
+            logger.exception("{} crashed", self.name)
+            self.exit_code = EXIT_FAILURE
+            self._to_fatal(repr(exc))
+        finally:
+            await self._shutdown()
+        return self.exit_code
+
+    def _connect(self) -> None:
+        hwm = self.cfg.bus.hwm
+        self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, self.name, self.incarnation,
+                             hwm=hwm)
+        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
+                              ["control", *self.subscriptions], hwm=hwm, name=self.name)
+        if self.serves_commands:
+            self.server = RequestServer(self.ctx, self.cfg.command_endpoint(self.name),
+                                        self.handle_command)
+
+    def _to_fatal(self, why: str) -> None:
+        if self.fsm.can(State.ERROR_FATAL):
+            self.fsm.to(State.ERROR_FATAL, why[:200])
+
+    async def _shutdown(self) -> None:
+        if self.fsm.can(State.STOPPING):
+            self.fsm.to(State.STOPPING, "stop")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.teardown(), timeout=5.0)
+        except Exception:
+            logger.exception("{} teardown failed", self.name)
+        self._send_heartbeat()
+        for closable in (self.server, self.sub, self.pub):
+            if closable is not None:
+                closable.close()
+        self.ctx.destroy(linger=200)
+        logger.info("{} stopped (exit {})", self.name, self.exit_code)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or self._stop.is_set():
+            return
+        exc = task.exception()
+        if exc is not None:
+            logger.opt(exception=exc).error("{} task {} died", self.name, task.get_name())
+            self._to_fatal(f"task {task.get_name()} died: {exc!r}")
+            self.stop(EXIT_FAILURE)
+
+    async def _message_loop(self) -> None:
+        assert self.sub is not None
+        while True:
+            topic, packet = await self.sub.recv()
+            try:
+                if isinstance(packet.body, Control):
+                    if packet.body.target in ("*", self.name):
+                        self.counters["control"] += 1
+                        await self.on_control(packet.body)
+                else:
+                    await self.on_message(topic, packet)
+            except FatalActorError:
+                raise
+            except Exception:
+                # One bad message must not stop the actor; it is counted and logged.
+                self.counters["handler_errors"] += 1
+                logger.exception("{}: handler failed on {}", self.name, topic)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.cfg.supervisor.heartbeat_interval_s
+        while True:
+            self._send_heartbeat()
+            self._check_parent()
+            await asyncio.sleep(interval)
+
+    def _check_parent(self) -> None:
+        # PR_SET_PDEATHSIG normally kills us with the supervisor; this is the backstop.
+        if self._parent_pid > 1 and os.getppid() != self._parent_pid:
+            logger.error("{}: parent {} is gone; stopping", self.name, self._parent_pid)
+            self.stop(EXIT_FAILURE)
+
+    def _send_heartbeat(self) -> None:
+        if self.pub is None:
+            return
+        counters = dict(self.counters)
+        if self.sub is not None:
+            counters.update(self.sub.stats.as_counters())
+        if self.server is not None:
+            counters.update({f"cmd_{k}": v for k, v in self.server.stats.items()})
+        counters.update(self.heartbeat_counters())
+        self.publish(Heartbeat(
+            actor=self.name, pid=os.getpid(), state=str(self.fsm.state), ready=self.ready,
+            uptime_s=round(self.uptime_s, 3), counters=counters, info=self.heartbeat_info(),
+        ))
+
+    def _publish_transition(self, actor: str, old: State, new: State, trigger: str) -> None:
+        if self.pub is not None:
+            self.publish(StateTransition(actor=actor, from_state=str(old), to_state=str(new),
+                                         trigger=trigger))
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Linux: ask the kernel to send ``sig`` to this process when its parent dies,
+    so no orphan keeps trading after the supervisor is SIGKILLed."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, sig, 0, 0, 0)
+
+
+def parse_actor_args(argv: list[str] | None, name: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"btcbot-{name}")
+    parser.add_argument("--config", default="supervisor.toml")
+    parser.add_argument("--mode", default=None)
+    return parser.parse_args(argv)
+
+
+def run_actor(cls: type[Actor], argv: list[str] | None = None) -> int:
+    """Entry point of every actor process. Exit 2 on bad config, naming the field."""
+    args = parse_actor_args(argv, cls.name)
+    try:
+        cfg = load_config(args.config, mode=args.mode)
+    except ConfigError as exc:
+        print(f"{cls.name}: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(cfg, cls.name)
+    try:
+        actor = cls(cfg)
+    except FatalActorError as exc:
+        logger.error("{}: {}", cls.name, exc)
+        print(f"{cls.name}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return asyncio.run(actor.run())
+
+
+def main_for(cls: type[Actor]) -> None:
+    sys.exit(run_actor(cls))

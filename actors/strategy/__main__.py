@@ -1,0 +1,3 @@
+from actors.strategy.actor import main
+
+main()

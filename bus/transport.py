@@ -1,0 +1,389 @@
+"""ZeroMQ transport: publisher, subscriber, reliable request client and server.
+
+Patterns from the ZeroMQ Guide: PUB/SUB through an XSUB/XPUB proxy for data, and
+"Lazy Pirate" REQ/REP for commands (timeout, bounded retries, a fresh socket per
+retry, and a request id so the server can answer a retry from its reply cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import zmq
+import zmq.asyncio
+from loguru import logger
+
+from bus.messages import (
+    SCHEMA_VERSION,
+    Body,
+    CommandReply,
+    CommandRequest,
+    Envelope,
+    Msg,
+    Packet,
+    packet_decoder,
+    packet_encoder,
+    reply_decoder,
+    request_decoder,
+    topic_for,
+)
+
+
+def new_incarnation() -> str:
+    """A fresh id for every process start: pid plus randomness."""
+    return f"{os.getpid():x}-{uuid.uuid4().hex[:12]}"
+
+
+class Publisher:
+    """Publishes ``[topic, Packet]`` frames to the bus proxy's XSUB side.
+
+    A plain (non-asyncio) PUB socket: PUB never blocks (it drops at the high-water
+    mark), so sending inline from the event loop is both safe and fastest.
+    """
+
+    def __init__(
+        self, ctx: zmq.Context, endpoint: str, source: str, incarnation: str, *, hwm: int = 100_000
+    ) -> None:
+        self.source = source
+        self.incarnation = incarnation
+        self.seq = 0
+        self._sock = zmq.Context.shadow(ctx.underlying).socket(zmq.PUB)
+        self._sock.setsockopt(zmq.SNDHWM, hwm)
+        self._sock.setsockopt(zmq.LINGER, 200)
+        self._sock.connect(endpoint)
+
+    def envelope(self) -> Envelope:
+        self.seq += 1
+        return Envelope(
+            SCHEMA_VERSION, self.source, self.incarnation, self.seq, time.time_ns(),
+            time.monotonic_ns(),
+        )
+
+    def publish(self, body: Msg, topic: str | None = None) -> None:
+        topic = topic or topic_for(body, self.source)
+        payload = packet_encoder.encode(Packet(self.envelope(), body))
+        self._sock.send_multipart((topic.encode(), payload), copy=False)
+
+    def publish_raw(self, topic: bytes, payload: bytes) -> None:
+        """Forward an already-encoded payload (replay); the envelope is the original."""
+        self._sock.send_multipart((topic, payload), copy=False)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@dataclass
+class StreamState:
+    incarnation: str
+    last_seq: int
+
+
+@dataclass
+class SubscriberStats:
+    received: int = 0
+    malformed: int = 0
+    gaps: int = 0  # number of gap events
+    lost: int = 0  # messages missing inside gaps
+    restarts: int = 0  # incarnation changes seen
+    malformed_kinds: set[str] = field(default_factory=set)
+
+    def as_counters(self, prefix: str = "bus_") -> dict[str, int]:
+        return {
+            f"{prefix}received": self.received,
+            f"{prefix}malformed": self.malformed,
+            f"{prefix}gaps": self.gaps,
+            f"{prefix}lost": self.lost,
+            f"{prefix}peer_restarts": self.restarts,
+        }
+
+
+class SequenceTracker:
+    """Gap and restart detection from (source, incarnation, seq)."""
+
+    def __init__(self, stats: SubscriberStats) -> None:
+        self.stats = stats
+        self.streams: dict[str, StreamState] = {}
+
+    def observe(self, env: Envelope) -> int:
+        """Returns how many messages were skipped before this one (0 = in order)."""
+        state = self.streams.get(env.source)
+        if state is None:
+            self.streams[env.source] = StreamState(env.incarnation, env.seq)
+            return 0
+        if state.incarnation != env.incarnation:
+            self.stats.restarts += 1
+            state.incarnation, state.last_seq = env.incarnation, env.seq
+            return 0
+        missing = env.seq - state.last_seq - 1
+        if env.seq > state.last_seq:
+            state.last_seq = env.seq
+        if missing > 0:
+            self.stats.gaps += 1
+            self.stats.lost += missing
+            return missing
+        return 0
+
+
+class Subscriber:
+    """Typed subscriber on the proxy's XPUB side, with strict decoding and gap
+    detection. Undecodable frames are counted, logged once per kind, and dropped."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        topics: list[str],
+        *,
+        hwm: int = 100_000,
+        name: str = "",
+    ) -> None:
+        self.name = name
+        self.stats = SubscriberStats()
+        self.tracker = SequenceTracker(self.stats)
+        self._sock = ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.RCVHWM, hwm)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        for t in topics:
+            self._sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        self._sock.connect(endpoint)
+
+    def subscribe(self, topic: str) -> None:
+        self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+
+    async def recv_raw(self) -> list[bytes]:
+        return await self._sock.recv_multipart()
+
+    async def recv(self) -> tuple[str, Packet]:
+        """Next well-formed message; malformed ones are counted and skipped."""
+        while True:
+            frames = await self._sock.recv_multipart()
+            decoded = self.decode(frames)
+            if decoded is not None:
+                return decoded
+
+    def decode(self, frames: list[bytes]) -> tuple[str, Packet] | None:
+        if len(frames) != 2:
+            self._malformed("frame_count", f"{len(frames)} frames")
+            return None
+        try:
+            topic = frames[0].decode()
+            packet = packet_decoder.decode(frames[1])
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            self._malformed(type(exc).__name__, str(exc))
+            return None
+        self.stats.received += 1
+        self.tracker.observe(packet.env)
+        return topic, packet
+
+    def _malformed(self, kind: str, detail: str) -> None:
+        self.stats.malformed += 1
+        if kind not in self.stats.malformed_kinds:
+            self.stats.malformed_kinds.add(kind)
+            logger.warning("bus: dropped malformed frame ({}): {}", kind, detail[:200])
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class RequestFailed(Exception):
+    """A command could not be delivered or was refused; never a hang."""
+
+
+class RequestClient:
+    """Lazy Pirate client: a REQ socket, timeout, bounded retries with a fresh
+    socket, the same request id on every retry."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        sender: str,
+        *,
+        timeout_s: float = 2.0,
+        retries: int = 3,
+    ) -> None:
+        self.ctx = ctx
+        self.endpoint = endpoint
+        self.sender = sender
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self._sock: zmq.asyncio.Socket | None = None
+        self._lock = asyncio.Lock()
+        self.stats = {"requests": 0, "retries": 0, "failures": 0}
+
+    def _socket(self) -> zmq.asyncio.Socket:
+        if self._sock is None:
+            sock = self.ctx.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.endpoint)
+            self._sock = sock
+        return self._sock
+
+    def _discard_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    async def request(
+        self, body: Msg, *, request_id: str | None = None, timeout_s: float | None = None,
+        retries: int | None = None,
+    ) -> Body | None:
+        """Send ``body``; return the reply body, or raise RequestFailed."""
+        request_id = request_id or uuid.uuid4().hex
+        payload = packet_encoder.encode(CommandRequest(request_id, self.sender, body))
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        attempts = 1 + (self.retries if retries is None else retries)
+        async with self._lock:
+            self.stats["requests"] += 1
+            for attempt in range(attempts):
+                if attempt:
+                    self.stats["retries"] += 1
+                sock = self._socket()
+                await sock.send(payload)
+                if await sock.poll(int(timeout * 1000), zmq.POLLIN):
+                    reply = self._decode_reply(await sock.recv(), request_id)
+                    if reply is None:
+                        continue  # stale or garbage reply: the socket was discarded
+                    if not reply.ok:
+                        raise RequestFailed(reply.error)
+                    return reply.body
+                # No answer: a REQ socket is now stuck mid-exchange, so drop it.
+                self._discard_socket()
+            self.stats["failures"] += 1
+            raise RequestFailed(
+                f"no reply from {self.endpoint} after {attempts} attempts of {timeout:.1f}s"
+            )
+
+    def _decode_reply(self, raw: bytes, request_id: str) -> CommandReply | None:
+        try:
+            reply = reply_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            logger.warning("bus: malformed reply from {}: {}", self.endpoint, exc)
+            self._discard_socket()
+            return None
+        if reply.request_id != request_id:
+            self._discard_socket()
+            return None
+        return reply
+
+    def close(self) -> None:
+        self._discard_socket()
+
+
+Handler = Callable[[CommandRequest], Awaitable[Msg | None]]
+
+
+class CommandError(Exception):
+    """Raised by a handler to refuse a command with a message for the caller."""
+
+
+class RequestServer:
+    """ROUTER server answering ``CommandRequest``s with ``CommandReply``s.
+
+    Replies are cached by request id (bounded LRU), so a Lazy Pirate retry of a
+    command that was already executed gets the same answer without running the
+    handler again; a retry that arrives while the first is still running waits
+    for that same result.
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        handler: Handler,
+        *,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.handler = handler
+        self.cache_size = cache_size
+        self._replies: OrderedDict[str, bytes] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.stats = {"requests": 0, "duplicates": 0, "malformed": 0, "errors": 0}
+        self._sock = ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        if endpoint.startswith("ipc://"):
+            _unlink_stale_ipc(endpoint)
+        self._sock.bind(endpoint)
+
+    async def serve(self) -> None:
+        while True:
+            frames = await self._sock.recv_multipart()
+            if len(frames) < 3:
+                self.stats["malformed"] += 1
+                continue
+            identity, payload = frames[0], frames[-1]
+            task = asyncio.create_task(self._handle(identity, payload))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, identity: bytes, payload: bytes) -> None:
+        try:
+            request = request_decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.stats["malformed"] += 1
+            logger.warning("bus: malformed command dropped: {}", exc)
+            await self._send(identity, packet_encoder.encode(
+                CommandReply("", False, f"malformed request: {exc}")))
+            return
+        self.stats["requests"] += 1
+        rid = request.request_id
+        if rid in self._replies:
+            self.stats["duplicates"] += 1
+            await self._send(identity, self._replies[rid])
+            return
+        if rid in self._inflight:
+            self.stats["duplicates"] += 1
+            await self._send(identity, await asyncio.shield(self._inflight[rid]))
+            return
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._inflight[rid] = future
+        try:
+            reply = await self._run_handler(request)
+            future.set_result(reply)
+            self._remember(rid, reply)
+        finally:
+            del self._inflight[rid]
+        await self._send(identity, reply)
+
+    async def _run_handler(self, request: CommandRequest) -> bytes:
+        try:
+            body = await self.handler(request)
+            reply = CommandReply(request.request_id, True, "", body)
+        except CommandError as exc:
+            reply = CommandReply(request.request_id, False, str(exc))
+        except Exception as exc:  # a handler bug must not kill the server loop
+            self.stats["errors"] += 1
+            logger.exception("command handler failed on {}", type(request.body).__name__)
+            reply = CommandReply(request.request_id, False, f"internal error: {exc!r}")
+        return packet_encoder.encode(reply)
+
+    def _remember(self, rid: str, reply: bytes) -> None:
+        self._replies[rid] = reply
+        if len(self._replies) > self.cache_size:
+            self._replies.popitem(last=False)
+
+    async def _send(self, identity: bytes, reply: bytes) -> None:
+        await self._sock.send_multipart([identity, b"", reply])
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._sock.close()
+
+
+def _unlink_stale_ipc(endpoint: str) -> None:
+    """A SIGKILLed server leaves its socket file; binding over it is safe because
+    the caller holds the actor's single-instance guarantee (the supervisor)."""
+    path = endpoint.removeprefix("ipc://")
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,363 @@
+"""supervisor.toml, decoded into typed structs.
+
+Unknown keys and wrong types are errors that name the field (``ConfigError``,
+exit code 2 for every command). Relative paths are resolved against the config
+file's directory, so a config and its state travel together. Environment
+variables override secrets and gates only, never trading parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+Mode = Literal["dry-run", "paper", "live"]
+RestartPolicy = Literal["always", "on-failure", "never"]
+LIVE_ACK = "I_UNDERSTAND"
+
+ACTOR_NAMES = (
+    "bus", "exchange-sim", "recorder", "executor", "marketdata", "risk", "strategy",
+    "reconciler",
+)
+
+
+class ConfigError(Exception):
+    """Bad configuration; the message names the offending field."""
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class BusConfig(_Section):
+    # Empty endpoints mean ipc:// sockets inside the runtime dir.
+    pub_endpoint: str = ""  # XSUB side: publishers connect here
+    sub_endpoint: str = ""  # XPUB side: subscribers connect here
+    hwm: int = 200_000
+
+
+class LoggingConfig(_Section):
+    level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json: bool = False
+    rotation: str = "20 MB"
+    retention: int = 5
+
+
+class GatesConfig(_Section):
+    kill_switch: bool = False
+    safe_mode: bool = False
+    live_trading: bool = False
+    live_trading_ack: str = ""
+
+
+class ExchangeConfig(_Section):
+    rest_url: str = ""  # empty: the embedded simulator's URL in paper mode
+    ws_url: str = ""
+    timeout_s: float = 5.0
+    api_key: str = ""
+    api_secret: str = ""
+    api_secret_file: str = ""  # a 0600 file holding the base64 secret
+
+
+class SimulatorConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 18_080
+    seed: int = 7
+    book_interval_ms: int = 250
+    api_key: str = "sim-api-key"
+    api_secret: str = "c2ltLWFwaS1zZWNyZXQtZm9yLXBhcGVyLXRyYWRpbmc="
+    balances: str = "TRY=100000"
+
+
+class ActorSpec(_Section):
+    enabled: bool = True
+    restart: RestartPolicy = "always"
+    heartbeat_timeout_s: float = 5.0
+    start_timeout_s: float = 20.0
+
+
+class SupervisorConfig(_Section):
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+    intensity_max_restarts: int = 5
+    intensity_window_s: float = 60.0
+    stable_after_s: float = 10.0
+    stop_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 1.0
+
+
+class MarketDataConfig(_Section):
+    symbols: list[str] = msgspec.field(default_factory=lambda: ["BTCTRY", "ETHTRY", "SOLTRY"])
+    source: Literal["ws", "rest"] = "ws"
+    rest_fallback: bool = True
+    max_data_age_s: float = 15.0
+    rest_poll_interval_s: float = 1.0
+    depth: int = 10
+    exchangeinfo_refresh_s: float = 300.0
+
+
+class StrategyConfig(_Section):
+    min_profit_bps: int = 30
+    entry_max_spread: Decimal = Decimal("0.01")
+    entry_notional_try: Decimal = Decimal("100")
+    take_profit_fraction: Decimal = Decimal("0.25")
+    ttl_s: float = 120.0
+    throttle_ms: int = 500
+
+
+class RiskConfig(_Section):
+    max_open_orders_per_symbol: int = 1
+    cooldown_s: float = 60.0
+    max_orders_per_minute: int = 20
+    min_order_notional_try: Decimal = Decimal("10")
+    max_notional_per_order_try: Decimal = Decimal("0")  # 0 = off
+    max_position_try_per_symbol: Decimal = Decimal("5000")
+    max_daily_loss_try: Decimal = Decimal("500")
+    try_cash_reserve: Decimal = Decimal("300")
+
+
+class ExecutorConfig(_Section):
+    db_path: str = "data/btcbot.db"
+    client_id_prefix: str = "bb"
+    settle_window_s: float = 10.0
+    probe_backoff_initial_s: float = 0.5
+    probe_backoff_max_s: float = 10.0
+    key_retention_s: float = 7 * 24 * 3600.0
+    order_poll_interval_s: float = 1.0
+    stale_order_ttl_s: float = 120.0
+
+
+class ReconcilerConfig(_Section):
+    interval_s: float = 15.0
+    failure_threshold: int = 3
+
+
+class RecorderConfig(_Section):
+    path: str = "recordings"
+    segment_max_bytes: int = 64 * 1024 * 1024
+    segment_max_s: float = 3600.0
+    flush_interval_ms: int = 200
+
+
+def _default_actors() -> dict[str, ActorSpec]:
+    return {name: ActorSpec() for name in ACTOR_NAMES}
+
+
+class Config(_Section):
+    mode: Mode = "paper"
+    runtime_dir: str = "run"
+    log_dir: str = "logs"
+    data_dir: str = "data"
+    bus: BusConfig = msgspec.field(default_factory=BusConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    gates: GatesConfig = msgspec.field(default_factory=GatesConfig)
+    exchange: ExchangeConfig = msgspec.field(default_factory=ExchangeConfig)
+    simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
+    supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    actors: dict[str, ActorSpec] = msgspec.field(default_factory=_default_actors)
+    marketdata: MarketDataConfig = msgspec.field(default_factory=MarketDataConfig)
+    strategy: StrategyConfig = msgspec.field(default_factory=StrategyConfig)
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
+    executor: ExecutorConfig = msgspec.field(default_factory=ExecutorConfig)
+    reconciler: ReconcilerConfig = msgspec.field(default_factory=ReconcilerConfig)
+    recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
+
+    # Set by load_config, not read from the file.
+    base_dir: str = ""
+    source_path: str = ""
+
+    # --- derived values ------------------------------------------------------------
+    def path(self, p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() else Path(self.base_dir) / q
+
+    @property
+    def runtime_path(self) -> Path:
+        return self.path(self.runtime_dir)
+
+    @property
+    def log_path(self) -> Path:
+        return self.path(self.log_dir)
+
+    def ipc(self, name: str) -> str:
+        return f"ipc://{self.runtime_path / name}"
+
+    @property
+    def bus_pub_endpoint(self) -> str:
+        return self.bus.pub_endpoint or self.ipc("bus.in")
+
+    @property
+    def bus_sub_endpoint(self) -> str:
+        return self.bus.sub_endpoint or self.ipc("bus.out")
+
+    def command_endpoint(self, actor: str) -> str:
+        return self.ipc(f"cmd.{actor}")
+
+    @property
+    def supervisor_endpoint(self) -> str:
+        return self.ipc("supervisor")
+
+    @property
+    def exchange_kind(self) -> str:
+        return {"paper": "simulator", "live": "btcturk", "dry-run": "none"}[self.mode]
+
+    @property
+    def rest_url(self) -> str:
+        if self.exchange.rest_url:
+            return self.exchange.rest_url
+        if self.mode == "live":
+            return "https://api.btcturk.com"
+        return f"http://{self.simulator.host}:{self.simulator.port}"
+
+    @property
+    def ws_url(self) -> str:
+        if self.exchange.ws_url:
+            return self.exchange.ws_url
+        if self.mode == "live":
+            return "wss://ws-feed-pro.btcturk.com"
+        return f"ws://{self.simulator.host}:{self.simulator.port}/ws"
+
+    def credentials(self) -> tuple[str, str]:
+        """(api_key, api_secret) for the authenticated client of this mode."""
+        if self.mode == "paper":
+            key = self.exchange.api_key or self.simulator.api_key
+            secret = self.exchange.api_secret or self.simulator.api_secret
+            return key, secret
+        return self.exchange.api_key, self.exchange.api_secret
+
+    def actor_spec(self, name: str) -> ActorSpec:
+        return self.actors.get(name) or ActorSpec(enabled=False)
+
+    def enabled_actors(self) -> list[str]:
+        """Actors to run, in start order (bus first); exchange-sim only in paper mode."""
+        names = [n for n in self.actors if self.actors[n].enabled]
+        if self.mode != "paper":
+            names = [n for n in names if n != "exchange-sim"]
+        names.sort(key=lambda n: ACTOR_NAMES.index(n))
+        return names
+
+    def live_arming_problems(self) -> list[str]:
+        """Why live trading is not armed (empty when it is)."""
+        problems = []
+        if not self.gates.live_trading:
+            problems.append("gates.live_trading is not true")
+        if self.gates.live_trading_ack != LIVE_ACK:
+            problems.append(f"gates.live_trading_ack is not exactly {LIVE_ACK!r}")
+        if not self.exchange.api_key or not self.exchange.api_secret:
+            problems.append("exchange credentials missing (BTCTURK_API_KEY / BTCTURK_API_SECRET)")
+        return problems
+
+
+_ENV_BOOL = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
+
+
+def _env_bool(name: str) -> bool | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return _ENV_BOOL[raw.strip().lower()]
+    except KeyError:
+        raise ConfigError(f"environment {name}={raw!r} is not a boolean") from None
+
+
+def _apply_env(cfg: Config) -> None:
+    """Secrets and gates only."""
+    if key := os.environ.get("BTCTURK_API_KEY"):
+        cfg.exchange.api_key = key
+    if secret := os.environ.get("BTCTURK_API_SECRET"):
+        cfg.exchange.api_secret = secret
+    for env, attr in (("BTCBOT_KILL_SWITCH", "kill_switch"), ("BTCBOT_SAFE_MODE", "safe_mode"),
+                      ("BTCBOT_LIVE_TRADING", "live_trading")):
+        value = _env_bool(env)
+        if value is not None:
+            setattr(cfg.gates, attr, value)
+    if ack := os.environ.get("BTCBOT_LIVE_TRADING_ACK"):
+        cfg.gates.live_trading_ack = ack
+
+
+def _read_secret_file(cfg: Config) -> None:
+    if not cfg.exchange.api_secret_file or cfg.exchange.api_secret:
+        return
+    path = cfg.path(cfg.exchange.api_secret_file)
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"exchange.api_secret_file: cannot read {path}: {exc}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"exchange.api_secret_file: {path} must be mode 0600 (is {mode & 0o777:o})")
+    cfg.exchange.api_secret = path.read_text().strip()
+
+
+def _validate(cfg: Config) -> None:
+    for name in cfg.actors:
+        if name not in ACTOR_NAMES:
+            raise ConfigError(f"actors.{name}: unknown actor (known: {', '.join(ACTOR_NAMES)})")
+    for name in ACTOR_NAMES:  # a section lists only what it changes
+        cfg.actors.setdefault(name, ActorSpec())
+    if not cfg.marketdata.symbols:
+        raise ConfigError("marketdata.symbols: at least one symbol is required")
+    positive = {
+        "supervisor.backoff_initial_s": cfg.supervisor.backoff_initial_s,
+        "supervisor.heartbeat_interval_s": cfg.supervisor.heartbeat_interval_s,
+        "marketdata.max_data_age_s": cfg.marketdata.max_data_age_s,
+        "reconciler.interval_s": cfg.reconciler.interval_s,
+        "recorder.flush_interval_ms": cfg.recorder.flush_interval_ms,
+    }
+    for field, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{field}: must be positive (got {value})")
+    for name, spec in cfg.actors.items():
+        if spec.heartbeat_timeout_s <= cfg.supervisor.heartbeat_interval_s:
+            raise ConfigError(
+                f"actors.{name}.heartbeat_timeout_s: must exceed supervisor.heartbeat_interval_s"
+            )
+
+
+def load_config(path: str | os.PathLike[str], *, mode: str | None = None) -> Config:
+    """Load, validate and apply environment overrides. Raises ConfigError."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {p}: {exc.strerror or exc}") from None
+    try:
+        cfg = msgspec.toml.decode(raw, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{p}: {_describe(exc)}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    if cfg.base_dir or cfg.source_path:
+        raise ConfigError("base_dir/source_path: not settable in the file")
+    cfg.base_dir = str(p.resolve().parent)
+    cfg.source_path = str(p.resolve())
+    if mode is not None:
+        if mode not in ("dry-run", "paper", "live"):
+            raise ConfigError(f"mode: {mode!r} is not one of dry-run, paper, live")
+        cfg.mode = mode  # type: ignore[assignment]
+    _apply_env(cfg)
+    _read_secret_file(cfg)
+    _validate(cfg)
+    return cfg
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    """msgspec says '... - at `$.risk.cooldown_s`'; lead with the dotted field name."""
+    text = str(exc)
+    if " - at `$." in text:
+        message, _, where = text.rpartition(" - at `$.")
+        return f"{where.rstrip('`')}: {message}"
+    if "unknown field" in text:
+        return f"(top level): {text}"
+    return text
+
+
+def redact(value: str) -> str:
+    """For logs: never print a secret, only that it is set."""
+    return "<set>" if value else "<empty>"
