@@ -291,7 +291,9 @@ def _read_secret_file(cfg: Config) -> None:
     except OSError as exc:
         raise ConfigError(f"exchange.api_secret_file: cannot read {path}: {exc}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"exchange.api_secret_file: {path} must be mode 0600 (is {mode & 0o777:o})")
+        raise ConfigError(
+            f"exchange.api_secret_file: {path} must be mode 0600 (is {mode & 0o777:o})"
+        )
     cfg.exchange.api_secret = path.read_text().strip()
 
 
