@@ -62,6 +62,7 @@ class Actor:
         self.started_mono = time.monotonic()
         self.counters: Counter[str] = Counter()
         self.ready = False
+        self._ready_mono = 0.0
         self.paused = False
         self.exit_code = EXIT_OK
         self.ctx = zmq.asyncio.Context()
@@ -70,6 +71,7 @@ class Actor:
         self.sub: Subscriber | None = None
         self.server: RequestServer | None = None
         self._stop = asyncio.Event()
+        self._joined = asyncio.Event()  # our own heartbeat came back through the bus
         self._tasks: set[asyncio.Task[Any]] = set()
         self._parent_pid = os.getppid()
 
@@ -142,6 +144,7 @@ class Actor:
             if self.fsm.state == State.LOCKING:
                 self.fsm.to(State.READY, "started")
             self.ready = True
+            self._ready_mono = time.monotonic()
             self._send_heartbeat()
             logger.info("{} ready (incarnation {}, pid {})", self.name, self.incarnation,
                         os.getpid())
@@ -163,7 +166,8 @@ class Actor:
         self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, self.name, self.incarnation,
                              hwm=hwm)
         self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
-                              ["control", *self.subscriptions], hwm=hwm, name=self.name)
+                              ["control", f"hb.{self.name}", *self.subscriptions], hwm=hwm,
+                              name=self.name)
         if self.serves_commands:
             self.server = RequestServer(self.ctx, self.cfg.command_endpoint(self.name),
                                         self.handle_command)
@@ -204,6 +208,10 @@ class Actor:
         while True:
             topic, packet = await self.sub.recv()
             try:
+                if isinstance(packet.body, Heartbeat) and packet.body.actor == self.name:
+                    self._joined.set()
+                    if "hb." not in self.subscriptions:
+                        continue
                 if isinstance(packet.body, Control):
                     if packet.body.target in ("*", self.name):
                         self.counters["control"] += 1
@@ -222,7 +230,23 @@ class Actor:
         while True:
             self._send_heartbeat()
             self._check_parent()
+            await self._sleep_until_next_heartbeat(interval)
+
+    async def _sleep_until_next_heartbeat(self, interval: float) -> None:
+        # A PUB drops what it sends before the bus's subscriptions reach it (slow
+        # joiner), so until our own heartbeat comes back we repeat it quickly: the
+        # supervisor then sees READY within milliseconds instead of one interval.
+        settled = self.ready and time.monotonic() - self._ready_mono > 0.5
+        if self._joined.is_set() and settled:
             await asyncio.sleep(interval)
+            return
+        if self._joined.is_set():  # others (the supervisor) may still be joining
+            await asyncio.sleep(min(0.1, interval))
+            return
+        try:
+            await asyncio.wait_for(self._joined.wait(), timeout=min(0.05, interval))
+        except TimeoutError:
+            pass
 
     def _check_parent(self) -> None:
         # PR_SET_PDEATHSIG normally kills us with the supervisor; this is the backstop.

@@ -143,6 +143,7 @@ class Subscriber:
         *,
         hwm: int = 100_000,
         name: str = "",
+        reconnect_ivl_ms: int = 100,
     ) -> None:
         self.name = name
         self.stats = SubscriberStats()
@@ -150,6 +151,7 @@ class Subscriber:
         self._sock = ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.RECONNECT_IVL, reconnect_ivl_ms)
         for t in topics:
             self._sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         self._sock.connect(endpoint)

@@ -99,6 +99,13 @@ class MarketDataConfig(_Section):
     rest_poll_interval_s: float = 1.0
     depth: int = 10
     exchangeinfo_refresh_s: float = 300.0
+    # ws mode: a symbol whose WS book is older than this is polled over REST (if
+    # rest_fallback); the old bot's ORDERBOOK_MAX_STALENESS_MS.
+    ws_stale_s: float = 5.0
+    # ws mode without rest_fallback: no WS connection within this at start = fatal.
+    ws_connect_timeout_s: float = 10.0
+    status_interval_s: float = 1.0  # FeedStatus republished this often (late joiners)
+    rules_republish_s: float = 5.0  # SymbolRules republished this often (late joiners)
 
 
 class StrategyConfig(_Section):
@@ -108,6 +115,13 @@ class StrategyConfig(_Section):
     take_profit_fraction: Decimal = Decimal("0.25")
     ttl_s: float = 120.0
     throttle_ms: int = 500
+    # Benchmarks only: emit an entry intent on EVERY book change of a symbol (no
+    # throttle, no position logic, no open-order wait). Off: never in production.
+    trade_every_tick: bool = False
+    # After a rejected intent, wait this long before deciding again for that symbol
+    # (keeps a blocked gate from turning into a stream of identical rejections).
+    reject_backoff_s: float = 5.0
+    snapshot_interval_s: float = 5.0  # executor snapshot refresh (positions, TRY, orders)
 
 
 class RiskConfig(_Section):
@@ -119,6 +133,13 @@ class RiskConfig(_Section):
     max_position_try_per_symbol: Decimal = Decimal("5000")
     max_daily_loss_try: Decimal = Decimal("500")
     try_cash_reserve: Decimal = Decimal("300")
+    cash_asset: str = "TRY"  # the quote asset whose free balance funds buys
+    snapshot_interval_s: float = 5.0  # executor snapshot refresh (latches, orders, PnL)
+    executor_timeout_s: float = 2.0  # per attempt of a SubmitOrder (Lazy Pirate)
+    executor_retries: int = 2
+    # No executor snapshot (or portfolio message) for this long: latches are unknown,
+    # so nothing is approved (fail closed).
+    executor_state_max_age_s: float = 30.0
 
 
 class ExecutorConfig(_Section):
@@ -130,11 +151,24 @@ class ExecutorConfig(_Section):
     key_retention_s: float = 7 * 24 * 3600.0
     order_poll_interval_s: float = 1.0
     stale_order_ttl_s: float = 120.0
+    # FULL: the reservation survives power loss (see actors/executor/db.py); NORMAL only
+    # for benchmarks.
+    db_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # Sends of one key that failed with a provably-not-sent error (429, refused) before the
+    # key is FAILED.
+    max_send_attempts: int = 3
+    # An open order on the exchange with our client-id prefix and no DB row.
+    orphan_policy: Literal["adopt", "cancel"] = "adopt"
+    dry_run_fee_bps: Decimal = Decimal("10")  # simulated fee of dry-run fills
+    balance_refresh_s: float = 10.0
+    reconcile_trade_lookback_s: float = 7 * 24 * 3600.0  # user trades fetched by reconcile
 
 
 class ReconcilerConfig(_Section):
     interval_s: float = 15.0
     failure_threshold: int = 3
+    request_timeout_s: float = 10.0  # per attempt of a ReconcileQuery to the executor
+    incident_min_interval_s: float = 1.0  # incident-triggered rounds at most this often
 
 
 class RecorderConfig(_Section):

@@ -1,0 +1,1 @@
+"""btcbot-supervisor: process supervision and the operator CLI."""

@@ -1,0 +1,3 @@
+from actors.supervisor.cli import main
+
+main()

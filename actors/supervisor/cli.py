@@ -1,0 +1,340 @@
+"""``btcbot-supervisor``: the operator's single entry point (DESIGN section 5).
+
+Exit codes: 0 ok; 1 runtime failure; 2 bad usage or config (the message names
+the field); 3 already running / lock held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import zmq.asyncio
+from loguru import logger
+
+from actors.supervisor.core import AlreadyRunning, InstanceLock, Supervisor, read_pid
+from actors.supervisor.logtail import Follower, format_line, last_lines
+from actors.supervisor.status import render_text
+from bus.messages import Ack, StatusReply, SupervisorCommand
+from bus.transport import RequestClient, RequestFailed
+from shared.config import Config, ConfigError, load_config
+from shared.logging import setup_logging
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    click.echo(f"btcbot-supervisor: {message}", err=True)
+    sys.exit(code)
+
+
+def load(ctx: click.Context, mode: str | None = None) -> Config:
+    try:
+        return load_config(ctx.obj["config"], mode=mode)
+    except ConfigError as exc:
+        fail(f"config error: {exc}", EXIT_USAGE)
+
+
+def send(cfg: Config, command: str, *, timeout_s: float = 5.0, **kwargs: Any) -> Any:
+    """One command to the running supervisor; RequestFailed if it is not there."""
+
+    async def go() -> Any:
+        ctx = zmq.asyncio.Context()
+        client = RequestClient(ctx, cfg.supervisor_endpoint, "cli", timeout_s=timeout_s,
+                               retries=1)
+        try:
+            return await client.request(SupervisorCommand(command=command, **kwargs))
+        finally:
+            client.close()
+            ctx.destroy(linger=0)
+
+    return asyncio.run(go())
+
+
+def is_running(cfg: Config) -> bool:
+    return InstanceLock(cfg).is_held()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", default="supervisor.toml", show_default=True,
+              type=click.Path(dir_okay=False), help="supervisor.toml to use")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str) -> None:
+    """Start, watch and control the btcbot actor pipeline."""
+    ctx.obj = {"config": config_path}
+
+
+# --- start / stop ---------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--detach", is_flag=True, help="run in the background; return once all are READY")
+@click.option("--mode", type=click.Choice(["dry-run", "paper", "live"]), default=None)
+@click.option("--daemon-child", is_flag=True, hidden=True)
+@click.pass_context
+def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool) -> None:
+    """Start bus, recorder and actors (and the simulator in paper mode)."""
+    cfg = load(ctx, mode)
+    if cfg.mode == "live" and (problems := cfg.live_arming_problems()):
+        fail("live trading is not armed: " + "; ".join(problems), EXIT_USAGE)
+    if is_running(cfg):
+        fail(f"already running (pid {read_pid(cfg.runtime_path / 'supervisor.pid')}, "
+             f"runtime dir {cfg.runtime_path})", EXIT_LOCKED)
+    if detach:
+        sys.exit(start_detached(cfg, ctx.obj["config"]))
+    setup_logging(cfg, "supervisor", stderr=not daemon_child)
+    sys.exit(asyncio.run(run_supervisor(cfg, foreground=not daemon_child)))
+
+
+async def run_supervisor(cfg: Config, *, foreground: bool) -> int:
+    sup = Supervisor(cfg, foreground=foreground)
+    printer = asyncio.create_task(print_logs(cfg, list(sup.children))) if foreground else None
+    try:
+        return await sup.run()
+    except AlreadyRunning as exc:
+        logger.error(str(exc))
+        return EXIT_LOCKED
+    finally:
+        if printer is not None:
+            printer.cancel()
+
+
+async def print_logs(cfg: Config, names: list[str]) -> None:
+    """Foreground mode: every actor's log lines, prefixed and coloured."""
+    width = max(len(n) for n in names)
+    followers = {n: Follower(cfg.log_path / f"{n}.log") for n in names if n != "exchange-sim"}
+    while True:
+        for i, (name, follower) in enumerate(followers.items()):
+            for line in follower.poll():
+                click.echo(format_line(name, line, width, i))
+        await asyncio.sleep(0.1)
+
+
+def start_detached(cfg: Config, config_path: str) -> int:
+    cfg.log_path.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "actors.supervisor", "--config", config_path, "start",
+            "--mode", cfg.mode, "--daemon-child"]
+    with open(cfg.log_path / "supervisor.out", "ab") as out:
+        daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                  start_new_session=True)
+    timeout = sum(cfg.actor_spec(n).start_timeout_s for n in cfg.enabled_actors()) + 10
+    deadline = time.monotonic() + timeout
+    doc: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        if (rc := daemon.poll()) is not None:
+            fail(f"supervisor exited with code {rc} during start; see {cfg.log_path}", rc or 1)
+        doc = _try_status(cfg)
+        if doc is not None and all(a["ready"] for a in doc["actors"]):
+            click.echo(f"started (supervisor pid {daemon.pid}); all actors READY")
+            return EXIT_OK
+        time.sleep(0.1)
+    not_ready = [a["name"] for a in (doc or {}).get("actors", []) if not a["ready"]]
+    click.echo(f"btcbot-supervisor: started (pid {daemon.pid}) but not READY after "
+               f"{timeout:.0f}s: {', '.join(not_ready) or 'supervisor not answering'}", err=True)
+    return EXIT_FAILURE
+
+
+def _try_status(cfg: Config) -> dict[str, Any] | None:
+    try:
+        reply = send(cfg, "status", timeout_s=1.0)
+    except RequestFailed:
+        return None
+    return json.loads(reply.json) if isinstance(reply, StatusReply) else None
+
+
+@cli.command()
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="seconds before SIGKILL (default: supervisor.stop_timeout_s)")
+@click.pass_context
+def stop(ctx: click.Context, timeout_s: float | None) -> None:
+    """SIGTERM everything, SIGKILL after the timeout; leaves no process behind."""
+    cfg = load(ctx)
+    timeout_s = cfg.supervisor.stop_timeout_s if timeout_s is None else timeout_s
+    pid = read_pid(cfg.runtime_path / "supervisor.pid")
+    if not is_running(cfg):
+        click.echo("not running")
+        return
+    try:
+        send(cfg, "stop", timeout_s=2.0)
+    except RequestFailed:
+        if pid:
+            _signal(pid, signal.SIGTERM)
+    if not _wait_unlocked(cfg, timeout_s + 5):
+        if pid:
+            click.echo(f"supervisor {pid} did not stop: SIGKILL (children die with it)")
+            _signal(pid, signal.SIGKILL)
+        if not _wait_unlocked(cfg, 5):
+            fail("supervisor still holds its lock")
+    if pid and not _wait_gone(pid, 5.0):
+        fail(f"supervisor {pid} released its lock but is still alive")
+    click.echo("stopped")
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if _is_zombie(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_unlocked(cfg: Config, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not is_running(cfg):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# --- status / restart / logs -------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="one JSON object")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Actors, states, gates, latches, keys, positions and PnL. Exit 1 when not running."""
+    cfg = load(ctx)
+    doc = _try_status(cfg) if is_running(cfg) else None
+    if doc is None:
+        if as_json:
+            click.echo(json.dumps({"running": False, "mode": cfg.mode, "actors": []}))
+        else:
+            click.echo("not running")
+        sys.exit(EXIT_FAILURE)
+    click.echo(json.dumps(doc, indent=2) if as_json else render_text(doc))
+
+
+def _command(ctx: click.Context, command: str, **kwargs: Any) -> None:
+    cfg = load(ctx)
+    if not is_running(cfg):
+        fail("not running")
+    try:
+        reply = send(cfg, command, timeout_s=30.0, **kwargs)
+    except RequestFailed as exc:
+        fail(str(exc))
+    click.echo(reply.detail if isinstance(reply, Ack) else "ok")
+
+
+@cli.command()
+@click.argument("actor")
+@click.pass_context
+def restart(ctx: click.Context, actor: str) -> None:
+    """Restart one actor; the others keep running."""
+    _command(ctx, "restart", actor=actor)
+
+
+@cli.command("kill-switch")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option("--reason", default="operator")
+@click.pass_context
+def kill_switch(ctx: click.Context, state: str, reason: str) -> None:
+    """Stop (on) or allow (off) new orders; persisted by the executor."""
+    _command(ctx, "kill_switch", value=state == "on", reason=reason)
+
+
+@cli.command()
+@click.option("--reason", default="operator")
+@click.pass_context
+def pause(ctx: click.Context, reason: str) -> None:
+    """Pause trading (persisted)."""
+    _command(ctx, "pause", reason=reason)
+
+
+@cli.command()
+@click.option("--reason", default="operator")
+@click.pass_context
+def resume(ctx: click.Context, reason: str) -> None:
+    """Resume trading after pause."""
+    _command(ctx, "resume", reason=reason)
+
+
+@cli.group()
+def latch() -> None:
+    """The safety latch set by the reconciler after repeated reconcile failures."""
+
+
+@latch.command("clear")
+@click.option("--reason", default="operator")
+@click.pass_context
+def latch_clear(ctx: click.Context, reason: str) -> None:
+    """Clear the safety latch (only an operator can)."""
+    _command(ctx, "latch_clear", reason=reason)
+
+
+@cli.command()
+@click.argument("actor", required=False)
+@click.option("--all", "all_", is_flag=True, help="every actor, interleaved")
+@click.option("-f", "--follow", is_flag=True)
+@click.option("-n", "lines", type=int, default=20, show_default=True)
+@click.pass_context
+def logs(ctx: click.Context, actor: str | None, all_: bool, follow: bool, lines: int) -> None:
+    """Show (and follow) one actor's log, or all of them."""
+    cfg = load(ctx)
+    names = _log_names(cfg) if all_ else [actor] if actor else []
+    if not names:
+        fail("name an actor or use --all", EXIT_USAGE)
+    paths = {n: cfg.log_path / f"{n}.log" for n in names}
+    if not all_ and not paths[names[0]].exists():
+        fail(f"no log for {names[0]!r} in {cfg.log_path}", EXIT_USAGE)
+    width = max(len(n) for n in names)
+    for i, (name, path) in enumerate(paths.items()):
+        for line in last_lines(path, lines):
+            click.echo(format_line(name, line, width, i) if all_ else line)
+    if follow:
+        followers = {n: Follower(p) for n, p in paths.items()}
+        try:
+            while True:
+                quiet = True
+                for i, (name, f) in enumerate(followers.items()):
+                    for line in f.poll():
+                        quiet = False
+                        click.echo(format_line(name, line, width, i) if all_ else line)
+                if quiet:
+                    time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+
+
+def _log_names(cfg: Config) -> list[str]:
+    return sorted(p.stem for p in Path(cfg.log_path).glob("*.log"))
+
+
+def main() -> None:
+    cli(prog_name="btcbot-supervisor")
+
+
+# Recorder inspection and replay (actors/supervisor/replay_cli.py).
+from actors.supervisor.replay_cli import recordings, replay  # noqa: E402
+
+cli.add_command(recordings)
+cli.add_command(replay)

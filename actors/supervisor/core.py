@@ -1,0 +1,461 @@
+"""The supervisor: starts children in order, watches exits and heartbeats,
+restarts by policy with backoff and an intensity limit, answers the CLI on its
+control socket, and stops everything (no orphan survives it)."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+import msgspec
+import zmq
+import zmq.asyncio
+from loguru import logger
+
+from actors.supervisor.child import Child
+from actors.supervisor.policy import RestartTracker
+from bus.messages import (
+    Ack,
+    CommandRequest,
+    Control,
+    FeedStatus,
+    Heartbeat,
+    Msg,
+    PortfolioSnapshot,
+    ReconcileReport,
+    SetLatch,
+    SnapshotQuery,
+    StatusReply,
+    SupervisorCommand,
+)
+from bus.transport import (
+    CommandError,
+    Publisher,
+    RequestClient,
+    RequestFailed,
+    RequestServer,
+    Subscriber,
+    new_incarnation,
+)
+from shared.config import Config
+
+MONITOR_INTERVAL_S = 0.05
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def ensure_runtime_dir(cfg: Config) -> Path:
+    path = cfg.runtime_path
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)  # ipc sockets live here: owner only
+    return path
+
+
+class InstanceLock:
+    """One supervisor per runtime dir: an flock held for the process lifetime."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.path = ensure_runtime_dir(cfg) / "supervisor.lock"
+        self.pid_path = cfg.runtime_path / "supervisor.pid"
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> None:
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise AlreadyRunning(f"a supervisor is already running (pid {read_pid(self.pid_path)})")
+        self._fh = fh
+        self.pid_path.write_text(str(os.getpid()))
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self.pid_path.unlink(missing_ok=True)
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def is_held(self) -> bool:
+        try:
+            fh = open(self.path, "a+")
+        except OSError:
+            return False
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, *, foreground: bool = False) -> None:
+        self.cfg = cfg
+        self.foreground = foreground
+        self.lock = InstanceLock(cfg)
+        self.children: dict[str, Child] = {
+            name: Child(name, RestartTracker(cfg.actor_spec(name), cfg.supervisor),
+                        heartbeats=name != "exchange-sim")
+            for name in cfg.enabled_actors()
+        }
+        self.started_mono = time.monotonic()
+        self.stopping = False
+        self._stop_event = asyncio.Event()
+        self.bus_grace_until = 0.0
+        self.kill_switch_reason = ""
+        self.feed: dict[str, FeedStatus] = {}
+        self.last_report: ReconcileReport | None = None
+        self.last_snapshot: PortfolioSnapshot | None = None
+        self.ctx = zmq.asyncio.Context()
+        self.incarnation = new_incarnation()
+        self.pub: Publisher | None = None
+        self.sub: Subscriber | None = None
+        self._control_server: RequestServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._env = self._child_env()
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("BTCBOT_LOG_STDERR", None)
+        return env
+
+    # --- lifecycle -------------------------------------------------------------------
+    async def run(self) -> int:
+        self.lock.acquire()  # raises AlreadyRunning
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.request_stop)
+        logger.info("supervisor {} starting in {} mode: {}", os.getpid(), self.cfg.mode,
+                    ", ".join(self.children))
+        try:
+            self._open_sockets()
+            self._tasks = [
+                asyncio.create_task(self._listen(), name="listen"),
+                asyncio.create_task(self._serve_control(), name="control"),
+                asyncio.create_task(self._monitor(), name="monitor"),
+                asyncio.create_task(self._sample_loop(), name="sample"),
+            ]
+            if "exchange-sim" in self.children:
+                self._tasks.append(asyncio.create_task(self._probe_simulator(), name="probe"))
+            await self._start_all()
+            await self._stop_event.wait()
+        finally:
+            await self._stop_all()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            for closable in (self._control_server, self.sub, self.pub):
+                if closable is not None:
+                    closable.close()
+            self.ctx.destroy(linger=0)
+            self.lock.release()
+            logger.info("supervisor stopped")
+        return 0
+
+    async def _serve_control(self) -> None:
+        assert self._control_server is not None
+        await self._control_server.serve()
+
+    def request_stop(self) -> None:
+        self.stopping = True
+        self._stop_event.set()
+
+    def _open_sockets(self) -> None:
+        self._control_server = RequestServer(self.ctx, self.cfg.supervisor_endpoint,
+                                             self._handle_command)
+        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
+                              ["hb.", "md.status", "reconcile.report", "portfolio"],
+                              name="supervisor", reconnect_ivl_ms=20)
+        self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, "supervisor", self.incarnation)
+
+    async def _start_all(self) -> None:
+        """Start in dependency order, each waiting for READY (bus first)."""
+        for child in self.children.values():
+            if self.stopping:
+                return
+            self._spawn(child)
+            await self._wait_ready(child, self.cfg.actor_spec(child.name).start_timeout_s)
+
+    async def _wait_ready(self, child: Child, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.stopping:
+            if child.running and child.heard.ready:
+                return True
+            if not child.running and child.restart_due is None:
+                return False  # exited and not going to be restarted
+            await asyncio.sleep(0.02)
+        return False
+
+    def _spawn(self, child: Child) -> None:
+        child.spawn(self.cfg, self._env)
+        logger.info("started {} (pid {})", child.name, child.pid)
+        if child.name == "bus":
+            self._grace_after_bus_start()
+
+    def _grace_after_bus_start(self) -> None:
+        # Every heartbeat travels through the bus: while it restarts, nobody is late.
+        timeout = max(self.cfg.actor_spec(n).heartbeat_timeout_s for n in self.children)
+        self.bus_grace_until = time.monotonic() + timeout
+
+    async def _stop_all(self) -> None:
+        """SIGTERM in reverse start order, SIGKILL after the timeout."""
+        self.stopping = True
+        for child in self.children.values():
+            child.restart_due = None
+        order = [c for c in reversed(self.children.values()) if c.running]
+        for child in order:
+            if child.name != "bus":
+                child.signal(signal.SIGTERM)
+        await self._reap(order, self.cfg.supervisor.stop_timeout_s, exclude_bus=True)
+        bus = self.children.get("bus")
+        if bus is not None and bus.running:
+            bus.signal(signal.SIGTERM)
+            await self._reap([bus], self.cfg.supervisor.stop_timeout_s)
+
+    async def _reap(self, children: list[Child], timeout_s: float, *,
+                    exclude_bus: bool = False) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = [c for c in children if not (exclude_bus and c.name == "bus")]
+        while pending and time.monotonic() < deadline:
+            pending = [c for c in pending if c.running]
+            await asyncio.sleep(0.02)
+        for child in pending:
+            if child.running:
+                logger.warning("{} did not stop in {:.0f}s: SIGKILL", child.name, timeout_s)
+                child.signal(signal.SIGKILL)
+        for child in pending:
+            if child.proc is not None:
+                await asyncio.to_thread(child.proc.wait)
+
+    # --- watching --------------------------------------------------------------------
+    async def _listen(self) -> None:
+        assert self.sub is not None
+        while True:
+            _topic, packet = await self.sub.recv()
+            body = packet.body
+            if isinstance(body, Heartbeat):
+                self._on_heartbeat(body)
+            elif isinstance(body, FeedStatus):
+                self.feed[body.symbol] = body
+            elif isinstance(body, ReconcileReport):
+                self.last_report = body
+            elif isinstance(body, PortfolioSnapshot):
+                self.last_snapshot = body
+
+    def _on_heartbeat(self, hb: Heartbeat) -> None:
+        child = self.children.get(hb.actor)
+        if child is None or child.pid != hb.pid:
+            return  # a heartbeat from a previous incarnation still in flight
+        now = time.monotonic()
+        if hb.ready and not child.heard.ready:
+            child.ready_latency_s.append(now - child.started_mono)
+            logger.info("{} ready in {:.3f}s", child.name, now - child.started_mono)
+        child.heard.state, child.heard.ready = hb.state, hb.ready
+        child.heard.counters, child.heard.info = hb.counters, hb.info
+        child.heard.last_mono = now
+
+    async def _monitor(self) -> None:
+        while True:
+            now = time.monotonic()
+            for child in self.children.values():
+                self._check_exit(child, now)
+                self._check_liveness(child, now)
+                if child.restart_due is not None and now >= child.restart_due and not self.stopping:
+                    child.restarts += 1
+                    child.tracker.note_restart(now)
+                    self._spawn(child)
+            await asyncio.sleep(MONITOR_INTERVAL_S)
+
+    def _check_exit(self, child: Child, now: float) -> None:
+        if child.proc is None or child.running or child.exit_handled:
+            return
+        child.exit_handled = True
+        rc = child.proc.returncode
+        uptime = now - child.started_mono
+        reason = child.killed_for or (f"exit code {rc}" if rc >= 0 else f"signal {-rc}")
+        child.last_exit = f"{reason} after {uptime:.1f}s, pid {child.proc.pid}"
+        if self.stopping:
+            return
+        logger.warning("{} exited: {}", child.name, child.last_exit)
+        failed_rc = None if child.killed_for else rc
+        if not child.tracker.should_restart(failed_rc, stopping=self.stopping):
+            return
+        child.tracker.record_exit(uptime, now)
+        if child.tracker.over_intensity(now):
+            self._give_up(child)
+            return
+        delay = child.tracker.backoff_s()
+        child.restart_due = now + delay
+        logger.info("restarting {} in {:.2f}s", child.name, delay)
+
+    def _check_liveness(self, child: Child, now: float) -> None:
+        """Heartbeat timeout → SIGKILL (works on a SIGSTOPped process too)."""
+        if not child.running or child.killed_for:
+            return
+        spec = self.cfg.actor_spec(child.name)
+        if not child.heard.ready:
+            if now - child.started_mono > spec.start_timeout_s:
+                self._kill(child, f"not ready within {spec.start_timeout_s:.0f}s")
+            return
+        if child.heartbeats and child.name != "bus" and not self._bus_healthy(now):
+            return  # their heartbeats cannot reach us; the bus is the one to judge
+        if now - child.heard.last_mono > spec.heartbeat_timeout_s:
+            self._kill(child, f"heartbeat timeout ({now - child.heard.last_mono:.1f}s)")
+
+    def _bus_healthy(self, now: float) -> bool:
+        if now < self.bus_grace_until:
+            return False
+        bus = self.children.get("bus")
+        if bus is None:
+            return True
+        interval = self.cfg.supervisor.heartbeat_interval_s
+        return bus.running and bus.heard.ready and now - bus.heard.last_mono < 2.5 * interval
+
+    def _kill(self, child: Child, why: str) -> None:
+        logger.error("{} (pid {}): {}: SIGKILL", child.name, child.pid, why)
+        child.killed_for = why
+        child.signal(signal.SIGKILL)
+
+    def _give_up(self, child: Child) -> None:
+        child.tracker.gave_up = True
+        limits = self.cfg.supervisor
+        why = (f"{child.name} restarted {limits.intensity_max_restarts} times in "
+               f"{limits.intensity_window_s:.0f}s: giving up and setting the kill switch")
+        logger.critical(why)
+        self.kill_switch_reason = why
+        task = asyncio.create_task(self._set_latch("kill_switch", True, why))
+        self._tasks.append(task)
+
+    async def _sample_loop(self) -> None:
+        while True:
+            for child in self.children.values():
+                child.sample_resources()
+            await asyncio.sleep(1.0)
+
+    async def _probe_simulator(self) -> None:
+        """The simulator is not on the bus: its heartbeat is an HTTP round trip."""
+        sim = self.cfg.simulator
+        url = f"http://{sim.host}:{sim.port}/api/v2/server/time"
+        child = self.children["exchange-sim"]
+        timeout = aiohttp.ClientTimeout(total=1.0)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                if child.running:
+                    try:
+                        async with session.get(url) as resp:
+                            if resp.status == 200:
+                                child.heard.last_mono = time.monotonic()
+                                if not child.heard.ready:
+                                    self._on_sim_ready(child)
+                    except (aiohttp.ClientError, TimeoutError, OSError):
+                        pass
+                await asyncio.sleep(0.05 if not child.heard.ready else 1.0)
+
+    def _on_sim_ready(self, child: Child) -> None:
+        now = time.monotonic()
+        child.heard.ready, child.heard.state = True, "READY"
+        child.ready_latency_s.append(now - child.started_mono)
+
+    # --- commands --------------------------------------------------------------------
+    async def _handle_command(self, request: CommandRequest) -> Msg | None:
+        cmd = request.body
+        if not isinstance(cmd, SupervisorCommand):
+            raise CommandError(f"supervisor does not handle {type(cmd).__name__}")
+        match cmd.command:
+            case "status":
+                return StatusReply(json=json.dumps(await self.status()))
+            case "stop":
+                asyncio.get_running_loop().call_soon(self.request_stop)
+                return Ack(detail="stopping")
+            case "restart":
+                return Ack(detail=await self._restart(cmd.actor))
+            case "kill_switch":
+                return Ack(detail=await self._set_latch("kill_switch", cmd.value, cmd.reason))
+            case "pause" | "resume":
+                return Ack(detail=await self._set_latch("paused", cmd.command == "pause",
+                                                        cmd.reason))
+            case "latch_clear":
+                return Ack(detail=await self._set_latch("safety_latch", False, cmd.reason))
+        raise CommandError(f"unknown command {cmd.command}")
+
+    async def _restart(self, name: str) -> str:
+        child = self.children.get(name)
+        if child is None:
+            raise CommandError(f"unknown or disabled actor {name!r}: {', '.join(self.children)}")
+        child.exit_handled = True  # this exit is ours, not a failure to react to
+        if child.running:
+            child.killed_for = "operator restart"
+            child.signal(signal.SIGTERM)
+            await self._reap([child], self.cfg.supervisor.stop_timeout_s)
+        child.last_exit = f"operator restart, pid {child.proc.pid if child.proc else 0}"
+        child.tracker.gave_up = False
+        child.restarts += 1
+        self._spawn(child)
+        ok = await self._wait_ready(child, self.cfg.actor_spec(name).start_timeout_s)
+        return f"{name} restarted (pid {child.pid}){'' if ok else ' but not READY yet'}"
+
+    async def _set_latch(self, latch: str, value: bool, reason: str) -> str:
+        """Persisted by the executor (the owner of the DB); broadcast at once so risk
+        reacts without waiting for its next snapshot."""
+        command = {("kill_switch", True): "kill_switch_on", ("kill_switch", False):
+                   "kill_switch_off", ("paused", True): "pause", ("paused", False): "resume"}
+        if (latch, value) in command and self.pub is not None:
+            self.pub.publish(Control(command=command[(latch, value)],  # type: ignore[arg-type]
+                                     reason=reason or "operator"))
+        if latch == "kill_switch" and not value:
+            self.kill_switch_reason = ""
+        if "executor" not in self.children:
+            raise CommandError("no executor in this pipeline: nothing can persist the latch")
+        client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"), "supervisor",
+                               timeout_s=2.0, retries=2)
+        try:
+            await client.request(SetLatch(latch=latch, value=value,  # type: ignore[arg-type]
+                                          reason=reason or "operator"))
+        except RequestFailed as exc:
+            raise CommandError(f"{latch} broadcast but NOT persisted: executor: {exc}") from None
+        finally:
+            client.close()
+        return f"{latch} {'set' if value else 'cleared'}"
+
+    async def _query_snapshot(self) -> PortfolioSnapshot | None:
+        if "executor" not in self.children or not self.children["executor"].running:
+            return self.last_snapshot
+        client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"), "supervisor",
+                               timeout_s=0.5, retries=0)
+        try:
+            reply = await client.request(SnapshotQuery())
+            if isinstance(reply, PortfolioSnapshot):
+                self.last_snapshot = reply
+        except RequestFailed:
+            pass
+        finally:
+            client.close()
+        return self.last_snapshot
+
+    async def status(self) -> dict[str, object]:
+        from actors.supervisor.status import build_status
+
+        snapshot = await self._query_snapshot()
+        return build_status(self, snapshot, time.monotonic())
+
+
+def to_builtins(value: object) -> object:
+    return msgspec.to_builtins(value)

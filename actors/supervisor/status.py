@@ -1,0 +1,169 @@
+"""The status document (``status --json``) and its human rendering.
+
+The system's trading state is derived, never stored: from the actors' FSM
+states, the gates in the config, the latches the executor persists, and the
+freshness of market data.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from bus.messages import PortfolioSnapshot
+
+if TYPE_CHECKING:
+    from actors.supervisor.core import Supervisor
+
+
+def _flag(info: dict[str, str], key: str) -> bool | None:
+    value = info.get(key)
+    return None if value is None else value == "true"
+
+
+def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
+                 now: float) -> dict[str, Any]:
+    cfg = sup.cfg
+    actors = [child.as_status(now) for child in sup.children.values()]
+    executor = sup.children.get("executor")
+    ex_info = executor.heard.info if executor is not None else {}
+    ex_counters = executor.heard.counters if executor is not None else {}
+    latch = {
+        "kill_switch": _flag(ex_info, "kill_switch"),
+        "safety_latch": _flag(ex_info, "safety_latch"),
+        "paused": _flag(ex_info, "paused"),
+        "reason": ex_info.get("latch_reason", "") or sup.kill_switch_reason,
+        "supervisor_kill_switch": sup.kill_switch_reason,
+    }
+    live_problems = cfg.live_arming_problems() if cfg.mode == "live" else []
+    stale = sorted(s for s, f in sup.feed.items() if not f.fresh)
+    gates = {
+        "mode": cfg.mode,
+        "kill_switch": cfg.gates.kill_switch or bool(latch["kill_switch"]),
+        "kill_switch_config": cfg.gates.kill_switch,
+        "safe_mode": cfg.gates.safe_mode,
+        "live_armed": cfg.mode == "live" and not live_problems,
+        "live_problems": live_problems,
+        "market_data": {s: f.fresh for s, f in sorted(sup.feed.items())},
+        "stale_symbols": stale,
+    }
+    idempotency = {
+        "pending": ex_counters.get("keys_pending"),
+        "unknown": ex_counters.get("keys_unknown"),
+        "failed": ex_counters.get("keys_failed"),
+    }
+    doc: dict[str, Any] = {
+        "running": True,
+        "mode": cfg.mode,
+        "exchange": {"kind": cfg.exchange_kind,
+                     "url": None if cfg.mode == "dry-run" else cfg.rest_url},
+        "supervisor": {"pid": os.getpid(), "uptime_s": round(now - sup.started_mono, 3),
+                       "config": cfg.source_path, "runtime_dir": str(cfg.runtime_path)},
+        "trading": derive_trading_state(sup, gates, latch),
+        "actors": actors,
+        "gates": gates,
+        "latch": latch,
+        "idempotency": idempotency,
+        "generated_at": time.time(),
+    }
+    doc.update(_portfolio(snapshot, sup))
+    return doc
+
+
+def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
+                         latch: dict[str, Any]) -> dict[str, Any]:
+    reasons = []
+    if sup.cfg.mode == "dry-run":
+        reasons.append("mode:dry-run (simulated fills only)")
+    if gates["kill_switch"]:
+        reasons.append("gate:kill_switch")
+    if gates["safe_mode"]:
+        reasons.append("gate:safe_mode")
+    if latch["safety_latch"]:
+        reasons.append("gate:safety_latch")
+    if latch["paused"]:
+        reasons.append("gate:paused")
+    if sup.cfg.mode == "live" and not gates["live_armed"]:
+        reasons.append("gate:live_not_armed")
+    if gates["stale_symbols"]:
+        reasons.append("market_data:stale " + ",".join(gates["stale_symbols"]))
+    for child in sup.children.values():
+        if not (child.running and child.heard.ready):
+            reasons.append(f"actor:{child.name}:{child.display_state()}")
+    blocking = [r for r in reasons if not r.startswith("mode:dry-run")]
+    return {"state": "HALTED" if blocking else "TRADING", "reasons": reasons}
+
+
+def _portfolio(snapshot: PortfolioSnapshot | None, sup: Supervisor) -> dict[str, Any]:
+    out: dict[str, Any] = {"positions": [], "open_orders": [], "balances": [], "pnl": []}
+    if snapshot is not None:
+        out["positions"] = msgspec.to_builtins(snapshot.positions)
+        out["open_orders"] = msgspec.to_builtins(snapshot.open_orders)
+        out["balances"] = msgspec.to_builtins(snapshot.balances)
+    if sup.last_report is not None:
+        out["pnl"] = msgspec.to_builtins(sup.last_report.pnl)
+        out["reconcile"] = {"ok": sup.last_report.ok, "failures": sup.last_report.failures,
+                            "drift_found": sup.last_report.drift_found,
+                            "drift_fixed": sup.last_report.drift_fixed}
+    return out
+
+
+def _fmt_age(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    lines = [
+        f"mode {doc['mode']}  exchange {doc['exchange']['kind']} {doc['exchange']['url'] or ''}",
+        f"trading {doc['trading']['state']}"
+        + (f"  ({'; '.join(doc['trading']['reasons'])})" if doc["trading"]["reasons"] else ""),
+        "",
+        f"{'actor':<13}{'pid':>8}  {'state':<18}{'restarts':>8}{'uptime':>10}{'hb age':>8}"
+        f"{'cpu%':>7}{'rss MB':>8}",
+    ]
+    for a in doc["actors"]:
+        rss = f"{a['rss_bytes'] / 1e6:.1f}" if a["rss_bytes"] else "-"
+        lines.append(
+            f"{a['name']:<13}{a['pid'] or '-':>8}  {a['state']:<18}{a['restarts']:>8}"
+            f"{a['uptime_s']:>9.0f}s{_fmt_age(a['heartbeat_age_s']):>8}"
+            f"{a['cpu_percent']:>7.1f}{rss:>8}"
+        )
+    g, latch, keys = doc["gates"], doc["latch"], doc["idempotency"]
+    lines += [
+        "",
+        f"gates: kill_switch={g['kill_switch']} safe_mode={g['safe_mode']} "
+        f"live_armed={g['live_armed']} stale={','.join(g['stale_symbols']) or 'none'}",
+        f"latch: kill_switch={latch['kill_switch']} safety_latch={latch['safety_latch']} "
+        f"paused={latch['paused']} {latch['reason']}",
+        f"idempotency keys: pending={keys['pending']} unknown={keys['unknown']} "
+        f"failed={keys['failed']}",
+    ]
+    lines += _render_portfolio(doc)
+    return "\n".join(lines)
+
+
+def _render_portfolio(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    if doc.get("open_orders"):
+        lines += ["", "open orders:"]
+        for o in doc["open_orders"]:
+            lines.append(f"  {o['symbol']:<8} {o['side']:<4} {o['quantity']} @ {o['price']} "
+                         f"filled {o['filled_quantity']} {o['state']} {o['client_order_id']}")
+    if doc.get("pnl"):
+        lines += ["", "positions and PnL (TRY):"]
+        total = Decimal(0)
+        for p in doc["pnl"]:
+            total += Decimal(p["realized"]) + Decimal(p["unrealized"]) - Decimal(p["fees"])
+            lines.append(f"  {p['symbol']:<8} qty {p['position']} avg {p['avg_cost']} "
+                         f"realised {p['realized']} unrealised {p['unrealized']} "
+                         f"fees {p['fees']}")
+        lines.append(f"  total net PnL {total}")
+    elif doc.get("positions"):
+        lines += ["", "positions:"]
+        for p in doc["positions"]:
+            lines.append(f"  {p['symbol']:<8} qty {p['quantity']} avg {p['avg_cost']}")
+    return lines
