@@ -74,7 +74,8 @@ class InstanceLock:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
-            raise AlreadyRunning(f"a supervisor is already running (pid {read_pid(self.pid_path)})")
+            pid = read_pid(self.pid_path)
+            raise AlreadyRunning(f"a supervisor is already running (pid {pid})") from None
         self._fh = fh
         self.pid_path.write_text(str(os.getpid()))
 
