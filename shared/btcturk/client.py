@@ -58,6 +58,12 @@ from .models import (
 
 T = TypeVar("T")
 
+# aiohttp >= 3.10 tells a connect timeout apart; older versions only have ServerTimeoutError.
+_CONNECT_TIMEOUT: Any = getattr(aiohttp, "ConnectionTimeoutError", ())
+
+# Building a typed decoder is costly; one per response type, shared by all clients.
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+
 # (capacity, period seconds) per endpoint group, from the reference's rate-limit table.
 # Several buckets per group means all must have a token (e.g. 10/1s AND 300/60s).
 RATE_LIMITS: dict[str, list[tuple[int, float]]] = {
@@ -158,9 +164,7 @@ class BtcTurkClient:
         self._backoff_s = retry_backoff_s
         self._retry_after_cap_s = retry_after_cap_s
         # rate_limits=False disables client-side limiting (benchmarks against the simulator).
-        self._limiter = RateLimiter(
-            {} if rate_limits is False else (rate_limits or RATE_LIMITS)
-        )
+        self._limiter = RateLimiter({} if rate_limits is False else (rate_limits or RATE_LIMITS))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -219,7 +223,7 @@ class BtcTurkClient:
                 return resp.status, await resp.read(), resp.headers
         except aiohttp.InvalidURL as exc:
             raise RejectedError("invalid_request", str(exc)) from exc
-        except aiohttp.ConnectionTimeoutError as exc:
+        except _CONNECT_TIMEOUT as exc:
             # Raised only while connecting: nothing was sent.
             raise RetryableError("connect_timeout", str(exc) or "connect timeout") from exc
         except aiohttp.ClientConnectorError as exc:
@@ -233,9 +237,7 @@ class BtcTurkClient:
             # Reset/disconnect after the request may have been written.
             raise AmbiguousError("connection_lost", f"{type(exc).__name__}: {exc}") from exc
 
-    def _raise_for_status(
-        self, status: int, raw: bytes, headers: Any, write: bool
-    ) -> None:
+    def _raise_for_status(self, status: int, raw: bytes, headers: Any, write: bool) -> None:
         if 200 <= status < 300:
             return
         if status == 429:
@@ -274,9 +276,12 @@ class BtcTurkClient:
     def _error_text(cls, raw: bytes) -> str | None:
         return cls._error_fields(raw)[0]
 
-    def _decode(self, raw: bytes, type_: type[T], write: bool, what: str) -> T:
+    def _decode(self, raw: bytes, type_: Any, write: bool, what: str) -> Any:
+        decoder = _DECODERS.get(type_)
+        if decoder is None:
+            decoder = _DECODERS[type_] = msgspec.json.Decoder(type_)
         try:
-            return msgspec.json.decode(raw, type=type_)
+            return decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             cls = AmbiguousError if write else BadResponseError
             raise cls("bad_response", f"{what}: {exc}; body={raw[:200]!r}") from exc

@@ -188,7 +188,7 @@ class _WSymbol(msgspec.Struct):
 
 class _WExchangeInfo(msgspec.Struct):
     symbols: list[_WSymbol]
-    serverTime: Decimal | str | None = None
+    serverTime: Decimal | None = None  # Decimal also accepts the string form
 
 
 class _WTicker(msgspec.Struct):
@@ -266,7 +266,7 @@ class _WUserTrade(msgspec.Struct):
 # --------------------------------------------------------------------------- converters
 
 
-def _ms(value: Decimal | str | None) -> int:
+def _ms(value: Decimal | None) -> int:
     """Timestamps arrive as ints, floats (``1613315997466.0``) or strings."""
     if value is None or value == "":
         return 0

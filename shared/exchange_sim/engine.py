@@ -1,0 +1,531 @@
+"""Matching engine and account of the simulated exchange (a single user account).
+
+- Validation runs in the order of the reference (section 11) and raises ``SimReject``
+  with BTCTurk's message and code.
+- Aggressive orders take liquidity from the simulated book level by level (taker fee, at
+  the level price). The rest of a limit order rests; market orders never rest.
+- Resting orders are filled in price-time priority when the book crosses them (maker fee,
+  at the order price), at most the crossing liquidity each time: partial fills happen.
+- Fees are charged in the quote currency and reported negative, as BTCTurk does.
+- Balances move with every fill; open orders lock funds (free/locked).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, ROUND_UP, Decimal, InvalidOperation
+from typing import Any
+
+from .market import Book, Market, SymbolSpec
+
+FEE_QUANTUM = Decimal("1e-8")
+MARKET_BAND = Decimal("0.05")  # market orders fill at most 5 % away from the touch
+METHOD_BY_INT = {0: "limit", 1: "market", 2: "stoplimit", 3: "stopmarket"}
+SIDE_BY_INT = {0: "buy", 1: "sell"}
+METHOD_CODE = {"limit": 0, "market": 1}
+
+
+class SimReject(Exception):
+    def __init__(self, message: str, code: int, http_status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.http_status = http_status
+
+
+@dataclass
+class SimOrder:
+    id: int
+    client_id: str
+    symbol: str
+    side: str
+    method: str
+    price: Decimal  # 0 for market orders
+    amount: Decimal  # base qty; quote amount for a market buy
+    left: Decimal
+    time_ms: int
+    update_ms: int
+    locked: Decimal  # funds still reserved for this order (quote for buys, base for sells)
+    status: str = "Untouched"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in ("Untouched", "Partial")
+
+
+@dataclass
+class Fill:
+    id: int
+    order_id: int
+    client_id: str
+    symbol: str
+    numerator: str
+    denominator: str
+    side: str
+    price: Decimal
+    amount: Decimal
+    fee: Decimal
+    timestamp_ms: int
+    maker: bool
+
+
+@dataclass
+class OrderRequest:
+    pair: str
+    side: str
+    method: str
+    price: Decimal | None
+    quantity: Decimal | None
+    client_id: str
+
+
+@dataclass
+class Account:
+    free: dict[str, Decimal] = field(default_factory=dict)
+    locked: dict[str, Decimal] = field(default_factory=dict)
+
+    def lock(self, asset: str, amount: Decimal) -> None:
+        self.free[asset] = self.free.get(asset, Decimal(0)) - amount
+        self.locked[asset] = self.locked.get(asset, Decimal(0)) + amount
+
+    def unlock(self, asset: str, amount: Decimal) -> None:
+        self.lock(asset, -amount)
+
+    def spend_locked(self, asset: str, amount: Decimal) -> None:
+        self.locked[asset] = self.locked.get(asset, Decimal(0)) - amount
+
+    def credit(self, asset: str, amount: Decimal) -> None:
+        self.free[asset] = self.free.get(asset, Decimal(0)) + amount
+
+
+def fmt(value: Decimal) -> str:
+    """Plain positional notation (never ``0E-8``), as BTCTurk prints amounts."""
+    return format(value, "f")
+
+
+def decimals_of(value: Decimal) -> int:
+    """Decimals that matter: trailing zeros are allowed (``1.50`` has 1)."""
+    exponent = value.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise SimReject("FAILED_ORDER_PARAMETER", 1000)
+    try:
+        result = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise SimReject("FAILED_ORDER_PARAMETER", 1000) from exc
+    if not result.is_finite():
+        raise SimReject("FAILED_ORDER_PARAMETER", 1000)
+    return result
+
+
+Emit = Callable[[int, dict[str, Any]], None]
+
+
+class Engine:
+    def __init__(
+        self,
+        market: Market,
+        balances: dict[str, Decimal],
+        *,
+        now_ms: Callable[[], int],
+        taker_fee: Decimal = Decimal("0.001"),
+        maker_fee: Decimal = Decimal("0.0005"),
+        user_id: int = 424242,
+    ) -> None:
+        self.market = market
+        self.now_ms = now_ms
+        self.taker_fee = taker_fee
+        self.maker_fee = maker_fee
+        self.user_id = user_id
+        self.initial_balances = dict(balances)
+        self.emit_private: Emit = lambda _t, _b: None
+        self.emit_trade: Callable[[str, Any], None] = lambda _s, _t: None
+        self.reset()
+
+    def reset(self, balances: dict[str, Decimal] | None = None) -> None:
+        if balances is not None:
+            self.initial_balances = dict(balances)
+        self.account = Account(free=dict(self.initial_balances))
+        for book in self.market.books.values():
+            for asset in (book.spec.numerator, book.spec.denominator):
+                self.account.free.setdefault(asset, Decimal(0))
+        self.orders: dict[int, SimOrder] = {}
+        self.open_orders: dict[str, list[SimOrder]] = {s: [] for s in self.market.books}
+        self.fills: list[Fill] = []
+        self._order_ids = itertools.count(9_000_000_001)
+        self._fill_ids = itertools.count(1_100_000_000_000_000_001)
+
+    # ------------------------------------------------------------------ validation
+
+    def parse_request(self, fields: dict[str, Any]) -> OrderRequest:
+        """Fields are matched case-insensitively (ASP.NET binding); enums may be ints."""
+        low = {k.lower(): v for k, v in fields.items()}
+        pair = str(low.get("pairsymbol") or "").replace("_", "").upper()
+        side = self._enum(low.get("ordertype"), SIDE_BY_INT)
+        method = self._enum(low.get("ordermethod"), METHOD_BY_INT)
+        client_id = str(low.get("neworderclientid") or "")
+        return OrderRequest(
+            pair=pair,
+            side=side,
+            method=method,
+            price=to_decimal(low.get("price")),
+            quantity=to_decimal(low.get("quantity")),
+            client_id=client_id[:50],
+        )
+
+    @staticmethod
+    def _enum(value: Any, by_int: dict[int, str]) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return by_int.get(value, str(value))
+        return str(value or "").lower()
+
+    def validate(self, req: OrderRequest) -> tuple[Book, Decimal, str]:
+        """Checks in the reference's order; returns (book, amount to lock, lock asset)."""
+        book = self.market.books.get(req.pair)
+        if book is None:
+            raise SimReject("FAILED_ORDER_PARAMETER", 1000)
+        spec = book.spec
+        if req.method not in ("limit", "market"):
+            raise SimReject("ORDER_METHOD_NOT_SUPPORTED", 1134)
+        if req.side not in ("buy", "sell"):
+            raise SimReject("ORDER_TYPE_NOT_SUPPORTED", 1193)
+        if req.quantity is None or req.quantity <= 0:
+            raise SimReject("FAILED_ORDER_PARAMETER", 1000)
+        if req.method == "limit":
+            if req.price is None or req.price <= 0:
+                raise SimReject("FAILED_LIMIT_ORDER", 1120)
+            if decimals_of(req.price) > (spec.denominator_scale if spec.has_fraction else 0):
+                raise SimReject("FAILED_INVALID_PRICE_SCALE", 1126)
+        market_buy = req.method == "market" and req.side == "buy"
+        qty_scale = spec.denominator_scale if market_buy else spec.numerator_scale
+        if decimals_of(req.quantity) > qty_scale:
+            raise SimReject("FAILED_INVALID_QUANTITY_SCALE", 1127)
+        total = self._order_total(req, book)
+        if total < spec.min_total:
+            raise SimReject("FAILED_MIN_TOTAL_AMOUNT", 1123)
+        if req.method == "limit":
+            assert req.price is not None
+            if req.price > spec.max_price:
+                raise SimReject("PRICE_MUST_BE_LESS_THAN_MAXPRICE", 1226)
+            if req.price < spec.min_price:
+                raise SimReject("PRICE_MUST_BE_LESS_THAN_MINPRICE", 1227)
+        lock_amount, lock_asset = self._lock_for(req, spec)
+        if self.account.free.get(lock_asset, Decimal(0)) < lock_amount:
+            raise SimReject("FAILED_ORDER_WITH_OPEN_ORDERS", 1122)
+        return book, lock_amount, lock_asset
+
+    @staticmethod
+    def _order_total(req: OrderRequest, book: Book) -> Decimal:
+        assert req.quantity is not None
+        if req.method == "limit":
+            assert req.price is not None
+            return req.price * req.quantity
+        if req.side == "buy":
+            return req.quantity  # market buy quantity is already the quote amount
+        bid = book.best_bid()
+        if bid is None:
+            raise SimReject("FAILED_MARKET_ORDER", 1118)
+        return bid * req.quantity
+
+    def _lock_for(self, req: OrderRequest, spec: SymbolSpec) -> tuple[Decimal, str]:
+        assert req.quantity is not None
+        if req.side == "sell":
+            return req.quantity, spec.numerator
+        if req.method == "market":
+            return req.quantity, spec.denominator
+        assert req.price is not None
+        # Reserve at the taker rate so no fill can ever cost more than what is locked.
+        reserve = req.price * req.quantity * (1 + self.taker_fee)
+        return reserve.quantize(FEE_QUANTUM, rounding=ROUND_UP), spec.denominator
+
+    # ------------------------------------------------------------------ orders
+
+    def submit(self, req: OrderRequest) -> SimOrder:
+        book, lock_amount, lock_asset = self.validate(req)
+        if req.method == "market" and not (book.asks if req.side == "buy" else book.bids):
+            raise SimReject("FAILED_MARKET_ORDER", 1118)
+        assert req.quantity is not None
+        now = self.now_ms()
+        order = SimOrder(
+            id=next(self._order_ids),
+            client_id=req.client_id,
+            symbol=req.pair,
+            side=req.side,
+            method=req.method,
+            price=req.price if req.method == "limit" and req.price is not None else Decimal(0),
+            amount=req.quantity,
+            left=req.quantity,
+            time_ms=now,
+            update_ms=now,
+            locked=lock_amount,
+        )
+        self.account.lock(lock_asset, lock_amount)
+        self.orders[order.id] = order
+        self.emit_private(451, self._order_event(order, 451))
+        if req.method == "market":
+            self._fill_market(order, book)
+        else:
+            self._take_limit(order, book)
+            if order.is_open:
+                self.open_orders[order.symbol].append(order)
+        return order
+
+    def cancel(self, order_id: int) -> SimOrder:
+        order = self.orders.get(order_id)
+        if order is None:
+            raise SimReject("NO_ORDER_MATCHES_YOUR_REQUEST", 1052)
+        if order.status == "Canceled":
+            return order  # cancelling twice is a success since 2024-12
+        if not order.is_open:
+            raise SimReject("ORDER_COULD_NOT_BE_CANCELED", 1050)
+        order.status = "Canceled"
+        self._finish(order)
+        self.emit_private(452, self._order_event(order, 452))
+        return order
+
+    def _finish(self, order: SimOrder) -> None:
+        """Leave the book: give back whatever is still reserved."""
+        spec = self.market.books[order.symbol].spec
+        asset = spec.denominator if order.side == "buy" else spec.numerator
+        if order.locked:
+            self.account.unlock(asset, order.locked)
+            order.locked = Decimal(0)
+        order.update_ms = self.now_ms()
+        resting = self.open_orders.get(order.symbol, [])
+        if order in resting:
+            resting.remove(order)
+
+    # ------------------------------------------------------------------ matching
+
+    def _take_limit(self, order: SimOrder, book: Book) -> None:
+        """Aggressive part of a limit order: consume levels at or better than its price."""
+        levels = book.asks if order.side == "buy" else book.bids
+        crosses = (
+            (lambda p: p <= order.price) if order.side == "buy" else (lambda p: p >= order.price)
+        )
+        changed = False
+        while order.left > 0 and levels and crosses(levels[0][0]):
+            qty = min(order.left, levels[0][1])
+            self._apply_fill(order, levels[0][0], qty, maker=False)
+            self._consume(levels, qty)
+            changed = True
+        if changed:
+            book.touch(self.now_ms())
+
+    def _fill_market(self, order: SimOrder, book: Book) -> None:
+        spec = book.spec
+        levels = book.asks if order.side == "buy" else book.bids
+        touch = levels[0][0]
+        limit = touch * (1 + MARKET_BAND) if order.side == "buy" else touch * (1 - MARKET_BAND)
+        while levels and order.left > 0:
+            price = levels[0][0]
+            if (order.side == "buy" and price > limit) or (order.side == "sell" and price < limit):
+                break
+            if order.side == "buy":
+                affordable = order.left / (price * (1 + self.taker_fee))
+                qty = min(levels[0][1], affordable.quantize(spec.qty_quantum, ROUND_DOWN))
+            else:
+                qty = min(levels[0][1], order.left)
+            if qty <= 0:
+                break
+            self._apply_fill(order, price, qty, maker=False)
+            self._consume(levels, qty)
+        book.touch(self.now_ms())
+        # Market orders never rest: dust that cannot buy one quantum is given back.
+        filled = order.left < order.amount
+        order.status = "Closed" if filled else "Canceled"
+        if filled:
+            order.left = Decimal(0)
+        self._finish(order)
+        if not filled:
+            self.emit_private(452, self._order_event(order, 452))
+
+    @staticmethod
+    def _consume(levels: list[list[Decimal]], qty: Decimal) -> None:
+        levels[0][1] -= qty
+        if levels[0][1] <= 0:
+            levels.pop(0)
+
+    def match_resting(self, symbol: str) -> int:
+        """Fill resting orders the book now crosses (price-time priority). Returns fills."""
+        book = self.market.books[symbol]
+        resting = self.open_orders.get(symbol, [])
+        if not resting:
+            return 0
+        fills = 0
+        buys = sorted((o for o in resting if o.side == "buy"), key=lambda o: (-o.price, o.id))
+        sells = sorted((o for o in resting if o.side == "sell"), key=lambda o: (o.price, o.id))
+        for order in buys:
+            fills += self._maker_fill(order, book.asks, lambda p, o=order: p <= o.price)
+        for order in sells:
+            fills += self._maker_fill(order, book.bids, lambda p, o=order: p >= o.price)
+        if fills:
+            book.touch(self.now_ms())
+        return fills
+
+    def _maker_fill(
+        self, order: SimOrder, levels: list[list[Decimal]], crosses: Callable[[Decimal], bool]
+    ) -> int:
+        fills = 0
+        while order.is_open and order.left > 0 and levels and crosses(levels[0][0]):
+            qty = min(order.left, levels[0][1])
+            self._apply_fill(order, order.price, qty, maker=True)
+            self._consume(levels, qty)
+            fills += 1
+        return fills
+
+    def _apply_fill(self, order: SimOrder, price: Decimal, qty: Decimal, maker: bool) -> None:
+        book = self.market.books[order.symbol]
+        spec = book.spec
+        now = self.now_ms()
+        notional = price * qty
+        fee = (notional * (self.maker_fee if maker else self.taker_fee)).quantize(
+            FEE_QUANTUM, rounding=ROUND_UP
+        )
+        if order.side == "buy":
+            self.account.spend_locked(spec.denominator, notional + fee)
+            order.locked -= notional + fee
+            self.account.credit(spec.numerator, qty)
+            # A market buy's "left" is the unspent quote amount.
+            order.left -= notional + fee if order.method == "market" else qty
+        else:
+            self.account.spend_locked(spec.numerator, qty)
+            order.locked -= qty
+            self.account.credit(spec.denominator, notional - fee)
+            order.left -= qty
+        order.left = max(order.left, Decimal(0))
+        order.update_ms = now
+        fill = Fill(
+            id=next(self._fill_ids),
+            order_id=order.id,
+            client_id=order.client_id,
+            symbol=order.symbol,
+            numerator=spec.numerator,
+            denominator=spec.denominator,
+            side=order.side,
+            price=price,
+            amount=qty,
+            fee=fee,
+            timestamp_ms=now,
+            maker=maker,
+        )
+        self.fills.append(fill)
+        if order.method == "limit":
+            order.status = "Closed" if order.left == 0 else "Partial"
+            if order.left == 0:
+                self._finish(order)
+        trade = self.market.record_trade(book, price, qty, 0 if order.side == "buy" else 1, now)
+        self.emit_private(441, self._match_event(order, fill))
+        self.emit_private(423, self.fill_json(fill))
+        self.emit_trade(order.symbol, trade)
+
+    # ------------------------------------------------------------------ JSON views
+
+    def order_json(self, order: SimOrder) -> dict[str, Any]:
+        spec = self.market.books[order.symbol].spec
+        return {
+            "id": order.id,
+            "price": fmt(order.price),
+            "amount": fmt(order.amount),
+            "quantity": fmt(order.amount),
+            "stopPrice": "0",
+            "pairSymbol": order.symbol,
+            "pairSymbolNormalized": f"{spec.numerator}_{spec.denominator}",
+            "type": order.side,
+            "method": order.method,
+            "orderClientId": order.client_id,
+            "time": order.time_ms,
+            "updateTime": order.update_ms,
+            "status": order.status,
+            "leftAmount": fmt(order.left),
+        }
+
+    def submit_json(self, order: SimOrder) -> dict[str, Any]:
+        spec = self.market.books[order.symbol].spec
+        return {
+            "id": order.id,
+            "quantity": fmt(order.amount),
+            "price": fmt(order.price),
+            "stopPrice": None,
+            "newOrderClientId": order.client_id,
+            "type": order.side,
+            "method": order.method,
+            "pairSymbol": order.symbol,
+            "pairSymbolNormalized": f"{spec.numerator}_{spec.denominator}",
+            "datetime": order.time_ms,
+        }
+
+    @staticmethod
+    def fill_json(fill: Fill) -> dict[str, Any]:
+        sign = Decimal(-1) if fill.side == "sell" else Decimal(1)
+        return {
+            "id": fill.id,
+            "orderId": fill.order_id,
+            "orderClientId": fill.client_id,
+            "timestamp": fill.timestamp_ms,
+            "price": fmt(fill.price),
+            "amount": fmt(sign * fill.amount),
+            "fee": fmt(-fill.fee),
+            "tax": "0",
+            "numeratorSymbol": fill.numerator,
+            "denominatorSymbol": fill.denominator,
+            "orderType": fill.side,
+        }
+
+    def _order_event(self, order: SimOrder, msg_type: int) -> dict[str, Any]:
+        left = order.left if order.method == "limit" else Decimal(0)
+        return {
+            "type": msg_type,
+            "pairId": list(self.market.books).index(order.symbol),
+            "symbol": order.symbol,
+            "id": order.id,
+            "method": METHOD_CODE.get(order.method, 0),
+            "userId": self.user_id,
+            "orderType": 0 if order.side == "buy" else 1,
+            "price": f"{order.price:.16f}",
+            "amount": f"{order.amount:.16f}",
+            "numLeft": f"{left:.16f}",
+            "denomLeft": f"{left * order.price:.16f}",
+            "newOrderClientId": order.client_id,
+        }
+
+    def _match_event(self, order: SimOrder, fill: Fill) -> dict[str, Any]:
+        return {
+            "type": 441,
+            "id": order.id,
+            "user": self.user_id,
+            "isBid": order.side == "buy",
+            "method": METHOD_CODE.get(order.method, 0),
+            "pair": list(self.market.books).index(order.symbol),
+            "symbol": order.symbol,
+            "amount": f"{fill.amount:.10f}",
+            "price": f"{fill.price:.10f}",
+            "clientId": order.client_id,
+        }
+
+    def balances_json(self) -> list[dict[str, Any]]:
+        out = []
+        for asset in sorted(set(self.account.free) | set(self.account.locked)):
+            free = self.account.free.get(asset, Decimal(0))
+            locked = self.account.locked.get(asset, Decimal(0))
+            out.append(
+                {
+                    "asset": asset,
+                    "assetname": asset,
+                    "balance": fmt(free + locked),
+                    "locked": fmt(locked),
+                    "free": fmt(free),
+                    "orderFund": "0",
+                    "requestFund": "0",
+                    "precision": 8,
+                    "timestamp": self.now_ms(),
+                }
+            )
+        return out
