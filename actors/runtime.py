@@ -136,6 +136,8 @@ class Actor:
         try:
             self._connect()
             self.fsm.to(State.LOCKING, "start")
+            if os.environ.get("BTCBOT_TEST_FAIL_AT_START") == self.name:
+                raise FatalActorError("test hook BTCBOT_TEST_FAIL_AT_START")
             self.spawn(self._heartbeat_loop(), "heartbeat")
             self.spawn(self._message_loop(), "messages")
             if self.server is not None:

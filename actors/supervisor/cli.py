@@ -135,6 +135,11 @@ def start_detached(cfg: Config, config_path: str) -> int:
         if doc is not None and all(a["ready"] for a in doc["actors"]):
             click.echo(f"started (supervisor pid {daemon.pid}); all actors READY")
             return EXIT_OK
+        if doc is not None and (gave_up := [a["name"] for a in doc["actors"] if a["gave_up"]]):
+            click.echo(f"btcbot-supervisor: started (pid {daemon.pid}) but gave up on "
+                       f"{', '.join(gave_up)} (restart intensity limit; kill switch set); "
+                       f"see {cfg.log_path}", err=True)
+            return EXIT_FAILURE
         time.sleep(0.1)
     not_ready = [a["name"] for a in (doc or {}).get("actors", []) if not a["ready"]]
     click.echo(f"btcbot-supervisor: started (pid {daemon.pid}) but not READY after "

@@ -1,0 +1,167 @@
+"""Helpers for multi-process tests: a config writer and a real supervisor run by
+its CLI, on real sockets, in a private temp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+SUPERVISOR = [sys.executable, "-m", "actors.supervisor"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def to_toml(doc: dict[str, Any], prefix: str = "") -> str:
+    """Enough TOML for our config: scalars, lists and nested tables."""
+    scalars = [f"{k} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
+    out = "\n".join(scalars) + ("\n" if scalars else "")
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            name = f"{prefix}{k}"
+            out += f"\n[{name}]\n" + to_toml(v, prefix=f"{name}.")
+    return out
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(
+            out.get(k), dict) else v
+    return out
+
+
+def base_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
+    """A fast-reacting paper pipeline on a free port, everything inside ``tmp``."""
+    doc: dict[str, Any] = {
+        "mode": "paper",
+        "runtime_dir": str(tmp / "run"),
+        "log_dir": str(tmp / "logs"),
+        "data_dir": str(tmp / "data"),
+        "simulator": {"port": free_port(), "seed": 11, "book_interval_ms": 100},
+        "supervisor": {"backoff_initial_s": 0.05, "backoff_max_s": 1.0,
+                       "intensity_max_restarts": 20, "intensity_window_s": 60.0,
+                       "stop_timeout_s": 5.0},
+        "actors": {name: {"heartbeat_timeout_s": 3.0, "start_timeout_s": 20.0}
+                   for name in ("bus", "exchange-sim", "recorder", "executor", "marketdata",
+                                "risk", "strategy", "reconciler")},
+        "executor": {"db_path": str(tmp / "data" / "btcbot.db")},
+        "recorder": {"path": str(tmp / "recordings")},
+    }
+    return deep_merge(doc, overrides)
+
+
+def write_config(tmp: Path, doc: dict[str, Any], name: str = "supervisor.toml") -> Path:
+    path = tmp / name
+    path.write_text(to_toml(doc))
+    return path
+
+
+class Pipeline:
+    """A supervisor started with ``start --detach`` and driven through its CLI."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = {**os.environ, **(env or {})}
+
+    def cli(self, *args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*SUPERVISOR, "--config", str(self.config), *args],
+                              capture_output=True, text=True, timeout=timeout, env=self.env,
+                              cwd=REPO)
+
+    def start(self) -> None:
+        r = self.cli("start", "--detach")
+        assert r.returncode == 0, f"start failed ({r.returncode}): {r.stdout}\n{r.stderr}"
+
+    def stop(self) -> None:
+        self.cli("stop", timeout=60)
+
+    def status(self) -> dict[str, Any]:
+        r = self.cli("status", "--json", timeout=30)
+        return json.loads(r.stdout)
+
+    def actor(self, name: str) -> dict[str, Any]:
+        return next(a for a in self.status()["actors"] if a["name"] == name)
+
+    def pids(self) -> dict[str, int]:
+        return {a["name"]: a["pid"] for a in self.status()["actors"]}
+
+    def supervisor_pid(self) -> int:
+        return int((self.config.parent / "run" / "supervisor.pid").read_text())
+
+    def __enter__(self) -> Pipeline:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1,
+             what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+        except Exception as exc:  # the system is moving under us; keep polling
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def processes_using(config: Path, port: int | None = None) -> list[psutil.Process]:
+    """Every live process whose command line names this config (or its sim port)."""
+    marks = [str(config)] + ([f"--port {port} "] if port else [])
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or []) + " "
+        except psutil.Error:
+            continue
+        if any(m in cmd for m in marks) and p.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(p)
+    return found
+
+
+def kill_all(config: Path, port: int | None = None) -> None:
+    for p in processes_using(config, port):
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass

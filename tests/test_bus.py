@@ -1,0 +1,176 @@
+"""Bus transport: codec round trips, gap detection, Lazy Pirate against a dead and
+then revived server, idempotent answers to retries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+import pytest
+import zmq
+import zmq.asyncio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bus.messages import (
+    ALL_BODY_TYPES,
+    Ack,
+    CommandRequest,
+    Envelope,
+    Heartbeat,
+    Intent,
+    Packet,
+    Ping,
+    packet_decoder,
+    packet_encoder,
+)
+from bus.transport import (
+    CommandError,
+    RequestClient,
+    RequestFailed,
+    RequestServer,
+    SequenceTracker,
+    Subscriber,
+    SubscriberStats,
+)
+
+decimals = st.decimals(allow_nan=False, allow_infinity=False, places=8,
+                       min_value=Decimal("-1e12"), max_value=Decimal("1e12"))
+
+
+def env(seq: int = 1, source: str = "t", inc: str = "i1") -> Envelope:
+    return Envelope(1, source, inc, seq, time.time_ns(), time.monotonic_ns())
+
+
+@given(price=decimals, qty=decimals, ttl=st.floats(0, 1e6), reason=st.text(max_size=30))
+def test_intent_round_trip_keeps_decimals_exact(price, qty, ttl, reason) -> None:
+    body = Intent(intent_id="x", symbol="BTCTRY", side="buy", order_type="limit", price=price,
+                  quantity=qty, reason=reason, ttl_s=ttl, strategy="s", created_wall_ns=1)
+    out = packet_decoder.decode(packet_encoder.encode(Packet(env(), body))).body
+    assert out == body
+    assert isinstance(out.price, Decimal) and out.price == price
+
+
+def test_every_body_type_has_a_unique_tag() -> None:
+    tags = [msgspec.inspect.type_info(t).tag for t in ALL_BODY_TYPES]
+    assert len(tags) == len(set(tags))
+
+
+def test_strict_decode_rejects_float_money_and_unknown_tags() -> None:
+    good = msgspec.to_builtins(Packet(env(), Heartbeat(
+        actor="a", pid=1, state="READY", ready=True, uptime_s=1.0, counters={})))
+    bad_tag = [good[0], {**good[1], "type": "Nope"}]
+    with pytest.raises(msgspec.ValidationError):
+        packet_decoder.decode(msgspec.msgpack.encode(bad_tag))
+    wrong = [good[0], {**good[1], "pid": "one"}]
+    with pytest.raises(msgspec.ValidationError):
+        packet_decoder.decode(msgspec.msgpack.encode(wrong))
+
+
+@given(st.lists(st.integers(1, 50), min_size=1, max_size=40))
+def test_gap_detection_counts_exactly_the_missing(seqs: list[int]) -> None:
+    seqs = sorted(set(seqs))
+    stats = SubscriberStats()
+    tracker = SequenceTracker(stats)
+    for s in seqs:
+        tracker.observe(env(s))
+    expected_lost = (seqs[-1] - seqs[0] + 1) - len(seqs)
+    assert stats.lost == expected_lost
+    assert stats.restarts == 0
+
+
+def test_restart_is_not_a_gap() -> None:
+    stats = SubscriberStats()
+    tracker = SequenceTracker(stats)
+    for s in (1, 2, 3):
+        tracker.observe(env(s, inc="a"))
+    tracker.observe(env(1, inc="b"))
+    assert stats.restarts == 1 and stats.gaps == 0
+
+
+def test_subscriber_counts_and_drops_malformed(tmp_path: Path) -> None:
+    async def go() -> SubscriberStats:
+        ctx = zmq.asyncio.Context()
+        sub = Subscriber(ctx, f"ipc://{tmp_path}/s", [""])
+        frames_in = [[b"t", b"junk"], [b"t"], [b"t", packet_encoder.encode(Packet(env(), Ping()))]]
+        results = [sub.decode(f) for f in frames_in]
+        sub.close()
+        ctx.destroy()
+        assert results[0] is None and results[1] is None and results[2] is not None
+        return sub.stats
+
+    stats = asyncio.run(go())
+    assert stats.malformed == 2 and stats.received == 1
+
+
+def _serve_in_background(endpoint: str, calls: list[str], delay: float = 0.0):
+    async def handler(req: CommandRequest):
+        calls.append(req.request_id)
+        if delay:
+            await asyncio.sleep(delay)
+        if isinstance(req.body, Ping):
+            return Ack(detail=f"pong {len(calls)}")
+        raise CommandError("only ping")
+
+    ctx = zmq.asyncio.Context()
+    server = RequestServer(ctx, endpoint, handler)
+    return ctx, server
+
+
+def test_lazy_pirate_dead_then_revived_server(tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path}/cmd"
+
+    async def go() -> None:
+        ctx = zmq.asyncio.Context()
+        client = RequestClient(ctx, endpoint, "test", timeout_s=0.2, retries=2)
+        t0 = time.monotonic()
+        with pytest.raises(RequestFailed, match="no reply"):
+            await client.request(Ping())
+        assert time.monotonic() - t0 < 2.0, "a dead server must not hang the caller"
+        assert client.stats["retries"] == 2
+
+        calls: list[str] = []
+        sctx, server = _serve_in_background(endpoint, calls)
+        task = asyncio.create_task(server.serve())
+        reply = await client.request(Ping())
+        assert isinstance(reply, Ack)
+        with pytest.raises(RequestFailed, match="only ping"):
+            await client.request(Intent(
+                intent_id="x", symbol="S", side="buy", order_type="limit", price=Decimal(1),
+                quantity=Decimal(1), reason="", ttl_s=1, strategy="s", created_wall_ns=0))
+        task.cancel()
+        server.close()
+        sctx.destroy()
+        client.close()
+        ctx.destroy()
+
+    asyncio.run(go())
+
+
+def test_retry_with_same_request_id_is_answered_from_cache(tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path}/cmd"
+
+    async def go() -> None:
+        calls: list[str] = []
+        sctx, server = _serve_in_background(endpoint, calls, delay=0.3)
+        task = asyncio.create_task(server.serve())
+        ctx = zmq.asyncio.Context()
+        # timeout shorter than the handler: the first attempt times out, the retry
+        # (same id, fresh socket) must get the one result without a second execution
+        client = RequestClient(ctx, endpoint, "test", timeout_s=0.2, retries=3)
+        reply = await client.request(Ping(), request_id="fixed-id")
+        assert isinstance(reply, Ack) and reply.detail == "pong 1"
+        again = await client.request(Ping(), request_id="fixed-id")
+        assert again == reply
+        assert calls == ["fixed-id"], "the handler ran more than once for one request id"
+        assert server.stats["duplicates"] >= 1
+        task.cancel()
+        server.close()
+        client.close()
+        sctx.destroy()
+        ctx.destroy()
+
+    asyncio.run(go())
