@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -70,7 +71,8 @@ class SimulatorConfig(_Section):
     seed: int = 7
     book_interval_ms: int = 250
     api_key: str = "sim-api-key"
-    api_secret: str = "c2ltLWFwaS1zZWNyZXQtZm9yLXBhcGVyLXRyYWRpbmc="
+    # the simulator's own public test secret, not a credential
+    api_secret: str = "YnRjYm90LWV4Y2hhbmdlLXNpbS1zZWNyZXQtdjEhIQ=="
     balances: str = "TRY=100000"
 
 
@@ -105,7 +107,7 @@ class MarketDataConfig(_Section):
     # ws mode without rest_fallback: no WS connection within this at start = fatal.
     ws_connect_timeout_s: float = 10.0
     status_interval_s: float = 1.0  # FeedStatus republished this often (late joiners)
-    rules_republish_s: float = 5.0  # SymbolRules republished this often (late joiners)
+    rules_republish_s: float = 1.0  # SymbolRules republished this often (late joiners)
 
 
 class StrategyConfig(_Section):
@@ -264,13 +266,19 @@ class Config(_Section):
             return key, secret
         return self.exchange.api_key, self.exchange.api_secret
 
+    @property
+    def runs_simulator(self) -> bool:
+        """Paper mode trades against the embedded simulator; dry-run uses it as its
+        public market-data source unless an exchange URL is configured."""
+        return self.mode == "paper" or (self.mode == "dry-run" and not self.exchange.rest_url)
+
     def actor_spec(self, name: str) -> ActorSpec:
         return self.actors.get(name) or ActorSpec(enabled=False)
 
     def enabled_actors(self) -> list[str]:
         """Actors to run, in start order (bus first); exchange-sim only in paper mode."""
         names = [n for n in self.actors if self.actors[n].enabled]
-        if self.mode != "paper":
+        if not self.runs_simulator:
             names = [n for n in names if n != "exchange-sim"]
         names.sort(key=lambda n: ACTOR_NAMES.index(n))
         return names
@@ -364,11 +372,13 @@ def load_config(path: str | os.PathLike[str], *, mode: str | None = None) -> Con
     except OSError as exc:
         raise ConfigError(f"config file {p}: {exc.strerror or exc}") from None
     try:
-        cfg = msgspec.toml.decode(raw, type=Config)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{p}: {_describe(exc)}") from None
-    except msgspec.DecodeError as exc:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        cfg = msgspec.convert(doc, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{p}: {_describe(exc, doc)}") from None
     if cfg.base_dir or cfg.source_path:
         raise ConfigError("base_dir/source_path: not settable in the file")
     cfg.base_dir = str(p.resolve().parent)
@@ -383,9 +393,17 @@ def load_config(path: str | os.PathLike[str], *, mode: str | None = None) -> Con
     return cfg
 
 
-def _describe(exc: msgspec.ValidationError) -> str:
+def _describe(exc: msgspec.ValidationError, doc: dict[str, object]) -> str:
     """msgspec says '... - at `$.risk.cooldown_s`'; lead with the dotted field name."""
     text = str(exc)
+    actors = doc.get("actors")
+    if "$.actors[...]" in text and isinstance(actors, dict):
+        for name, spec in actors.items():  # name the actor msgspec calls "[...]"
+            try:
+                msgspec.convert(spec, type=ActorSpec)
+            except msgspec.ValidationError as inner:
+                text = str(inner).replace("`$", f"`$.actors.{name}")
+                break
     if " - at `$." in text:
         message, _, where = text.rpartition(" - at `$.")
         return f"{where.rstrip('`')}: {message}"

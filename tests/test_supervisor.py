@@ -16,10 +16,8 @@ from tests.helpers import (
     REPO,
     SUPERVISOR,
     alive,
-    base_config,
     processes_using,
     wait_for,
-    write_config,
 )
 
 PIPELINE = ["bus", "exchange-sim", "recorder", "executor", "marketdata", "risk", "strategy",
@@ -70,9 +68,9 @@ def test_sigkill_each_actor_comes_back_others_untouched(make_pipeline) -> None:
         restarts = {a["name"]: a["restarts"] for a in before}
         os.kill(pids[name], signal.SIGKILL)
 
-        def back(name: str = name) -> bool:
+        def back(name: str = name, old: int = pids[name]) -> bool:
             a = p.actor(name)
-            return a["ready"] and a["pid"] not in (None, pids[name])
+            return a["ready"] and a["pid"] not in (None, old)
 
         wait_for(back, timeout=20, what=f"{name} restarted")
         after = {a["name"]: a for a in p.status()["actors"]}
