@@ -164,6 +164,8 @@ class ExecutorConfig(_Section):
     dry_run_fee_bps: Decimal = Decimal("10")  # simulated fee of dry-run fills
     balance_refresh_s: float = 10.0
     reconcile_trade_lookback_s: float = 7 * 24 * 3600.0  # user trades fetched by reconcile
+    # The client's token buckets (BTCTurk's published limits). false: benchmarks only.
+    client_rate_limit: bool = True
 
 
 class ReconcilerConfig(_Section):

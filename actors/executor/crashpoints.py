@@ -1,0 +1,91 @@
+"""Test-only fault hook: SIGKILL this process at an exact point of the order flow.
+
+``BTCBOT_TEST_CRASH_AT=<point>[:<n>]`` kills the executor the n-th time (default 1st)
+it reaches ``point``. Unset (the normal case) the hook does nothing at all.
+
+Points:
+- ``after_reserve``: the key and order row are committed; the "accepted" reply has not
+  been sent (the caller sees a timeout and retries against the restarted executor).
+- ``after_send``: the submit request runs as its own task while the executor polls the
+  simulator's ``GET /sim/received-orders`` (up to 3 s) until it lists the client order id,
+  then dies; the code that reads the submit's result is never reached, so the response
+  (even if it already arrived in the socket) is never processed. (aiohttp's
+  ``on_request_chunk_sent`` trace fires *before* the write, so it cannot mark "sent".)
+  Only meaningful in paper mode against the simulator.
+- ``after_response``: ``submit_order`` returned the exchange order id; nothing about it is
+  persisted yet.
+- ``during_recovery``: a probe of an inherited (previous-incarnation) key returned and
+  its result is not persisted yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import aiohttp
+from loguru import logger
+
+ENV = "BTCBOT_TEST_CRASH_AT"
+POINTS = frozenset({"after_reserve", "after_send", "after_response", "during_recovery"})
+
+
+class CrashHook:
+    def __init__(self, spec: str | None) -> None:
+        self.point: str | None = None
+        self.remaining = 0
+        if spec:
+            point, _, count = spec.partition(":")
+            if point not in POINTS:
+                raise ValueError(f"{ENV}={spec!r}: point must be one of {sorted(POINTS)}")
+            self.point = point
+            self.remaining = int(count) if count else 1
+
+    @classmethod
+    def from_env(cls) -> CrashHook:
+        return cls(os.environ.get(ENV))
+
+    @property
+    def active(self) -> bool:
+        return self.point is not None
+
+    def hit(self, point: str) -> None:
+        if self.point != point:
+            return
+        self.remaining -= 1
+        if self.remaining <= 0:
+            self.kill(point)
+
+    @staticmethod
+    def kill(point: str) -> None:
+        logger.warning("test crash hook: SIGKILL at {}", point)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def wants_after_send(self) -> bool:
+        return self.point == "after_send"
+
+    async def after_send(self, sim_base_url: str, cid: str) -> None:
+        """Called while the submit request runs as a separate task: counts the hit and, if
+        it is the one, waits until the simulator lists ``cid`` and kills the process. The
+        caller awaits this *before* awaiting the submit task, so whatever the response
+        says is never processed."""
+        self.remaining -= 1
+        if self.remaining > 0:
+            return
+        await _wait_received(sim_base_url, cid)
+        self.kill("after_send")
+
+
+async def _wait_received(base_url: str, cid: str, timeout_s: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            try:
+                async with s.get(f"{base_url}/sim/received-orders") as r:
+                    if cid and cid in await r.text():
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.01)

@@ -1,0 +1,447 @@
+"""The executor's database (apsw, WAL, one file) and its single-instance lock.
+
+Durability: ``PRAGMA synchronous=FULL`` by default, so a commit (the reservation that
+precedes the "accepted" reply) survives a power loss, not only a process crash. In WAL
+mode NORMAL would survive a SIGKILL but could lose the last commits on power loss; then
+an order may be on the exchange with no key at all (it would be adopted by the orphan
+scan, but the intent could be decided and sent again under a new request first). FULL is
+therefore the default; NORMAL is allowed by config for benchmarks only.
+
+Every write that must be atomic (key + order row, fill + position) is one transaction.
+Decimals are stored as TEXT (exact); times as REAL unix seconds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import apsw
+
+from actors.executor.accounting import PositionState
+
+# Each entry migrates from version i to i+1; never edit a released entry, append.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE idempotency_keys (
+        action_type TEXT NOT NULL,
+        key TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('PENDING','COMMITTED','UNKNOWN','FAILED')),
+        mode TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        probes INTEGER NOT NULL DEFAULT 0,
+        next_probe_at REAL NOT NULL DEFAULT 0,
+        settle_from REAL NOT NULL DEFAULT 0,
+        exchange_order_id INTEGER,
+        reason TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (action_type, key)
+    );
+    CREATE INDEX idx_keys_status ON idempotency_keys(status);
+    CREATE TABLE orders (
+        client_order_id TEXT PRIMARY KEY,
+        intent_id TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        side TEXT NOT NULL CHECK (side IN ('buy','sell')),
+        order_type TEXT NOT NULL,
+        price TEXT NOT NULL,
+        quantity TEXT NOT NULL,
+        filled_quantity TEXT NOT NULL DEFAULT '0',
+        state TEXT NOT NULL,
+        exchange_order_id INTEGER UNIQUE,
+        ttl_s REAL NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        adopted INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX idx_orders_state ON orders(state);
+    CREATE TABLE fills (
+        trade_id TEXT PRIMARY KEY,
+        exchange_order_id INTEGER NOT NULL,
+        client_order_id TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        side TEXT NOT NULL,
+        price TEXT NOT NULL,
+        quantity TEXT NOT NULL,
+        fee TEXT NOT NULL,
+        fee_asset TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        imported_at REAL NOT NULL
+    );
+    CREATE TABLE positions (
+        symbol TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        quantity TEXT NOT NULL,
+        cost_basis TEXT NOT NULL,
+        realized_pnl TEXT NOT NULL,
+        fees TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (symbol, mode)
+    );
+    CREATE TABLE balances (
+        asset TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        free TEXT NOT NULL,
+        locked TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (asset, mode)
+    );
+    CREATE TABLE latches (
+        name TEXT PRIMARY KEY CHECK (name IN ('kill_switch','safety_latch','paused')),
+        value INTEGER NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        updated_at REAL NOT NULL
+    );
+    """,
+]
+
+LATCH_NAMES = ("kill_switch", "safety_latch", "paused")
+NON_TERMINAL_ORDER_STATES = ("PENDING", "SUBMITTED", "OPEN", "PARTIAL", "UNKNOWN")
+
+
+class LockHeld(Exception):
+    pass
+
+
+def acquire_lock(db_path: Path) -> int:
+    """flock(LOCK_EX|LOCK_NB) on ``<db>.lock``; returns the fd to keep open for life.
+    The kernel drops the lock when the process dies (also on SIGKILL)."""
+    db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(db_path.parent, 0o700)
+    lock_path = str(db_path) + ".lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LockHeld(f"database {db_path} is locked by another executor ({lock_path})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    action_type: str
+    key: str
+    status: str
+    mode: str
+    attempts: int
+    probes: int
+    next_probe_at: float
+    settle_from: float
+    exchange_order_id: int | None
+    reason: str
+    created_at: float
+    updated_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    client_order_id: str
+    intent_id: str
+    mode: str
+    symbol: str
+    side: str
+    order_type: str
+    price: Decimal
+    quantity: Decimal
+    filled_quantity: Decimal
+    state: str
+    exchange_order_id: int | None
+    ttl_s: float
+    reason: str
+    adopted: bool
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FillRow:
+    trade_id: str
+    exchange_order_id: int
+    client_order_id: str
+    symbol: str
+    side: str
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal
+    fee_asset: str
+    ts_ms: int
+
+
+_KEY_COLS = ("action_type, key, status, mode, attempts, probes, next_probe_at, settle_from, "
+             "exchange_order_id, reason, created_at, updated_at, expires_at")
+_ORDER_COLS = ("client_order_id, intent_id, mode, symbol, side, order_type, price, quantity, "
+               "filled_quantity, state, exchange_order_id, ttl_s, reason, adopted, created_at, "
+               "updated_at")
+
+
+def _order(row: tuple) -> OrderRow:
+    (cid, iid, mode, sym, side, otype, price, qty, filled, state, oid, ttl, reason, adopted,
+     created, updated) = row
+    return OrderRow(cid, iid, mode, sym, side, otype, Decimal(price), Decimal(qty),
+                    Decimal(filled), state, oid, ttl, reason, bool(adopted), created, updated)
+
+
+class ExecutorDB:
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        self.path = path
+        self.conn = apsw.Connection(str(path))
+        os.chmod(path, 0o600)
+        self.conn.setbusytimeout(5000)
+        mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise RuntimeError(f"could not enable WAL on {path}: {mode}")
+        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    # --- schema ---------------------------------------------------------------------
+    def version(self) -> int:
+        self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def migrate(self) -> int:
+        current = self.version()
+        if current > len(MIGRATIONS):
+            raise RuntimeError(f"database schema v{current} is newer than this code "
+                               f"(v{len(MIGRATIONS)})")
+        for target in range(current + 1, len(MIGRATIONS) + 1):
+            with self.conn:
+                self.conn.execute(MIGRATIONS[target - 1])
+                self.conn.execute("INSERT INTO schema_version(version) VALUES (?)", (target,))
+        return self.version()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- keys -----------------------------------------------------------------------
+    def get_key(self, action_type: str, key: str) -> KeyRow | None:
+        row = self.conn.execute(
+            f"SELECT {_KEY_COLS} FROM idempotency_keys WHERE action_type=? AND key=?",
+            (action_type, key)).fetchone()
+        return KeyRow(*row) if row else None
+
+    def keys_with_status(self, *statuses: str) -> list[KeyRow]:
+        marks = ",".join("?" * len(statuses))
+        return [KeyRow(*r) for r in self.conn.execute(
+            f"SELECT {_KEY_COLS} FROM idempotency_keys WHERE status IN ({marks}) "
+            "ORDER BY created_at", statuses)]
+
+    def key_counts(self) -> dict[str, int]:
+        counts = {"PENDING": 0, "COMMITTED": 0, "UNKNOWN": 0, "FAILED": 0}
+        for status, n in self.conn.execute(
+                "SELECT status, count(*) FROM idempotency_keys GROUP BY status"):
+            counts[status] = n
+        return counts
+
+    def reserve_order(self, order: OrderRow, *, retention_s: float) -> None:
+        """Key PENDING + order row PENDING, one durable transaction. Raises
+        apsw.ConstraintError if either exists already."""
+        now = order.created_at
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO idempotency_keys(action_type, key, status, mode, settle_from, "
+                "next_probe_at, created_at, updated_at, expires_at) "
+                "VALUES ('submit', ?, 'PENDING', ?, ?, ?, ?, ?, ?)",
+                (order.client_order_id, order.mode, now, now, now, now, now + retention_s))
+            self._insert_order(order)
+
+    def reserve_key(self, action_type: str, key: str, mode: str, now: float,
+                    retention_s: float) -> None:
+        """A fresh PENDING key; an existing FAILED one is re-armed (cancels only)."""
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO idempotency_keys(action_type, key, status, mode, settle_from, "
+                "next_probe_at, created_at, updated_at, expires_at) "
+                "VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(action_type, key) DO UPDATE SET status='PENDING', attempts=0, "
+                "probes=0, reason='', settle_from=excluded.settle_from, "
+                "updated_at=excluded.updated_at, expires_at=excluded.expires_at "
+                "WHERE idempotency_keys.status='FAILED'",
+                (action_type, key, mode, now, now, now, now, now + retention_s))
+
+    def update_key(self, action_type: str, key: str, *, status: str, attempts: int,
+                   probes: int, next_probe_at: float, settle_from: float,
+                   exchange_order_id: int | None, reason: str, now: float,
+                   order_update: dict | None = None) -> None:
+        """Key transition, plus optionally the order row, atomically."""
+        with self.conn:
+            self.conn.execute(
+                "UPDATE idempotency_keys SET status=?, attempts=?, probes=?, next_probe_at=?, "
+                "settle_from=?, exchange_order_id=?, reason=?, updated_at=? "
+                "WHERE action_type=? AND key=?",
+                (status, attempts, probes, next_probe_at, settle_from, exchange_order_id,
+                 reason[:500], now, action_type, key))
+            if order_update:
+                self._update_order(key, now, **order_update)
+
+    def insert_adopted(self, order: OrderRow, retention_s: float) -> None:
+        """An order found on the exchange with our prefix and no row: a COMMITTED key and
+        an order row, so it is followed, reconciled and counted like ours."""
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO idempotency_keys(action_type, key, status, mode, "
+                "exchange_order_id, reason, created_at, updated_at, expires_at) "
+                "VALUES ('submit', ?, 'COMMITTED', ?, ?, 'adopted', ?, ?, ?)",
+                (order.client_order_id, order.mode, order.exchange_order_id, order.created_at,
+                 order.created_at, order.created_at + retention_s))
+            self._insert_order(order)
+
+    def prune_keys(self, now: float) -> int:
+        """Expired terminal keys whose order (if any) is terminal too."""
+        with self.conn:
+            self.conn.execute(
+                "DELETE FROM idempotency_keys WHERE expires_at < ? "
+                "AND status IN ('COMMITTED','FAILED') AND NOT EXISTS ("
+                "SELECT 1 FROM orders o WHERE o.client_order_id = idempotency_keys.key "
+                f"AND o.state IN ({','.join('?' * len(NON_TERMINAL_ORDER_STATES))}))",
+                (now, *NON_TERMINAL_ORDER_STATES))
+            return self.conn.changes()
+
+    # --- orders ---------------------------------------------------------------------
+    def _insert_order(self, o: OrderRow) -> None:
+        self.conn.execute(
+            f"INSERT INTO orders({_ORDER_COLS}) VALUES ({','.join('?' * 16)})",
+            (o.client_order_id, o.intent_id, o.mode, o.symbol, o.side, o.order_type,
+             str(o.price), str(o.quantity), str(o.filled_quantity), o.state,
+             o.exchange_order_id, o.ttl_s, o.reason, int(o.adopted), o.created_at,
+             o.updated_at))
+
+    def _update_order(self, cid: str, now: float, **fields: object) -> None:
+        allowed = {"state", "filled_quantity", "exchange_order_id", "reason"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"cannot update order fields {bad}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        values = [str(v) if isinstance(v, Decimal) else v for v in fields.values()]
+        self.conn.execute(f"UPDATE orders SET {sets}, updated_at=? WHERE client_order_id=?",
+                          (*values, now, cid))
+
+    def update_order(self, cid: str, now: float, **fields: object) -> None:
+        with self.conn:
+            self._update_order(cid, now, **fields)
+
+    def get_order(self, cid: str) -> OrderRow | None:
+        row = self.conn.execute(f"SELECT {_ORDER_COLS} FROM orders WHERE client_order_id=?",
+                                (cid,)).fetchone()
+        return _order(row) if row else None
+
+    def order_by_exchange_id(self, oid: int) -> OrderRow | None:
+        row = self.conn.execute(f"SELECT {_ORDER_COLS} FROM orders WHERE exchange_order_id=?",
+                                (oid,)).fetchone()
+        return _order(row) if row else None
+
+    def orders_in_states(self, mode: str, states: tuple[str, ...],
+                         symbol: str = "") -> list[OrderRow]:
+        marks = ",".join("?" * len(states))
+        sql = (f"SELECT {_ORDER_COLS} FROM orders WHERE mode=? AND state IN ({marks})"
+               + (" AND symbol=?" if symbol else "") + " ORDER BY created_at")
+        args = (mode, *states, symbol) if symbol else (mode, *states)
+        return [_order(r) for r in self.conn.execute(sql, args)]
+
+    def open_orders(self, mode: str, symbol: str = "") -> list[OrderRow]:
+        return self.orders_in_states(mode, NON_TERMINAL_ORDER_STATES, symbol)
+
+    def order_symbols(self, mode: str) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT symbol FROM orders WHERE mode=?", (mode,))]
+
+    # --- fills and positions ----------------------------------------------------------
+    def has_fill(self, trade_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM fills WHERE trade_id=?",
+                                 (trade_id,)).fetchone() is not None
+
+    def insert_fill(self, f: FillRow, mode: str, position: PositionState, now: float) -> bool:
+        """Fill + new position in one transaction; False when the trade id is known."""
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO fills(trade_id, exchange_order_id, client_order_id, "
+                "symbol, side, price, quantity, fee, fee_asset, ts_ms, mode, imported_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (f.trade_id, f.exchange_order_id, f.client_order_id, f.symbol, f.side,
+                 str(f.price), str(f.quantity), str(f.fee), f.fee_asset, f.ts_ms, mode, now))
+            if self.conn.changes() == 0:
+                return False
+            self.conn.execute(
+                "INSERT INTO positions(symbol, mode, quantity, cost_basis, realized_pnl, fees, "
+                "updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(symbol, mode) DO UPDATE SET "
+                "quantity=excluded.quantity, cost_basis=excluded.cost_basis, "
+                "realized_pnl=excluded.realized_pnl, fees=excluded.fees, "
+                "updated_at=excluded.updated_at",
+                (f.symbol, mode, str(position.quantity), str(position.cost),
+                 str(position.realized_pnl), str(position.fees), now))
+        return True
+
+    def fills(self, mode: str, symbol: str = "") -> list[FillRow]:
+        sql = ("SELECT trade_id, exchange_order_id, client_order_id, symbol, side, price, "
+               "quantity, fee, fee_asset, ts_ms FROM fills WHERE mode=?"
+               + (" AND symbol=?" if symbol else "") + " ORDER BY ts_ms, rowid")
+        args = (mode, symbol) if symbol else (mode,)
+        return [FillRow(t, o, c, s, side, Decimal(p), Decimal(q), Decimal(fee), fa, ts)
+                for (t, o, c, s, side, p, q, fee, fa, ts) in self.conn.execute(sql, args)]
+
+    def fills_of_order(self, cid: str) -> list[FillRow]:
+        return [f for f in self._fills_where("client_order_id=?", (cid,))]
+
+    def _fills_where(self, where: str, args: tuple) -> Iterator[FillRow]:
+        for (t, o, c, s, side, p, q, fee, fa, ts) in self.conn.execute(
+                "SELECT trade_id, exchange_order_id, client_order_id, symbol, side, price, "
+                f"quantity, fee, fee_asset, ts_ms FROM fills WHERE {where}", args):
+            yield FillRow(t, o, c, s, side, Decimal(p), Decimal(q), Decimal(fee), fa, ts)
+
+    def positions(self, mode: str) -> dict[str, PositionState]:
+        return {s: PositionState(Decimal(q), Decimal(a), Decimal(r), Decimal(f))
+                for (s, q, a, r, f) in self.conn.execute(
+                    "SELECT symbol, quantity, cost_basis, realized_pnl, fees FROM positions "
+                    "WHERE mode=? ORDER BY symbol", (mode,))}
+
+    def last_fill_ts_ms(self, mode: str) -> int:
+        row = self.conn.execute("SELECT max(ts_ms) FROM fills WHERE mode=?", (mode,)).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # --- balances ---------------------------------------------------------------------
+    def set_balances(self, mode: str, balances: list[tuple[str, Decimal, Decimal]],
+                     now: float) -> None:
+        with self.conn:
+            self.conn.execute("DELETE FROM balances WHERE mode=?", (mode,))
+            for asset, free, locked in balances:
+                self.conn.execute(
+                    "INSERT INTO balances(asset, mode, free, locked, updated_at) "
+                    "VALUES (?,?,?,?,?)", (asset, mode, str(free), str(locked), now))
+
+    def balances(self, mode: str) -> list[tuple[str, Decimal, Decimal]]:
+        return [(a, Decimal(f), Decimal(lk)) for (a, f, lk) in self.conn.execute(
+            "SELECT asset, free, locked FROM balances WHERE mode=? ORDER BY asset", (mode,))]
+
+    # --- latches ----------------------------------------------------------------------
+    def set_latch(self, name: str, value: bool, reason: str, now: float | None = None) -> None:
+        if name not in LATCH_NAMES:
+            raise ValueError(f"unknown latch {name!r}")
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO latches(name, value, reason, updated_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(name) DO UPDATE SET value=excluded.value, reason=excluded.reason, "
+                "updated_at=excluded.updated_at",
+                (name, int(value), reason[:500], now if now is not None else time.time()))
+
+    def latches(self) -> dict[str, tuple[bool, str]]:
+        out = {n: (False, "") for n in LATCH_NAMES}
+        for name, value, reason in self.conn.execute("SELECT name, value, reason FROM latches"):
+            out[name] = (bool(value), reason)
+        return out

@@ -1,0 +1,202 @@
+"""Executor pure parts and DB: accounting, dry-run fills, drift diff, schema, lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.executor.accounting import FillFact, PositionState, apply_fill, replay
+from actors.executor.db import MIGRATIONS, ExecutorDB, FillRow, LockHeld, OrderRow, acquire_lock
+from actors.executor.dryrun import crossing_fill
+from actors.executor.recovery import diff_open_orders, order_state, ttl_expired
+from shared.btcturk.models import ExchangeOrder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- accounting ---------------------------------------------------------------------------
+
+def test_avg_cost_and_realised_pnl_with_fees() -> None:
+    p = apply_fill(PositionState(), "buy", D("100"), D("2"), D("0.2"))
+    p = apply_fill(p, "buy", D("130"), D("1"), D("0.13"))
+    assert p.quantity == 3 and p.avg_cost == D("110")
+    p = apply_fill(p, "sell", D("120"), D("2"), D("0.24"))
+    assert p.quantity == 1 and p.avg_cost == D("110")  # avg unchanged by a reduction
+    assert p.fees == D("0.57")
+    assert p.realized_pnl == D("20") - D("0.57")  # (120-110)*2 net of every fee
+    p = apply_fill(p, "sell", D("100"), D("1"))
+    assert p.quantity == 0 and p.avg_cost == 0 and p.realized_pnl == D("10") - D("0.57")
+
+
+def test_crossing_zero_opens_the_rest_at_fill_price() -> None:
+    p = apply_fill(PositionState(), "buy", D("10"), D("1"))
+    p = apply_fill(p, "sell", D("12"), D("3"))
+    assert p.quantity == D("-2") and p.avg_cost == D("12") and p.realized_pnl == D("2")
+    p = apply_fill(p, "buy", D("11"), D("2"))
+    assert p.quantity == 0 and p.realized_pnl == D("4")
+
+
+def test_bad_fill_refused() -> None:
+    with pytest.raises(ValueError):
+        apply_fill(PositionState(), "hold", D(1), D(1))
+    with pytest.raises(ValueError):
+        apply_fill(PositionState(), "buy", D(1), D(0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["buy", "sell"]),
+                          st.integers(1, 1000), st.integers(1, 50)), max_size=30))
+def test_round_trip_pnl_is_cash_flow(trades: list[tuple[str, int, int]]) -> None:
+    """Closing everything at the end, realised PnL equals the net cash flow."""
+    fills = [FillFact("X", s, D(p), D(q), D(0)) for s, p, q in trades]
+    pos = replay(fills).get("X", PositionState())
+    if pos.quantity:
+        fills.append(FillFact("X", "sell" if pos.quantity > 0 else "buy", D(500),
+                              abs(pos.quantity), D(0)))
+    final = replay(fills).get("X", PositionState())
+    cash = sum((-f.price * f.quantity if f.side == "buy" else f.price * f.quantity)
+               for f in fills)
+    assert final.quantity == 0
+    assert final.realized_pnl == cash
+
+
+# --- dry-run ------------------------------------------------------------------------------
+
+def test_dry_run_fills_only_when_crossed() -> None:
+    asks = [(D("101"), D("1")), (D("102"), D("5"))]
+    bids = [(D("99"), D("1"))]
+    assert crossing_fill("buy", D("100"), D("1"), bids, asks, D("10")) is None
+    f = crossing_fill("buy", D("101.5"), D("3"), bids, asks, D("10"))
+    assert f is not None and f.quantity == D("1") and f.price == D("101.5")
+    assert f.fee == D("101.5") * D("1") * D("0.001")
+    f = crossing_fill("sell", D("98"), D("3"), bids, asks, D("0"))
+    assert f is not None and f.quantity == D("1")
+
+
+# --- drift --------------------------------------------------------------------------------
+
+def _row(cid: str, state: str = "OPEN", oid: int | None = 1, filled: str = "0",
+         created: float = 0.0, ttl: float = 0.0) -> OrderRow:
+    return OrderRow(cid, "i", "paper", "BTCTRY", "buy", "limit", D("100"), D("1"), D(filled),
+                    state, oid, ttl, "", False, created, created)
+
+
+def _eo(cid: str, oid: int, status: str = "Untouched", left: str = "1") -> ExchangeOrder:
+    return ExchangeOrder(oid, cid, "BTCTRY", "buy", "limit", D("100"), D("1"), D(left),
+                         status, 0, 0)
+
+
+def test_order_state_mapping() -> None:
+    assert order_state("Untouched", D(1), D(1)) == "OPEN"
+    assert order_state("Partial", D(1), D("0.5")) == "PARTIAL"
+    assert order_state("Closed", D(1), D(0)) == "FILLED"
+    assert order_state("Canceled", D(1), D("0.5")) == "CANCELED"
+    assert order_state("Weird", D(1), D(1)) == "UNKNOWN"
+
+
+def test_diff_finds_orphans_updates_and_missing() -> None:
+    db_open = [_row("bb-a", oid=1), _row("bb-b", oid=2), _row("bb-c", oid=None, state="PENDING")]
+    failed = _row("bb-late", state="FAILED", oid=None)
+    by_cid = {r.client_order_id: r for r in [*db_open, failed]}
+    exch = [_eo("bb-a", 1), _eo("bb-b", 2, "Partial", "0.4"), _eo("bb-x", 9),
+            _eo("other-1", 10), _eo("bb-late", 11)]
+    drifts = {d.client_order_id: d for d in diff_open_orders(db_open, by_cid, exch, "bb")}
+    assert set(drifts) == {"bb-b", "bb-x", "bb-late"}
+    assert drifts["bb-x"].kind == "orphan"
+    assert drifts["bb-b"].kind == "update" and drifts["bb-b"].new_filled == D("0.6")
+    assert drifts["bb-late"].kind == "update" and drifts["bb-late"].new_state == "OPEN"
+    gone = diff_open_orders(db_open, by_cid, [], "bb", in_resolution=frozenset({"bb-b"}))
+    assert [(d.kind, d.client_order_id) for d in gone] == [("missing", "bb-a")]
+
+
+def test_ttl_uses_order_ttl_then_default() -> None:
+    rows = [_row("a", created=0, ttl=5), _row("b", created=0), _row("c", created=99, ttl=5)]
+    assert [r.client_order_id for r in ttl_expired(rows, 10.0, 120.0)] == ["a"]
+    assert [r.client_order_id for r in ttl_expired(rows, 200.0, 120.0)] == ["a", "b", "c"]
+
+
+# --- DB -----------------------------------------------------------------------------------
+
+def test_migrations_from_empty_and_idempotent(tmp_path: Path) -> None:
+    db = ExecutorDB(tmp_path / "x.db")
+    assert db.version() == len(MIGRATIONS)
+    tables = {r[0] for r in db.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"idempotency_keys", "orders", "fills", "positions", "balances", "latches",
+            "schema_version"} <= tables
+    assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    db.close()
+    again = ExecutorDB(tmp_path / "x.db")
+    assert again.version() == len(MIGRATIONS)
+    assert again.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == len(
+        MIGRATIONS)
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    db = ExecutorDB(tmp_path / "x.db")
+    db.conn.execute("INSERT INTO schema_version VALUES (999)")
+    db.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        ExecutorDB(tmp_path / "x.db")
+
+
+def test_reserve_is_unique_and_fill_dedupes(tmp_path: Path) -> None:
+    import apsw
+    db = ExecutorDB(tmp_path / "x.db")
+    row = _row("bb-1", state="PENDING", oid=None, created=time.time())
+    db.reserve_order(row, retention_s=10)
+    with pytest.raises(apsw.ConstraintError):
+        db.reserve_order(row, retention_s=10)
+    assert db.get_key("submit", "bb-1").status == "PENDING"
+    f = FillRow("t1", 5, "bb-1", "BTCTRY", "buy", D("100"), D("1"), D("0.1"), "TRY", 1)
+    pos = apply_fill(PositionState(), "buy", D("100"), D("1"), D("0.1"))
+    assert db.insert_fill(f, "paper", pos, 0.0)
+    assert not db.insert_fill(f, "paper", apply_fill(pos, "buy", D(1), D(1)), 0.0)
+    assert db.positions("paper")["BTCTRY"].quantity == 1
+    db.set_latch("safety_latch", True, "why")
+    db.close()
+    assert ExecutorDB(tmp_path / "x.db").latches()["safety_latch"] == (True, "why")
+
+
+def test_prune_keeps_keys_of_open_orders(tmp_path: Path) -> None:
+    db = ExecutorDB(tmp_path / "x.db")
+    for cid, state in (("bb-open", "OPEN"), ("bb-done", "FILLED")):
+        db.reserve_order(_row(cid, state="PENDING", oid=None, created=0.0), retention_s=1)
+        db.update_key("submit", cid, status="COMMITTED", attempts=1, probes=0, next_probe_at=0,
+                      settle_from=0, exchange_order_id=None, reason="", now=0.0,
+                      order_update={"state": state})
+    assert db.prune_keys(now=100.0) == 1
+    assert db.get_key("submit", "bb-open") is not None and db.get_key("submit", "bb-done") is None
+
+
+def test_lock_is_exclusive(tmp_path: Path) -> None:
+    fd = acquire_lock(tmp_path / "d" / "x.db")
+    try:
+        with pytest.raises(LockHeld):
+            acquire_lock(tmp_path / "d" / "x.db")
+        assert oct((tmp_path / "d").stat().st_mode & 0o777) == "0o700"
+    finally:
+        os.close(fd)
+    os.close(acquire_lock(tmp_path / "d" / "x.db"))  # released with the fd
+
+
+def test_second_executor_exits_3(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'mode = "dry-run"\nruntime_dir = "{tmp_path}/run"\nlog_dir = '
+                   f'"{tmp_path}/logs"\n[executor]\ndb_path = "{tmp_path}/data/x.db"\n')
+    fd = acquire_lock(tmp_path / "data" / "x.db")
+    try:
+        r = subprocess.run([sys.executable, "-m", "actors.executor", "--config", str(cfg)],
+                           cwd=REPO, capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(fd)
+    assert r.returncode == 3, r.stderr
+    assert "locked" in r.stderr

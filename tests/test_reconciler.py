@@ -1,0 +1,125 @@
+"""Reconciler: pure escalation/accounting logic, and as a real process against the
+executor and the simulator (persistent reconcile failures latch trading)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+
+from actors.reconciler.logic import (
+    IncidentDetector,
+    breaches,
+    mark_price,
+    pnl_rows,
+    unrealized,
+    update_failures,
+)
+from bus.messages import Ack, Control, OrderAck, Position, ReconcileReport, SetLatch
+from bus.transport import Subscriber
+from tests.executor_harness import Rig, deterministic_book, order
+from tests.helpers import wait_for
+from tests.sim_fixtures import SimProcess, sim, sim_process  # noqa: F401
+
+# --- pure logic -----------------------------------------------------------------------------
+
+
+def test_failures_count_consecutively_and_reset() -> None:
+    c = update_failures({}, ["A", "B"], ["A"])
+    c = update_failures(c, ["A", "B"], ["A", "B"])
+    assert c == {"A": 2, "B": 1}
+    c = update_failures(c, ["A", "B"], ["B"])
+    assert c == {"A": 0, "B": 2}
+    assert breaches(c, 2) == ["B"] and breaches(c, 3) == []
+    # an undeliverable request fails every symbol
+    assert update_failures({}, [], ["A", "B"]) == {"A": 1, "B": 1}
+
+
+def test_mark_to_market() -> None:
+    assert mark_price(D(1), D(99), D(101)) == D(99)
+    assert mark_price(D(-1), D(99), D(101)) == D(101)
+    assert mark_price(D(1), None, D(101)) is None  # long without a bid: no mark
+    assert unrealized(D(2), D(90), D(99), D(101)) == D(18)
+    assert unrealized(D(-2), D(110), D(99), D(101)) == D(18)
+    assert unrealized(D(0), D(0), D(99), D(101)) == 0
+    assert unrealized(D(1), D(90), None, None) == 0
+    rows = pnl_rows([Position(symbol="X", quantity=D(1), avg_cost=D(90), realized_pnl=D(-1),
+                              fees=D(1))], {"X": (D(100), D(102))})
+    assert rows[0].unrealized == D(10) and rows[0].realized == D(-1) and rows[0].fees == D(1)
+
+
+def test_incident_detection() -> None:
+    d = IncidentDetector()
+    assert not d.heartbeat("a")  # first sight is not a restart
+    assert not d.heartbeat("a")
+    assert d.heartbeat("b")
+    assert d.order_state("UNKNOWN", "bb-1") and not d.order_state("OPEN", "bb-1")
+    assert d.bus_gaps(1) and not d.bus_gaps(1)
+    assert d.executor_state("DEGRADED_RECOVERY") and not d.executor_state("READY")
+    assert len(d.take()) == 4 and d.take() == []
+
+
+# --- processes ------------------------------------------------------------------------------
+
+@pytest.fixture()
+def rig(tmp_path: Path, sim: SimProcess) -> Iterator[Rig]:  # noqa: F811
+    deterministic_book(sim)
+    r = Rig(tmp_path, sim)
+    r.start_bus()
+    yield r
+    r.close()
+
+
+def test_persistent_failures_latch_and_survive_restart(rig: Rig, sim: SimProcess) -> None:  # noqa: F811
+    rig.start_executor()
+    rig.start_reconciler()
+    time.sleep(1.0)
+    assert not rig.snapshot().latches.safety_latch  # healthy rounds do not latch
+    sim.add_fault(kind="http_500", path="/api/v1/openorders", duration_s=60)
+    wait_for(lambda: rig.snapshot().latches.safety_latch, timeout=30, what="safety latch")
+    assert "reconciler" in rig.snapshot().latches.reason
+    refused = rig.submit(order("BTCTRY-buy-latched"))
+    assert isinstance(refused, OrderAck) and refused.status == "rejected"
+    assert refused.reason == "safety_latch"
+    sim.clear_faults()
+    rig.kill("executor")
+    rig.start_executor()
+    assert rig.snapshot().latches.safety_latch  # persisted
+    assert isinstance(rig.request(SetLatch(latch="safety_latch", value=False,
+                                           reason="operator")), Ack)
+    ok = rig.submit(order("BTCTRY-buy-after-clear"))
+    assert isinstance(ok, OrderAck) and ok.status == "accepted"
+    time.sleep(1.5)  # healthy rounds after the clear do not re-latch
+    assert not rig.snapshot().latches.safety_latch
+
+
+def test_unreachable_executor_broadcasts_kill_switch(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, None, reconciler={"request_timeout_s": 0.2, "interval_s": 0.2})
+    try:
+        rig.start_bus()
+
+        async def watch() -> tuple[ReconcileReport | None, Control | None]:
+            sub = Subscriber(rig.ctx, rig.cfg.bus_sub_endpoint, ["reconcile.report", "control"])
+            rig.start_reconciler()
+            report = control = None
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and (control is None or report is None):
+                try:
+                    _, pkt = await asyncio.wait_for(sub.recv(), 1.0)
+                except TimeoutError:
+                    continue
+                if isinstance(pkt.body, ReconcileReport) and pkt.body.latch_set:
+                    report = pkt.body
+                if isinstance(pkt.body, Control) and pkt.body.command == "kill_switch_on":
+                    control = pkt.body
+            sub.close()
+            return report, control
+        report, control = asyncio.run(watch())
+        assert report is not None and not report.ok and max(report.failures.values()) >= 3
+        assert control is not None and "SetLatch failed" in control.reason
+    finally:
+        rig.close()
