@@ -1,12 +1,296 @@
-"""The marketdata actor."""
+"""The marketdata actor: public order books in, ``md.*`` out.
+
+Sources: the BTCTurk WebSocket ``orderbook`` channel (primary, ``source = "ws"``) and
+REST ``orderbook`` polling (``source = "rest"``, or the fallback for a symbol whose WS
+data is down or older than ``ws_stale_s`` when ``rest_fallback`` is on).
+
+Publishes ``BookSnapshot`` on ``md.book.<SYMBOL>`` for every new book, ``FeedStatus``
+on ``md.status`` on every change and every ``status_interval_s``, and ``SymbolRules``
+on ``md.rules.<SYMBOL>`` (exchangeinfo at start, refreshed and republished).
+
+Fail closed: a symbol without new data for ``max_data_age_s`` is published stale; the
+FSM is PAUSED_DATA while every symbol is stale. A REST answer identical to the last one
+(same exchange timestamp and top levels, e.g. a frozen exchange) is not new data.
+"""
 
 from __future__ import annotations
 
-from actors.runtime import Actor, main_for
+import asyncio
+import time
+from typing import Any
+
+from loguru import logger
+
+from actors.marketdata.book import LocalBook, is_sane
+from actors.marketdata.freshness import FreshnessTracker, needs_rest
+from actors.marketdata.rules import UnknownSymbols, rules_for
+from actors.runtime import EXIT_CONFIG, Actor, FatalActorError, main_for
+from bus.messages import BookSnapshot, FeedStatus, SymbolRules
+from shared.btcturk.client import BtcTurkClient
+from shared.btcturk.errors import BtcTurkError
+from shared.btcturk.ws import (
+    BtcTurkWebSocket,
+    OrderBookDiff,
+    OrderBookSnapshot,
+    WsConnected,
+    WsDisconnected,
+)
+from shared.fsm import State
+
+Level = tuple[Any, Any]
+EXCHANGEINFO_ATTEMPTS = 5
+
+
+def norm_symbol(pair: str) -> str:
+    return pair.replace("_", "").upper()
 
 
 class MarketdataActor(Actor):
     name = "marketdata"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        md = self.cfg.marketdata
+        self.md = md
+        self.symbols = [norm_symbol(s) for s in md.symbols]
+        self.freshness = FreshnessTracker(self.symbols, int(md.max_data_age_s * 1e9))
+        self.books = {s: LocalBook(s) for s in self.symbols}
+        self.ws_last_mono: dict[str, int] = {}
+        self.rest_last_key: dict[str, tuple[Any, ...]] = {}
+        self.rules: dict[str, SymbolRules] = {}
+        self.client: BtcTurkClient | None = None
+        self.ws: BtcTurkWebSocket | None = None
+        self.ws_connected = False
+        self._ws_up = asyncio.Event()
+        self._ws_joining: set[str] = set()  # symbols whose join snapshot is still due
+
+    # --- lifecycle -----------------------------------------------------------------
+    async def setup(self) -> None:
+        self.client = BtcTurkClient(self.cfg.rest_url, timeout_s=self.cfg.exchange.timeout_s)
+        await self._load_rules(fatal_on_error=True)
+        self._publish_rules()
+        if self.md.source == "ws":
+            await self._start_ws()
+        self.spawn(self._rest_loop(), "rest-poll")
+        self.spawn(self._status_loop(), "status")
+        self.spawn(self._rules_loop(), "rules")
+        # No book yet: fail closed until the first fresh data arrives.
+        self.fsm.to(State.PAUSED_DATA, "waiting for first market data")
+
+    async def teardown(self) -> None:
+        if self.ws is not None:
+            self.ws.stop()
+        if self.client is not None:
+            await self.client.close()
+
+    # --- exchange rules --------------------------------------------------------------
+    async def _load_rules(self, *, fatal_on_error: bool) -> None:
+        assert self.client is not None
+        delay = 0.5
+        for attempt in range(1, EXCHANGEINFO_ATTEMPTS + 1):
+            try:
+                info = await self.client.exchange_info()
+                break
+            except BtcTurkError as exc:
+                self.counters["exchangeinfo_errors"] += 1
+                logger.warning("exchangeinfo attempt {} failed: {}", attempt, exc)
+                if attempt == EXCHANGEINFO_ATTEMPTS:
+                    if fatal_on_error:
+                        raise FatalActorError(
+                            f"exchangeinfo unavailable at {self.cfg.rest_url}: {exc}") from exc
+                    return  # keep the previous rules; the next refresh tries again
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        try:
+            self.rules = rules_for(info, self.symbols)
+        except UnknownSymbols as exc:
+            raise FatalActorError(f"marketdata.symbols: {exc}", EXIT_CONFIG) from exc
+        self.counters["exchangeinfo_loaded"] += 1
+
+    def _publish_rules(self) -> None:
+        for rules in self.rules.values():
+            self.publish(rules)
+
+    async def _rules_loop(self) -> None:
+        last_refresh = time.monotonic()
+        while True:
+            await asyncio.sleep(self.md.rules_republish_s)
+            if time.monotonic() - last_refresh >= self.md.exchangeinfo_refresh_s:
+                await self._load_rules(fatal_on_error=False)
+                last_refresh = time.monotonic()
+            self._publish_rules()
+
+    # --- WebSocket -------------------------------------------------------------------
+    async def _start_ws(self) -> None:
+        self.ws = BtcTurkWebSocket(
+            self.cfg.ws_url,
+            subscriptions=[("orderbook", s) for s in self.symbols],
+            on_event=self._on_ws_event,
+            stall_timeout_s=max(self.md.ws_stale_s, 1.0) * 2,
+        )
+        self.spawn(self.ws.run(), "ws")
+        try:
+            await asyncio.wait_for(self._ws_up.wait(), self.md.ws_connect_timeout_s)
+        except TimeoutError:
+            if not self.md.rest_fallback:
+                raise FatalActorError(
+                    f"marketdata.source is 'ws' but no WebSocket connection to "
+                    f"{self.cfg.ws_url} within {self.md.ws_connect_timeout_s}s and "
+                    f"marketdata.rest_fallback is false") from None
+            logger.warning("no WS connection to {} yet; using REST fallback", self.cfg.ws_url)
+
+    async def _on_ws_event(self, event: Any) -> None:
+        match event:
+            case OrderBookSnapshot():
+                self._on_ws_snapshot(event)
+            case OrderBookDiff():
+                self._on_ws_diff(event)
+            case WsConnected():
+                self._ws_joining = set(self.symbols)
+                self.ws_connected = True
+                self._ws_up.set()
+                self.counters["ws_connects"] += 1
+            case WsDisconnected():
+                self.ws_connected = False
+                self.counters["ws_disconnects"] += 1
+            case _:
+                pass
+
+    def _on_ws_snapshot(self, ev: OrderBookSnapshot) -> None:
+        book = self.books.get(norm_symbol(ev.pair))
+        if book is None:
+            self.counters["ws_unknown_symbol"] += 1
+            return
+        joining = book.symbol in self._ws_joining
+        self._ws_joining.discard(book.symbol)
+        if joining and book.has_data and ev.change_set == book.change_set:
+            # The join snapshot after a reconnect repeats the book we already had: it
+            # proves nothing about the market moving (a frozen exchange looks exactly
+            # like this), so it does not renew freshness.
+            self.counters["ws_join_unchanged"] += 1
+            return
+        book.apply_snapshot(ev.change_set, [(lv.price, lv.amount) for lv in ev.bids],
+                            [(lv.price, lv.amount) for lv in ev.asks])
+        self._emit_ws_book(book, ev.received_mono_ns)
+
+    def _on_ws_diff(self, ev: OrderBookDiff) -> None:
+        book = self.books.get(norm_symbol(ev.pair))
+        if book is None:
+            self.counters["ws_unknown_symbol"] += 1
+            return
+        applied = book.apply_diff(
+            ev.change_set,
+            [(d.price, d.amount, d.change) for d in ev.bids],
+            [(d.price, d.amount, d.change) for d in ev.asks],
+        )
+        if not applied:
+            self.counters["ws_diff_ignored"] += 1
+            return
+        self._emit_ws_book(book, ev.received_mono_ns)
+
+    def _emit_ws_book(self, book: LocalBook, recv_mono_ns: int) -> None:
+        bids, asks = book.top(self.md.depth)
+        if self._emit_book(book.symbol, bids, asks, "ws", 0, recv_mono_ns, book.change_set):
+            self.ws_last_mono[book.symbol] = recv_mono_ns
+
+    # --- REST ------------------------------------------------------------------------
+    async def _rest_loop(self) -> None:
+        while True:
+            now = time.monotonic_ns()
+            due = [s for s in self.symbols if needs_rest(
+                source=self.md.source, rest_fallback=self.md.rest_fallback,
+                ws_connected=self.ws_connected, ws_age_ns=self._ws_age(s, now),
+                ws_stale_ns=int(self.md.ws_stale_s * 1e9))]
+            if due:
+                await asyncio.gather(*(self._poll(s) for s in due))
+            await asyncio.sleep(self.md.rest_poll_interval_s)
+
+    def _ws_age(self, symbol: str, now_ns: int) -> int | None:
+        last = self.ws_last_mono.get(symbol)
+        return None if last is None else now_ns - last
+
+    async def _poll(self, symbol: str) -> None:
+        assert self.client is not None
+        try:
+            ob = await self.client.order_book(symbol, limit=self.md.depth)
+        except BtcTurkError as exc:
+            self.counters["rest_errors"] += 1
+            logger.debug("orderbook {} failed: {}", symbol, exc)
+            return
+        recv_mono = time.monotonic_ns()
+        bids = [(lv.price, lv.amount) for lv in ob.bids[: self.md.depth]]
+        asks = [(lv.price, lv.amount) for lv in ob.asks[: self.md.depth]]
+        key = (ob.timestamp_ms, tuple(bids[:1]), tuple(asks[:1]), len(bids), len(asks))
+        if self.rest_last_key.get(symbol) == key:
+            # Same timestamp and top as last time: the exchange did not move (or is
+            # frozen). Not new data, so freshness is not renewed.
+            self.counters["rest_unchanged"] += 1
+            return
+        self.rest_last_key[symbol] = key
+        self.counters["rest_books"] += 1
+        self._emit_book(symbol, bids, asks, "rest", ob.timestamp_ms, recv_mono, None)
+
+    # --- publishing ------------------------------------------------------------------
+    def _emit_book(
+        self, symbol: str, bids: list[Level], asks: list[Level], source: str,
+        exchange_ts_ms: int, recv_mono_ns: int, change_set: int | None,
+    ) -> bool:
+        if not is_sane(bids, asks):
+            self.counters["book_insane"] += 1
+            return False
+        now_mono = time.monotonic_ns()
+        recv_wall = time.time_ns() - (now_mono - recv_mono_ns)
+        self.publish(BookSnapshot(
+            symbol=symbol, bids=bids, asks=asks, source=source,  # type: ignore[arg-type]
+            exchange_ts_ms=exchange_ts_ms, recv_wall_ns=recv_wall, recv_mono_ns=recv_mono_ns,
+            age_ms=max(0, (now_mono - recv_mono_ns) // 1_000_000), change_set=change_set,
+        ))
+        self.counters[f"books_{source}"] += 1
+        self.freshness.observe(symbol, source, recv_mono_ns)
+        if self.fsm.state == State.PAUSED_DATA:
+            self._publish_status(changed_only=True)
+        return True
+
+    async def _status_loop(self) -> None:
+        while True:
+            self._publish_status(changed_only=False)
+            # Check often enough to publish a change within ~100 ms of it happening.
+            for _ in range(max(1, int(self.md.status_interval_s / 0.1))):
+                await asyncio.sleep(0.1)
+                self._publish_status(changed_only=True)
+
+    def _publish_status(self, *, changed_only: bool) -> None:
+        now = time.monotonic_ns()
+        statuses, changed = self.freshness.evaluate(now)
+        for st in changed if changed_only else statuses:
+            self.publish(FeedStatus(symbol=st.symbol, fresh=st.fresh, source=st.source,
+                                    age_ms=st.age_ms, reason=st.reason))
+        for st in changed:
+            self.counters["status_fresh" if st.fresh else "status_stale"] += 1
+            log = logger.info if st.fresh else logger.warning
+            log("md {} {} (source {}, age {} ms) {}", st.symbol,
+                "fresh" if st.fresh else "STALE", st.source, st.age_ms, st.reason)
+        self._update_fsm(any(st.fresh for st in statuses))
+
+    def _update_fsm(self, any_fresh: bool) -> None:
+        state = self.fsm.state
+        if any_fresh and state == State.PAUSED_DATA:
+            self.fsm.to(State.READY, "market data fresh")
+        elif not any_fresh and state == State.READY:
+            self.fsm.to(State.PAUSED_DATA, "all symbols stale")
+
+    def heartbeat_info(self) -> dict[str, str]:
+        now = time.monotonic_ns()
+        info = {"source": self.md.source, "ws_connected": str(self.ws_connected)}
+        for s in self.symbols:
+            st = self.freshness.status(s, now)
+            info[f"fresh.{s}"] = f"{st.fresh}:{st.source}:{st.age_ms}"
+        return info
+
+    def heartbeat_counters(self) -> dict[str, int]:
+        if self.ws is None:
+            return {}
+        return {f"ws_{k}": v for k, v in self.ws.counters.items()}
 
 
 def main() -> None:

@@ -1,12 +1,275 @@
-"""The risk actor."""
+"""The risk actor: serves ``SubmitIntent`` from the strategy, decides, forwards.
+
+State comes only from the bus (``md.*``, ``order.*``, ``portfolio``, ``control``) and
+from executor snapshots (``SnapshotQuery`` at start and every ``snapshot_interval_s``).
+The decision itself is ``decision.decide`` (pure); this module does the I/O: every
+verdict is published on ``decision.<SYMBOL>`` and counted, and approved orders go to
+the executor by reliable request. A refused or unreachable executor turns the verdict
+into a rejection with a reason, never a silent drop.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import OrderedDict
+from decimal import Decimal
+from typing import Any
+
+from loguru import logger
+
+from actors.risk.decision import Verdict, decide
+from actors.risk.gates import global_gates
+from actors.risk.state import (
+    RiskState,
+    apply_book,
+    apply_control,
+    apply_feed_status,
+    apply_order_event,
+    apply_rules,
+    apply_snapshot,
+    forget_order,
+    record_approval,
+)
 from actors.runtime import Actor, main_for
+from bus.messages import (
+    BookSnapshot,
+    CommandRequest,
+    Control,
+    FeedStatus,
+    Intent,
+    IntentAck,
+    Msg,
+    OrderAck,
+    OrderEvent,
+    OrderRequest,
+    Packet,
+    Ping,
+    PortfolioSnapshot,
+    RiskDecision,
+    SnapshotQuery,
+    SubmitIntent,
+    SubmitOrder,
+    SymbolRules,
+)
+from bus.transport import CommandError, RequestClient, RequestFailed
+from shared.fsm import State
+from shared.ids import client_order_id
+
+ACK_CACHE_SIZE = 10_000
 
 
 class RiskActor(Actor):
     name = "risk"
+    subscriptions = ("md.", "order.", "portfolio")
+    serves_commands = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state = RiskState()
+        self.acks: OrderedDict[str, IntentAck] = OrderedDict()  # approved intents
+        self.approved_at: dict[str, int] = {}  # cid -> mono ns (kept across a snapshot)
+        self.exec_client: RequestClient | None = None
+        self.snap_client: RequestClient | None = None
+        self._refresh = asyncio.Event()
+        # Always present in the heartbeat, also while zero.
+        self.counters.update({"approved": 0, "rejected": 0, "resized": 0})
+
+    # --- lifecycle -----------------------------------------------------------------
+    async def setup(self) -> None:
+        endpoint = self.cfg.command_endpoint("executor")
+        rc = self.cfg.risk
+        self.exec_client = RequestClient(self.ctx, endpoint, self.name,
+                                         timeout_s=rc.executor_timeout_s,
+                                         retries=rc.executor_retries)
+        self.snap_client = RequestClient(self.ctx, endpoint, self.name, timeout_s=2.0, retries=0)
+        self.fsm.to(State.DEGRADED_RECOVERY, "waiting for executor snapshot")
+        self.spawn(self._snapshot_loop(), "snapshot")
+        self.spawn(self._fsm_loop(), "fsm")
+
+    async def teardown(self) -> None:
+        for client in (self.exec_client, self.snap_client):
+            if client is not None:
+                client.close()
+
+    # --- state from the bus ------------------------------------------------------------
+    async def on_message(self, topic: str, packet: Packet) -> None:
+        body = packet.body
+        match body:
+            case BookSnapshot():
+                apply_book(self.state, body)
+            case FeedStatus():
+                apply_feed_status(self.state, body)
+            case SymbolRules():
+                apply_rules(self.state, body)
+            case OrderEvent():
+                apply_order_event(self.state, body)
+            case PortfolioSnapshot():
+                self._apply_snapshot(body, packet.env.wall_ns, since_mono=packet.env.mono_ns)
+            case _:
+                self.counters["ignored_messages"] += 1
+
+    async def on_control(self, control: Control) -> None:
+        await super().on_control(control)
+        apply_control(self.state, control)
+        self._refresh.set()  # learn the executor's persisted latches at once
+        self._update_fsm()
+
+    def _apply_snapshot(self, snap: PortfolioSnapshot, now_ns: int, since_mono: int) -> None:
+        keep = frozenset(c for c, t in self.approved_at.items() if t >= since_mono)
+        apply_snapshot(self.state, snap, now_ns, self.cfg.risk.cash_asset, keep)
+        horizon = time.monotonic_ns() - 60 * 1_000_000_000
+        self.approved_at = {c: t for c, t in self.approved_at.items() if t >= horizon}
+        self.counters["snapshots"] += 1
+        self._update_fsm()
+
+    async def _snapshot_loop(self) -> None:
+        backoff = 0.2
+        while True:
+            assert self.snap_client is not None
+            started = time.monotonic_ns()
+            try:
+                reply = await self.snap_client.request(SnapshotQuery())
+            except RequestFailed as exc:
+                self.counters["snapshot_failures"] += 1
+                logger.warning("risk: executor snapshot failed: {}", exc)
+                self._update_fsm()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.cfg.risk.snapshot_interval_s)
+                continue
+            backoff = 0.2
+            if isinstance(reply, PortfolioSnapshot):
+                self._apply_snapshot(reply, time.time_ns(), since_mono=started)
+            else:
+                self.counters["snapshot_bad_reply"] += 1
+            self._refresh.clear()
+            try:
+                await asyncio.wait_for(self._refresh.wait(), self.cfg.risk.snapshot_interval_s)
+            except TimeoutError:
+                pass
+
+    # --- FSM -------------------------------------------------------------------------
+    async def _fsm_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._update_fsm()
+
+    def _update_fsm(self) -> None:
+        if self.fsm.state not in (State.READY, State.DEGRADED_RECOVERY, State.PAUSED_DATA,
+                                  State.PAUSED_SAFETY):
+            return
+        gates = global_gates(self.cfg, self.state, time.time_ns())
+        if any(g.startswith("gate:executor_state") for g in gates):
+            target, why = State.DEGRADED_RECOVERY, "executor state unknown"
+        elif gates:
+            target, why = State.PAUSED_SAFETY, ",".join(gates)
+        elif not any(self.state.feed.values()):
+            target, why = State.PAUSED_DATA, "no fresh market data"
+        else:
+            target, why = State.READY, "gates open, data fresh"
+        if target != self.fsm.state and self.fsm.can(target):
+            self.fsm.to(target, why)
+
+    # --- commands --------------------------------------------------------------------
+    async def handle_command(self, request: CommandRequest) -> Msg | None:
+        body = request.body
+        if isinstance(body, SubmitIntent):
+            return await self.on_intent(body.intent)
+        if isinstance(body, Ping):
+            return None
+        raise CommandError(f"risk does not handle {type(body).__name__}")
+
+    async def on_intent(self, intent: Intent) -> IntentAck:
+        self.counters["intents"] += 1
+        cached = self.acks.get(intent.intent_id)
+        if cached is not None:
+            # The same decision again (a strategy retry or restart): same answer, and
+            # no second order.
+            self.counters["duplicate_intents"] += 1
+            return cached
+        verdict = self._judge(intent)
+        cid = client_order_id(self.cfg.executor.client_id_prefix, intent.intent_id)
+        executor_status = ""
+        if verdict.approved:
+            record_approval(self.state, intent.symbol, cid, intent.side, verdict.price,
+                            verdict.quantity, intent.created_wall_ns)
+            self.approved_at[cid] = time.monotonic_ns()
+            verdict, executor_status = await self._forward(intent, verdict, cid)
+        self._publish_decision(intent, verdict, cid, executor_status)
+        ack = IntentAck(intent_id=intent.intent_id, verdict=verdict.verdict,  # type: ignore[arg-type]
+                        reasons=verdict.reasons)
+        if verdict.approved:
+            self.acks[intent.intent_id] = ack
+            if len(self.acks) > ACK_CACHE_SIZE:
+                self.acks.popitem(last=False)
+        return ack
+
+    def _judge(self, intent: Intent) -> Verdict:
+        # The one clock-dependent check outside the pure function: an intent that sat
+        # in a queue longer than max_data_age was decided on data that is stale now.
+        age_ns = time.time_ns() - intent.created_wall_ns
+        if age_ns > int(self.cfg.marketdata.max_data_age_s * 1e9):
+            return Verdict("rejected", ["intent:expired"], intent.price, Decimal(0))
+        return decide(intent, self.state, self.cfg, intent.created_wall_ns)
+
+    async def _forward(self, intent: Intent, verdict: Verdict, cid: str) -> tuple[Verdict, str]:
+        assert self.exec_client is not None
+        order = OrderRequest(
+            intent_id=intent.intent_id, client_order_id=cid, symbol=intent.symbol,
+            side=intent.side, order_type=intent.order_type, price=verdict.price,
+            quantity=verdict.quantity, ttl_s=intent.ttl_s, reason=intent.reason,
+            book_mono_ns=intent.book_mono_ns,
+        )
+        notional = verdict.price * verdict.quantity
+        try:
+            reply = await self.exec_client.request(SubmitOrder(order=order))
+        except RequestFailed as exc:
+            text = str(exc)
+            if text.startswith("no reply from"):
+                # Ambiguous: it may have arrived. Keep it counted as open; the next
+                # snapshot tells.
+                logger.error("risk: executor unreachable for {}: {}", cid, text)
+                return self._rejected(verdict, "executor:unreachable"), f"unreachable: {text}"
+            forget_order(self.state, intent.symbol, cid, intent.side, notional)
+            return self._rejected(verdict, "executor:refused"), f"refused: {text}"
+        if not isinstance(reply, OrderAck):
+            return self._rejected(verdict, "executor:bad_reply"), f"bad reply {reply!r}"[:200]
+        status = f"{reply.status}:{reply.key_status}" + (f":{reply.reason}" if reply.reason else "")
+        if reply.status == "accepted":
+            return verdict, status
+        if reply.status == "duplicate":
+            return self._rejected(verdict, "executor:duplicate"), status
+        forget_order(self.state, intent.symbol, cid, intent.side, notional)
+        return self._rejected(verdict, "executor:refused"), status
+
+    @staticmethod
+    def _rejected(verdict: Verdict, reason: str) -> Verdict:
+        return Verdict("rejected", [*verdict.reasons, reason], verdict.price, verdict.quantity)
+
+    def _publish_decision(self, intent: Intent, verdict: Verdict, cid: str, status: str) -> None:
+        self.counters[verdict.verdict] += 1
+        for reason in verdict.reasons:
+            self.counters[f"reason.{reason}"] += 1
+        self.publish(RiskDecision(
+            intent_id=intent.intent_id, symbol=intent.symbol,
+            verdict=verdict.verdict,  # type: ignore[arg-type]
+            reasons=verdict.reasons, side=intent.side, order_type=intent.order_type,
+            price=verdict.price, quantity=verdict.quantity,
+            requested_quantity=intent.quantity,
+            client_order_id=cid if verdict.approved or status else "",
+            executor_status=status,
+        ))
+        if verdict.verdict == "rejected":
+            logger.info("risk: rejected {} {} {}: {}", intent.symbol, intent.side,
+                        intent.intent_id, ",".join(verdict.reasons))
+        else:
+            logger.info("risk: {} {} {} {}@{} -> {} ({})", verdict.verdict, intent.symbol,
+                        intent.side, verdict.quantity, verdict.price, cid, status)
+
+    def heartbeat_info(self) -> dict[str, str]:
+        gates = global_gates(self.cfg, self.state, time.time_ns())
+        return {"gates": ",".join(gates) or "open",
+                "fresh": ",".join(s for s, f in sorted(self.state.feed.items()) if f)}
 
 
 def main() -> None:

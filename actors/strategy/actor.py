@@ -1,12 +1,257 @@
-"""The strategy actor."""
+"""The strategy actor: book updates and order/position events in, intents out.
+
+Event-driven: a book update (throttled per symbol, ``throttle_ms``, with a trailing
+evaluation so the last book of a burst is never ignored), an order or fill event or a
+new portfolio snapshot triggers the pure decision (``logic.decide``) for that symbol.
+Intents are published on ``intent.<SYMBOL>`` and sent to risk by reliable request.
+
+Nothing is emitted before the executor's snapshot (positions, balances, open orders)
+has been received (FSM DEGRADED_RECOVERY until then, retried with backoff), and a
+symbol whose position just changed (fill, terminal order) waits for a snapshot that
+reflects it, so no decision is taken on a position we know to be outdated.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from decimal import Decimal
+from typing import Any
+
+from loguru import logger
+
 from actors.runtime import Actor, main_for
+from actors.strategy.logic import SymbolView, Throttle, decide
+from bus.messages import (
+    TERMINAL_ORDER_STATES,
+    BookSnapshot,
+    Fill,
+    Intent,
+    IntentAck,
+    OrderEvent,
+    Packet,
+    PortfolioSnapshot,
+    Position,
+    SnapshotQuery,
+    SubmitIntent,
+    SymbolRules,
+)
+from bus.transport import RequestClient, RequestFailed
+from shared.fsm import State
+from shared.ids import client_order_id
 
 
 class StrategyActor(Actor):
     name = "strategy"
+    subscriptions = ("md.book.", "md.rules.", "order.", "fill.", "portfolio")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params = self.cfg.strategy
+        self.books: dict[str, BookSnapshot] = {}
+        self.quote_of: dict[str, str] = {}
+        self.positions: dict[str, Position] = {}
+        self.balances: dict[str, Decimal] = {}
+        self.open_orders: dict[str, dict[str, int]] = {}  # symbol -> cid -> mono seen
+        self.pending: dict[str, str] = {}  # symbol -> intent id awaiting risk's answer
+        self.backoff_until: dict[str, int] = {}
+        self.epoch: dict[str, int] = {}
+        self.dirty: dict[str, int] = {}  # symbol -> mono ns its position went stale
+        self.synced = False
+        self.throttle = Throttle(self.params.throttle_ms * 1_000_000, {})
+        self._trailing: dict[str, asyncio.TimerHandle] = {}
+        self._refresh = asyncio.Event()
+        self.risk: RequestClient | None = None
+        self.executor: RequestClient | None = None
+
+    async def setup(self) -> None:
+        rc = self.cfg.risk
+        # Risk may wait for the executor (timeout x attempts) before answering.
+        risk_timeout = rc.executor_timeout_s * (rc.executor_retries + 1) + 2.0
+        self.risk = RequestClient(self.ctx, self.cfg.command_endpoint("risk"), self.name,
+                                  timeout_s=risk_timeout, retries=1)
+        self.executor = RequestClient(self.ctx, self.cfg.command_endpoint("executor"),
+                                      self.name, timeout_s=2.0, retries=0)
+        self.fsm.to(State.DEGRADED_RECOVERY, "waiting for executor snapshot")
+        self.spawn(self._snapshot_loop(), "snapshot")
+
+    async def teardown(self) -> None:
+        for handle in self._trailing.values():
+            handle.cancel()
+        for client in (self.risk, self.executor):
+            if client is not None:
+                client.close()
+
+    # --- executor snapshot -------------------------------------------------------------
+    async def _snapshot_loop(self) -> None:
+        backoff = 0.2
+        while True:
+            assert self.executor is not None
+            started = time.monotonic_ns()
+            try:
+                reply = await self.executor.request(SnapshotQuery())
+            except RequestFailed as exc:
+                self.counters["snapshot_failures"] += 1
+                logger.warning("strategy: executor snapshot failed: {}", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.params.snapshot_interval_s)
+                continue
+            backoff = 0.2
+            if isinstance(reply, PortfolioSnapshot):
+                self._apply_snapshot(reply, started)
+            else:
+                self.counters["snapshot_bad_reply"] += 1
+            self._refresh.clear()
+            try:
+                await asyncio.wait_for(self._refresh.wait(), self.params.snapshot_interval_s)
+            except TimeoutError:
+                pass
+
+    def _apply_snapshot(self, snap: PortfolioSnapshot, since_mono: int) -> None:
+        self.positions = {p.symbol: p for p in snap.positions}
+        self.balances = {b.asset: b.free for b in snap.balances}
+        fresh: dict[str, dict[str, int]] = {}
+        for o in snap.open_orders:
+            if o.state not in TERMINAL_ORDER_STATES:
+                fresh.setdefault(o.symbol, {})[o.client_order_id] = since_mono
+        # Orders we learnt of after the query was sent cannot be in it yet: keep them.
+        for sym, orders in self.open_orders.items():
+            for cid, seen in orders.items():
+                if seen >= since_mono:
+                    fresh.setdefault(sym, {}).setdefault(cid, seen)
+        self.open_orders = fresh
+        self.dirty = {s: t for s, t in self.dirty.items() if t >= since_mono}
+        self.counters["snapshots"] += 1
+        if not self.synced:
+            self.synced = True
+            self.fsm.to(State.READY, "executor snapshot received")
+            logger.info("strategy: synced with executor ({} positions, {} open orders)",
+                        len(snap.positions), sum(len(v) for v in fresh.values()))
+        for symbol in list(self.books):
+            self._on_trigger(symbol)
+
+    # --- bus -------------------------------------------------------------------------
+    async def on_message(self, topic: str, packet: Packet) -> None:
+        body = packet.body
+        match body:
+            case BookSnapshot():
+                self.books[body.symbol] = body
+                self._on_trigger(body.symbol, tick=True)
+            case SymbolRules():
+                self.quote_of[body.symbol] = body.quote
+            case OrderEvent():
+                self._on_order_event(body)
+            case Fill():
+                self._mark_dirty(body.symbol)
+            case PortfolioSnapshot():
+                if self.synced:
+                    self._apply_snapshot(body, packet.env.mono_ns)
+            case _:
+                self.counters["ignored_messages"] += 1
+
+    def _on_order_event(self, ev: OrderEvent) -> None:
+        orders = self.open_orders.setdefault(ev.symbol, {})
+        if ev.state not in TERMINAL_ORDER_STATES:
+            orders.setdefault(ev.client_order_id, time.monotonic_ns())
+            return
+        orders.pop(ev.client_order_id, None)
+        if ev.filled_quantity == 0 and ev.state != "FILLED":
+            # Ended without a fill: the position (our anchor) did not move, so the next
+            # decision needs a new epoch to get a new id.
+            self.epoch[ev.symbol] = self.epoch.get(ev.symbol, 0) + 1
+        self._mark_dirty(ev.symbol)
+
+    def _mark_dirty(self, symbol: str) -> None:
+        self.dirty[symbol] = time.monotonic_ns()
+        self._refresh.set()
+
+    # --- deciding --------------------------------------------------------------------
+    def _on_trigger(self, symbol: str, tick: bool = False) -> None:
+        if self.params.trade_every_tick:
+            if tick:
+                self._evaluate(symbol)
+            return
+        now = time.monotonic_ns()
+        wait_ns = self.throttle.due_in_ns(symbol, now)
+        if wait_ns == 0:
+            self._evaluate(symbol)
+        elif symbol not in self._trailing:
+            loop = asyncio.get_running_loop()
+            self._trailing[symbol] = loop.call_later(wait_ns / 1e9, self._trailing_fire, symbol)
+
+    def _trailing_fire(self, symbol: str) -> None:
+        self._trailing.pop(symbol, None)
+        self._evaluate(symbol)
+
+    def _evaluate(self, symbol: str) -> None:
+        now = time.monotonic_ns()
+        self.throttle.mark(symbol, now)
+        book = self.books.get(symbol)
+        if not self.synced or book is None or self.paused:
+            return
+        if symbol in self.dirty:
+            self.counters["skip_position_refresh"] += 1
+            return
+        if not self.params.trade_every_tick and now < self.backoff_until.get(symbol, 0):
+            self.counters["skip_backoff"] += 1
+            return
+        quote = self.quote_of.get(symbol)
+        if quote is None:
+            self.counters["skip_no_rules"] += 1
+            return
+        self.counters["evaluations"] += 1
+        view = SymbolView(
+            symbol=symbol, bid=book.bids[0][0], ask=book.asks[0][0],
+            position=self.positions.get(symbol), free_quote=self.balances.get(quote, Decimal(0)),
+            open_orders=len(self.open_orders.get(symbol, {})),
+            pending_intent=symbol in self.pending, epoch=self.epoch.get(symbol, 0),
+            book_key=f"{book.source}:{book.change_set}:{book.exchange_ts_ms}:{book.recv_wall_ns}",
+            book_mono_ns=book.recv_mono_ns,
+        )
+        intent = decide(view, self.params, time.time_ns())
+        if intent is None:
+            return
+        self.pending[symbol] = intent.intent_id
+        self.counters["intents"] += 1
+        self.publish(intent)
+        self.spawn(self._submit(intent), f"submit-{intent.intent_id}")
+
+    async def _submit(self, intent: Intent) -> None:
+        assert self.risk is not None
+        symbol = intent.symbol
+        try:
+            reply = await self.risk.request(SubmitIntent(intent=intent))
+        except RequestFailed as exc:
+            self.counters["risk_unreachable"] += 1
+            logger.error("strategy: risk did not take {}: {}", intent.intent_id, exc)
+            self._after_rejection(symbol)
+            return
+        finally:
+            if self.pending.get(symbol) == intent.intent_id:
+                del self.pending[symbol]
+        if not isinstance(reply, IntentAck):
+            self.counters["risk_bad_reply"] += 1
+            self._after_rejection(symbol)
+            return
+        self.counters[f"ack_{reply.verdict}"] += 1
+        if reply.verdict in ("approved", "resized"):
+            cid = client_order_id(self.cfg.executor.client_id_prefix, intent.intent_id)
+            self.open_orders.setdefault(symbol, {}).setdefault(cid, time.monotonic_ns())
+            return
+        if "executor:duplicate" in reply.reasons and not self.open_orders.get(symbol):
+            # The executor already knows this id and no order of it is open: it ended
+            # (possibly before a restart reset our epoch). Move on to a new id.
+            self.epoch[symbol] = self.epoch.get(symbol, 0) + 1
+            self._mark_dirty(symbol)
+            return
+        self._after_rejection(symbol)
+
+    def _after_rejection(self, symbol: str) -> None:
+        self.backoff_until[symbol] = time.monotonic_ns() + int(self.params.reject_backoff_s * 1e9)
+
+    def heartbeat_info(self) -> dict[str, str]:
+        return {"synced": str(self.synced), "pending": ",".join(sorted(self.pending)),
+                "trade_every_tick": str(self.params.trade_every_tick)}
 
 
 def main() -> None:

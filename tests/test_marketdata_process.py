@@ -1,0 +1,87 @@
+"""Marketdata as a real process against the simulator: fail loudly at start on an
+unknown symbol or on a missing WebSocket without REST fallback (the old bot silently
+ran without one); publish fresh books and rules otherwise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from bus.messages import BookSnapshot, FeedStatus, SymbolRules, packet_decoder
+from shared.config import load_config
+from tests.helpers import REPO, free_port, to_toml
+
+
+def write_cfg(tmp: Path, sim, **md) -> Path:
+    doc = {
+        "mode": "paper", "runtime_dir": str(tmp / "run"), "log_dir": str(tmp / "logs"),
+        "data_dir": str(tmp / "data"),
+        "exchange": {"rest_url": sim.base_url, "ws_url": md.pop("ws_url", sim.ws_url)},
+        "marketdata": {"symbols": ["BTCTRY", "ETHTRY"], "ws_connect_timeout_s": 1.0,
+                       "max_data_age_s": 2.0, **md},
+    }
+    (tmp / "run").mkdir(mode=0o700, exist_ok=True)
+    path = tmp / "supervisor.toml"
+    path.write_text(to_toml(doc))
+    return path
+
+
+def run_md(cfg: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "actors.marketdata", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def test_unknown_symbol_fails_at_start(tmp_path, sim):
+    r = run_md(write_cfg(tmp_path, sim, symbols=["BTCTRY", "NOPETRY"]))
+    assert r.returncode == 2
+    log = (tmp_path / "logs" / "marketdata.log").read_text()
+    assert "NOPETRY" in log and "marketdata.symbols" in log
+
+
+def test_ws_without_connection_and_without_fallback_fails_at_start(tmp_path, sim):
+    bad_ws = f"ws://127.0.0.1:{free_port()}/ws"
+    r = run_md(write_cfg(tmp_path, sim, ws_url=bad_ws, rest_fallback=False))
+    assert r.returncode == 1
+    log = (tmp_path / "logs" / "marketdata.log").read_text()
+    assert "no WebSocket connection" in log and "rest_fallback is false" in log
+
+
+def test_rest_fallback_publishes_books_when_ws_is_down(tmp_path, sim):
+    """The bus is a plain SUB bound where the actor's publisher connects (no proxy)."""
+    bad_ws = f"ws://127.0.0.1:{free_port()}/ws"
+    cfg_path = write_cfg(tmp_path, sim, ws_url=bad_ws, rest_fallback=True,
+                         rest_poll_interval_s=0.2)
+    cfg = load_config(cfg_path)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"md.")
+    sub.bind(cfg.bus_pub_endpoint)
+    proc = subprocess.Popen([sys.executable, "-m", "actors.marketdata", "--config",
+                             str(cfg_path)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    seen: dict[str, object] = {}
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not {"rules", "book", "fresh"} <= set(seen):
+            if sub.poll(200):
+                _t, payload = sub.recv_multipart()
+                body = packet_decoder.decode(payload).body
+                if isinstance(body, SymbolRules):
+                    seen["rules"] = body
+                elif isinstance(body, BookSnapshot) and body.source == "rest":
+                    seen["book"] = body
+                elif isinstance(body, FeedStatus) and body.fresh and body.source == "rest":
+                    seen["fresh"] = body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        sub.close(0)
+        ctx.term()
+    assert {"rules", "book", "fresh"} <= set(seen), seen
+    b = seen["book"]
+    assert isinstance(b, BookSnapshot) and b.bids[0][0] < b.asks[0][0]
+    assert len(b.bids) <= cfg.marketdata.depth

@@ -1,0 +1,157 @@
+"""Risk actor I/O: approved orders reach the executor with the deterministic client
+order id; a refused or unreachable executor is a published rejection, never a drop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from actors.risk.actor import RiskActor
+from actors.risk.state import apply_book, apply_feed_status, apply_rules, apply_snapshot
+from bus.messages import (
+    Balance,
+    BookSnapshot,
+    CommandRequest,
+    FeedStatus,
+    Intent,
+    KeyCounts,
+    Latches,
+    OrderAck,
+    PortfolioSnapshot,
+    RiskDecision,
+    SubmitOrder,
+    SymbolRules,
+)
+from bus.transport import CommandError, RequestServer
+from shared.config import Config
+from shared.fsm import State
+from shared.ids import client_order_id
+
+D = Decimal
+
+
+def make_actor(tmp: Path) -> tuple[RiskActor, list]:
+    cfg = Config()
+    cfg.runtime_dir = str(tmp)
+    cfg.base_dir = str(tmp)
+    cfg.risk.executor_timeout_s = 0.3
+    cfg.risk.executor_retries = 0
+    actor = RiskActor(cfg)
+    actor.fsm.to(State.LOCKING, "test")
+    published: list = []
+    actor.publish = lambda body, topic=None: published.append(body)  # type: ignore[method-assign]
+    now = time.time_ns()
+    st = actor.state
+    apply_rules(st, SymbolRules(symbol="ETHTRY", base="ETH", quote="TRY", price_scale=2,
+                                qty_scale=8, tick_size=D(1), min_price=D(0), max_price=D(0),
+                                min_total=D("99.91")))
+    apply_feed_status(st, FeedStatus(symbol="ETHTRY", fresh=True, source="ws", age_ms=0))
+    apply_book(st, BookSnapshot(symbol="ETHTRY", bids=[(D(140000), D(1))],
+                                asks=[(D(140010), D(1))], source="ws", exchange_ts_ms=0,
+                                recv_wall_ns=now, recv_mono_ns=0, age_ms=0))
+    apply_snapshot(st, PortfolioSnapshot(
+        positions=[], balances=[Balance(asset="TRY", free=D(100000), locked=D(0))],
+        open_orders=[], latches=Latches(), keys=KeyCounts()), now, "TRY")
+    return actor, published
+
+
+def intent(n: int = 0) -> Intent:
+    return Intent(intent_id=f"ETHTRY-buy-{n}", symbol="ETHTRY", side="buy", order_type="limit",
+                  price=D("140010.123"), quantity=D("0.001"), reason="t", ttl_s=120,
+                  strategy="s", created_wall_ns=time.time_ns())
+
+
+async def stop(actor: RiskActor) -> None:
+    for task in list(actor._tasks):
+        task.cancel()
+    await asyncio.gather(*actor._tasks, return_exceptions=True)
+    await actor.teardown()
+    actor.ctx.destroy(0)
+
+
+async def with_executor(actor: RiskActor, handler, body):
+    server = RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), handler)
+    task = asyncio.create_task(server.serve())
+    try:
+        await actor.setup()
+        return await body()
+    finally:
+        task.cancel()
+        server.close()
+        await stop(actor)
+
+
+def test_approved_order_reaches_executor_with_deterministic_cid(tmp_path):
+    actor, published = make_actor(tmp_path)
+    received: list = []
+
+    async def handler(req: CommandRequest):
+        if isinstance(req.body, SubmitOrder):
+            received.append(req.body.order)
+            return OrderAck(client_order_id=req.body.order.client_order_id, status="accepted",
+                            key_status="PENDING")
+        return PortfolioSnapshot(positions=[], balances=[Balance(asset="TRY", free=D(100000),
+                                                                 locked=D(0))],
+                                 open_orders=[], latches=Latches(), keys=KeyCounts())
+
+    async def body():
+        ack = await actor.on_intent(intent())
+        again = await actor.on_intent(intent())  # same id: same answer, no second order
+        return ack, again
+
+    ack, again = asyncio.run(with_executor(actor, handler, body))
+    assert ack.verdict == "approved" and again == ack
+    assert len(received) == 1
+    order = received[0]
+    assert order.client_order_id == client_order_id("bb", "ETHTRY-buy-0")
+    assert (order.price, order.quantity) == (D("140010.12"), D("0.001"))
+    decisions = [b for b in published if isinstance(b, RiskDecision)]
+    assert len(decisions) == 1 and decisions[0].executor_status == "accepted:PENDING"
+    assert actor.counters["approved"] == 1 and actor.counters["duplicate_intents"] == 1
+
+
+def test_refused_executor_is_a_published_rejection(tmp_path):
+    actor, published = make_actor(tmp_path)
+
+    async def handler(req: CommandRequest):
+        if isinstance(req.body, SubmitOrder):
+            return OrderAck(client_order_id=req.body.order.client_order_id, status="rejected",
+                            key_status="FAILED", reason="kill_switch")
+        raise CommandError("no snapshot today")
+
+    ack = asyncio.run(with_executor(actor, handler, lambda: actor.on_intent(intent())))
+    assert ack.verdict == "rejected" and "executor:refused" in ack.reasons
+    d = [b for b in published if isinstance(b, RiskDecision)][-1]
+    assert d.verdict == "rejected" and d.executor_status.startswith("rejected:FAILED")
+    assert actor.counters["reason.executor:refused"] == 1
+    assert actor.state.open_count("ETHTRY") == 0  # it never existed
+
+
+def test_unreachable_executor_is_a_published_rejection(tmp_path):
+    actor, published = make_actor(tmp_path)
+
+    async def body():
+        await actor.setup()
+        try:
+            return await actor.on_intent(intent())
+        finally:
+            await stop(actor)
+
+    ack = asyncio.run(body())
+    assert ack.verdict == "rejected" and "executor:unreachable" in ack.reasons
+    d = [b for b in published if isinstance(b, RiskDecision)][-1]
+    assert d.executor_status.startswith("unreachable")
+    # Ambiguous: it may have arrived, so it still counts as open until a snapshot says no.
+    assert actor.state.open_count("ETHTRY") == 1
+
+
+def test_stale_intent_is_rejected_as_expired(tmp_path):
+    actor, published = make_actor(tmp_path)
+    old = intent()
+    old = Intent(**{**{f: getattr(old, f) for f in old.__struct_fields__},
+                    "created_wall_ns": time.time_ns() - 60 * 10**9})
+    ack = asyncio.run(actor.on_intent(old))
+    assert ack.reasons == ["intent:expired"]
+    assert isinstance(published[-1], RiskDecision) and published[-1].verdict == "rejected"

@@ -1,0 +1,139 @@
+"""ProfitAwareStrategyV1: decisions on fixed book sequences match hand-computed values."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from actors.strategy.logic import STRATEGY, SymbolView, Throttle, decide, position_anchor
+from bus.messages import Position
+from shared.config import StrategyConfig
+from shared.ids import intent_id
+
+D = Decimal
+T0 = 1_700_000_000_000_000_000
+
+
+def view(bid, ask, *, pos=None, free=D("1000"), open_orders=0, pending=False, epoch=0,
+         key="") -> SymbolView:
+    return SymbolView(symbol="BTCTRY", bid=D(bid), ask=D(ask), position=pos, free_quote=free,
+                      open_orders=open_orders, pending_intent=pending, epoch=epoch,
+                      book_key=key)
+
+
+P = StrategyConfig()
+
+
+def test_defaults_match_the_old_bot():
+    assert (P.min_profit_bps, P.entry_max_spread, P.entry_notional_try,
+            P.take_profit_fraction, P.ttl_s) == (30, D("0.01"), D("100"), D("0.25"), 120.0)
+    assert P.trade_every_tick is False
+
+
+def test_flat_tight_spread_buys_100_try_at_the_ask():
+    i = decide(view("3600000", "3601000"), P, T0)
+    assert i is not None
+    assert (i.side, i.price, i.reason, i.order_type) == ("buy", D("3601000"),
+                                                         "conservative_entry", "limit")
+    assert i.quantity == D("100") / D("3601000")
+    assert i.ttl_s == 120.0 and i.created_wall_ns == T0 and i.strategy == STRATEGY
+
+
+def test_entry_uses_free_try_when_below_100():
+    i = decide(view("100", "100.5", free=D("40")), P, T0)
+    assert i is not None and i.quantity == D("40") / D("100.5")
+
+
+def test_no_entry_without_cash():
+    assert decide(view("100", "100.5", free=D("0")), P, T0) is None
+
+
+def test_spread_limit_is_inclusive_at_one_percent():
+    assert decide(view("100", "101"), P, T0) is not None  # exactly 1 %
+    assert decide(view("100", "101.01"), P, T0) is None  # 1.01 %
+
+
+def test_take_profit_sells_a_quarter_at_the_bid():
+    pos = Position(symbol="BTCTRY", quantity=D("0.004"), avg_cost=D("100000"))
+    # target = 100000 * 1.003 = 100300
+    assert decide(view("100299", "100400", pos=pos), P, T0) is None  # holding, not profitable
+    i = decide(view("100300", "100400", pos=pos), P, T0)
+    assert i is not None
+    assert (i.side, i.price, i.quantity, i.reason) == ("sell", D("100300"), D("0.001"),
+                                                       "take_profit")
+
+
+def test_holding_never_enters_even_with_tight_spread():
+    pos = Position(symbol="BTCTRY", quantity=D("0.004"), avg_cost=D("200000"))
+    assert decide(view("100000", "100001", pos=pos), P, T0) is None
+
+
+def test_no_intent_while_open_order_or_pending():
+    assert decide(view("100", "100.5", open_orders=1), P, T0) is None
+    assert decide(view("100", "100.5", pending=True), P, T0) is None
+
+
+def test_bad_books_are_ignored():
+    assert decide(view("0", "100"), P, T0) is None
+    assert decide(view("101", "100"), P, T0) is None  # crossed
+
+
+def test_book_sequence_hand_computed():
+    """A sequence of books with position changes in between, as the actor feeds it."""
+    seq = [
+        # (bid, ask, position qty, avg cost) -> expected (side, price, qty) or None
+        (("100", "102", None), None),  # spread 2 %: wait
+        (("100", "100.8", None), ("buy", D("100.8"), D("100") / D("100.8"))),
+        (("100.1", "100.9", (D("0.99"), D("100.8"))), None),  # bought; 100.1 < 101.1024
+        (("101.1024", "101.2", (D("0.99"), D("100.8"))), ("sell", D("101.1024"),
+                                                            D("0.2475"))),
+        (("99", "99.5", (D("0.7425"), D("100.8"))), None),  # under water: hold
+    ]
+    for (bid, ask, pos), expected in seq:
+        position = None if pos is None else Position(symbol="BTCTRY", quantity=pos[0],
+                                                     avg_cost=pos[1])
+        got = decide(view(bid, ask, pos=position), P, T0)
+        if expected is None:
+            assert got is None, (bid, ask)
+        else:
+            assert got is not None and (got.side, got.price, got.quantity) == expected
+
+
+def test_intent_id_is_deterministic_across_time_and_restarts():
+    a = decide(view("100", "100.5"), P, T0)
+    b = decide(view("100.2", "100.6"), P, T0 + 10**12)  # other book, later: same decision
+    assert a is not None and b is not None and a.intent_id == b.intent_id
+    assert a.intent_id == intent_id(STRATEGY, "BTCTRY", "buy", "conservative_entry",
+                                    position_anchor(None, 0))
+
+
+def test_intent_id_moves_with_position_fees_and_epoch():
+    base = decide(view("100", "100.5"), P, T0)
+    after_round_trip = decide(view("100", "100.5", pos=Position(
+        symbol="BTCTRY", quantity=D(0), avg_cost=D(0), realized_pnl=D("1.2"),
+        fees=D("0.4"))), P, T0)
+    retried = decide(view("100", "100.5", epoch=1), P, T0)
+    ids = {base.intent_id, after_round_trip.intent_id, retried.intent_id}
+    assert len(ids) == 3
+
+
+def test_trade_every_tick_emits_on_every_book_with_unique_ids():
+    p = StrategyConfig(trade_every_tick=True)
+    pos = Position(symbol="BTCTRY", quantity=D("1"), avg_cost=D("1000"))
+    ids = set()
+    for n in range(5):
+        i = decide(view("100", "100.5", pos=pos, open_orders=1, pending=True, key=f"ws:{n}"),
+                   p, T0)
+        assert i is not None and i.side == "buy"
+        ids.add(i.intent_id)
+    assert len(ids) == 5
+    again = decide(view("100", "100.5", pos=pos, key="ws:0"), p, T0)
+    assert again is not None and again.intent_id in ids  # same tick, same id
+
+
+def test_throttle_leading_and_trailing():
+    th = Throttle(500_000_000, {})
+    assert th.due_in_ns("X", 0) == 0
+    th.mark("X", 0)
+    assert th.due_in_ns("X", 100_000_000) == 400_000_000
+    assert th.due_in_ns("Y", 100_000_000) == 0  # per symbol
+    assert th.due_in_ns("X", 500_000_000) == 0
