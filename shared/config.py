@@ -115,6 +115,9 @@ class StrategyConfig(_Section):
     entry_max_spread: Decimal = Decimal("0.01")
     entry_notional_try: Decimal = Decimal("100")
     take_profit_fraction: Decimal = Decimal("0.25")
+    # A take-profit sells at least this much TRY worth (capped at the position): the
+    # exchange refuses orders under its minimum total (minExchangeValue, ~100 TRY).
+    min_exit_notional_try: Decimal = Decimal("110")
     ttl_s: float = 120.0
     throttle_ms: int = 500
     # Benchmarks only: emit an entry intent on EVERY book change of a symbol (no

@@ -53,13 +53,24 @@ def test_spread_limit_is_inclusive_at_one_percent():
 
 
 def test_take_profit_sells_a_quarter_at_the_bid():
-    pos = Position(symbol="BTCTRY", quantity=D("0.004"), avg_cost=D("100000"))
-    # target = 100000 * 1.003 = 100300
+    pos = Position(symbol="BTCTRY", quantity=D("0.04"), avg_cost=D("100000"))
+    # target = 100000 * 1.003 = 100300; a quarter is 0.01 = 1003 TRY, above the minimum
     assert decide(view("100299", "100400", pos=pos), P, T0) is None  # holding, not profitable
     i = decide(view("100300", "100400", pos=pos), P, T0)
     assert i is not None
-    assert (i.side, i.price, i.quantity, i.reason) == ("sell", D("100300"), D("0.001"),
+    assert (i.side, i.price, i.quantity, i.reason) == ("sell", D("100300"), D("0.01"),
                                                        "take_profit")
+
+
+def test_take_profit_never_sells_less_than_the_exchange_would_accept():
+    # a quarter of 0.004 is 100.3 TRY < min_exit_notional_try (110): sell 110 TRY worth
+    pos = Position(symbol="BTCTRY", quantity=D("0.004"), avg_cost=D("100000"))
+    i = decide(view("100300", "100400", pos=pos), P, T0)
+    assert i is not None and i.quantity == D("110") / D("100300")
+    # a position worth less than that is sold whole
+    small = Position(symbol="BTCTRY", quantity=D("0.001"), avg_cost=D("100000"))
+    i = decide(view("100300", "100400", pos=small), P, T0)
+    assert i is not None and i.quantity == D("0.001")
 
 
 def test_holding_never_enters_even_with_tight_spread():

@@ -3,7 +3,8 @@
 Per symbol, from the best bid/ask, the position (quantity, average cost) and the free
 quote balance (TRY):
 - holding a position and ``bid >= avg_cost * (1 + min_profit_bps/10000)``:
-  SELL ``take_profit_fraction`` (25 %) of the position at the bid, reason ``take_profit``;
+  SELL ``take_profit_fraction`` (25 %) of the position at the bid, reason ``take_profit``
+  (at least ``min_exit_notional_try`` worth, at most the position: see _exit_quantity);
 - holding a position that is not yet profitable: nothing;
 - flat, and spread ``(ask - bid) / bid <= entry_max_spread`` (1 %):
   BUY ``min(free TRY, entry_notional_try) / ask`` at the ask, reason ``conservative_entry``.
@@ -79,8 +80,19 @@ def _take_profit(view: SymbolView, params: StrategyConfig, now_wall_ns: int) -> 
     target = pos.avg_cost * (1 + Decimal(params.min_profit_bps) / BPS)
     if view.bid < target:
         return None  # holding, not yet profitable
-    return _intent(view, params, "sell", view.bid, pos.quantity * params.take_profit_fraction,
+    return _intent(view, params, "sell", view.bid, _exit_quantity(pos.quantity, view.bid, params),
                    "take_profit", now_wall_ns, position_anchor(pos, view.epoch))
+
+
+def _exit_quantity(held: Decimal, bid: Decimal, params: StrategyConfig) -> Decimal:
+    """The take-profit fraction of the position, but never a sell the exchange would
+    refuse as too small: below ``min_exit_notional_try`` it sells that much (at most
+    everything held). With the old bot's defaults, 25 % of a 100 TRY entry is 25 TRY,
+    under BTCTurk's ~100 TRY minimum, so its positions could never be sold."""
+    quantity = held * params.take_profit_fraction
+    if quantity * bid < params.min_exit_notional_try:
+        quantity = min(held, params.min_exit_notional_try / bid)
+    return quantity
 
 
 def _entry(view: SymbolView, params: StrategyConfig, now_wall_ns: int, *,
