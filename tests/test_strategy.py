@@ -95,8 +95,9 @@ def test_book_sequence_hand_computed():
         (("100", "102", None), None),  # spread 2 %: wait
         (("100", "100.8", None), ("buy", D("100.8"), D("100") / D("100.8"))),
         (("100.1", "100.9", (D("0.99"), D("100.8"))), None),  # bought; 100.1 < 101.1024
+        # 25 % would be 25 TRY, under the exchange minimum: the whole 100 TRY goes
         (("101.1024", "101.2", (D("0.99"), D("100.8"))), ("sell", D("101.1024"),
-                                                            D("0.2475"))),
+                                                            D("0.99"))),
         (("99", "99.5", (D("0.7425"), D("100.8"))), None),  # under water: hold
     ]
     for (bid, ask, pos), expected in seq:
