@@ -1,0 +1,96 @@
+"""End to end, as an operator meets it: the paper pipeline trades out of the box,
+status shows it, and the operator controls (kill switch, pause) bite at once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from tests.helpers import REPO, SUPERVISOR, wait_for
+
+
+def _counter(p, actor: str, name: str) -> int:
+    return int(p.actor(actor)["counters"].get(name, 0))
+
+
+def test_paper_session_trades_and_status_shows_it(make_pipeline) -> None:
+    p = make_pipeline()
+    p.start()
+
+    def traded() -> dict | None:
+        doc = p.status()
+        filled = [x for x in doc["positions"] if x["quantity"] not in ("0", "0E-8")]
+        return doc if filled and doc["pnl"] else None
+
+    doc = wait_for(traded, timeout=60, interval=1.0, what="fills and PnL within a minute")
+    executor = next(a for a in doc["actors"] if a["name"] == "executor")
+    assert executor["counters"]["submitted"] >= 1
+    assert executor["counters"]["committed"] >= 1
+    assert doc["idempotency"] == {"pending": 0, "unknown": 0, "failed": 0} or all(
+        isinstance(v, int) for v in doc["idempotency"].values())
+    risk = next(a for a in doc["actors"] if a["name"] == "risk")
+    assert risk["counters"]["approved"] >= 1
+    assert doc["trading"]["state"] == "TRADING", doc["trading"]
+    assert {x["symbol"] for x in doc["pnl"]} <= {"BTCTRY", "ETHTRY", "SOLTRY"}
+
+    text = p.cli("status").stdout
+    for word in ("executor", "READY", "positions and PnL", "idempotency keys"):
+        assert word in text
+
+
+def test_kill_switch_and_pause_stop_approvals_and_persist(make_pipeline) -> None:
+    p = make_pipeline({"risk": {"cooldown_s": 0.5},
+                       "strategy": {"reject_backoff_s": 0.2, "throttle_ms": 100}})
+    p.start()
+    wait_for(lambda: _counter(p, "risk", "approved") >= 1, timeout=60, what="first approval")
+
+    r = p.cli("kill-switch", "on", "--reason", "test")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: p.status()["latch"]["kill_switch"] is True, timeout=10, what="latch")
+    assert p.status()["trading"]["state"] == "HALTED"
+    time.sleep(0.5)  # decisions already in flight
+    approved = _counter(p, "risk", "approved")
+    wait_for(lambda: _counter(p, "risk", "reason.gate:kill_switch") >= 1, timeout=30,
+             what="a rejection for gate:kill_switch")
+    assert _counter(p, "risk", "approved") == approved
+
+    # the latch lives in the executor's DB: it survives a restart of every actor
+    for actor in ("executor", "risk", "strategy"):
+        assert p.cli("restart", actor).returncode == 0
+    wait_for(lambda: p.status()["latch"]["kill_switch"] is True, timeout=10, what="persisted")
+    time.sleep(2.0)
+    assert _counter(p, "risk", "approved") == 0  # the new risk never approved anything
+
+    assert p.cli("kill-switch", "off").returncode == 0
+    wait_for(lambda: p.status()["latch"]["kill_switch"] is False, timeout=10, what="cleared")
+
+    assert p.cli("pause").returncode == 0
+    wait_for(lambda: p.status()["latch"]["paused"] is True, timeout=10, what="paused")
+    assert "gate:paused" in p.status()["trading"]["reasons"]
+    assert p.cli("resume").returncode == 0
+    wait_for(lambda: p.status()["latch"]["paused"] is False, timeout=10, what="resumed")
+    wait_for(lambda: _counter(p, "risk", "approved") >= 1, timeout=60,
+             what="approvals again after kill switch off and resume")
+
+
+def test_logs_command(make_pipeline) -> None:
+    p = make_pipeline()
+    p.start()
+    r = p.cli("logs", "risk", "-n", "3")
+    assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 3
+    assert p.cli("logs", "nosuch").returncode == 2
+    follow = subprocess.Popen([*SUPERVISOR, "--config", str(p.config), "logs", "--all", "-f",
+                               "-n", "0"], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        p.cli("restart", "reconciler")
+        deadline = time.monotonic() + 20
+        seen = ""
+        while time.monotonic() < deadline and "reconciler |" not in seen:
+            seen += follow.stdout.readline()
+        assert "reconciler" in seen
+    finally:
+        follow.kill()
+        follow.wait()
+    doc = json.loads(p.cli("status", "--json").stdout)
+    assert doc["running"] is True
