@@ -21,7 +21,10 @@ def test_paper_session_trades_and_status_shows_it(make_pipeline) -> None:
     def traded() -> dict | None:
         doc = p.status()
         filled = [x for x in doc["positions"] if x["quantity"] not in ("0", "0E-8")]
-        return doc if filled and doc["pnl"] else None
+        executor = next(a for a in doc["actors"] if a["name"] == "executor")
+        # heartbeat counters lag the live snapshot by up to one interval
+        counted = executor["counters"].get("committed", 0) >= 1
+        return doc if filled and doc["pnl"] and counted else None
 
     doc = wait_for(traded, timeout=60, interval=1.0, what="fills and PnL within a minute")
     executor = next(a for a in doc["actors"] if a["name"] == "executor")
