@@ -1,0 +1,31 @@
+"""Secrets never reach a log file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loguru import logger
+
+from shared.config import load_config
+from shared.logging import redact_text, setup_logging
+
+
+def test_configured_secret_is_redacted_in_the_log_file(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "c.toml").write_text(f'log_dir = "{tmp_path / "logs"}"\n')
+    monkeypatch.setenv("BTCTURK_API_KEY", "public-key-123")
+    monkeypatch.setenv("BTCTURK_API_SECRET", "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
+    cfg = load_config(tmp_path / "c.toml")
+    path = setup_logging(cfg, "test")
+    logger.info("calling with secret c2VjcmV0LXNlY3JldC1zZWNyZXQ= and key public-key-123")
+    logger.info("headers {}", {"X-Signature": "abcdefg=="})
+    logger.remove()
+    text = path.read_text()
+    assert "c2VjcmV0LXNlY3JldC1zZWNyZXQ=" not in text
+    assert "public-key-123" not in text
+    assert "abcdefg==" not in text
+    assert text.count("***") >= 3
+
+
+def test_redact_patterns() -> None:
+    assert "hunter2" not in redact_text("password=hunter2 api_secret: 'xyz123'")
+    assert "xyz123" not in redact_text("password=hunter2 api_secret: 'xyz123'")
