@@ -350,6 +350,13 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"actors.{name}: unknown actor (known: {', '.join(ACTOR_NAMES)})")
     for name in ACTOR_NAMES:  # a section lists only what it changes
         cfg.actors.setdefault(name, ActorSpec())
+    for field, endpoint in (("bus.pub_endpoint", cfg.bus.pub_endpoint),
+                            ("bus.sub_endpoint", cfg.bus.sub_endpoint)):
+        if endpoint and not endpoint.startswith("ipc://"):
+            # DESIGN: tcp:// needs CURVE authentication, which is not built yet; an
+            # unauthenticated tcp bus would let anyone on the network send orders.
+            raise ConfigError(f"{field}: only ipc:// endpoints are supported (tcp:// requires "
+                              f"CURVE authentication, not implemented)")
     if not cfg.marketdata.symbols:
         raise ConfigError("marketdata.symbols: at least one symbol is required")
     positive = {

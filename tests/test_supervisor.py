@@ -40,6 +40,7 @@ def test_start_detach_all_ready_then_stop_leaves_nothing(make_pipeline) -> None:
             assert key in a
     for key in ("gates", "latch", "idempotency"):
         assert key in doc
+    assert (p.config.parent / "run").stat().st_mode & 0o777 == 0o700  # ipc sockets live here
     pids = list(p.pids().values())
     sup = p.supervisor_pid()
     r = p.cli("stop")
@@ -151,6 +152,7 @@ def test_restart_one_actor(make_pipeline) -> None:
         ("[actors.strategy]\nrestart = 'sometimes'\n", "actors.strategy.restart"),
         ("[actors.nosuch]\nenabled = true\n", "actors.nosuch"),
         ("mode = 'paper'\n[marketdata]\nsymbols = []\n", "marketdata.symbols"),
+        ("[bus]\npub_endpoint = 'tcp://0.0.0.0:5555'\n", "bus.pub_endpoint"),
     ],
 )
 def test_bad_config_exits_2_naming_the_field(tmp_path: Path, text: str, field: str) -> None:
