@@ -33,7 +33,6 @@ def child_argv(cfg: Config, name: str) -> list[str]:
 def _preexec() -> None:
     # Children die with the supervisor, even when it is SIGKILLed.
     set_parent_death_signal(signal.SIGKILL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor only
 
 
 @dataclass
@@ -81,6 +80,7 @@ class Child:
             self.proc = subprocess.Popen(
                 child_argv(cfg, self.name), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 env=env, cwd=cfg.base_dir, preexec_fn=_preexec, close_fds=True,
+                process_group=0,  # Ctrl-C reaches the supervisor only; it stops them in order
             )
         finally:
             out.close()

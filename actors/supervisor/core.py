@@ -342,8 +342,13 @@ class Supervisor:
                f"{limits.intensity_window_s:.0f}s: giving up and setting the kill switch")
         logger.critical(why)
         self.kill_switch_reason = why
-        task = asyncio.create_task(self._set_latch("kill_switch", True, why))
-        self._tasks.append(task)
+        self._tasks.append(asyncio.create_task(self._latch_after_give_up(why)))
+
+    async def _latch_after_give_up(self, why: str) -> None:
+        try:
+            await self._set_latch("kill_switch", True, why)
+        except CommandError as exc:  # broadcast done; the executor may be the one gone
+            logger.error("kill switch after giving up: {}", exc)
 
     async def _sample_loop(self) -> None:
         while True:
