@@ -174,3 +174,25 @@ def test_retry_with_same_request_id_is_answered_from_cache(tmp_path: Path) -> No
         ctx.destroy()
 
     asyncio.run(go())
+
+
+def test_cancelled_request_does_not_poison_the_client(tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path}/cmd"
+
+    async def go() -> None:
+        calls: list[str] = []
+        sctx, server = _serve_in_background(endpoint, calls, delay=0.5)
+        task = asyncio.create_task(server.serve())
+        ctx = zmq.asyncio.Context()
+        client = RequestClient(ctx, endpoint, "test", timeout_s=2.0, retries=0)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.request(Ping()), timeout=0.1)
+        reply = await client.request(Ping())  # a fresh socket, not a stuck REQ
+        assert isinstance(reply, Ack)
+        task.cancel()
+        server.close()
+        client.close()
+        sctx.destroy()
+        ctx.destroy()
+
+    asyncio.run(go())
