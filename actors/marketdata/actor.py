@@ -254,9 +254,10 @@ class MarketdataActor(Actor):
     async def _status_loop(self) -> None:
         while True:
             self._publish_status(changed_only=False)
-            # Check often enough to publish a change within ~100 ms of it happening.
-            for _ in range(max(1, int(self.md.status_interval_s / 0.1))):
-                await asyncio.sleep(0.1)
+            # Check often enough to publish a change within ~250 ms of it happening
+            # (max_data_age_s is seconds); a faster tick costs idle CPU in every actor.
+            for _ in range(max(1, int(self.md.status_interval_s / 0.25))):
+                await asyncio.sleep(0.25)
                 self._publish_status(changed_only=True)
 
     def _publish_status(self, *, changed_only: bool) -> None:

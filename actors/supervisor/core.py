@@ -46,7 +46,7 @@ from bus.transport import (
 )
 from shared.config import Config
 
-MONITOR_INTERVAL_S = 0.05
+MONITOR_INTERVAL_S = 0.1  # exits and deadlines; also bounds restart latency
 
 
 class AlreadyRunning(Exception):
