@@ -169,6 +169,10 @@ class ExecutorConfig(_Section):
     reconcile_trade_lookback_s: float = 7 * 24 * 3600.0  # user trades fetched by reconcile
     # The client's token buckets (BTCTurk's published limits). false: benchmarks only.
     client_rate_limit: bool = True
+    # Only for `replay --verify` (its isolated pipeline sets it; mode must be dry-run):
+    # no exchange calls, no simulated fills, no order/fill/portfolio messages; snapshots
+    # mirror the recorded `portfolio` topic and orders are only reserved and accepted.
+    replay_mirror: bool = False
 
 
 class ReconcilerConfig(_Section):

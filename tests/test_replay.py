@@ -188,7 +188,7 @@ def test_compare_decisions() -> None:
 def test_pipeline_config_is_isolated_and_loads(tmp_path: Path) -> None:
     live = tmp_path / "live.toml"
     live.write_text('mode = "live"\n[gates]\nlive_trading = true\nlive_trading_ack = '
-                    '"I_UNDERSTAND"\n[bus]\npub_endpoint = "tcp://127.0.0.1:5555"\n'
+                    f'"I_UNDERSTAND"\n[bus]\npub_endpoint = "ipc://{tmp_path}/live.pub"\n'
                     '[strategy]\nentry_notional_try = "250"\n')
     base = load_config(live)
     pipe = IsolatedPipeline(base, backend="direct")
@@ -200,6 +200,7 @@ def test_pipeline_config_is_isolated_and_loads(tmp_path: Path) -> None:
             assert str(p).startswith(str(pipe.root))
         assert cfg.enabled_actors() == ["bus", "executor", "risk", "strategy"]
         assert cfg.strategy.entry_notional_try == Decimal("250")
+        assert not cfg.executor.replay_mirror  # only --verify mirrors (run_replay sets it)
     finally:
         pipe.stop()
     assert not pipe.root.exists()
@@ -280,3 +281,40 @@ def test_replay_command_end_to_end(tmp_path: Path) -> None:
     assert "replayed 306 records" in res.stdout  # 300 books + 6 rules, no heartbeats
     assert time.monotonic() - started < 60
     assert "replay [" not in res.stderr  # no progress bar when stdout is not a tty
+
+
+def test_decision_barrier_holds_an_intents_consequences_until_it_is_decided() -> None:
+    """The recorded executor publishes PENDING before risk publishes the verdict; fed as
+    recorded, the pipeline's risk would see its own order open before judging it."""
+    from actors.supervisor.replay import DecisionBarrier
+    from bus.messages import Envelope, OrderEvent, Packet, RiskDecision, packet_encoder
+    from shared.recording import Record
+
+    def rec(topic: str, body: object) -> Record:
+        return Record(0, topic, packet_encoder.encode(
+            Packet(Envelope(1, "x", "i", 1, 0, 0), body)))  # type: ignore[arg-type]
+
+    decision = RiskDecision(intent_id="I1", symbol="BTCTRY", verdict="approved", reasons=[],
+                            side="buy", order_type="limit", price=Decimal(1),
+                            quantity=Decimal(1), requested_quantity=Decimal(1))
+    pending = OrderEvent(client_order_id="c", intent_id="I1", symbol="BTCTRY", side="buy",
+                         state="PENDING", price=Decimal(1), quantity=Decimal(1),
+                         filled_quantity=Decimal(0))
+
+    class Collector:
+        def __init__(self) -> None:
+            self.seen: dict[str, int] = {}
+            self.waits: list[tuple[str, int]] = []
+
+        def wait_for(self, intent_id: str, count: int, timeout_s: float) -> bool:
+            self.waits.append((intent_id, count))
+            return self.seen.get(intent_id, 0) >= count
+
+    c = Collector()
+    barrier = DecisionBarrier(c, [decision], timeout_s=0.0)  # type: ignore[arg-type]
+    assert barrier(rec("order.BTCTRY", pending)) is False  # fed, but after waiting:
+    assert c.waits == [("I1", 1)] and barrier.missed == 1
+    c.seen["I1"] = 1
+    assert barrier(rec("decision.BTCTRY", decision)) is True  # never fed
+    assert c.waits[-1] == ("I1", 1) and barrier.missed == 1
+    assert barrier(rec("md.book.BTCTRY", pending)) is False and len(c.waits) == 2

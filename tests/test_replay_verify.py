@@ -1,7 +1,10 @@
 """`replay --verify` against a real recorded session: a dry-run pipeline (supervisor,
 bus, executor, risk, strategy, recorder) is fed synthetic market data and recorded; the
-recording is then replayed through a fresh isolated pipeline. Unchanged parameters must
-verify (exit 0); a changed strategy parameter must fail (exit 1) naming the decision."""
+recording is then replayed through a fresh isolated pipeline (its executor in mirror
+mode). Unchanged parameters must verify (exit 0); a changed strategy parameter must fail
+(exit 1) naming the decision. Determinism rests on the message clock (strategy and risk
+decide by the envelope times, which replay preserves) and on the mirror executor adding
+no order/fill/portfolio messages of its own."""
 
 from __future__ import annotations
 
@@ -37,8 +40,10 @@ max_data_age_s = 3600.0
 [strategy]
 trade_every_tick = true
 entry_notional_try = "{notional}"
-# Funds come from the fed `portfolio` (a dry-run executor has no balances); a periodic
-# executor snapshot would replace them, so none is taken during the short session.
+# Funds come from the fed `portfolio`: the recorded session runs a dry-run executor,
+# which has no balances (a paper/live executor's own portfolio would carry them). They
+# are recorded and replayed like any portfolio, and the replay's mirror executor answers
+# snapshot queries from them. No periodic snapshot is taken during the short session.
 snapshot_interval_s = 3600.0
 [risk]
 snapshot_interval_s = 3600.0
@@ -93,12 +98,6 @@ def _replay(config: Path, rec: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, timeout=180, cwd=config.parent)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "blocked outside the replay engine (see the recorder/replay report): strategy stamps "
-    "intents with time.time_ns() instead of the message clock, so risk judges recorded "
-    "portfolio/book times against replay-time intents (gate:executor_state_stale); and the "
-    "replay pipeline's dry-run executor publishes its own order.* events next to the "
-    "recorded ones (limit:max_open_orders)"))
 def test_verify_passes_unchanged_and_fails_on_a_changed_strategy_parameter(
         tmp_path: Path) -> None:
     same = _write(tmp_path / "same.toml", "100")

@@ -14,11 +14,13 @@ from bus.messages import (
     Balance,
     BookSnapshot,
     CommandRequest,
+    Envelope,
     FeedStatus,
     Intent,
     KeyCounts,
     Latches,
     OrderAck,
+    Packet,
     PortfolioSnapshot,
     RiskDecision,
     SubmitOrder,
@@ -155,3 +157,110 @@ def test_stale_intent_is_rejected_as_expired(tmp_path):
     ack = asyncio.run(actor.on_intent(old))
     assert ack.reasons == ["intent:expired"]
     assert isinstance(published[-1], RiskDecision) and published[-1].verdict == "rejected"
+
+
+T0 = 1_700_000_000 * 10**9  # a recorded session's clock, far from today's
+
+
+def clocked_actor(tmp: Path) -> tuple[RiskActor, list]:
+    """A risk actor that learnt everything from bus messages stamped on T0's clock."""
+    cfg = Config()
+    cfg.runtime_dir = str(tmp)
+    cfg.base_dir = str(tmp)
+    cfg.risk.executor_timeout_s = 0.5
+    cfg.risk.executor_retries = 0
+    cfg.risk.snapshot_interval_s = 3600.0
+    actor = RiskActor(cfg)
+    actor.fsm.to(State.LOCKING, "test")
+    published: list = []
+    actor.publish = lambda body, topic=None: published.append(body)  # type: ignore[method-assign]
+    return actor, published
+
+
+async def feed(actor: RiskActor, at_ns: int, *bodies) -> None:
+    for n, body in enumerate(bodies):
+        topic = {"SymbolRules": "md.rules.ETHTRY", "FeedStatus": "md.status",
+                 "BookSnapshot": "md.book.ETHTRY", "PortfolioSnapshot": "portfolio"}[
+                     type(body).__name__]
+        await actor.on_message(topic, Packet(Envelope(1, "t", "x", n + 1, at_ns, 0), body))
+
+
+def market(at_ns: int):
+    return (
+        SymbolRules(symbol="ETHTRY", base="ETH", quote="TRY", price_scale=2, qty_scale=8,
+                    tick_size=D(1), min_price=D(0), max_price=D(0), min_total=D("99.91")),
+        FeedStatus(symbol="ETHTRY", fresh=True, source="ws", age_ms=0),
+        BookSnapshot(symbol="ETHTRY", bids=[(D(140000), D(1))], asks=[(D(140010), D(1))],
+                     source="ws", exchange_ts_ms=0, recv_wall_ns=at_ns, recv_mono_ns=0, age_ms=0),
+    )
+
+
+FUNDS = PortfolioSnapshot(positions=[], balances=[Balance(asset="TRY", free=D(100000),
+                                                          locked=D(0))],
+                          open_orders=[], latches=Latches(), keys=KeyCounts())
+
+
+def clocked_intent(at_ns: int, n: int = 0) -> Intent:
+    return Intent(intent_id=f"ETHTRY-buy-{n}", symbol="ETHTRY", side="buy", order_type="limit",
+                  price=D("140010.123"), quantity=D("0.001"), reason="t", ttl_s=120,
+                  strategy="s", created_wall_ns=at_ns)
+
+
+def test_verdicts_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeypatch):
+    """The same messages and intents give the same verdicts whatever the wall clock
+    says (replay --verify), including the age checks (intent expiry, executor state)."""
+    async def handler(req: CommandRequest):
+        if isinstance(req.body, SubmitOrder):
+            return OrderAck(client_order_id=req.body.order.client_order_id, status="accepted",
+                            key_status="PENDING")
+        return FUNDS
+
+    real = time.time_ns
+    runs = []
+    for shift_days in (0, 2, -300):
+        monkeypatch.setattr(time, "time_ns", lambda s=shift_days: real() + s * 86_400 * 10**9)
+        (tmp_path / str(shift_days)).mkdir()
+        actor, published = clocked_actor(tmp_path / str(shift_days))
+
+        async def body(actor=actor):
+            await feed(actor, T0, *market(T0), FUNDS)
+            first = await actor.on_intent(clocked_intent(T0 + 10**6, 1))
+            # 1 s later (message clock): cooldown, whatever the wall clock.
+            await feed(actor, T0 + 10**9, *market(T0 + 10**9))
+            second = await actor.on_intent(clocked_intent(T0 + 10**9, 2))
+            # An intent decided 20 s before the latest message clock: expired.
+            await feed(actor, T0 + 21 * 10**9, *market(T0 + 21 * 10**9))
+            third = await actor.on_intent(clocked_intent(T0 + 10**9, 3))
+            # 40 s of market data without an executor snapshot: executor state stale.
+            await feed(actor, T0 + 41 * 10**9, *market(T0 + 41 * 10**9))
+            fourth = await actor.on_intent(clocked_intent(T0 + 41 * 10**9, 4))
+            return [first, second, third, fourth]
+
+        acks = asyncio.run(with_executor(actor, handler, body))
+        runs.append(([(a.verdict, a.reasons) for a in acks],
+                     [(d.verdict, d.reasons, d.price, d.quantity) for d in published
+                      if isinstance(d, RiskDecision)]))
+    monkeypatch.setattr(time, "time_ns", real)
+    verdicts = runs[0][0]
+    assert verdicts[0] == ("approved", [])
+    assert verdicts[1] == ("rejected", ["limit:max_open_orders", "limit:cooldown"])
+    assert verdicts[2] == ("rejected", ["intent:expired"])
+    assert "gate:executor_state_stale" in verdicts[3][1]
+    assert runs[1] == runs[0] and runs[2] == runs[0]
+
+
+def test_silent_market_data_is_rejected_by_the_wall_clock_guard(tmp_path):
+    """Marketdata dead: no stale status can come and the message clock stops; the one
+    wall-clock guard rejects."""
+    actor, published = clocked_actor(tmp_path)
+
+    async def body():
+        now = time.time_ns()
+        await feed(actor, now, *market(now), FUNDS)
+        assert actor.md_seen_mono is not None
+        actor.md_seen_mono -= 16 * 10**9  # nothing on md.* for more than max_data_age
+        return await actor.on_intent(clocked_intent(now))
+
+    ack = asyncio.run(body())
+    assert (ack.verdict, ack.reasons) == ("rejected", ["market_data:silent"])
+    actor.ctx.destroy(0)

@@ -9,6 +9,8 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
+
 from actors.strategy.actor import StrategyActor
 from bus.messages import (
     Balance,
@@ -152,3 +154,68 @@ def test_restart_reproduces_the_same_intent_id(tmp_path):
         got = asyncio.run(run_with(actor, up, scenario))
         ids.append(got[0].intent_id)
     assert ids[0] == ids[1]
+
+
+def test_decisions_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeypatch):
+    """The same messages give the same intents (ids, created_wall_ns) and the same reject
+    backoff, whatever the wall clock says: replay --verify depends on it."""
+    t0 = 1_700_000_000 * 10**9  # the recorded session's clock, far from today's
+
+    def clocked(n: int, at_ns: int) -> Packet:
+        b = msgspec.structs.replace(book(n), recv_wall_ns=at_ns, recv_mono_ns=n)
+        return Packet(Envelope(1, "t", "x", n, at_ns, 0), b)
+
+    async def session(actor: StrategyActor) -> list[Intent]:
+        intents: list[Intent] = []
+
+        async def executor(req: CommandRequest):
+            return SNAP
+
+        async def risk(req: CommandRequest):
+            intents.append(req.body.intent)
+            verdict = "rejected" if len(intents) == 1 else "approved"
+            return IntentAck(intent_id=req.body.intent.intent_id, verdict=verdict,
+                             reasons=["limit:cooldown"] if verdict == "rejected" else [])
+
+        servers = [RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), executor),
+                   RequestServer(actor.ctx, actor.cfg.command_endpoint("risk"), risk)]
+        tasks = [asyncio.create_task(s.serve()) for s in servers]
+        try:
+            await actor.setup()
+            for _ in range(200):
+                if actor.synced:
+                    break
+                await asyncio.sleep(0.01)
+            assert actor.synced
+            await actor.on_message("md.rules.ETHTRY", pkt(RULES))
+            # 0 s: intent, rejected -> back off 5 s of MESSAGE clock; 1..4 s: skipped;
+            # 6 s: the same decision again (same id), approved.
+            for n, at_s in enumerate((0, 1, 2, 4, 6), start=1):
+                await actor.on_message("md.book.ETHTRY", clocked(n, t0 + at_s * 10**9))
+                await asyncio.sleep(0.15)
+        finally:
+            for t in [*tasks, *actor._tasks]:
+                t.cancel()
+            await asyncio.gather(*tasks, *actor._tasks, return_exceptions=True)
+            for s in servers:
+                s.close()
+            await actor.teardown()
+            actor.ctx.destroy(0)
+        return intents
+
+    runs = []
+    real = time.time_ns
+    for shift_days in (0, 3, -400):
+        monkeypatch.setattr(time, "time_ns", lambda s=shift_days: real() + s * 86_400 * 10**9)
+        actor, _ = make_actor(tmp_path / str(shift_days))
+        (tmp_path / str(shift_days)).mkdir()
+        actor.cfg.strategy.throttle_ms = 500
+        actor.cfg.strategy.reject_backoff_s = 5.0
+        actor.throttle.interval_ns = 500 * 1_000_000
+        runs.append(asyncio.run(session(actor)))
+    monkeypatch.setattr(time, "time_ns", real)
+    assert [len(r) for r in runs] == [2, 2, 2]
+    first = runs[0]
+    assert first[0].created_wall_ns == t0 and first[1].created_wall_ns == t0 + 6 * 10**9
+    assert first[0].intent_id == first[1].intent_id  # same state, same decision
+    assert runs[1] == first and runs[2] == first

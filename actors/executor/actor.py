@@ -27,6 +27,19 @@ Decisions where the brief was silent (also in the report):
 - Keys remember the mode they were created in; a key from another exchange (paper vs
   live) cannot be resolved here, so the executor stays in DEGRADED_RECOVERY (fail closed)
   and says so; dry-run keys were never sent anywhere and resolve to FAILED at once.
+
+Mirror mode (``executor.replay_mirror``, only for ``replay --verify``, only in dry-run):
+the replayed recording already carries the recorded executor's order, fill and
+portfolio messages, so this executor adds none of its own (they would double-count
+open orders and positions) and simulates no fills. It answers ``SnapshotQuery`` with
+the latest recorded ``portfolio`` it has seen (before any: an empty snapshot marked
+``recovering``, which is what a fresh dry-run executor answers too, so strategy and risk
+start as they did in the recorded session). After a recorded order/fill event and
+before the portfolio the recorded executor published in reaction (at most ~0.5 s
+later), the latest recorded snapshot is known to be behind: a query then waits up to
+``MIRROR_WAIT_S`` for the next one, as the live executor's answer would have reflected
+the change. ``SubmitOrder`` is reserved in the temp DB and answered ``accepted``
+(a repeated key answers ``duplicate``); nothing is ever sent.
 """
 
 from __future__ import annotations
@@ -60,7 +73,7 @@ from actors.executor.recovery import (
     is_ours,
     ttl_expired,
 )
-from actors.runtime import EXIT_LOCKED, Actor, FatalActorError, main_for
+from actors.runtime import EXIT_CONFIG, EXIT_LOCKED, Actor, FatalActorError, main_for
 from bus.messages import (
     TERMINAL_ORDER_STATES,
     Ack,
@@ -96,6 +109,10 @@ from shared.fsm import State
 from shared.ids import client_order_id
 
 SUBMIT, CANCEL = "submit", "cancel"
+# Mirror mode: how long a snapshot query waits for the recorded portfolio that follows a
+# recorded order/fill event (the recorded executor published it within ~0.5 s); below
+# the strategy's and risk's snapshot request timeouts (2 s).
+MIRROR_WAIT_S = 1.2
 KeyId = tuple[str, str]
 
 
@@ -114,7 +131,18 @@ class ExecutorActor(Actor):
         super().__init__(cfg)
         self.mode = cfg.mode
         self.dry_run = cfg.mode == "dry-run"
-        self.subscriptions = ("md.book.",) if self.dry_run else ()  # type: ignore[misc]
+        self.mirror = cfg.executor.replay_mirror
+        if self.mirror and not self.dry_run:
+            raise FatalActorError(
+                f"executor.replay_mirror = true needs mode dry-run (mode is {cfg.mode}): "
+                "it is only for replay --verify", EXIT_CONFIG)
+        if self.mirror:
+            self.subscriptions = ("portfolio", "order.", "fill.")  # type: ignore[misc]
+        else:
+            self.subscriptions = ("md.book.",) if self.dry_run else ()  # type: ignore[misc]
+        self._mirror_snap: PortfolioSnapshot | None = None
+        self._mirror_behind = False
+        self._mirror_fresh = asyncio.Event()
         ex = cfg.executor
         self.policy = idem.Policy(ex.settle_window_s, ex.probe_backoff_initial_s,
                                   ex.probe_backoff_max_s, ex.max_send_attempts)
@@ -139,6 +167,11 @@ class ExecutorActor(Actor):
     async def setup(self) -> None:
         self.db = ExecutorDB(self.db_path, synchronous=self.cfg.executor.db_synchronous)
         self.latches = self.db.latches()
+        if self.mirror:
+            # Nothing to recover: nothing is ever sent, and no loop may publish.
+            self.recovering = False
+            logger.info("executor: replay mirror mode (no exchange, no fills, no events)")
+            return
         now = time.time()
         for row in self.db.keys_with_status("PENDING", "UNKNOWN"):
             k = (row.action_type, row.key)
@@ -216,6 +249,8 @@ class ExecutorActor(Actor):
     # --- commands ----------------------------------------------------------------------
     async def handle_command(self, request: CommandRequest) -> Msg | None:
         body = request.body
+        if self.mirror:
+            return await self._mirror_command(body)
         match body:
             case SubmitOrder(order=order):
                 return await self._on_submit(order)
@@ -230,6 +265,61 @@ class ExecutorActor(Actor):
             case Ping():
                 return None
         raise CommandError(f"executor does not handle {type(body).__name__}")
+
+    # --- replay mirror ------------------------------------------------------------------
+    async def _mirror_command(self, body: Msg) -> Msg | None:
+        match body:
+            case SubmitOrder(order=order):
+                return self._mirror_submit(order)
+            case SnapshotQuery():
+                return await self._mirror_snapshot()
+            case Ping():
+                return None
+        raise CommandError(f"executor (replay mirror) does not handle {type(body).__name__}")
+
+    def _mirror_submit(self, o: OrderRequest) -> OrderAck:
+        assert self.db is not None
+        if (problem := self._validate(o)) is not None:
+            self.counters["invalid_requests"] += 1
+            return self._reject(o.client_order_id, problem)
+        cid = o.client_order_id
+        existing = self.db.get_key(SUBMIT, cid)
+        if existing is not None:
+            self.counters["duplicates"] += 1
+            return OrderAck(client_order_id=cid, status="duplicate", key_status=existing.status,
+                            reason=existing.reason)
+        now = time.time()
+        row = OrderRow(cid, o.intent_id, self.mode, o.symbol, o.side, o.order_type, o.price,
+                       o.quantity, Decimal(0), "PENDING", None, o.ttl_s, o.reason, False, now, now)
+        # Reserved (so a repeat is a duplicate) but never tracked for sending: the key
+        # stays PENDING in this throw-away DB.
+        self.db.reserve_order(row, retention_s=self.cfg.executor.key_retention_s)
+        self.counters["accepted"] += 1
+        return OrderAck(client_order_id=cid, status="accepted", key_status="PENDING")
+
+    async def _mirror_snapshot(self) -> PortfolioSnapshot:
+        if self._mirror_behind:
+            self.counters["mirror_waits"] += 1
+            try:
+                await asyncio.wait_for(self._mirror_fresh.wait(), MIRROR_WAIT_S)
+            except TimeoutError:
+                self.counters["mirror_wait_timeouts"] += 1
+        if self._mirror_snap is None:
+            return PortfolioSnapshot(positions=[], balances=[], open_orders=[],
+                                     latches=Latches(), keys=KeyCounts(), recovering=True)
+        return self._mirror_snap
+
+    def _mirror_message(self, body: Any) -> None:
+        if isinstance(body, PortfolioSnapshot):
+            self._mirror_snap = body
+            self._mirror_behind = False
+            self._mirror_fresh.set()
+            self.counters["mirror_snapshots"] += 1
+        elif isinstance(body, OrderEvent | Fill):
+            # The recorded executor published a portfolio after this: until it comes,
+            # the latest one is behind.
+            self._mirror_behind = True
+            self._mirror_fresh = asyncio.Event()
 
     def _reject(self, cid: str, reason: str, key_status: str = "NONE") -> OrderAck:
         self.counters["rejected"] += 1
@@ -326,6 +416,12 @@ class ExecutorActor(Actor):
         safe direction); the kill switch is only cleared by the SetLatch command. Our own
         broadcast comes back here, so every branch is idempotent."""
         assert self.db is not None
+        if self.mirror:
+            # Latches are the recorded ones (in the mirrored snapshots); nothing is
+            # persisted or broadcast from here.
+            if control.command == "shutdown":
+                self.stop()
+            return
         match control.command:
             case "kill_switch_on":
                 if not (self.latch("kill_switch") or self.latch("safety_latch")):
@@ -783,6 +879,9 @@ class ExecutorActor(Actor):
     # --- dry-run fills -----------------------------------------------------------------
     async def on_message(self, topic: str, packet: Packet) -> None:
         body = packet.body
+        if self.mirror:
+            self._mirror_message(body)
+            return
         if not self.dry_run or not isinstance(body, BookSnapshot) or self.db is None:
             return
         for row in self.db.open_orders(self.mode, body.symbol):

@@ -6,6 +6,24 @@ The decision itself is ``decision.decide`` (pure); this module does the I/O: eve
 verdict is published on ``decision.<SYMBOL>`` and counted, and approved orders go to
 the executor by reliable request. A refused or unreachable executor turns the verdict
 into a rejection with a reason, never a silent drop.
+
+Clock: risk judges on the *message clock*, never on its own wall clock. The pure
+decision runs at the intent's ``created_wall_ns`` (the envelope time of the book the
+strategy decided on); the ``intent:expired`` check and every executor-state age compare
+it with the latest envelope ``wall_ns`` risk has seen on ``md.*`` / ``portfolio``
+(``message_clock``), and an executor snapshot reply is stamped with that clock too. So
+a replay of the same messages reproduces every verdict whatever the time of the replay.
+
+Why this is still fail closed live: marketdata republishes ``md.status`` every
+``status_interval_s`` whether or not books arrive, and marks a symbol stale once it has
+no data for ``max_data_age_s``; so while marketdata lives, the message clock keeps
+moving with real time and a stale feed closes the data gate, an intent that waited in
+a queue is expired, and a silent executor makes its snapshot stale by that clock. The
+one case the message clock cannot see is marketdata itself falling silent (dead, or the
+bus link lost): then no stale status comes either, so the actor adds one wall-clock
+guard outside the pure decision: no ``md.*`` message received for ``max_data_age_s``
+(local monotonic time) rejects with ``market_data:silent``. A replay keeps md flowing,
+so it never trips there unless the recorded session had the same silence.
 """
 
 from __future__ import annotations
@@ -68,7 +86,12 @@ class RiskActor(Actor):
         super().__init__(*args, **kwargs)
         self.state = RiskState()
         self.acks: OrderedDict[str, IntentAck] = OrderedDict()  # approved intents
-        self.approved_at: dict[str, int] = {}  # cid -> mono ns (kept across a snapshot)
+        # cid -> (local mono ns, message clock ns) of its approval: kept across a snapshot
+        # that cannot contain it yet.
+        self.approved_at: dict[str, tuple[int, int]] = {}
+        self.clock_ns = 0  # latest envelope wall_ns seen on md.* / portfolio
+        self.md_seen_mono: int | None = None  # local receipt of the latest md.* message
+        self._stamp_pending = False  # a snapshot arrived before any message clock
         self.exec_client: RequestClient | None = None
         self.snap_client: RequestClient | None = None
         self._refresh = asyncio.Event()
@@ -95,6 +118,10 @@ class RiskActor(Actor):
     # --- state from the bus ------------------------------------------------------------
     async def on_message(self, topic: str, packet: Packet) -> None:
         body = packet.body
+        if topic.startswith(("md.", "portfolio")):
+            self._advance_clock(packet.env.wall_ns)
+            if topic.startswith("md."):
+                self.md_seen_mono = time.monotonic_ns()
         match body:
             case BookSnapshot():
                 apply_book(self.state, body)
@@ -105,7 +132,10 @@ class RiskActor(Actor):
             case OrderEvent():
                 apply_order_event(self.state, body)
             case PortfolioSnapshot():
-                self._apply_snapshot(body, packet.env.wall_ns, since_mono=packet.env.mono_ns)
+                # Kept: approvals made on a message clock at or after the snapshot was
+                # published (it cannot contain them). The sender's clock, not our
+                # receipt time: the same comparison in a replay.
+                self._apply_snapshot(body, packet.env.wall_ns, since_clock=packet.env.wall_ns)
             case _:
                 self.counters["ignored_messages"] += 1
 
@@ -115,11 +145,32 @@ class RiskActor(Actor):
         self._refresh.set()  # learn the executor's persisted latches at once
         self._update_fsm()
 
-    def _apply_snapshot(self, snap: PortfolioSnapshot, now_ns: int, since_mono: int) -> None:
-        keep = frozenset(c for c, t in self.approved_at.items() if t >= since_mono)
+    # --- the message clock ---------------------------------------------------------------
+    def _advance_clock(self, wall_ns: int) -> None:
+        self.clock_ns = max(self.clock_ns, wall_ns)
+        if self._stamp_pending and self.clock_ns:
+            # A snapshot learnt before any message had a time: it is as fresh as the
+            # first message clock we see.
+            self._stamp_pending = False
+            self.state.snapshot_wall_ns = self.clock_ns
+
+    def message_clock(self) -> int:
+        """The latest time the messages have shown us (0: none yet). Books and snapshots
+        set directly into the state count too."""
+        books = max((b.recv_wall_ns for b in self.state.books.values()), default=0)
+        return max(self.clock_ns, books, self.state.snapshot_wall_ns)
+
+    def _apply_snapshot(self, snap: PortfolioSnapshot, now_ns: int, *, since_mono: int = -1,
+                        since_clock: int = -1) -> None:
+        """``now_ns``: the message clock the snapshot stands for. Approvals at or after
+        ``since_mono`` (local) or ``since_clock`` (message clock) are kept."""
+        keep = frozenset(c for c, (mono, clock) in self.approved_at.items()
+                         if (since_mono >= 0 and mono >= since_mono)
+                         or (since_clock >= 0 and clock >= since_clock))
         apply_snapshot(self.state, snap, now_ns, self.cfg.risk.cash_asset, keep)
+        self._stamp_pending = now_ns == 0
         horizon = time.monotonic_ns() - 60 * 1_000_000_000
-        self.approved_at = {c: t for c, t in self.approved_at.items() if t >= horizon}
+        self.approved_at = {c: t for c, t in self.approved_at.items() if t[0] >= horizon}
         self.counters["snapshots"] += 1
         self._update_fsm()
 
@@ -139,7 +190,9 @@ class RiskActor(Actor):
                 continue
             backoff = 0.2
             if isinstance(reply, PortfolioSnapshot):
-                self._apply_snapshot(reply, time.time_ns(), since_mono=started)
+                # Stamped with the message clock: its age is then judged against later
+                # message clocks (fail closed while md flows; see the module doc).
+                self._apply_snapshot(reply, self.message_clock(), since_mono=started)
             else:
                 self.counters["snapshot_bad_reply"] += 1
             self._refresh.clear()
@@ -158,7 +211,7 @@ class RiskActor(Actor):
         if self.fsm.state not in (State.READY, State.DEGRADED_RECOVERY, State.PAUSED_DATA,
                                   State.PAUSED_SAFETY):
             return
-        gates = global_gates(self.cfg, self.state, time.time_ns())
+        gates = global_gates(self.cfg, self.state, self.message_clock())
         if any(g.startswith("gate:executor_state") for g in gates):
             target, why = State.DEGRADED_RECOVERY, "executor state unknown"
         elif gates:
@@ -193,7 +246,7 @@ class RiskActor(Actor):
         if verdict.approved:
             record_approval(self.state, intent.symbol, cid, intent.side, verdict.price,
                             verdict.quantity, intent.created_wall_ns)
-            self.approved_at[cid] = time.monotonic_ns()
+            self.approved_at[cid] = (time.monotonic_ns(), intent.created_wall_ns)
             verdict, executor_status = await self._forward(intent, verdict, cid)
         self._publish_decision(intent, verdict, cid, executor_status)
         ack = IntentAck(intent_id=intent.intent_id, verdict=verdict.verdict,  # type: ignore[arg-type]
@@ -205,11 +258,17 @@ class RiskActor(Actor):
         return ack
 
     def _judge(self, intent: Intent) -> Verdict:
-        # The one clock-dependent check outside the pure function: an intent that sat
-        # in a queue longer than max_data_age was decided on data that is stale now.
-        age_ns = time.time_ns() - intent.created_wall_ns
-        if age_ns > int(self.cfg.marketdata.max_data_age_s * 1e9):
+        max_age_ns = int(self.cfg.marketdata.max_data_age_s * 1e9)
+        # An intent older, by the message clock, than max_data_age was decided on data
+        # that newer messages have replaced: stale now.
+        if self.message_clock() - intent.created_wall_ns > max_age_ns:
             return Verdict("rejected", ["intent:expired"], intent.price, Decimal(0))
+        # The wall-clock guard of the module doc: marketdata silent (no stale status
+        # can come). None: nothing received yet, and then no FeedStatus either, so the
+        # data gate is closed anyway.
+        if (self.md_seen_mono is not None
+                and time.monotonic_ns() - self.md_seen_mono > max_age_ns):
+            return Verdict("rejected", ["market_data:silent"], intent.price, Decimal(0))
         return decide(intent, self.state, self.cfg, intent.created_wall_ns)
 
     async def _forward(self, intent: Intent, verdict: Verdict, cid: str) -> tuple[Verdict, str]:
@@ -267,7 +326,7 @@ class RiskActor(Actor):
                         intent.side, verdict.quantity, verdict.price, cid, status)
 
     def heartbeat_info(self) -> dict[str, str]:
-        gates = global_gates(self.cfg, self.state, time.time_ns())
+        gates = global_gates(self.cfg, self.state, self.message_clock())
         return {"gates": ",".join(gates) or "open",
                 "fresh": ",".join(s for s, f in sorted(self.state.feed.items()) if f)}
 

@@ -9,6 +9,15 @@ Nothing is emitted before the executor's snapshot (positions, balances, open ord
 has been received (FSM DEGRADED_RECOVERY until then, retried with backoff), and a
 symbol whose position just changed (fill, terminal order) waits for a snapshot that
 reflects it, so no decision is taken on a position we know to be outdated.
+
+Clock: every decision runs on the *message clock*, never the wall clock: "now" for a
+symbol is the envelope ``wall_ns`` of its latest BookSnapshot (the message that
+triggers the decision; ``replay`` preserves it). The intent's ``created_wall_ns``, the
+per-symbol throttle and the reject backoff all use it, so replaying the same messages
+yields the same intents whatever the time of the replay. Only *when* a trailing-edge
+re-evaluation runs is a loop timer; what it decides still uses the message clock.
+Local monotonic times remain only for ordering local events (which snapshot can
+reflect which order or fill), never inside a decision.
 """
 
 from __future__ import annotations
@@ -49,12 +58,13 @@ class StrategyActor(Actor):
         super().__init__(*args, **kwargs)
         self.params = self.cfg.strategy
         self.books: dict[str, BookSnapshot] = {}
+        self.book_clock: dict[str, int] = {}  # symbol -> envelope wall_ns of its latest book
         self.quote_of: dict[str, str] = {}
         self.positions: dict[str, Position] = {}
         self.balances: dict[str, Decimal] = {}
         self.open_orders: dict[str, dict[str, int]] = {}  # symbol -> cid -> mono seen
         self.pending: dict[str, str] = {}  # symbol -> intent id awaiting risk's answer
-        self.backoff_until: dict[str, int] = {}
+        self.backoff_until: dict[str, int] = {}  # symbol -> message clock (ns)
         self.epoch: dict[str, int] = {}
         self.dirty: dict[str, int] = {}  # symbol -> mono ns its position went stale
         self.synced = False
@@ -136,6 +146,7 @@ class StrategyActor(Actor):
         match body:
             case BookSnapshot():
                 self.books[body.symbol] = body
+                self.book_clock[body.symbol] = packet.env.wall_ns
                 self._on_trigger(body.symbol, tick=True)
             case SymbolRules():
                 self.quote_of[body.symbol] = body.quote
@@ -145,7 +156,11 @@ class StrategyActor(Actor):
                 self._mark_dirty(body.symbol)
             case PortfolioSnapshot():
                 if self.synced:
-                    self._apply_snapshot(body, packet.env.mono_ns)
+                    # Local receipt time, not the sender's env.mono_ns: the executor's
+                    # fills and order events travel on the same publisher, in order, so
+                    # a snapshot received after them reflects them; and a replayed
+                    # snapshot's recorded mono_ns means nothing to this process.
+                    self._apply_snapshot(body, time.monotonic_ns())
             case _:
                 self.counters["ignored_messages"] += 1
 
@@ -171,9 +186,15 @@ class StrategyActor(Actor):
             if tick:
                 self._evaluate(symbol)
             return
-        now = time.monotonic_ns()
-        wait_ns = self.throttle.due_in_ns(symbol, now)
+        # The throttle runs on the message clock (the book's envelope time), so the same
+        # books are evaluated at the same points in a replay; only the trailing edge's
+        # wake-up is a loop timer.
+        now = self.book_clock.get(symbol, 0)
+        wait_ns = min(self.throttle.due_in_ns(symbol, now), self.throttle.interval_ns)
         if wait_ns == 0:
+            pending = self._trailing.pop(symbol, None)
+            if pending is not None:
+                pending.cancel()  # this evaluation sees the latest book already
             self._evaluate(symbol)
         elif symbol not in self._trailing:
             loop = asyncio.get_running_loop()
@@ -184,7 +205,7 @@ class StrategyActor(Actor):
         self._evaluate(symbol)
 
     def _evaluate(self, symbol: str) -> None:
-        now = time.monotonic_ns()
+        now = self.book_clock.get(symbol, 0)  # the message clock of the latest book
         self.throttle.mark(symbol, now)
         book = self.books.get(symbol)
         if not self.synced or book is None or self.paused:
@@ -208,7 +229,7 @@ class StrategyActor(Actor):
             book_key=f"{book.source}:{book.change_set}:{book.exchange_ts_ms}:{book.recv_wall_ns}",
             book_mono_ns=book.recv_mono_ns,
         )
-        intent = decide(view, self.params, time.time_ns())
+        intent = decide(view, self.params, now)
         if intent is None:
             return
         self.pending[symbol] = intent.intent_id
@@ -224,14 +245,17 @@ class StrategyActor(Actor):
         except RequestFailed as exc:
             self.counters["risk_unreachable"] += 1
             logger.error("strategy: risk did not take {}: {}", intent.intent_id, exc)
-            self._after_rejection(symbol)
+            # The request took its timeouts: back off from the latest message clock, not
+            # from the (by now old) intent's.
+            self._after_rejection(symbol, max(intent.created_wall_ns,
+                                              self.book_clock.get(symbol, 0)))
             return
         finally:
             if self.pending.get(symbol) == intent.intent_id:
                 del self.pending[symbol]
         if not isinstance(reply, IntentAck):
             self.counters["risk_bad_reply"] += 1
-            self._after_rejection(symbol)
+            self._after_rejection(symbol, intent.created_wall_ns)
             return
         self.counters[f"ack_{reply.verdict}"] += 1
         if reply.verdict in ("approved", "resized"):
@@ -244,10 +268,12 @@ class StrategyActor(Actor):
             self.epoch[symbol] = self.epoch.get(symbol, 0) + 1
             self._mark_dirty(symbol)
             return
-        self._after_rejection(symbol)
+        self._after_rejection(symbol, intent.created_wall_ns)
 
-    def _after_rejection(self, symbol: str) -> None:
-        self.backoff_until[symbol] = time.monotonic_ns() + int(self.params.reject_backoff_s * 1e9)
+    def _after_rejection(self, symbol: str, clock_ns: int) -> None:
+        """Back off on the message clock: from the rejected intent's clock, so a replay
+        skips exactly the books the recorded session skipped."""
+        self.backoff_until[symbol] = clock_ns + int(self.params.reject_backoff_s * 1e9)
 
     def heartbeat_info(self) -> dict[str, str]:
         return {"synced": str(self.synced), "pending": ",".join(sorted(self.pending)),

@@ -11,7 +11,8 @@ Pieces, each usable alone (tests and benchmarks use them directly):
 - ``feed``: publishes at the recorded pacing divided by ``speed``, or as fast as
   possible (``speed=None``).
 - ``IsolatedPipeline``: a throw-away pipeline (own temp runtime/log/data dirs, own bus,
-  dry-run executor with a temp DB, strategy, risk), started through
+  dry-run executor with a temp DB -- in ``replay_mirror`` mode for --verify --, strategy,
+  risk), started through
   ``btcbot-supervisor start --detach`` or, with ``backend="direct"``, by starting
   ``python -m bus`` and ``python -m actors.<name>`` itself. It never uses the live
   runtime dir, DB or bus endpoints: every path is inside its temp dir and the bus
@@ -44,6 +45,8 @@ import zmq
 from bus.messages import (
     Envelope,
     Heartbeat,
+    OrderEvent,
+    PortfolioSnapshot,
     RiskDecision,
     packet_decoder,
 )
@@ -61,6 +64,8 @@ MARKET_TOPICS = ("md.",)
 # What strategy and risk consume from other actors, so their state follows the recording.
 VERIFY_TOPICS = ("md.", "portfolio", "order.", "fill.")
 PRIMER_TOPICS = ("md.rules.", "md.status", "portfolio")
+# The recorded executor's output (reactions to orders and books), fed unpaced in --verify.
+EXECUTOR_TOPICS = ("order.", "fill.", "portfolio")
 PIPELINE_ACTORS = ("executor", "risk", "strategy")
 PROBE_TOPIC = "replay.probe"
 # Never handed to the replay pipeline's processes: it must not be able to trade for real.
@@ -181,24 +186,34 @@ def feed(
     speed: float | None,
     reframer: Reframer,
     progress: Callable[[int], None] | None = None,
+    barrier: Callable[[Record], bool] | None = None,
+    unpaced: tuple[str, ...] = (),
 ) -> FeedStats:
     """Publish ``records`` in order. ``speed=None`` is as fast as possible; otherwise a
     record recorded ``d`` ns after the first is sent ``d / speed`` ns after the start.
     Lateness is never "caught up" by sending in a burst faster than recorded: the
-    schedule is absolute, so a late record is sent at once and the next ones are on time."""
+    schedule is absolute, so a late record is sent at once and the next ones are on time.
+
+    ``barrier``: records it returns True for are not published but waited on (verify:
+    a recorded decision holds back what the recorded session published after it).
+    ``unpaced``: topic prefixes sent as soon as they are reached, not at their recorded
+    time (verify: the recorded executor's reactions that preceded the next decision in
+    the recording must reach the pipeline before it decides, as they did then)."""
     stats = FeedStats()
     t0 = time.monotonic_ns()
     first_ns: int | None = None
     sleep = time.sleep
     mono = time.monotonic_ns
     for i, rec in enumerate(records):
-        if speed is not None:
+        if speed is not None and not rec.topic.startswith(unpaced or ("\0",)):
             if first_ns is None:
                 first_ns = rec.recv_ns
             due = t0 + int((rec.recv_ns - first_ns) / speed)
             ahead = due - mono()
             if ahead > 200_000:  # sleeping less than 0.2 ms costs more than it keeps
                 sleep(ahead / 1e9)
+        if barrier is not None and barrier(rec):
+            continue
         payload = reframer(rec.topic, rec.payload)
         if payload is None:
             stats.skipped += 1
@@ -572,6 +587,64 @@ def decode_decisions(records: Iterable[Record]) -> list[RiskDecision]:
     return out
 
 
+class DecisionBarrier:
+    """Causal lock-step for --verify, so the pipeline's state at each decision is the
+    recorded one whatever its speed relative to the recorded session:
+
+    - a recorded decision is not fed, it is waited for: what the recorded session
+      published after it is fed only once the pipeline has made it too;
+    - a recorded executor message about an intent (an order event, or a portfolio
+      listing its order) is a *consequence* of that intent's decision: it waits for
+      the pipeline's decision of that intent, even where the recording has it first
+      (the recorded executor publishes ``PENDING`` before risk publishes its verdict).
+
+    Executor messages are fed unpaced (``EXECUTOR_TOPICS``): once their cause is
+    decided they go at once, so one the recorded risk had seen before its next decision
+    (a fill triggered by the same book as that decision) reaches the pipeline first too.
+    A decision that does not come (a real difference) costs ``timeout_s``, all waits
+    together at most ``budget_s``; compare_decisions then reports it."""
+
+    def __init__(self, collector: DecisionCollector, recorded: Sequence[RiskDecision],
+                 timeout_s: float = 1.0, budget_s: float = 10.0) -> None:
+        self.collector = collector
+        self.timeout_s = timeout_s
+        self.budget_s = budget_s
+        self.waited_s = 0.0
+        self.missed = 0
+        self._decided = {d.intent_id for d in recorded}  # intents with a recorded decision
+        self._expected: dict[str, int] = defaultdict(int)
+
+    def __call__(self, rec: Record) -> bool:
+        """True: a barrier only, not to be fed."""
+        if not rec.topic.startswith(("decision.", "order.", "portfolio")):
+            return False
+        try:
+            body = packet_decoder.decode(rec.payload).body
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return rec.topic.startswith("decision.")
+        if isinstance(body, RiskDecision):
+            self._expected[body.intent_id] += 1
+            self._wait(body.intent_id, self._expected[body.intent_id])
+            return True
+        if isinstance(body, OrderEvent):
+            causes = [body.intent_id]
+        elif isinstance(body, PortfolioSnapshot):
+            causes = [o.intent_id for o in body.open_orders]
+        else:
+            return rec.topic.startswith("decision.")
+        for intent_id in causes:
+            if intent_id in self._decided:
+                self._wait(intent_id, max(1, self._expected[intent_id]))
+        return False
+
+    def _wait(self, intent_id: str, count: int) -> None:
+        timeout = min(self.timeout_s, max(0.0, self.budget_s - self.waited_s))
+        t0 = time.monotonic()
+        if not self.collector.wait_for(intent_id, count, timeout):
+            self.missed += 1
+        self.waited_s += time.monotonic() - t0
+
+
 class DecisionCollector:
     """Every RiskDecision published on a bus, gathered by a background thread."""
 
@@ -585,6 +658,8 @@ class DecisionCollector:
         self._sock.setsockopt(zmq.SUBSCRIBE, b"decision.")
         self._sock.connect(cfg.bus_sub_endpoint)
         self._halt = threading.Event()
+        self._seen = threading.Condition()
+        self._count: dict[str, int] = defaultdict(int)
         self._thread = threading.Thread(target=self._run, daemon=True, name="decisions")
         self._thread.start()
 
@@ -598,8 +673,16 @@ class DecisionCollector:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
             if isinstance(body, RiskDecision):
-                self.decisions.append(body)
-                self.last_mono = time.monotonic()
+                with self._seen:
+                    self.decisions.append(body)
+                    self._count[body.intent_id] += 1
+                    self.last_mono = time.monotonic()
+                    self._seen.notify_all()
+
+    def wait_for(self, intent_id: str, count: int, timeout_s: float) -> bool:
+        """Wait until ``count`` decisions for ``intent_id`` have been made."""
+        with self._seen:
+            return self._seen.wait_for(lambda: self._count[intent_id] >= count, timeout_s)
 
     def settle(self, expected: int, quiet_s: float, timeout_s: float) -> None:
         """Wait until the pipeline has gone quiet: no new decision for ``quiet_s`` (and
@@ -679,15 +762,21 @@ def run_replay(opts: ReplayOptions, base: Config | None) -> ReplayOutcome:
     """Replay ``opts.target`` into an isolated pipeline (and verify when asked).
     Raises ReplayError when it cannot run at all."""
     topics = opts.topics or (VERIFY_TOPICS if opts.verify else MARKET_TOPICS)
-    sel = select_records(opts.target, topics, opts.from_ns, opts.to_ns)
+    # --verify reads the recorded decisions in the stream too: barriers, never fed.
+    read_topics = (*topics, "decision.") if opts.verify else topics
+    sel = select_records(opts.target, read_topics, opts.from_ns, opts.to_ns)
     if not sel.records:
         raise ReplayError(f"nothing to replay: no record of {', '.join(topics)} in the window")
     expected = recorded_decisions(opts.target, opts.from_ns, opts.to_ns) if opts.verify else []
     notes = config_differences(recording_meta(opts.target), base) if (
         opts.verify and base is not None) else []
     torn = {p: r for p, r in sel.reports.items() if r.torn_tail}
+    # --verify: the recording carries the recorded executor's order/fill/portfolio
+    # messages; the pipeline's executor mirrors them instead of adding its own (see
+    # actors/executor/actor.py, mirror mode). A plain replay keeps a normal dry-run one.
+    extra = {"executor": {"replay_mirror": opts.verify}}
     with IsolatedPipeline(base, record=opts.record, keep=opts.keep, backend=opts.backend,
-                          strategy=opts.strategy, risk=opts.risk) as pipe:
+                          strategy=opts.strategy, risk=opts.risk, extra=extra) as pipe:
         collector = DecisionCollector(pipe.cfg) if opts.verify else None
         client = BusClient(pipe.cfg)
         try:
@@ -695,8 +784,10 @@ def run_replay(opts: ReplayOptions, base: Config | None) -> ReplayOutcome:
             reframer = Reframer()
             feed(client.publish_raw, sel.primers, speed=None, reframer=reframer)
             bar = ProgressBar(len(sel.records), opts.progress)
+            barrier = DecisionBarrier(collector, expected) if collector is not None else None
             stats = feed(client.publish_raw, sel.records, speed=opts.speed, reframer=reframer,
-                         progress=bar)
+                         progress=bar, barrier=barrier,
+                         unpaced=EXECUTOR_TOPICS if opts.verify else ())
             bar.close()
             result = None
             if collector is not None:
