@@ -616,7 +616,9 @@ class ExecutorActor(Actor):
                     await self._probe(k)
             if self.recovering:
                 await self._try_finish_recovery()
-            await asyncio.sleep(0.02 if due else 0.1)
+            # Keys become due on a backoff of >= 0.5 s: a 4 Hz idle tick is plenty
+            # and keeps an idle executor from waking 10 times a second.
+            await asyncio.sleep(0.02 if due else 0.25)
 
     async def _probe(self, k: KeyId) -> None:
         assert self.db is not None
