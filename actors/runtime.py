@@ -307,7 +307,23 @@ def run_actor(cls: type[Actor], argv: list[str] | None = None) -> int:
         logger.error("{}: {}", cls.name, exc)
         print(f"{cls.name}: {exc}", file=sys.stderr)
         return exc.exit_code
-    return asyncio.run(actor.run())
+    profile_dir = os.environ.get("BTCBOT_PROFILE_DIR")
+    if not profile_dir:
+        return asyncio.run(actor.run())
+    return _run_profiled(actor, profile_dir)
+
+
+def _run_profiled(actor: Actor, profile_dir: str) -> int:
+    """Benchmarks: cProfile the whole actor, stats written to <dir>/<actor>.prof at a
+    graceful stop (a SIGKILLed actor writes nothing)."""
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(asyncio.run, actor.run())
+    finally:
+        os.makedirs(profile_dir, exist_ok=True)
+        profiler.dump_stats(os.path.join(profile_dir, f"{actor.name}.prof"))
 
 
 def main_for(cls: type[Actor]) -> None:

@@ -386,7 +386,7 @@ def main() -> int:
     ap.add_argument("--orders", type=int, default=1000)
     ap.add_argument("--sync", choices=("FULL", "NORMAL"), default="FULL")
     ap.add_argument("--profile", type=Path, default=None,
-                    help="BTCBOT_PROFILE_DIR for the actors (if the runtime supports it)")
+                    help="write a cProfile of every actor to DIR/<actor>.prof (BTCBOT_PROFILE_DIR)")
     ap.add_argument("--raw-role", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--endpoints", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
