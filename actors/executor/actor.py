@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -366,7 +367,8 @@ class ExecutorActor(Actor):
         self.crash.hit("after_reserve")
         self.counters["accepted"] += 1
         self._publish_order(cid)
-        self.spawn(self._submit_task(cid), f"submit-{cid}")
+        self.spawn(self._send_while_sendable((SUBMIT, cid), self._send_order_once),
+                   f"submit-{cid}")
         return OrderAck(client_order_id=cid, status="accepted", key_status="PENDING")
 
     def _on_cancel(self, cid: str, reason: str) -> OrderAck:
@@ -392,7 +394,8 @@ class ExecutorActor(Actor):
         self.key_modes[(CANCEL, cid)] = self.mode
         self.counters["cancel_accepted"] += 1
         logger.info("executor: cancel {} ({})", cid, reason)
-        self.spawn(self._cancel_task(cid), f"cancel-{cid}")
+        self.spawn(self._send_while_sendable((CANCEL, cid), self._send_cancel_once),
+                   f"cancel-{cid}")
         return OrderAck(client_order_id=cid, status="accepted", key_status="PENDING",
                         reason=reason)
 
@@ -470,8 +473,11 @@ class ExecutorActor(Actor):
                                 reason=reason or o.reason))
 
     # --- sending -----------------------------------------------------------------------
-    async def _submit_task(self, cid: str) -> None:
-        k = (SUBMIT, cid)
+    async def _send_while_sendable(
+        self, k: KeyId, send_once: Callable[[KeyId], Awaitable[None]]
+    ) -> None:
+        """Send a key until it leaves the sendable phases (sent, refused, or given
+        up), honouring its backoff between provably-unsent attempts."""
         while True:
             key = self.keys.get(k)
             if key is None or key.phase not in idem.SENDABLE_PHASES:
@@ -480,7 +486,7 @@ class ExecutorActor(Actor):
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            await self._send_order_once(k)
+            await send_once(k)
 
     async def _send_order_once(self, k: KeyId) -> None:
         assert self.db is not None
@@ -538,18 +544,6 @@ class ExecutorActor(Actor):
     def _dry_submit(self) -> int:
         self._dry_seq += 1
         return self._dry_seq
-
-    async def _cancel_task(self, cid: str) -> None:
-        k = (CANCEL, cid)
-        while True:
-            key = self.keys.get(k)
-            if key is None or key.phase not in idem.SENDABLE_PHASES:
-                return
-            wait = key.next_at - time.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            await self._send_cancel_once(k)
 
     async def _send_cancel_once(self, k: KeyId) -> None:
         assert self.db is not None
