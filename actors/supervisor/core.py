@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import IO
 
 import aiohttp
-import msgspec
 import zmq
 import zmq.asyncio
 from loguru import logger
 
 from actors.supervisor.child import Child
 from actors.supervisor.policy import RestartTracker
+from actors.supervisor.status import build_status
 from bus.messages import (
     Ack,
     CommandRequest,
@@ -457,11 +457,5 @@ class Supervisor:
         return self.last_snapshot
 
     async def status(self) -> dict[str, object]:
-        from actors.supervisor.status import build_status
-
         snapshot = await self._query_snapshot()
         return build_status(self, snapshot, time.monotonic())
-
-
-def to_builtins(value: object) -> object:
-    return msgspec.to_builtins(value)
