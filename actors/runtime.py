@@ -55,8 +55,6 @@ class Actor:
     name: ClassVar[str] = "actor"
     subscriptions: ClassVar[tuple[str, ...]] = ()  # topic prefixes besides "control"
     serves_commands: ClassVar[bool] = False
-    # Commands whose handler never waits: answered in the receive loop (see RequestServer)
-    inline_commands: ClassVar[tuple[type[Msg], ...]] = (Ping,)
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -174,7 +172,7 @@ class Actor:
                               name=self.name)
         if self.serves_commands:
             self.server = RequestServer(self.ctx, self.cfg.command_endpoint(self.name),
-                                        self.handle_command, inline=self.inline_commands)
+                                        self.handle_command)
 
     def _to_fatal(self, why: str) -> None:
         if self.fsm.can(State.ERROR_FATAL):

@@ -307,11 +307,6 @@ class RequestServer:
     command that was already executed gets the same answer without running the
     handler again; a retry that arrives while the first is still running waits
     for that same result.
-
-    Commands whose body type is in ``inline`` are handled in the receive loop itself,
-    one at a time: for handlers that never wait (a DB reservation, a ping) that saves
-    a task and a loop round per request (~70 us). Everything else runs in its own
-    task, so a slow command (a reconcile over HTTP) never holds up the others.
     """
 
     def __init__(
@@ -321,11 +316,9 @@ class RequestServer:
         handler: Handler,
         *,
         cache_size: int = 10_000,
-        inline: tuple[type[Msg], ...] = (),
     ) -> None:
         self.handler = handler
         self.cache_size = cache_size
-        self.inline = inline
         self._replies: OrderedDict[str, bytes] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -343,22 +336,19 @@ class RequestServer:
                 self.stats["malformed"] += 1
                 continue
             identity, payload = frames[0], frames[-1]
-            try:
-                request = request_decoder.decode(payload)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self.stats["malformed"] += 1
-                logger.warning("bus: malformed command dropped: {}", exc)
-                await self._send(identity, packet_encoder.encode(
-                    CommandReply("", False, f"malformed request: {exc}")))
-                continue
-            if isinstance(request.body, self.inline):
-                await self._handle(identity, request)
-                continue
-            task = asyncio.create_task(self._handle(identity, request))
+            task = asyncio.create_task(self._handle(identity, payload))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, identity: bytes, request: CommandRequest) -> None:
+    async def _handle(self, identity: bytes, payload: bytes) -> None:
+        try:
+            request = request_decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.stats["malformed"] += 1
+            logger.warning("bus: malformed command dropped: {}", exc)
+            await self._send(identity, packet_encoder.encode(
+                CommandReply("", False, f"malformed request: {exc}")))
+            return
         self.stats["requests"] += 1
         rid = request.request_id
         if rid in self._replies:

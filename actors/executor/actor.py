@@ -120,9 +120,6 @@ KeyId = tuple[str, str]
 class ExecutorActor(Actor):
     name = "executor"
     serves_commands = True
-    # Reserve, cancel and latch handlers never wait (DB + spawn): answering them in
-    # the receive loop takes a loop round off every order's path to the exchange.
-    inline_commands = (Ping, SubmitOrder, CancelOrder, SetLatch)
 
     def __init__(self, cfg: Config) -> None:
         self.db_path = cfg.path(cfg.executor.db_path)
