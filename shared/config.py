@@ -173,6 +173,14 @@ class ExecutorConfig(_Section):
     # no exchange calls, no simulated fills, no order/fill/portfolio messages; snapshots
     # mirror the recorded `portfolio` topic and orders are only reserved and accepted.
     replay_mirror: bool = False
+    # Paper/live: follow our orders on the private WebSocket (logged in with the
+    # credentials, no public channels). An event for one of our orders triggers an
+    # immediate REST refresh (REST stays the source of truth). While the socket is
+    # connected, logged in and not caught missing an event, the periodic poll runs every
+    # ws_poll_interval_s (never faster than order_poll_interval_s); otherwise every
+    # order_poll_interval_s. false: REST polling only.
+    private_ws: bool = True
+    ws_poll_interval_s: float = 5.0
 
 
 class ReconcilerConfig(_Section):

@@ -20,8 +20,18 @@ Decisions where the brief was silent (also in the report):
   FAILED with reason ``blocked:<gate>``; a submit refused at request time reserves
   nothing (key_status "NONE") so the same intent can be tried once the gate opens.
 - Order status and fills are followed by REST polling (open orders + user trades every
-  ``order_poll_interval_s``, a final status by order id); the private WebSocket is not
-  used.
+  ``order_poll_interval_s``, a final status by order id), woken by the private WebSocket
+  in paper/live (``executor.private_ws``): an event (441 match, 423 trade, 451 insert,
+  452 delete) for one of our orders (our client-id prefix, or an exchange id we know)
+  triggers an immediate REST refresh of that order and of user trades, so state changes
+  and fills keep one code path (fills deduplicated by trade id); an insert of an order
+  the send's answer already recorded as OPEN refreshes nothing. Refreshes are coalesced:
+  one in flight, events meanwhile make exactly one more. While the socket is trusted
+  (connected, logged in, not caught missing an event: see privatews.py) the periodic poll
+  stretches to ``ws_poll_interval_s``; otherwise it is back to ``order_poll_interval_s``
+  at once. Our socket has no public channels, so it pings every ``WS_HEARTBEAT_S``: a
+  healthy quiet socket then never looks stalled, a dead one does within
+  ``WS_STALL_TIMEOUT_S``. A socket error never stops the executor (the client reconnects).
 - Market orders are refused ("market_orders_unsupported"): risk sends limit orders and
   a market BUY's quantity semantics (quote amount) would need rounding rules here.
 - Keys remember the mode they were created in; a key from another exchange (paper vs
@@ -66,6 +76,7 @@ from actors.executor.db import (
 )
 from actors.executor.dryrun import crossing_fill
 from actors.executor.idempotency import Key, KeyStatus, Phase
+from actors.executor.privatews import PrivateWsWatch
 from actors.executor.recovery import (
     Drift,
     balance_drift,
@@ -105,6 +116,14 @@ from bus.transport import CommandError
 from shared.btcturk.client import BtcTurkClient
 from shared.btcturk.errors import BtcTurkError, RejectedError, RetryableError
 from shared.btcturk.models import ExchangeOrder, UserTrade
+from shared.btcturk.ws import (
+    BtcTurkWebSocket,
+    OrderDelete,
+    OrderInsert,
+    OrderMatch,
+    WsConnected,
+    WsDisconnected,
+)
 from shared.config import Config
 from shared.fsm import State
 from shared.ids import client_order_id
@@ -115,6 +134,13 @@ SUBMIT, CANCEL = "submit", "cancel"
 # the strategy's and risk's snapshot request timeouts (2 s).
 MIRROR_WAIT_S = 1.2
 KeyId = tuple[str, str]
+# The private socket: it carries no public channel, so transport pings are what keeps a
+# healthy quiet socket from looking stalled (pongs count as frames for the stall timer).
+WS_STALL_TIMEOUT_S = 10.0
+WS_HEARTBEAT_S = 4.0
+# A poll-found change of our order with no private event this close to it is "missed".
+WS_MISSED_GRACE_S = 2.0
+WS_LOGIN_WAIT_S = 5.0  # connected this long without a login answer: said once
 
 
 class ExecutorActor(Actor):
@@ -163,6 +189,16 @@ class ExecutorActor(Actor):
         self._balance_suspect: dict[str, Decimal] = {}
         self._dry_seq = 0
         self._logged_once: set[str] = set()
+        # Private WebSocket (paper/live): see the module docstring and privatews.py.
+        self.ws: BtcTurkWebSocket | None = None
+        self.ws_watch = PrivateWsWatch(ex.order_poll_interval_s, ex.ws_poll_interval_s,
+                                       WS_MISSED_GRACE_S)
+        self._ws_enabled = False
+        self._ws_conn: tuple[int, float] = (0, 0.0)  # (connection number, when)
+        self._ws_login_failed_seen = 0
+        self._ws_login_warned = 0  # connection number last warned about
+        self._refresh_cids: set[str] = set()
+        self._refresh_wanted = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------
     async def setup(self) -> None:
@@ -193,6 +229,7 @@ class ExecutorActor(Actor):
         self.spawn(self._prune_loop(), "prune")
         if not self.dry_run:
             self.spawn(self._poll_loop(), "poll")
+            self._start_private_ws()
 
     def _make_client(self) -> BtcTurkClient:
         key, secret = self.cfg.credentials()
@@ -201,6 +238,8 @@ class ExecutorActor(Actor):
                              rate_limits=None if self.cfg.executor.client_rate_limit else False)
 
     async def teardown(self) -> None:
+        if self.ws is not None:
+            self.ws.stop()
         if self.client is not None:
             await self.client.close()
         if self.db is not None:
@@ -720,13 +759,21 @@ class ExecutorActor(Actor):
 
     # --- following orders and fills ------------------------------------------------------
     async def _poll_loop(self) -> None:
-        interval = self.cfg.executor.order_poll_interval_s
+        # Short sleeps with the interval re-read each time: when the private socket goes
+        # down (or misses an event), an overdue slow poll happens at once.
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            now = time.monotonic()
+            self._ws_check(now)
+            due = last + self.ws_watch.poll_interval(self._ws_up())
+            if now < due:
+                await asyncio.sleep(min(0.25, due - now))
+                continue
+            last = now
             if self.read_block() is not None or self.recovering:
                 continue
             try:
-                await self._poll_once()
+                await self._poll_once(watch=True)
                 self.counters["polls"] += 1
             except BtcTurkError as exc:
                 self.counters["poll_errors"] += 1
@@ -735,13 +782,18 @@ class ExecutorActor(Actor):
     def _in_resolution(self) -> frozenset[str]:
         return frozenset(k[1] for k in self.keys if k[0] == SUBMIT)
 
-    async def _poll_once(self) -> None:
-        """All pairs at once: open orders, then recent trades, TTL cancels, balances."""
+    async def _poll_once(self, watch: bool = False) -> None:
+        """All pairs at once: open orders, then recent trades, TTL cancels, balances.
+        ``watch``: a periodic poll, whose findings witness the private socket."""
         assert self.db is not None and self.client is not None
+        changed: list[str] = []
+        up = self._ws_up()
         exch_open = await self.client.open_orders()
-        await self._apply_open_orders(exch_open, "")
+        await self._apply_open_orders(exch_open, "", changed)
         trades = await self.client.user_trades(start_ms=self._trade_start_ms())
-        self._import_trades(trades)
+        self._import_trades(trades, changed)
+        if watch and changed:
+            self.ws_watch.on_poll_changes(changed, time.monotonic(), up and self._ws_up())
         self._cancel_expired()
         if time.monotonic() - self._last_balance_fetch > self.cfg.executor.balance_refresh_s:
             await self._fetch_balances()
@@ -757,8 +809,10 @@ class ExecutorActor(Actor):
             candidates.append(now - lookback_s)
         return int(min(candidates) * 1000)
 
-    async def _apply_open_orders(self, exch_open: list[ExchangeOrder], symbol: str) -> list[str]:
-        """Bring DB rows in line with the exchange's open orders; returns fix details."""
+    async def _apply_open_orders(self, exch_open: list[ExchangeOrder], symbol: str,
+                                 changed: list[str] | None = None) -> list[str]:
+        """Bring DB rows in line with the exchange's open orders; returns fix details
+        (and appends the client ids it changed to ``changed``)."""
         assert self.db is not None and self.client is not None
         prefix = self.cfg.executor.client_id_prefix
         db_open = self.db.open_orders(self.mode, symbol)
@@ -773,6 +827,8 @@ class ExecutorActor(Actor):
         for d in diff_open_orders(db_open, by_cid, exch_open, prefix,
                                   in_resolution=self._in_resolution()):
             details.append(await self._fix(d, by_cid.get(d.client_order_id)))
+            if changed is not None:
+                changed.append(d.client_order_id)
         return details
 
     async def _fix(self, d: Drift, row: OrderRow | None) -> str:
@@ -816,7 +872,7 @@ class ExecutorActor(Actor):
         self._record_exchange_order(row, eo)
         return f"closed {row.client_order_id}: {d.detail} -> {exchange_view(eo)[0]}"
 
-    def _import_trades(self, trades: list[UserTrade]) -> int:
+    def _import_trades(self, trades: list[UserTrade], changed: list[str] | None = None) -> int:
         assert self.db is not None
         prefix = self.cfg.executor.client_id_prefix
         imported = 0
@@ -834,6 +890,8 @@ class ExecutorActor(Actor):
                                          t.side, t.price, t.amount, t.fee + t.tax,
                                          t.denominator, t.timestamp_ms)):
                 imported += 1
+                if changed is not None:
+                    changed.append(row.client_order_id)
         return imported
 
     def _record_fill(self, f: FillRow) -> bool:
@@ -871,6 +929,143 @@ class ExecutorActor(Actor):
         self._last_balance_fetch = time.monotonic()
         self._dirty = True
         return balances
+
+    # --- private WebSocket -------------------------------------------------------------
+    def _start_private_ws(self) -> None:
+        if not self.cfg.executor.private_ws:
+            logger.info("executor: private WebSocket off (executor.private_ws = false)")
+            return
+        if (block := self.read_block()) is not None:
+            logger.warning("executor: private WebSocket off: {}", block)
+            return
+        key, secret = self.cfg.credentials()
+        if not (key and secret):
+            logger.warning("executor: private WebSocket off: no credentials")
+            return
+        self._ws_enabled = True
+        self.spawn(self._private_ws_loop(key, secret), "private-ws")
+        self.spawn(self._refresh_loop(), "ws-refresh")
+
+    async def _private_ws_loop(self, key: str, secret: str) -> None:
+        """Runs the socket; a new one when the watch asks for a reconnect (stop())."""
+        while True:
+            self.ws = BtcTurkWebSocket(
+                self.cfg.ws_url, subscriptions=[], on_event=self._on_ws_event,
+                api_key=key, api_secret=secret, stall_timeout_s=WS_STALL_TIMEOUT_S,
+                heartbeat_s=WS_HEARTBEAT_S)
+            self._ws_login_failed_seen = 0
+            try:
+                await self.ws.run()
+            except Exception:  # noqa: BLE001 - the socket never takes the executor down
+                self.counters["ws_errors"] += 1
+                logger.exception("executor: private WebSocket failed; starting a new one")
+                await asyncio.sleep(1.0)
+
+    def _ws_up(self) -> bool:
+        ws = self.ws
+        return ws is not None and ws.connected and ws.logged_in
+
+    def _ws_status(self) -> str:
+        if not self._ws_enabled:
+            return "off"
+        return "connected" if self.ws_watch.trusted(self._ws_up()) else "down"
+
+    def _our_cid(self, cid: str | None, order_id: int) -> str | None:
+        """The client id of one of our orders, or None (foreign or unknown)."""
+        assert self.db is not None
+        if is_ours(cid, self.cfg.executor.client_id_prefix):
+            return cid
+        row = self.db.order_by_exchange_id(order_id)
+        return row.client_order_id if row is not None else None
+
+    async def _on_ws_event(self, event: Any) -> None:
+        now = time.monotonic()
+        match event:
+            case WsConnected():
+                # Our own numbering: a reconnect by the watch makes a new client object.
+                self.counters["ws_connects"] += 1
+                self._ws_conn = (self.counters["ws_connects"], now)
+                logger.info("executor: private WebSocket connected (#{})",
+                            self.counters["ws_connects"])
+            case WsDisconnected():
+                self.ws_watch.on_down()
+                self.counters["ws_disconnects"] += 1
+            case OrderMatch() | OrderInsert() | OrderDelete() | UserTrade():
+                if self.db is None:
+                    return
+                cid = self._our_cid(event.client_order_id, event.order_id)
+                if cid is None:
+                    self.counters["ws_foreign_events"] += 1
+                    return
+                self.counters["ws_private_events"] += 1
+                self.ws_watch.on_event(cid, now)
+                if isinstance(event, OrderInsert) and self._insert_known(cid, event.order_id):
+                    # The send's answer already said so: a refresh would only cost two
+                    # REST calls right after every submit.
+                    self.counters["ws_inserts_known"] += 1
+                    return
+                self._refresh_cids.add(cid)
+                self._refresh_wanted.set()
+
+    def _insert_known(self, cid: str, order_id: int) -> bool:
+        assert self.db is not None
+        row = self.db.get_order(cid)
+        return (row is not None and row.exchange_order_id == order_id
+                and row.state == "OPEN" and row.filled_quantity == 0)
+
+    async def _refresh_loop(self) -> None:
+        """One refresh in flight; events during it set the flag again: exactly one more."""
+        while True:
+            await self._refresh_wanted.wait()
+            self._refresh_wanted.clear()
+            cids, self._refresh_cids = self._refresh_cids, set()
+            await self._ws_refresh(cids)
+
+    async def _ws_refresh(self, cids: set[str]) -> None:
+        # Recovery resolves keys through probes and ends with a full scan: nothing to do.
+        if self.db is None or self.recovering or self.read_block() is not None:
+            return
+        assert self.client is not None
+        self.counters["ws_refreshes"] += 1
+        for cid in sorted(cids):
+            await self._refresh_order(cid)
+        try:
+            if self._import_trades(await self.client.user_trades(
+                    start_ms=self._trade_start_ms())):
+                # A fill moved money: do not leave balances to the (slow) poll.
+                await self._fetch_balances()
+        except BtcTurkError as exc:
+            self.counters["ws_refresh_errors"] += 1
+            logger.info("executor: trade refresh failed (the poll will catch up): {}", exc)
+
+    def _ws_check(self, now: float) -> None:
+        """From the poll loop: login failures (said once per connection), a socket that
+        stays unanswered, and events the socket missed (trust withdrawn, reconnect)."""
+        ws = self.ws
+        if ws is None:
+            return
+        conn, since = self._ws_conn
+        failed = ws.counters.get("login_failed", 0)
+        if failed > self._ws_login_failed_seen:
+            self.counters["ws_login_failed"] += failed - self._ws_login_failed_seen
+            self._ws_login_failed_seen = failed
+            if self._ws_login_warned != conn:
+                self._ws_login_warned = conn
+                logger.warning("executor: private WebSocket login refused (connection #{}); "
+                               "following orders by polling", conn)
+        elif (ws.connected and not ws.logged_in and now - since > WS_LOGIN_WAIT_S
+              and self._ws_login_warned != conn):
+            self._ws_login_warned = conn
+            logger.warning("executor: private WebSocket not logged in {} s after connecting "
+                           "(connection #{}); following orders by polling",
+                           WS_LOGIN_WAIT_S, conn)
+        missed = self.ws_watch.check(now)
+        if missed:
+            self.counters["ws_missed_events"] += len(missed)
+            logger.warning("executor: private WebSocket missed events of {}; polling every "
+                           "{} s until it delivers again, reconnecting", missed[:5],
+                           self.ws_watch.fast_s)
+            ws.stop()
 
     # --- dry-run fills -----------------------------------------------------------------
     async def on_message(self, topic: str, packet: Packet) -> None:
@@ -1019,7 +1214,8 @@ class ExecutorActor(Actor):
 
     def heartbeat_counters(self) -> dict[str, int]:
         base = {name: self.counters.get(name, 0)
-                for name in ("submitted", "committed", "failed", "unknown")}
+                for name in ("submitted", "committed", "failed", "unknown", "ws_private_events",
+                             "ws_refreshes", "ws_missed_events", "ws_login_failed")}
         if self.db is not None:
             counts = self.db.key_counts()
             base.update(keys_pending=counts["PENDING"], keys_unknown=counts["UNKNOWN"],
@@ -1042,6 +1238,7 @@ class ExecutorActor(Actor):
             "db": str(self.db_path),
             "pid": str(os.getpid()),
             "unresolvable_keys": str(len(self.unresolvable)),
+            "private_ws": self._ws_status(),
         }
 
 
