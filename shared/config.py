@@ -8,12 +8,13 @@ variables override secrets and gates only, never trading parameters.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -439,3 +440,32 @@ def _describe(exc: msgspec.ValidationError, doc: dict[str, object]) -> str:
 def redact(value: str) -> str:
     """For logs: never print a secret, only that it is set."""
     return "<set>" if value else "<empty>"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def to_toml(doc: dict[str, Any], prefix: str = "") -> str:
+    """Write a config document (scalars, lists, nested tables) as TOML, for the
+    isolated configs replay and tests generate; msgspec's TOML encoder needs an extra
+    package we do not otherwise depend on."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            name = f"{prefix}{_toml_key(k)}"
+            lines.append(f"\n[{name}]")
+            lines.append(to_toml(v, name + ".").rstrip("\n"))
+    return "\n".join(x for x in lines if x) + "\n"
+
+
+def _toml_key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)

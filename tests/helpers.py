@@ -16,6 +16,8 @@ from typing import Any
 
 import psutil
 
+from shared.config import to_toml
+
 SUPERVISOR = [sys.executable, "-m", "actors.supervisor"]
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,29 +26,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {v!r} as TOML")
-
-
-def to_toml(doc: dict[str, Any], prefix: str = "") -> str:
-    """Enough TOML for our config: scalars, lists and nested tables."""
-    scalars = [f"{k} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
-    out = "\n".join(scalars) + ("\n" if scalars else "")
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            name = f"{prefix}{k}"
-            out += f"\n[{name}]\n" + to_toml(v, prefix=f"{name}.")
-    return out
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from actors.supervisor.replay import (
     compare_decisions,
     feed,
     select_records,
-    to_toml,
 )
 from bus.messages import (
     SCHEMA_VERSION,
@@ -37,7 +36,7 @@ from bus.messages import (
     packet_decoder,
     packet_encoder,
 )
-from shared.config import load_config
+from shared.config import load_config, to_toml
 from shared.recording import SegmentWriter, read_recording
 
 T0 = 1_700_000_000_000_000_000

@@ -23,7 +23,6 @@ Pieces, each usable alone (tests and benchmarks use them directly):
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -51,7 +50,7 @@ from bus.messages import (
     packet_decoder,
 )
 from bus.transport import Publisher, new_incarnation
-from shared.config import ACTOR_NAMES, Config, load_config
+from shared.config import ACTOR_NAMES, Config, load_config, to_toml
 from shared.recording import (
     ReadReport,
     Record,
@@ -333,34 +332,6 @@ def pipeline_config(
     if risk:
         doc["risk"] = {**doc.get("risk", {}), **risk}
     return doc
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def to_toml(doc: dict[str, Any], prefix: str = "") -> str:
-    """A small TOML writer for config documents (scalars, lists, nested tables);
-    msgspec's TOML encoder needs an extra package we do not otherwise depend on."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            name = f"{prefix}{_toml_key(k)}"
-            lines.append(f"\n[{name}]")
-            lines.append(to_toml(v, name + ".").rstrip("\n"))
-    return "\n".join(x for x in lines if x) + "\n"
-
-
-def _toml_key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)
 
 
 def supervisor_available() -> bool:
