@@ -319,15 +319,9 @@ class ExecutorActor(Actor):
 
     def _mirror_submit(self, o: OrderRequest) -> OrderAck:
         assert self.db is not None
-        if (problem := self._validate(o)) is not None:
-            self.counters["invalid_requests"] += 1
-            return self._reject(o.client_order_id, problem)
+        if (refusal := self._refuse_or_dedupe(o)) is not None:
+            return refusal
         cid = o.client_order_id
-        existing = self.db.get_key(SUBMIT, cid)
-        if existing is not None:
-            self.counters["duplicates"] += 1
-            return OrderAck(client_order_id=cid, status="duplicate", key_status=existing.status,
-                            reason=existing.reason)
         now = time.time()
         row = OrderRow(cid, o.intent_id, self.mode, o.symbol, o.side, o.order_type, o.price,
                        o.quantity, Decimal(0), "PENDING", None, o.ttl_s, o.reason, False, now, now)
@@ -381,18 +375,26 @@ class ExecutorActor(Actor):
             return "bad_symbol"
         return None
 
-    async def _on_submit(self, o: OrderRequest) -> OrderAck:
+    def _refuse_or_dedupe(self, o: OrderRequest) -> OrderAck | None:
+        """An invalid request is refused; a key already reserved answers with its
+        current state (``duplicate``) and never reaches the exchange again."""
         assert self.db is not None
         if (problem := self._validate(o)) is not None:
             self.counters["invalid_requests"] += 1
             logger.warning("executor: invalid order {}: {}", o.client_order_id, problem)
             return self._reject(o.client_order_id, problem)
+        existing = self.db.get_key(SUBMIT, o.client_order_id)
+        if existing is None:
+            return None
+        self.counters["duplicates"] += 1
+        return OrderAck(client_order_id=o.client_order_id, status="duplicate",
+                        key_status=existing.status, reason=existing.reason)
+
+    async def _on_submit(self, o: OrderRequest) -> OrderAck:
+        assert self.db is not None
+        if (refusal := self._refuse_or_dedupe(o)) is not None:
+            return refusal
         cid = o.client_order_id
-        existing = self.db.get_key(SUBMIT, cid)
-        if existing is not None:
-            self.counters["duplicates"] += 1
-            return OrderAck(client_order_id=cid, status="duplicate", key_status=existing.status,
-                            reason=existing.reason)
         if self.recovering:
             return self._reject(cid, "recovering")
         if (block := self.write_block(SUBMIT)) is not None:
