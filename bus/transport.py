@@ -54,7 +54,10 @@ class Publisher:
         self.source = source
         self.incarnation = incarnation
         self.seq = 0
-        self._sock = zmq.Context.shadow(ctx.underlying).socket(zmq.PUB)
+        # Owned by ``ctx`` (so ctx.destroy() closes it), sent through a plain shadow:
+        # an asyncio socket's send would cost a future per message for nothing.
+        self._owner = ctx.socket(zmq.PUB)
+        self._sock = zmq.Socket.shadow(self._owner.underlying)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 200)
         self._sock.connect(endpoint)
@@ -79,7 +82,7 @@ class Publisher:
         self._sock.send(payload)
 
     def close(self) -> None:
-        self._sock.close()
+        self._owner.close()
 
 
 @dataclass
