@@ -1133,10 +1133,7 @@ class ExecutorActor(Actor):
             details.append(f"balances: {exc}")
         else:
             found += len(drift)
-            details.extend(drift.values())
-            # Unexplained balance drift cannot be fixed here: it fails the reconcile of
-            # its symbols, so the reconciler escalates it (safety latch) if it persists.
-            failed.extend(s for s in symbols if _base_asset(s) in drift and s not in failed)
+            details.extend(drift)
         unresolved = [f"{k[0]} {k[1]} {v.status}" for k, v in self.keys.items()
                       if v.phase == Phase.MAYBE_SENT]
         details.extend(f"unresolved key: {u}" for u in unresolved[:20])
@@ -1148,7 +1145,7 @@ class ExecutorActor(Actor):
                                failed_symbols=failed, details=details[:100])
 
     def _balance_check(self, balances: list[tuple[str, Decimal, Decimal]],
-                       symbols: list[str]) -> dict[str, str]:
+                       symbols: list[str]) -> list[str]:
         """Base-asset balance vs position from fills; a difference must be seen on two
         consecutive reconciles before it is reported (a fill may land between the two
         fetches)."""
@@ -1157,13 +1154,13 @@ class ExecutorActor(Actor):
         positions = {s[:-3]: p.quantity for s, p in self.db.positions(self.mode).items()
                      if s.endswith("TRY")}
         for sym in symbols:
-            base = _base_asset(sym)
+            base = sym[:-3] if sym.endswith("TRY") else sym
             if base not in self._balance_baseline:
                 self._balance_baseline[base] = (totals.get(base, Decimal(0))
                                                 - positions.get(base, Decimal(0)))
         drift = balance_drift(totals, positions, self._balance_baseline)
-        out = {a: f"balance {a}: exchange differs from fills by {d}" for a, d in drift.items()
-               if self._balance_suspect.get(a) == d}
+        out = [f"balance {a}: exchange differs from fills by {d}" for a, d in drift.items()
+               if self._balance_suspect.get(a) == d]
         self._balance_suspect = drift
         return out
 
@@ -1253,8 +1250,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def _base_asset(symbol: str) -> str:
-    """BTCTRY -> BTC (the configured symbols are TRY pairs)."""
-    return symbol[:-3] if symbol.endswith("TRY") else symbol
