@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from actors.executor.db import ExecutorDB
-from bus.messages import Ack, BookSnapshot, CancelOrder, OrderAck, SetLatch
+from bus.messages import Ack, BookSnapshot, CancelOrder, OrderAck, OrderRequest, SetLatch
 from bus.transport import Publisher, RequestFailed
 from tests.executor_harness import (
     ASK,
@@ -95,12 +95,23 @@ def test_crash_after_reserve(rig: Rig, sim: SimProcess) -> None:  # noqa: F811
     assert received(sim, req.client_order_id) == []
 
 
+def submit_into_crash(rig: Rig, req: OrderRequest) -> None:
+    """Submit to an executor that SIGKILLs itself once the order is out. Its "accepted"
+    reply was queued before the send, but a process killed a few ms later may take it
+    with it (zmq's I/O thread had not written it yet, seen under CI load): the caller
+    then sees no reply, which risk treats as executor:unreachable. Both are valid."""
+    try:
+        ack = rig.submit(req)
+    except RequestFailed:
+        return
+    assert isinstance(ack, OrderAck) and ack.status == "accepted"
+
+
 @pytest.mark.parametrize("point", ["after_send", "after_response"])
 def test_crash_after_send_or_response(rig: Rig, sim: SimProcess, point: str) -> None:  # noqa: F811
     rig.start_executor(crash_at=point)
     req = order(intent())
-    ack = rig.submit(req)
-    assert isinstance(ack, OrderAck) and ack.status == "accepted"
+    submit_into_crash(rig, req)
     assert rig.wait_exit() == -9
     assert len(received(sim, req.client_order_id)) == 1
     rig.start_executor()
@@ -116,7 +127,7 @@ def test_crash_after_send_or_response(rig: Rig, sim: SimProcess, point: str) -> 
 def test_crash_during_recovery(rig: Rig, sim: SimProcess) -> None:  # noqa: F811
     rig.start_executor(crash_at="after_send")
     req = order(intent())
-    rig.submit(req)
+    submit_into_crash(rig, req)
     assert rig.wait_exit() == -9
     rig.start_executor(crash_at="during_recovery", wait_ready=False)
     assert rig.wait_exit() == -9
