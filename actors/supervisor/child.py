@@ -60,7 +60,6 @@ class Child:
     restart_due: float | None = None
     exit_handled: bool = False
     killed_for: str = ""
-    ready_latency_s: list[float] = field(default_factory=list)
     cpu_percent: float = 0.0
     rss_bytes: int = 0
 

@@ -267,7 +267,6 @@ class Supervisor:
             return  # a heartbeat from a previous incarnation still in flight
         now = time.monotonic()
         if hb.ready and not child.heard.ready:
-            child.ready_latency_s.append(now - child.started_mono)
             logger.info("{} ready in {:.3f}s", child.name, now - child.started_mono)
         child.heard.state, child.heard.ready = hb.state, hb.ready
         child.heard.counters, child.heard.info = hb.counters, hb.info
@@ -376,9 +375,8 @@ class Supervisor:
                 await asyncio.sleep(0.05 if not child.heard.ready else 1.0)
 
     def _on_sim_ready(self, child: Child) -> None:
-        now = time.monotonic()
         child.heard.ready, child.heard.state = True, "READY"
-        child.ready_latency_s.append(now - child.started_mono)
+        logger.info("{} ready in {:.3f}s", child.name, time.monotonic() - child.started_mono)
 
     # --- commands --------------------------------------------------------------------
     async def _handle_command(self, request: CommandRequest) -> Msg | None:

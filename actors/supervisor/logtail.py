@@ -5,9 +5,7 @@ under the same name) and truncation."""
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -69,19 +67,6 @@ class Follower:
             return False
         assert self._fh is not None
         return st.st_ino != self._inode or st.st_size < self._fh.tell()
-
-
-def follow(paths: dict[str, Path], *, prefix: bool, interval: float = 0.1,
-           stop: callable = lambda: False) -> Iterator[tuple[str, str]]:  # type: ignore[valid-type]
-    followers = {name: Follower(p) for name, p in paths.items()}
-    while not stop():
-        got = False
-        for name, f in followers.items():
-            for line in f.poll():
-                got = True
-                yield name, line
-        if not got:
-            time.sleep(interval)
 
 
 def format_line(name: str, line: str, width: int, colour_index: int) -> str:
