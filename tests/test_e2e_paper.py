@@ -53,7 +53,7 @@ def test_kill_switch_and_pause_stop_approvals_and_persist(make_pipeline) -> None
     assert r.returncode == 0, r.stderr
     wait_for(lambda: p.status()["latch"]["kill_switch"] is True, timeout=10, what="latch")
     assert p.status()["trading"]["state"] == "HALTED"
-    time.sleep(0.5)  # decisions already in flight
+    time.sleep(1.5)  # decisions in flight, and one heartbeat interval for the counters
     approved = _counter(p, "risk", "approved")
     wait_for(lambda: _counter(p, "risk", "reason.gate:kill_switch") >= 1, timeout=30,
              what="a rejection for gate:kill_switch")
