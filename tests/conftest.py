@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from tests.executor_harness import Rig, deterministic_book
 from tests.helpers import Pipeline, base_config, kill_all, write_config
-from tests.sim_fixtures import sim, sim_process  # noqa: F401
+from tests.sim_fixtures import SimProcess, sim, sim_process  # noqa: F401
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,3 +43,14 @@ def make_pipeline(tmp_path: Path) -> Iterator[Any]:
     for pipeline, doc in made:
         pipeline.stop()
         kill_all(pipeline.config, doc["simulator"]["port"])
+
+
+@pytest.fixture
+def rig(tmp_path: Path, sim: SimProcess) -> Iterator[Rig]:  # noqa: F811
+    """A bus and (started by the test) executor/reconciler against the shared simulator,
+    with a deterministic book."""
+    deterministic_book(sim)
+    r = Rig(tmp_path, sim)
+    r.start_bus()
+    yield r
+    r.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,22 +19,12 @@ from bus.transport import Publisher, RequestFailed
 from tests.executor_harness import (
     ASK,
     Rig,
-    deterministic_book,
     order,
     received,
     sim_open_cids,
 )
 from tests.helpers import wait_for
 from tests.sim_fixtures import SimProcess, sim, sim_process  # noqa: F401
-
-
-@pytest.fixture()
-def rig(tmp_path: Path, sim: SimProcess) -> Iterator[Rig]:  # noqa: F811
-    deterministic_book(sim)
-    r = Rig(tmp_path, sim)
-    r.start_bus()
-    yield r
-    r.close()
 
 
 def intent() -> str:

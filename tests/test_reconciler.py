@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from decimal import Decimal as D
 from pathlib import Path
-
-import pytest
 
 from actors.reconciler.logic import (
     IncidentDetector,
@@ -21,7 +18,7 @@ from actors.reconciler.logic import (
 )
 from bus.messages import Ack, Control, OrderAck, Position, ReconcileReport, SetLatch
 from bus.transport import Subscriber
-from tests.executor_harness import Rig, deterministic_book, order
+from tests.executor_harness import Rig, order
 from tests.helpers import wait_for
 from tests.sim_fixtures import SimProcess, sim, sim_process  # noqa: F401
 
@@ -65,13 +62,6 @@ def test_incident_detection() -> None:
 
 # --- processes ------------------------------------------------------------------------------
 
-@pytest.fixture()
-def rig(tmp_path: Path, sim: SimProcess) -> Iterator[Rig]:  # noqa: F811
-    deterministic_book(sim)
-    r = Rig(tmp_path, sim)
-    r.start_bus()
-    yield r
-    r.close()
 
 
 def test_persistent_failures_latch_and_survive_restart(rig: Rig, sim: SimProcess) -> None:  # noqa: F811
