@@ -4,6 +4,7 @@ then revived server, idempotent answers to retries."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -106,7 +107,10 @@ def test_subscriber_counts_and_drops_malformed(tmp_path: Path) -> None:
     assert stats.malformed == 2 and stats.received == 1
 
 
-def _serve_in_background(endpoint: str, calls: list[str], delay: float = 0.0):
+@contextlib.asynccontextmanager
+async def serving(endpoint: str, calls: list[str], delay: float = 0.0):
+    """A ping-only RequestServer running in the background; stopped on exit."""
+
     async def handler(req: CommandRequest):
         calls.append(req.request_id)
         if delay:
@@ -117,35 +121,46 @@ def _serve_in_background(endpoint: str, calls: list[str], delay: float = 0.0):
 
     ctx = zmq.asyncio.Context()
     server = RequestServer(ctx, endpoint, handler)
-    return ctx, server
+    task = asyncio.create_task(server.serve())
+    try:
+        yield server
+    finally:
+        task.cancel()
+        server.close()
+        ctx.destroy()
+
+
+@contextlib.contextmanager
+def client_for(endpoint: str, **kw):
+    """A RequestClient on its own context; closed on exit."""
+    ctx = zmq.asyncio.Context()
+    client = RequestClient(ctx, endpoint, "test", **kw)
+    try:
+        yield client
+    finally:
+        client.close()
+        ctx.destroy()
 
 
 def test_lazy_pirate_dead_then_revived_server(tmp_path: Path) -> None:
     endpoint = f"ipc://{tmp_path}/cmd"
 
     async def go() -> None:
-        ctx = zmq.asyncio.Context()
-        client = RequestClient(ctx, endpoint, "test", timeout_s=0.2, retries=2)
-        t0 = time.monotonic()
-        with pytest.raises(RequestFailed, match="no reply"):
-            await client.request(Ping())
-        assert time.monotonic() - t0 < 2.0, "a dead server must not hang the caller"
-        assert client.stats["retries"] == 2
+        with client_for(endpoint, timeout_s=0.2, retries=2) as client:
+            t0 = time.monotonic()
+            with pytest.raises(RequestFailed, match="no reply"):
+                await client.request(Ping())
+            assert time.monotonic() - t0 < 2.0, "a dead server must not hang the caller"
+            assert client.stats["retries"] == 2
 
-        calls: list[str] = []
-        sctx, server = _serve_in_background(endpoint, calls)
-        task = asyncio.create_task(server.serve())
-        reply = await client.request(Ping())
-        assert isinstance(reply, Ack)
-        with pytest.raises(RequestFailed, match="only ping"):
-            await client.request(Intent(
-                intent_id="x", symbol="S", side="buy", order_type="limit", price=Decimal(1),
-                quantity=Decimal(1), reason="", ttl_s=1, strategy="s", created_wall_ns=0))
-        task.cancel()
-        server.close()
-        sctx.destroy()
-        client.close()
-        ctx.destroy()
+            async with serving(endpoint, []):
+                reply = await client.request(Ping())
+                assert isinstance(reply, Ack)
+                with pytest.raises(RequestFailed, match="only ping"):
+                    await client.request(Intent(
+                        intent_id="x", symbol="S", side="buy", order_type="limit",
+                        price=Decimal(1), quantity=Decimal(1), reason="", ttl_s=1,
+                        strategy="s", created_wall_ns=0))
 
     asyncio.run(go())
 
@@ -155,23 +170,16 @@ def test_retry_with_same_request_id_is_answered_from_cache(tmp_path: Path) -> No
 
     async def go() -> None:
         calls: list[str] = []
-        sctx, server = _serve_in_background(endpoint, calls, delay=0.3)
-        task = asyncio.create_task(server.serve())
-        ctx = zmq.asyncio.Context()
         # timeout shorter than the handler: the first attempt times out, the retry
         # (same id, fresh socket) must get the one result without a second execution
-        client = RequestClient(ctx, endpoint, "test", timeout_s=0.2, retries=3)
-        reply = await client.request(Ping(), request_id="fixed-id")
-        assert isinstance(reply, Ack) and reply.detail == "pong 1"
-        again = await client.request(Ping(), request_id="fixed-id")
-        assert again == reply
-        assert calls == ["fixed-id"], "the handler ran more than once for one request id"
-        assert server.stats["duplicates"] >= 1
-        task.cancel()
-        server.close()
-        client.close()
-        sctx.destroy()
-        ctx.destroy()
+        async with serving(endpoint, calls, delay=0.3) as server:
+            with client_for(endpoint, timeout_s=0.2, retries=3) as client:
+                reply = await client.request(Ping(), request_id="fixed-id")
+                assert isinstance(reply, Ack) and reply.detail == "pong 1"
+                again = await client.request(Ping(), request_id="fixed-id")
+                assert again == reply
+                assert calls == ["fixed-id"], "the handler ran more than once for one id"
+                assert server.stats["duplicates"] >= 1
 
     asyncio.run(go())
 
@@ -180,19 +188,11 @@ def test_cancelled_request_does_not_poison_the_client(tmp_path: Path) -> None:
     endpoint = f"ipc://{tmp_path}/cmd"
 
     async def go() -> None:
-        calls: list[str] = []
-        sctx, server = _serve_in_background(endpoint, calls, delay=0.5)
-        task = asyncio.create_task(server.serve())
-        ctx = zmq.asyncio.Context()
-        client = RequestClient(ctx, endpoint, "test", timeout_s=2.0, retries=0)
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(client.request(Ping()), timeout=0.1)
-        reply = await client.request(Ping())  # a fresh socket, not a stuck REQ
-        assert isinstance(reply, Ack)
-        task.cancel()
-        server.close()
-        client.close()
-        sctx.destroy()
-        ctx.destroy()
+        async with serving(endpoint, [], delay=0.5):
+            with client_for(endpoint, timeout_s=2.0, retries=0) as client:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(client.request(Ping()), timeout=0.1)
+                reply = await client.request(Ping())  # a fresh socket, not a stuck REQ
+                assert isinstance(reply, Ack)
 
     asyncio.run(go())
