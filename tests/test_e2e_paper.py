@@ -10,16 +10,18 @@ import time
 from tests.helpers import REPO, SUPERVISOR, wait_for
 
 
+def counter(doc: dict, actor: str, name: str) -> int:
+    """One actor's heartbeat counter in a status document."""
+    return int(next(a for a in doc["actors"] if a["name"] == actor)["counters"].get(name, 0))
+
+
 def _counter(p, actor: str, name: str) -> int:
-    return int(p.actor(actor)["counters"].get(name, 0))
+    return counter(p.status(), actor, name)
 
 
 def test_paper_session_trades_and_status_shows_it(make_pipeline) -> None:
     p = make_pipeline()
     p.start()
-
-    def counter(doc: dict, actor: str, name: str) -> int:
-        return next(a for a in doc["actors"] if a["name"] == actor)["counters"].get(name, 0)
 
     def traded() -> dict | None:
         doc = p.status()
