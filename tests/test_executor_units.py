@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal as D
 from pathlib import Path
+from typing import Any
 
+import apsw
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -132,12 +135,64 @@ def test_migrations_from_empty_and_idempotent(tmp_path: Path) -> None:
     assert {"idempotency_keys", "orders", "fills", "positions", "balances", "latches",
             "schema_version"} <= tables
     assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert db.synchronous == "FULL"
     db.close()
     again = ExecutorDB(tmp_path / "x.db")
     assert again.version() == len(MIGRATIONS)
     assert again.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == len(
         MIGRATIONS)
+
+
+class _SyncCountingVFS(apsw.VFS):
+    """The default VFS, counting fsyncs per file name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.synced: list[str] = []
+        super().__init__(name, "")
+
+    def xOpen(self, name: Any, flags: list[int]) -> apsw.VFSFile:
+        return _CountingFile(self.synced, name, flags)
+
+
+class _CountingFile(apsw.VFSFile):
+    def __init__(self, synced: list[str], name: Any, flags: list[int]) -> None:
+        self.synced = synced
+        self.name = name.filename() if hasattr(name, "filename") else str(name)
+        super().__init__("", name, flags)
+
+    def xSync(self, flags: int) -> None:
+        self.synced.append(self.name)
+        super().xSync(flags)
+
+
+@pytest.mark.parametrize("grade", ["FULL", "NORMAL"])
+def test_only_reservations_and_latches_are_fsynced(tmp_path: Path, grade: str) -> None:
+    """The durable grade (db.py's doc): a reservation and a latch reach the disk before
+    the call returns under FULL; what follows a send is WAL-NORMAL (no fsync)."""
+    vfs = _SyncCountingVFS(f"count-{grade}")
+    db = ExecutorDB(tmp_path / "x.db", synchronous=grade, vfs=vfs.name)
+    row = _row("c1", state="PENDING", oid=None)
+
+    def fsyncs(write: Callable[[], object]) -> int:
+        vfs.synced.clear()
+        write()
+        return sum(name.endswith("-wal") for name in vfs.synced)
+
+    durable = 1 if grade == "FULL" else 0
+    assert fsyncs(lambda: db.reserve_order(row, retention_s=60)) == durable
+    assert fsyncs(lambda: db.reserve_key("cancel", "c1", "paper", 1.0, 60)) == durable
+    assert fsyncs(lambda: db.set_latch("kill_switch", True, "test")) == durable
+    assert fsyncs(lambda: db.update_key("submit", "c1", status="COMMITTED", attempts=1,
+                                        probes=0, next_probe_at=0, settle_from=0,
+                                        exchange_order_id=7, reason="", now=2.0,
+                                        order_update={"state": "OPEN"})) == 0
+    assert fsyncs(lambda: db.update_order("c1", 3.0, state="FILLED")) == 0
+    assert fsyncs(lambda: db.set_balances("paper", [("TRY", D(1), D(0))], 3.0)) == 0
+    # The grade is per commit: the connection is back to NORMAL after a durable one.
+    assert db.conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+    db.close()
+    vfs.unregister()
 
 
 def test_newer_schema_refused(tmp_path: Path) -> None:
