@@ -112,6 +112,7 @@ def test_private_order_lifecycle(sim: SimProcess) -> None:
         trades = await c.user_trades("BTCTRY")
         assert len(trades) == 1 and trades[0].amount == Decimal("0.01")
         assert trades[0].fee == Decimal("36.01")  # 0.1 % taker, reported negative, abs()'d
+        assert await c.user_trades("BTCTRY", skip_ids={trades[0].id}) == []
         await c.cancel_order(sub.id)
         await c.cancel_order(sub.id)  # cancelling twice is a success (since 2024-12)
         assert (await c.get_order(sub.id)).status == "Canceled"

@@ -85,6 +85,7 @@ from actors.executor.recovery import (
     is_ours,
     ttl_expired,
 )
+from actors.executor.tradewindow import TradeWindow
 from actors.runtime import EXIT_CONFIG, EXIT_LOCKED, Actor, FatalActorError, main_for
 from bus.messages import (
     TERMINAL_ORDER_STATES,
@@ -185,6 +186,7 @@ class ExecutorActor(Actor):
         self.unresolvable: set[KeyId] = set()
         self._dirty = True
         self._last_balance_fetch = 0.0
+        self.trade_window = TradeWindow()
         self._balance_baseline: dict[str, Decimal] = {}
         self._balance_suspect: dict[str, Decimal] = {}
         self._dry_seq = 0
@@ -792,8 +794,7 @@ class ExecutorActor(Actor):
         up = self._ws_up()
         exch_open = await self.client.open_orders()
         await self._apply_open_orders(exch_open, "", changed)
-        trades = await self.client.user_trades(start_ms=self._trade_start_ms())
-        self._import_trades(trades, changed)
+        await self._read_trades(changed=changed)
         if watch and changed:
             self.ws_watch.on_poll_changes(changed, time.monotonic(), up and self._ws_up())
         self._cancel_expired()
@@ -802,14 +803,22 @@ class ExecutorActor(Actor):
 
     def _trade_start_ms(self, lookback_s: float = 0.0) -> int:
         assert self.db is not None
-        now = time.time()
-        open_rows = self.db.open_orders(self.mode)
-        candidates = [now - 60]
-        if open_rows:
-            candidates.append(min(r.created_at for r in open_rows) - 60)
-        if lookback_s:
-            candidates.append(now - lookback_s)
-        return int(min(candidates) * 1000)
+        oldest = None
+        if self.trade_window.synced_from is None:
+            oldest = min((r.created_at for r in self.db.open_orders(self.mode)), default=None)
+        return int(self.trade_window.start_s(time.time(), oldest, lookback_s) * 1000)
+
+    async def _read_trades(self, pair: str | None = None, lookback_s: float = 0.0,
+                           changed: list[str] | None = None) -> int:
+        """Import the trades the exchange lists and we do not hold yet; returns how many."""
+        assert self.client is not None
+        started = time.time()
+        trades = await self.client.user_trades(
+            pair, start_ms=self._trade_start_ms(lookback_s), skip_ids=self.trade_window)
+        n = self._import_trades(trades, changed)
+        if pair is None:
+            self.trade_window.read_ok(started)
+        return n
 
     async def _apply_open_orders(self, exch_open: list[ExchangeOrder], symbol: str,
                                  changed: list[str] | None = None) -> list[str]:
@@ -881,6 +890,7 @@ class ExecutorActor(Actor):
         for t in sorted(trades, key=lambda t: (t.timestamp_ms, t.id)):
             tid = str(t.id)
             if self.db.has_fill(tid):
+                self.trade_window.remember(t.id)
                 continue
             row = self.db.order_by_exchange_id(t.order_id)
             if row is None and is_ours(t.client_order_id, prefix):
@@ -888,6 +898,9 @@ class ExecutorActor(Actor):
             if row is None:
                 self.counters["foreign_trades"] += 1
                 continue
+            # Foreign trades are not remembered: one seen before its order's exchange
+            # id was recorded must be matched again on the next read.
+            self.trade_window.remember(t.id)
             if self._record_fill(FillRow(tid, t.order_id, row.client_order_id, row.symbol,
                                          t.side, t.price, t.amount, t.fee + t.tax,
                                          t.denominator, t.timestamp_ms)):
@@ -1032,8 +1045,7 @@ class ExecutorActor(Actor):
         for cid in sorted(cids):
             await self._refresh_order(cid)
         try:
-            if self._import_trades(await self.client.user_trades(
-                    start_ms=self._trade_start_ms())):
+            if await self._read_trades():
                 # A fill moved money: do not leave balances to the (slow) poll.
                 await self._fetch_balances()
         except BtcTurkError as exc:
@@ -1112,11 +1124,11 @@ class ExecutorActor(Actor):
         failed: list[str] = []
         details: list[str] = []
         found = fixed = 0
-        start_ms = self._trade_start_ms(self.cfg.executor.reconcile_trade_lookback_s)
+        lookback_s = self.cfg.executor.reconcile_trade_lookback_s
         for sym in symbols:
             try:
                 fixes = await self._apply_open_orders(await self.client.open_orders(sym), sym)
-                n = self._import_trades(await self.client.user_trades(sym, start_ms=start_ms))
+                n = await self._read_trades(sym, lookback_s)
             except BtcTurkError as exc:
                 failed.append(sym)
                 details.append(f"{sym}: {exc}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Container
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -469,7 +470,10 @@ class BtcTurkClient:
         pair: str | None = None,
         start_ms: int | None = None,
         end_ms: int | None = None,
+        skip_ids: Container[int] = (),
     ) -> list[UserTrade]:
+        """The account's trades; ``skip_ids`` (trades the caller holds) are left out
+        before conversion."""
         params: dict[str, str] = {}
         if pair:
             params["pairSymbol"] = pair
@@ -485,4 +489,4 @@ class BtcTurkClient:
             private=True,
         )
         items = self._unwrap(raw, list[_WUserTrade], False, "user trades")
-        return [user_trade_from_wire(t) for t in items]
+        return [user_trade_from_wire(t) for t in items if t.id not in skip_ids]
