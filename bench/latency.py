@@ -121,7 +121,8 @@ def match_latencies(ticks: list[tuple[int, int]], received: list[dict[str, Any]]
 # --- ours --------------------------------------------------------------------------------
 
 
-async def drive_pipeline(cfg_path: Path, n_orders: int, warmup: int) -> tuple[list, Any]:
+async def drive_pipeline(cfg_path: Path, n_orders: int, warmup: int,
+                         gap_s: float) -> tuple[list, Any]:
     cfg = load_config(cfg_path)
     url = cfg.rest_url
     ctx = zmq.asyncio.Context()
@@ -147,7 +148,7 @@ async def drive_pipeline(cfg_path: Path, n_orders: int, warmup: int) -> tuple[li
                     ticks.append((ask, cs))
             else:
                 skipped += 1
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(gap_s)
         async with http.get(url + "/sim/received-orders") as r:
             received = await r.json()
         async with http.get(url + "/sim/book-events", params={"symbol": SYMBOL}) as r:
@@ -178,13 +179,14 @@ async def _await_outcome(sub: zmq.asyncio.Socket, price: Decimal) -> str:
     return "none"
 
 
-def run_pipeline(tmp: Path, n: int, sync: str, profile: Path | None) -> list[float]:
+def run_pipeline(tmp: Path, n: int, sync: str, profile: Path | None,
+                 gap_s: float) -> list[float]:
     doc = latency_config(tmp, sync)
     env = {"BTCBOT_PROFILE_DIR": str(profile)} if profile else None
     p = Pipeline(write_config(tmp, doc), env=env)
     p.start()
     try:
-        lat, data = asyncio.run(drive_pipeline(p.config, n, warmup=20))
+        lat, data = asyncio.run(drive_pipeline(p.config, n, warmup=20, gap_s=gap_s))
     finally:
         p.stop()
         kill_all(p.config, doc["simulator"]["port"])
@@ -195,9 +197,10 @@ def run_pipeline(tmp: Path, n: int, sync: str, profile: Path | None) -> list[flo
 def breakdown(rec_dir: Path, ticks: list[tuple[int, int]], received: list[dict[str, Any]],
               events: list[dict[str, Any]]) -> None:
     """Where the time goes, per hop, from the recording's envelopes (monotonic ns):
-    sim publish -> marketdata WS receive -> md.book publish -> intent publish (strategy)
-    -> executor's PENDING order event (strategy->risk REQ, risk judge, risk->executor
-    REQ, durable reservation) -> simulator receipt (reply, task, sign, HTTP)."""
+    sim publish -> marketdata WS receive -> md.book publish -> intent publish (the
+    strategy announces an intent once its request to risk is sent) -> executor's PENDING
+    order event (risk judges, risk->executor REQ, durable reservation; the executor
+    announces once the order is written) -> simulator receipt."""
     from bus.messages import BookSnapshot, Intent
     from shared.recording import read_recording
 
@@ -220,9 +223,9 @@ def breakdown(rec_dir: Path, ticks: list[tuple[int, int]], received: list[dict[s
             pending.setdefault(b.intent_id, (b.client_order_id, pkt.env.mono_ns))
     hops: dict[str, list[float]] = {k: [] for k in (
         "sim publish -> marketdata WS receive", "marketdata receive -> md.book publish",
-        "md.book publish -> intent publish (bus + strategy)",
-        "intent -> executor PENDING (REQ risk, judge, REQ executor, reserve+fsync)",
-        "executor PENDING -> sim receipt (reply, spawn, sign, HTTP)")}
+        "md.book publish -> intent publish (bus, strategy, request to risk sent)",
+        "intent -> executor PENDING (risk, REQ executor, reserve+fsync, order signed+written)",
+        "executor PENDING -> sim receipt (the rest of the HTTP hop)")}
     names = list(hops)
     for iid, (price, book_recv, intent_pub) in intents.items():
         pub = tick_pub.get(price)
@@ -355,6 +358,28 @@ def run_raw(tmp: Path, n: int) -> list[float]:
         sim.proc.wait()
 
 
+# --- the disk ------------------------------------------------------------------------
+
+
+def fsync_cost(tmp: Path, n: int = 200) -> dict[str, float]:
+    """One fsynced WAL commit (what the executor's reservation costs) on this disk, now:
+    a part of every order's latency that no code change removes."""
+    import apsw
+
+    conn = apsw.Connection(str(tmp / "fsync-probe.db"))
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        with conn:
+            conn.execute("INSERT INTO t VALUES (?, ?)", (i, "x" * 200))
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+    conn.close()
+    return summarize("fsynced SQLite commit on this disk (the reservation's floor)", out)
+
+
 # --- old design ----------------------------------------------------------------------
 
 
@@ -385,6 +410,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--orders", type=int, default=1000)
     ap.add_argument("--sync", choices=("FULL", "NORMAL"), default="FULL")
+    ap.add_argument("--gap-ms", type=float, default=2.0,
+                    help="pause after a tick's outcome before the next tick (default 2)")
     ap.add_argument("--profile", type=Path, default=None,
                     help="write a cProfile of every actor to DIR/<actor>.prof (BTCBOT_PROFILE_DIR)")
     ap.add_argument("--raw-role", default=None, help=argparse.SUPPRESS)
@@ -396,8 +423,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="btcbot-latency-"))
     print(f"tick-to-order latency, {args.orders} orders, executor db_synchronous={args.sync}, "
           f"{os.cpu_count()} CPUs")
+    fsync_cost(tmp)
     ours = summarize("ours (book publish -> order received)",
-                     run_pipeline(tmp, args.orders, args.sync, args.profile))
+                     run_pipeline(tmp, args.orders, args.sync, args.profile,
+                                  args.gap_ms / 1000))
     raw = summarize("raw floor (same hops, no logic)", run_raw(tmp, args.orders))
     print(f"ratio ours/raw: p50 {ours['p50'] / raw['p50']:.2f}x  "
           f"p99 {ours['p99'] / raw['p99']:.2f}x")

@@ -241,9 +241,11 @@ class RequestClient:
 
     async def request(
         self, body: Msg, *, request_id: str | None = None, timeout_s: float | None = None,
-        retries: int | None = None,
+        retries: int | None = None, after_send: Callable[[], None] | None = None,
     ) -> Body | None:
-        """Send ``body``; return the reply body, or raise RequestFailed."""
+        """Send ``body``; return the reply body, or raise RequestFailed.
+        ``after_send`` runs once, as soon as the first attempt is handed to ZeroMQ: for
+        work that should not delay the request (announcing it, say)."""
         request_id = request_id or uuid.uuid4().hex
         payload = packet_encoder.encode(CommandRequest(request_id, self.sender, body))
         timeout = self.timeout_s if timeout_s is None else timeout_s
@@ -259,6 +261,9 @@ class RequestClient:
                 sock.rcvtimeo = int(timeout * 1000)
                 try:
                     await sock.send(payload)
+                    if after_send is not None:
+                        after_send()
+                        after_send = None
                     raw = await sock.recv()
                 except zmq.Again:
                     # No answer: a REQ socket is now stuck mid-exchange, so drop it.

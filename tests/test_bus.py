@@ -196,3 +196,20 @@ def test_cancelled_request_does_not_poison_the_client(tmp_path: Path) -> None:
                 assert isinstance(reply, Ack)
 
     asyncio.run(go())
+
+
+def test_after_send_runs_once_before_the_reply_even_across_retries(tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path}/cmd"
+
+    async def go() -> None:
+        calls: list[str] = []
+        seen: list[int] = []  # handler calls made when after_send ran
+        async with serving(endpoint, calls, delay=0.3):
+            # The first attempt times out and is retried: after_send must not repeat.
+            with client_for(endpoint, timeout_s=0.2, retries=3) as client:
+                reply = await client.request(Ping(), after_send=lambda: seen.append(len(calls)))
+                assert isinstance(reply, Ack)
+                assert client.stats["retries"] >= 1
+        assert seen == [0], "after_send ran late or more than once"
+
+    asyncio.run(go())

@@ -234,14 +234,21 @@ class StrategyActor(Actor):
             return
         self.pending[symbol] = intent.intent_id
         self.counters["intents"] += 1
-        self.publish(intent)
         self.spawn(self._submit(intent), f"submit-{intent.intent_id}")
 
     async def _submit(self, intent: Intent) -> None:
         assert self.risk is not None
         symbol = intent.symbol
+        announced = False
+
+        def announce() -> None:
+            nonlocal announced
+            announced = True
+            self.publish(intent)
+
         try:
-            reply = await self.risk.request(SubmitIntent(intent=intent))
+            # The request goes first: the announcement wakes every subscriber.
+            reply = await self.risk.request(SubmitIntent(intent=intent), after_send=announce)
         except RequestFailed as exc:
             self.counters["risk_unreachable"] += 1
             logger.error("strategy: risk did not take {}: {}", intent.intent_id, exc)
@@ -251,6 +258,8 @@ class StrategyActor(Actor):
                                               self.book_clock.get(symbol, 0)))
             return
         finally:
+            if not announced:  # never sent: still on the record
+                announce()
             if self.pending.get(symbol) == intent.intent_id:
                 del self.pending[symbol]
         if not isinstance(reply, IntentAck):
