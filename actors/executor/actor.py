@@ -411,8 +411,11 @@ class ExecutorActor(Actor):
         self.counters["accepted"] += 1
         self.spawn(self._send_while_sendable((SUBMIT, cid), self._send_order_once),
                    f"submit-{cid}")
-        await _let_the_send_start()
-        self._publish_order(cid)
+        if not self.dry_run:
+            await _let_the_send_start()
+        # Announced only while still PENDING: a send that already ended (a gate closed
+        # or a local refusal) has published its outcome, and PENDING must not follow it.
+        self._publish_order(cid, only_in_state="PENDING")
         return OrderAck(client_order_id=cid, status="accepted", key_status="PENDING")
 
     def _on_cancel(self, cid: str, reason: str) -> OrderAck:
@@ -504,10 +507,10 @@ class ExecutorActor(Actor):
             self._publish_order(k[1], new.reason)
         return new
 
-    def _publish_order(self, cid: str, reason: str = "") -> None:
+    def _publish_order(self, cid: str, reason: str = "", only_in_state: str = "") -> None:
         assert self.db is not None
         o = self.db.get_order(cid)
-        if o is None:
+        if o is None or (only_in_state and o.state != only_in_state):
             return
         self._dirty = True
         self.publish(OrderEvent(client_order_id=cid, intent_id=o.intent_id, symbol=o.symbol,
@@ -1261,7 +1264,8 @@ async def _let_the_send_start() -> None:
     """Yield twice before announcing an accepted order (PENDING event and reply), which
     wakes half the system: the send task's first step signs the request and queues
     aiohttp's body writer, the second writes it, so the order is on the wire first.
-    Only an ordering hint: nothing depends on it for correctness."""
+    Only an ordering hint: nothing depends on it for correctness (the reservation is
+    durable before either step)."""
     await asyncio.sleep(0)
     await asyncio.sleep(0)
 
