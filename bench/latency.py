@@ -56,7 +56,7 @@ SYMBOL = "BTCTRY"
 BASE_PRICE = 3_600_000
 # The old bot's `btcbot run --loop --cycle-seconds` default (its src/btcbot/cli.py), jitter 0.
 OLD_CYCLE_S = 10.0
-TICK_WAIT_S = 0.5  # give up on a tick after this (skipped by the strategy)
+TICK_WAIT_S = 0.25  # give up on a tick after this (skipped by the strategy)
 SIM_KEY = SimulatorConfig().api_key
 SIM_SECRET = SimulatorConfig().api_secret
 
