@@ -80,12 +80,19 @@ async def run_with(actor: StrategyActor, executor_up: asyncio.Event, scenario):
         intents.append(req.body.intent)
         return IntentAck(intent_id=req.body.intent.intent_id, verdict="approved", reasons=[])
 
+    await against(actor, executor, risk, lambda: scenario(intents))
+    return intents
+
+
+async def against(actor: StrategyActor, executor, risk, scenario) -> None:
+    """Set the actor up against stand-in executor and risk servers, run ``scenario()``,
+    then stop everything."""
     servers = [RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), executor),
                RequestServer(actor.ctx, actor.cfg.command_endpoint("risk"), risk)]
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     try:
         await actor.setup()
-        await scenario(intents)
+        await scenario()
     finally:
         for t in [*tasks, *actor._tasks]:
             t.cancel()
@@ -94,7 +101,6 @@ async def run_with(actor: StrategyActor, executor_up: asyncio.Event, scenario):
             s.close()
         await actor.teardown()
         actor.ctx.destroy(0)
-    return intents
 
 
 def test_nothing_before_snapshot_then_one_intent_per_open_order(tmp_path):
@@ -177,11 +183,7 @@ def test_decisions_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeyp
             return IntentAck(intent_id=req.body.intent.intent_id, verdict=verdict,
                              reasons=["limit:cooldown"] if verdict == "rejected" else [])
 
-        servers = [RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), executor),
-                   RequestServer(actor.ctx, actor.cfg.command_endpoint("risk"), risk)]
-        tasks = [asyncio.create_task(s.serve()) for s in servers]
-        try:
-            await actor.setup()
+        async def scenario() -> None:
             for _ in range(200):
                 if actor.synced:
                     break
@@ -193,14 +195,8 @@ def test_decisions_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeyp
             for n, at_s in enumerate((0, 1, 2, 4, 6), start=1):
                 await actor.on_message("md.book.ETHTRY", clocked(n, t0 + at_s * 10**9))
                 await asyncio.sleep(0.15)
-        finally:
-            for t in [*tasks, *actor._tasks]:
-                t.cancel()
-            await asyncio.gather(*tasks, *actor._tasks, return_exceptions=True)
-            for s in servers:
-                s.close()
-            await actor.teardown()
-            actor.ctx.destroy(0)
+
+        await against(actor, executor, risk, scenario)
         return intents
 
     runs = []
