@@ -11,6 +11,7 @@ import aiohttp
 
 from shared.btcturk.auth import auth_headers
 from shared.exchange_sim import SimOptions, Simulator, start_simulator
+from shared.exchange_sim.app import WsClient
 from shared.exchange_sim.engine import OrderRequest
 
 try:
@@ -238,3 +239,38 @@ def test_in_process_start_and_book_events() -> None:
             await handle.close()
 
     asyncio.run(go())
+
+
+def test_ws_frame_is_stamped_when_written_not_when_queued() -> None:
+    """The latency bench's book-publish time: a frame that waits in the queue is
+    stamped as it goes onto the socket; a stalled client's frames are never stamped."""
+
+    class StubWs:
+        closed = False
+
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, int]] = []
+
+        async def send_str(self, text: str) -> None:
+            self.sent.append((text, time.monotonic_ns()))
+
+    async def go() -> tuple[int, list[int], list[tuple[str, int]]]:
+        ws = StubWs()
+        client = WsClient(ws)  # type: ignore[arg-type]
+        stamps: list[int] = []
+        queued = time.monotonic_ns()
+        client.send("a", lambda: stamps.append(time.monotonic_ns()))
+        await asyncio.sleep(0.02)  # the frame waits while the publisher's handler goes on
+        writer = asyncio.create_task(client.writer())
+        await asyncio.sleep(0.01)
+        client.stalled = True
+        client.queue.put_nowait(("b", lambda: stamps.append(-1)))
+        await asyncio.sleep(0.01)
+        writer.cancel()
+        return queued, stamps, ws.sent
+
+    queued, stamps, sent = asyncio.run(go())
+    assert [text for text, _ in sent] == ["a"]
+    assert len(stamps) == 1
+    assert stamps[0] - queued >= 20_000_000
+    assert stamps[0] <= sent[0][1]

@@ -108,22 +108,26 @@ class WsClient:
         self.subs: set[tuple[str, str]] = set()
         self.logged_in = False
         self.stalled = False
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=WS_QUEUE_MAX)
+        self.queue: asyncio.Queue[tuple[str, Callable[[], None] | None]] = asyncio.Queue(
+            maxsize=WS_QUEUE_MAX)
 
-    def send(self, text: str) -> None:
+    def send(self, text: str, on_write: Callable[[], None] | None = None) -> None:
+        """Queue a frame; ``on_write`` runs just before it is written to the socket."""
         if self.stalled or self.ws.closed:
             return
         try:
-            self.queue.put_nowait(text)
+            self.queue.put_nowait((text, on_write))
         except asyncio.QueueFull:
             # A consumer that cannot keep up is disconnected, like the real feed does.
             asyncio.get_running_loop().create_task(self.ws.close())
 
     async def writer(self) -> None:
         while True:
-            text = await self.queue.get()
+            text, on_write = await self.queue.get()
             if self.stalled:
                 continue
+            if on_write is not None:
+                on_write()
             try:
                 await self.ws.send_str(text)
             except (ConnectionError, RuntimeError):
@@ -775,9 +779,15 @@ class Simulator:
             return
         book = self.market.books[symbol]
         frame = self._book_frame(book)
+        events, change_set = self.book_events[symbol], book.change_set
+
+        def published() -> None:
+            # Stamped as the frame goes onto the socket, not when it was queued: the
+            # queue wait (this handler's own reply first) is not the subscriber's delay.
+            events.append((change_set, time.monotonic_ns()))
+
         for client in clients:
-            client.send(frame)
-        self.book_events[symbol].append((book.change_set, time.monotonic_ns()))
+            client.send(frame, published)
 
     @staticmethod
     def _trade_row(symbol: str, t: PublicTrade) -> dict[str, Any]:
