@@ -77,11 +77,19 @@ class SimulatorConfig(_Section):
     balances: str = "TRY=100000"
 
 
+# Actors off the tick-to-order path run at a lower CPU priority, so that on a small
+# machine a tick never waits for the recorder's write or the reconciler's report.
+BACKGROUND_NICE = {"recorder": 10, "reconciler": 10}
+
+
 class ActorSpec(_Section):
     enabled: bool = True
     restart: RestartPolicy = "always"
     heartbeat_timeout_s: float = 5.0
     start_timeout_s: float = 20.0
+    # CPU priority below the supervisor's (0-19, as nice(1)); unset: 10 for the
+    # background actors (BACKGROUND_NICE), 0 for the rest.
+    nice: int | None = None
 
 
 class SupervisorConfig(_Section):
@@ -293,6 +301,10 @@ class Config(_Section):
     def actor_spec(self, name: str) -> ActorSpec:
         return self.actors.get(name) or ActorSpec(enabled=False)
 
+    def actor_nice(self, name: str) -> int:
+        nice = self.actor_spec(name).nice
+        return BACKGROUND_NICE.get(name, 0) if nice is None else nice
+
     def enabled_actors(self) -> list[str]:
         """Actors to run, in start order (bus first); exchange-sim only in paper mode."""
         names = [n for n in self.actors if self.actors[n].enabled]
@@ -387,6 +399,9 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(
                 f"actors.{name}.heartbeat_timeout_s: must exceed supervisor.heartbeat_interval_s"
             )
+        if spec.nice is not None and not 0 <= spec.nice <= 19:
+            # Negative values need privileges the supervisor should not ask for.
+            raise ConfigError(f"actors.{name}.nice: must be 0..19 (got {spec.nice})")
 
 
 def load_config(path: str | os.PathLike[str], *, mode: str | None = None) -> Config:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import zmq
 
@@ -35,6 +36,9 @@ def test_start_detach_all_ready_then_stop_leaves_nothing(make_pipeline) -> None:
     for a in doc["actors"]:
         assert a["ready"], a
         assert a["pid"] and alive(a["pid"])
+        # background actors yield the CPU to the tick-to-order path
+        want = 10 if a["name"] in ("recorder", "reconciler") else 0
+        assert psutil.Process(a["pid"]).nice() == want, a["name"]
         for key in ("state", "restarts", "uptime_s", "heartbeat_age_s", "cpu_percent",
                     "rss_bytes", "counters"):
             assert key in a
@@ -153,6 +157,7 @@ def test_restart_one_actor(make_pipeline) -> None:
         ("[actors.nosuch]\nenabled = true\n", "actors.nosuch"),
         ("mode = 'paper'\n[marketdata]\nsymbols = []\n", "marketdata.symbols"),
         ("[bus]\npub_endpoint = 'tcp://0.0.0.0:5555'\n", "bus.pub_endpoint"),
+        ("[actors.recorder]\nnice = -5\n", "actors.recorder.nice"),
     ],
 )
 def test_bad_config_exits_2_naming_the_field(tmp_path: Path, text: str, field: str) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -30,9 +31,11 @@ def child_argv(cfg: Config, name: str) -> list[str]:
     return [py, "-m", module, "--config", cfg.source_path, "--mode", cfg.mode]
 
 
-def _preexec() -> None:
+def _preexec(nice: int) -> None:
     # Children die with the supervisor, even when it is SIGKILLed.
     set_parent_death_signal(signal.SIGKILL)
+    if nice:
+        os.nice(nice)
 
 
 @dataclass
@@ -78,7 +81,8 @@ class Child:
         try:
             self.proc = subprocess.Popen(
                 child_argv(cfg, self.name), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                env=env, cwd=cfg.base_dir, preexec_fn=_preexec, close_fds=True,
+                env=env, cwd=cfg.base_dir, preexec_fn=partial(_preexec, cfg.actor_nice(self.name)),
+                close_fds=True,
                 process_group=0,  # Ctrl-C reaches the supervisor only; it stops them in order
             )
         finally:
