@@ -255,3 +255,17 @@ def test_second_executor_exits_3(tmp_path: Path) -> None:
         os.close(fd)
     assert r.returncode == 3, r.stderr
     assert "locked" in r.stderr
+
+
+def test_wal_is_checkpointed_only_when_the_executor_asks(tmp_path: Path) -> None:
+    """No automatic checkpoint inside a commit (a reservation would pay for it): the WAL
+    grows past SQLite's 1,000-page default until checkpoint() copies all of it."""
+    db = ExecutorDB(tmp_path / "ckpt.db", synchronous="NORMAL")
+    assert db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for i in range(400):
+        db.reserve_order(_row(f"c{i}", state="PENDING", oid=None), retention_s=60)
+    in_wal, copied = db.checkpoint()
+    assert in_wal > 1000 and copied == in_wal
+    db.reserve_order(_row("after", state="PENDING", oid=None), retention_s=60)
+    assert db.checkpoint()[0] < 20  # the next writer started the WAL over
+    db.close()

@@ -219,7 +219,16 @@ class ExecutorDB:
         self.synchronous = synchronous
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
+        # No automatic checkpoints: SQLite would run one inside whichever commit crosses
+        # 1,000 WAL pages (a reservation, between a decision and its order). The owner
+        # calls checkpoint() when it is quiet instead.
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")
         self.migrate()
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy committed WAL frames into the database file. PASSIVE: it never waits
+        for, nor blocks, anyone. Returns (frames in the WAL, frames checkpointed)."""
+        return self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
 
     @contextmanager
     def _durable(self) -> Iterator[None]:
