@@ -1286,12 +1286,11 @@ class ExecutorActor(Actor):
 
 
 async def _let_the_send_start() -> None:
-    """Yield twice before announcing an accepted order (PENDING event and reply), which
-    wakes half the system: the send task's first step signs the request and queues
-    aiohttp's body writer, the second writes it, so the order is on the wire first.
-    Only an ordering hint: nothing depends on it for correctness (the reservation is
-    durable before either step)."""
-    await asyncio.sleep(0)
+    """Yield once before announcing an accepted order (PENDING event and reply), which
+    wakes half the system: the send task's first step signs the request and writes it
+    (shared/btcturk/http.py writes on an idle connection before it first yields), so the
+    order is on the wire first. Only an ordering hint: nothing depends on it for
+    correctness (the reservation is durable before the step)."""
     await asyncio.sleep(0)
 
 

@@ -17,7 +17,6 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-import aiohttp
 import msgspec
 
 from .auth import StampClock, auth_headers
@@ -29,6 +28,7 @@ from .errors import (
     RetryableError,
     kind_for_message,
 )
+from .http import ConnectError, ExchangeTimeout, HttpPool, ResponseLost
 from .models import (
     Balance,
     Envelope,
@@ -58,9 +58,6 @@ from .models import (
 )
 
 T = TypeVar("T")
-
-# aiohttp >= 3.10 tells a connect timeout apart; older versions only have ServerTimeoutError.
-_CONNECT_TIMEOUT: Any = getattr(aiohttp, "ConnectionTimeoutError", ())
 
 # Building a typed decoder is costly; one per response type, shared by all clients.
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
@@ -125,7 +122,7 @@ def _dec(value: Decimal) -> str:
 
 
 def _retry_after(resp_headers: Any) -> float | None:
-    raw = resp_headers.get("Retry-After") if resp_headers is not None else None
+    raw = resp_headers.get("retry-after") if resp_headers is not None else None
     if raw is None:
         return None
     try:
@@ -144,7 +141,6 @@ class BtcTurkClient:
         api_secret: str | None = None,
         *,
         timeout_s: float = 5.0,
-        session: aiohttp.ClientSession | None = None,
         connect_timeout_s: float = 2.0,
         read_attempts: int = 3,
         retry_backoff_s: float = 0.2,
@@ -155,12 +151,9 @@ class BtcTurkClient:
         self.api_key = api_key
         self.api_secret = api_secret
         self.timeout_s = timeout_s
+        self.connect_timeout_s = min(connect_timeout_s, timeout_s)
         self.clock = StampClock()
-        self._session = session
-        self._own_session = session is None
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeout_s, sock_connect=min(connect_timeout_s, timeout_s)
-        )
+        self._pool: HttpPool | None = None
         self._read_attempts = max(1, read_attempts)
         self._backoff_s = retry_backoff_s
         self._retry_after_cap_s = retry_after_cap_s
@@ -170,7 +163,6 @@ class BtcTurkClient:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> BtcTurkClient:
-        self._ensure_session()
         return self
 
     async def __aexit__(
@@ -182,16 +174,17 @@ class BtcTurkClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._own_session and self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None if self._own_session else self._session
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector)
-            self._own_session = True
-        return self._session
+    def _http(self) -> HttpPool:
+        if self._pool is None:
+            try:
+                self._pool = HttpPool(self.base_url, connect_timeout_s=self.connect_timeout_s)
+            except ValueError as exc:
+                raise RejectedError("invalid_request", str(exc)) from exc
+        return self._pool
 
     # ------------------------------------------------------------------ transport
 
@@ -205,7 +198,7 @@ class BtcTurkClient:
         write: bool,
     ) -> tuple[int, bytes, Any]:
         """One HTTP exchange, translating every transport failure into our taxonomy."""
-        session = self._ensure_session()
+        pool = self._http()
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -213,30 +206,17 @@ class BtcTurkClient:
             assert self.api_key is not None and self.api_secret is not None
             headers.update(auth_headers(self.api_key, self.api_secret, self.clock.next_stamp()))
         try:
-            async with session.request(
-                method,
-                self.base_url + path,
-                params=params,
-                data=body,
-                headers=headers,
-                timeout=self._timeout,
-            ) as resp:
-                return resp.status, await resp.read(), resp.headers
-        except aiohttp.InvalidURL as exc:
-            raise RejectedError("invalid_request", str(exc)) from exc
-        except _CONNECT_TIMEOUT as exc:
-            # Raised only while connecting: nothing was sent.
-            raise RetryableError("connect_timeout", str(exc) or "connect timeout") from exc
-        except aiohttp.ClientConnectorError as exc:
-            # Connection refused / DNS / unreachable: the request never left.
+            resp = await pool.request(method, path, params=params, headers=headers, body=body,
+                                      timeout_s=self.timeout_s)
+        except ConnectError as exc:
+            # Refused, unreachable, or no connection in time: the request never left.
             raise RetryableError("connect_failed", str(exc)) from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            # The connect phase has its own shorter timeout, so this one fired after the
-            # request may have been written.
+        except ExchangeTimeout as exc:
             raise AmbiguousError("timeout", f"no complete answer within {self.timeout_s}s") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            # Reset/disconnect after the request may have been written.
+        except (ResponseLost, OSError) as exc:
+            # Reset, disconnect or garbage after the request may have been written.
             raise AmbiguousError("connection_lost", f"{type(exc).__name__}: {exc}") from exc
+        return resp.status, resp.body, resp.headers
 
     def _raise_for_status(self, status: int, raw: bytes, headers: Any, write: bool) -> None:
         if 200 <= status < 300:
