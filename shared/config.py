@@ -472,8 +472,11 @@ def _toml_value(v: Any) -> str:
 def to_toml(doc: dict[str, Any], prefix: str = "") -> str:
     """Write a config document (scalars, lists, nested tables) as TOML, for the
     isolated configs replay and tests generate; msgspec's TOML encoder needs an extra
-    package we do not otherwise depend on."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
+    package we do not otherwise depend on. TOML has no null: a None is left out, which
+    is what it means in our config (unset, the default; every optional key defaults to
+    None)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items()
+             if v is not None and not isinstance(v, dict)]
     for k, v in doc.items():
         if isinstance(v, dict):
             name = f"{prefix}{_toml_key(k)}"
