@@ -269,3 +269,31 @@ def test_wal_is_checkpointed_only_when_the_executor_asks(tmp_path: Path) -> None
     db.reserve_order(_row("after", state="PENDING", oid=None), retention_s=60)
     assert db.checkpoint()[0] < 20  # the next writer started the WAL over
     db.close()
+    assert db.checkpoint() == (0, 0)  # after close: nothing, and no error
+
+
+def test_checkpoints_on_a_thread_beside_the_writer_lose_nothing(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "ckpt.db"
+    db = ExecutorDB(path)
+    stop = threading.Event()
+    done: list[tuple[int, int]] = []
+
+    def checkpointer() -> None:
+        while not stop.is_set():
+            done.append(db.checkpoint())
+
+    t = threading.Thread(target=checkpointer)
+    t.start()
+    try:
+        for i in range(300):
+            db.reserve_order(_row(f"c{i}", state="PENDING", oid=None), retention_s=60)
+    finally:
+        stop.set()
+        t.join()
+    assert len(done) > 1 and any(copied for _, copied in done)
+    db.close()
+    again = ExecutorDB(path)
+    assert again.key_counts()["PENDING"] == 300
+    again.close()

@@ -142,11 +142,7 @@ WS_HEARTBEAT_S = 4.0
 # A poll-found change of our order with no private event this close to it is "missed".
 WS_MISSED_GRACE_S = 2.0
 WS_LOGIN_WAIT_S = 5.0  # connected this long without a login answer: said once
-# WAL checkpoints (see _checkpoint_loop): looked at every second, run once no order was
-# accepted for 0.2 s, and after 10 s of uninterrupted trading regardless.
-CHECKPOINT_INTERVAL_S = 1.0
-CHECKPOINT_QUIET_S = 0.2
-CHECKPOINT_MAX_DEFER_S = 10.0
+CHECKPOINT_INTERVAL_S = 2.0  # WAL checkpoints, on a worker thread (_checkpoint_loop)
 
 
 class ExecutorActor(Actor):
@@ -191,7 +187,6 @@ class ExecutorActor(Actor):
         self.unresolvable: set[KeyId] = set()
         self._dirty = True
         self._last_balance_fetch = 0.0
-        self.last_submit_mono = 0.0
         self.trade_window = TradeWindow()
         self._balance_baseline: dict[str, Decimal] = {}
         self._balance_suspect: dict[str, Decimal] = {}
@@ -332,7 +327,6 @@ class ExecutorActor(Actor):
             return refusal
         cid = o.client_order_id
         now = time.time()
-        self.last_submit_mono = time.monotonic()
         row = OrderRow(cid, o.intent_id, self.mode, o.symbol, o.side, o.order_type, o.price,
                        o.quantity, Decimal(0), "PENDING", None, o.ttl_s, o.reason, False, now, now)
         # Reserved (so a repeat is a duplicate) but never tracked for sending: the key
@@ -410,7 +404,6 @@ class ExecutorActor(Actor):
         if (block := self.write_block(SUBMIT)) is not None:
             return self._reject(cid, block)
         now = time.time()
-        self.last_submit_mono = time.monotonic()
         row = OrderRow(cid, o.intent_id, self.mode, o.symbol, o.side, o.order_type, o.price,
                        o.quantity, Decimal(0), "PENDING", None, o.ttl_s, o.reason, False, now, now)
         self.db.reserve_order(row, retention_s=self.cfg.executor.key_retention_s)
@@ -1231,20 +1224,15 @@ class ExecutorActor(Actor):
                 self.publish(self.snapshot())
 
     async def _checkpoint_loop(self) -> None:
-        """The WAL checkpoint (ExecutorDB disables SQLite's automatic one) runs in a
-        quiet moment, so an order never waits for it; after CHECKPOINT_MAX_DEFER_S of
-        steady trading it runs anyway, so the WAL cannot grow without bound."""
-        deferred_since: float | None = None
+        """WAL checkpoints on a worker thread (see ExecutorDB.checkpoint), so neither an
+        order's reservation nor the event loop ever waits for one."""
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_S)
-            assert self.db is not None
-            now = time.monotonic()
-            quiet = now - self.last_submit_mono >= CHECKPOINT_QUIET_S
-            deferred_since = deferred_since or now
-            if quiet or now - deferred_since >= CHECKPOINT_MAX_DEFER_S:
-                self.db.checkpoint()
-                self.counters["wal_checkpoints"] += 1
-                deferred_since = None
+            db = self.db
+            if db is None:
+                return
+            await asyncio.to_thread(db.checkpoint)
+            self.counters["wal_checkpoints"] += 1
 
     async def _prune_loop(self) -> None:
         while True:

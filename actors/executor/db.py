@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -219,16 +220,26 @@ class ExecutorDB:
         self.synchronous = synchronous
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
-        # No automatic checkpoints: SQLite would run one inside whichever commit crosses
-        # 1,000 WAL pages (a reservation, between a decision and its order). The owner
-        # calls checkpoint() when it is quiet instead.
+        # No automatic checkpoints: SQLite would run one (page copies and two fsyncs)
+        # inside whichever commit crosses 1,000 WAL pages, a reservation between a
+        # decision and its order. The owner calls checkpoint() from a worker thread.
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
         self.migrate()
+        self._ckpt_lock = threading.Lock()
+        self._ckpt: apsw.Connection | None = apsw.Connection(str(path), vfs=vfs)
+        # SQLite opens the file lazily; until a read it does not know the file is WAL,
+        # and a checkpoint would report -1 and do nothing.
+        self._ckpt.execute("SELECT count(*) FROM sqlite_master").fetchall()
 
     def checkpoint(self) -> tuple[int, int]:
-        """Copy committed WAL frames into the database file. PASSIVE: it never waits
-        for, nor blocks, anyone. Returns (frames in the WAL, frames checkpointed)."""
-        return self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+        """Copy committed WAL frames into the database file, through a connection of
+        its own, so that it can run on a worker thread beside the writer (in WAL mode a
+        PASSIVE checkpoint neither waits for nor blocks it; apsw releases the GIL).
+        Returns (frames in the WAL, frames checkpointed); (0, 0) once closed."""
+        with self._ckpt_lock:
+            if self._ckpt is None:
+                return (0, 0)
+            return self._ckpt.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
 
     @contextmanager
     def _durable(self) -> Iterator[None]:
@@ -261,6 +272,10 @@ class ExecutorDB:
         return self.version()
 
     def close(self) -> None:
+        with self._ckpt_lock:  # waits for a checkpoint in flight on its thread
+            if self._ckpt is not None:
+                self._ckpt.close()
+                self._ckpt = None
         self.conn.close()
 
     # --- keys -----------------------------------------------------------------------
