@@ -20,6 +20,10 @@ POSTs /api/v1/order with shared/btcturk/client.py (client rate limit off). It ru
 against its own simulator after the pipeline is stopped (no CPU contention between the
 two on this 2-core machine), driven the same way.
 
+Pure pyzmq chain: the floor read literally, six sync PUSH/PULL hops over ipc through
+five stage processes (as many as marketdata, bus, strategy, risk and executor), paced
+like ours: what the transport alone costs on this machine.
+
 Old design: the timer loop decides once per cycle, so a book change waits cycle/2 on
 average, plus its REST round trip (order-book GET + submit), measured here.
 """
@@ -274,6 +278,15 @@ def raw_role(role: str, ep: dict[str, str]) -> None:
             msg = rep.recv()
             req.send(msg)
             rep.send(req.recv())
+    elif role.startswith("chain"):
+        # One stage of the pure pyzmq chain: PULL from its inlet, PUSH to the next.
+        i = int(role.removeprefix("chain"))
+        ctx = zmq.Context()
+        inlet, outlet = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+        inlet.bind(ep[f"chain{i}"])
+        outlet.connect(ep[f"chain{i + 1}"])
+        while True:
+            outlet.send(inlet.recv())
     elif role == "executor":
         asyncio.run(_raw_executor(ep))
     elif role == "ws":
@@ -358,6 +371,37 @@ def run_raw(tmp: Path, n: int) -> list[float]:
         sim.proc.wait()
 
 
+def run_pyzmq_chain(tmp: Path, n: int, gap_s: float, hops: int = 6) -> list[float]:
+    """The literal floor: ``hops`` pyzmq hops (sync PUSH/PULL over ipc) through
+    ``hops - 1`` stage processes, as many as the pipeline's (marketdata, bus, strategy,
+    risk, executor), paced like ours. No WebSocket, no HTTP, no asyncio."""
+    ep = {f"chain{i}": f"ipc://{tmp}/chain{i}" for i in range(1, hops + 1)}
+    procs = [subprocess.Popen([sys.executable, __file__, "--raw-role", f"chain{i}",
+                               "--endpoints", json.dumps(ep)], cwd=REPO)
+             for i in range(1, hops)]
+    ctx = zmq.Context()
+    first, last = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+    try:
+        first.connect(ep["chain1"])
+        last.bind(ep[f"chain{hops}"])
+        time.sleep(1.5)
+        last.rcvtimeo = 5000
+        out = []
+        for i in range(n + 20):
+            t0 = time.perf_counter_ns()
+            first.send(b"x" * 200)
+            last.recv()
+            if i >= 20:
+                out.append((time.perf_counter_ns() - t0) / 1e6)
+            time.sleep(gap_s)
+        return out
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        ctx.destroy(linger=0)
+
+
 # --- the disk ------------------------------------------------------------------------
 
 
@@ -430,6 +474,10 @@ def main() -> int:
     raw = summarize("raw floor (same hops, no logic)", run_raw(tmp, args.orders))
     print(f"ratio ours/raw: p50 {ours['p50'] / raw['p50']:.2f}x  "
           f"p99 {ours['p99'] / raw['p99']:.2f}x")
+    chain = summarize("pure pyzmq chain, 6 hops, 5 stage processes, same pacing",
+                      run_pyzmq_chain(tmp, args.orders, args.gap_ms / 1000))
+    print(f"ratio ours/pure pyzmq: p50 {ours['p50'] / chain['p50']:.2f}x  "
+          f"p99 {ours['p99'] / chain['p99']:.2f}x")
     rt = summarize("old design REST round trip (order-book GET + submit)", run_old())
     old = OLD_CYCLE_S / 2 * 1000 + rt["p50"]
     print(f"old timer-driven design: cycle/2 + REST round trip = {OLD_CYCLE_S / 2:.1f} s + "
