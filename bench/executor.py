@@ -6,7 +6,8 @@ Measures, for resting limit orders (no fills):
 - accepted→exchange latency: from the moment the caller holds the OrderAck "accepted"
   (time.monotonic_ns in this process) to the simulator's received_mono_ns for that
   client order id (CLOCK_MONOTONIC is system-wide on Linux, so both are comparable).
-  The send starts right after the reply, so this can be slightly negative;
+  The order is written before the reply (the executor yields once to its send task),
+  so this is usually negative;
 - request→ack round trip (validation + durable reservation + reply);
 - sustained accepted orders per second with N concurrent callers, until every order
   is COMMITTED.
