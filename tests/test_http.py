@@ -229,3 +229,55 @@ def test_parser_reassembles_any_split_of_an_answer(body: bytes, cuts: list[int],
         return conn._waiter.result().body
 
     assert asyncio.run(go()) == body
+
+
+def test_an_old_idle_connection_is_replaced_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past IDLE_TTL_S a write could race the server's keep-alive close: a new one."""
+    import shared.btcturk.http as http
+
+    monkeypatch.setattr(http, "IDLE_TTL_S", 0.05)
+
+    async def run(url: str, seen: dict[str, Any]) -> None:
+        pool = HttpPool(url)
+        await pool.request("GET", "/x")
+        await pool.request("GET", "/x")  # at once: reused
+        await asyncio.sleep(0.1)
+        await pool.request("GET", "/x")  # too old: replaced
+        pool.close()
+
+    seen = asyncio.run(serve(lambda req: ok(), run))
+    assert seen["connections"] == 2
+
+
+def test_data_nobody_asked_for_retires_the_connection() -> None:
+    """Bytes beyond the answer (in the same read, or arriving while idle) mean the
+    stream cannot be trusted: that connection is never used again."""
+    async def run(url: str, seen: dict[str, Any]) -> None:
+        pool = HttpPool(url)
+        with pytest.raises(ResponseLost):
+            await pool.request("GET", "/twice")  # two answers to one request
+        assert not pool._idle
+        assert (await pool.request("GET", "/x")).status == 200
+        pool.close()
+
+    seen = asyncio.run(serve(lambda req: ok() + ok() if b"/twice" in req else ok(), run))
+    assert seen["connections"] == 2
+
+    async def stray(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(ok())
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 200 OK\r\n")  # unasked, while the connection is idle
+        await asyncio.sleep(1)
+
+    async def go() -> None:
+        server = await asyncio.start_server(stray, "127.0.0.1", 0)
+        pool = HttpPool(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        assert (await pool.request("GET", "/x")).status == 200
+        assert len(pool._idle) == 1
+        await asyncio.sleep(0.2)
+        assert pool._take_idle() is None  # retired
+        pool.close()
+        server.close()
+
+    asyncio.run(go())
