@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -28,7 +28,7 @@ from .errors import (
     RetryableError,
     kind_for_message,
 )
-from .http import ConnectError, ExchangeTimeout, HttpPool, ResponseLost
+from .http import ConnectError, ExchangeTimeout, HttpPool, HttpResponse, ResponseLost
 from .models import (
     Balance,
     Envelope,
@@ -121,8 +121,8 @@ def _dec(value: Decimal) -> str:
     return text or "0"
 
 
-def _retry_after(resp_headers: Any) -> float | None:
-    raw = resp_headers.get("retry-after") if resp_headers is not None else None
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    raw = headers.get("retry-after")  # HttpResponse names are lower-case
     if raw is None:
         return None
     try:
@@ -195,8 +195,7 @@ class BtcTurkClient:
         params: dict[str, str] | None,
         body: bytes | None,
         private: bool,
-        write: bool,
-    ) -> tuple[int, bytes, Any]:
+    ) -> HttpResponse:
         """One HTTP exchange, translating every transport failure into our taxonomy."""
         pool = self._http()
         headers = {"Accept": "application/json"}
@@ -216,9 +215,10 @@ class BtcTurkClient:
         except (ResponseLost, OSError) as exc:
             # Reset, disconnect or garbage after the request may have been written.
             raise AmbiguousError("connection_lost", f"{type(exc).__name__}: {exc}") from exc
-        return resp.status, resp.body, resp.headers
+        return resp
 
-    def _raise_for_status(self, status: int, raw: bytes, headers: Any, write: bool) -> None:
+    def _raise_for_status(self, status: int, raw: bytes, headers: Mapping[str, str],
+                          write: bool) -> None:
         if 200 <= status < 300:
             return
         if status == 429:
@@ -300,11 +300,9 @@ class BtcTurkClient:
         for attempt in range(attempts):
             await self._limiter.acquire(group)
             try:
-                status, raw, headers = await self._send_once(
-                    method, path, params, body, private, write
-                )
-                self._raise_for_status(status, raw, headers, write)
-                return raw
+                resp = await self._send_once(method, path, params, body, private)
+                self._raise_for_status(resp.status, resp.body, resp.headers, write)
+                return resp.body
             except (RetryableError, AmbiguousError) as exc:
                 if write or attempt + 1 >= attempts:
                     raise
