@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.supervisor.replay import IsolatedPipeline  # noqa: E402
 from bus.messages import packet_decoder  # noqa: E402
+from replay.pipeline import IsolatedPipeline  # noqa: E402
 from shared.recording import read_recording, scan_segment, segment_paths  # noqa: E402
 
 PUBLISHER = r"""
@@ -72,7 +72,7 @@ def main() -> int:
     args = ap.parse_args()
     names = [f"pub{i}" for i in range(args.publishers)]
     per = args.rate / args.publishers
-    with IsolatedPipeline(None, actors=(), record=True, backend="direct") as pipe:
+    with IsolatedPipeline(None, actors=(), record=True) as pipe:
         pubs = [subprocess.Popen([sys.executable, "-c", PUBLISHER, pipe.cfg.bus_pub_endpoint,
                                   n, str(per), str(args.seconds)]) for n in names]
         for p in pubs:

@@ -25,12 +25,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.supervisor.replay import (  # noqa: E402
-    BusClient,
-    IsolatedPipeline,
-    Reframer,
-    feed,
-)
 from bus.messages import (  # noqa: E402
     SCHEMA_VERSION,
     BookSnapshot,
@@ -39,6 +33,9 @@ from bus.messages import (  # noqa: E402
     Packet,
     packet_encoder,
 )
+from replay.feed import BusClient, feed  # noqa: E402
+from replay.pipeline import IsolatedPipeline  # noqa: E402
+from replay.select import Reframer  # noqa: E402
 from shared.recording import SegmentWriter, read_recording  # noqa: E402
 
 T0 = 1_700_000_000_000_000_000
@@ -78,7 +75,7 @@ def make_recording(root: Path, n: int) -> None:
 
 
 def engine(rec: Path) -> tuple[int, float, int]:
-    with IsolatedPipeline(None, actors=(), backend="direct") as pipe:
+    with IsolatedPipeline(None, actors=()) as pipe:
         # The counting subscriber is its own process, as a consumer would be.
         counter = subprocess.Popen([sys.executable, "-c", COUNTER, pipe.cfg.bus_sub_endpoint],
                                    stdout=subprocess.PIPE, text=True)

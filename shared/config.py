@@ -18,14 +18,13 @@ from typing import Any, Literal
 
 import msgspec
 
+from shared.actorspec import ACTOR_NAMES, start_order
+from shared.actorspec import spec as actor_spec
+
 Mode = Literal["dry-run", "paper", "live"]
 RestartPolicy = Literal["always", "on-failure", "never"]
 LIVE_ACK = "I_UNDERSTAND"
 
-ACTOR_NAMES = (
-    "bus", "exchange-sim", "recorder", "executor", "marketdata", "risk", "strategy",
-    "reconciler",
-)
 
 
 class ConfigError(Exception):
@@ -77,18 +76,16 @@ class SimulatorConfig(_Section):
     balances: str = "TRY=100000"
 
 
-# Actors off the tick-to-order path run at a lower CPU priority, so that on a small
-# machine a tick never waits for the recorder's write or the reconciler's report.
-BACKGROUND_NICE = {"recorder": 10, "reconciler": 10}
+class ActorSettings(_Section):
+    """``[actors.<name>]``: what an operator tunes per child. What the child *is*
+    (command, probe, dependencies, role) is its spec in shared/actorspec.py."""
 
-
-class ActorSpec(_Section):
     enabled: bool = True
     restart: RestartPolicy = "always"
     heartbeat_timeout_s: float = 5.0
     start_timeout_s: float = 20.0
-    # CPU priority below the supervisor's (0-19, as nice(1)); unset: 10 for the
-    # background actors (BACKGROUND_NICE), 0 for the rest.
+    # CPU priority below the supervisor's (0-19, as nice(1)); unset: the spec's default
+    # (10 for the actors off the tick-to-order path, 0 for the rest).
     nice: int | None = None
 
 
@@ -206,8 +203,8 @@ class RecorderConfig(_Section):
     flush_interval_ms: int = 200
 
 
-def _default_actors() -> dict[str, ActorSpec]:
-    return {name: ActorSpec() for name in ACTOR_NAMES}
+def _default_actors() -> dict[str, ActorSettings]:
+    return {name: ActorSettings() for name in ACTOR_NAMES}
 
 
 class Config(_Section):
@@ -221,7 +218,7 @@ class Config(_Section):
     exchange: ExchangeConfig = msgspec.field(default_factory=ExchangeConfig)
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
-    actors: dict[str, ActorSpec] = msgspec.field(default_factory=_default_actors)
+    actors: dict[str, ActorSettings] = msgspec.field(default_factory=_default_actors)
     marketdata: MarketDataConfig = msgspec.field(default_factory=MarketDataConfig)
     strategy: StrategyConfig = msgspec.field(default_factory=StrategyConfig)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
@@ -298,20 +295,17 @@ class Config(_Section):
         public market-data source unless an exchange URL is configured."""
         return self.mode == "paper" or (self.mode == "dry-run" and not self.exchange.rest_url)
 
-    def actor_spec(self, name: str) -> ActorSpec:
-        return self.actors.get(name) or ActorSpec(enabled=False)
+    def actor_settings(self, name: str) -> ActorSettings:
+        return self.actors.get(name) or ActorSettings(enabled=False)
 
     def actor_nice(self, name: str) -> int:
-        nice = self.actor_spec(name).nice
-        return BACKGROUND_NICE.get(name, 0) if nice is None else nice
+        nice = self.actor_settings(name).nice
+        return actor_spec(name).nice if nice is None else nice
 
     def enabled_actors(self) -> list[str]:
-        """Actors to run, in start order (bus first); exchange-sim only in paper mode."""
-        names = [n for n in self.actors if self.actors[n].enabled]
-        if not self.runs_simulator:
-            names = [n for n in names if n != "exchange-sim"]
-        names.sort(key=lambda n: ACTOR_NAMES.index(n))
-        return names
+        """Children to run in this mode, in start order (dependencies first)."""
+        return start_order(n for n in ACTOR_NAMES
+                           if self.actor_settings(n).enabled and actor_spec(n).runs_in(self))
 
     def live_arming_problems(self) -> list[str]:
         """Why live trading is not armed (empty when it is)."""
@@ -374,7 +368,7 @@ def _validate(cfg: Config) -> None:
         if name not in ACTOR_NAMES:
             raise ConfigError(f"actors.{name}: unknown actor (known: {', '.join(ACTOR_NAMES)})")
     for name in ACTOR_NAMES:  # a section lists only what it changes
-        cfg.actors.setdefault(name, ActorSpec())
+        cfg.actors.setdefault(name, ActorSettings())
     for field, endpoint in (("bus.pub_endpoint", cfg.bus.pub_endpoint),
                             ("bus.sub_endpoint", cfg.bus.sub_endpoint)):
         if endpoint and not endpoint.startswith("ipc://"):
@@ -440,7 +434,7 @@ def _describe(exc: msgspec.ValidationError, doc: dict[str, object]) -> str:
     if "$.actors[...]" in text and isinstance(actors, dict):
         for name, spec in actors.items():  # name the actor msgspec calls "[...]"
             try:
-                msgspec.convert(spec, type=ActorSpec)
+                msgspec.convert(spec, type=ActorSettings)
             except msgspec.ValidationError as inner:
                 text = str(inner).replace("`$", f"`$.actors.{name}")
                 break

@@ -3,12 +3,9 @@ its CLI, on real sockets, in a private temp dir."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +13,12 @@ from typing import Any
 
 import psutil
 
+from replay.pipeline import SUPERVISOR as _SUPERVISOR
+from replay.pipeline import SupervisedPipeline
+from shared.actorspec import ACTOR_NAMES
 from shared.config import to_toml
 
-SUPERVISOR = [sys.executable, "-m", "actors.supervisor"]
+SUPERVISOR = list(_SUPERVISOR)
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -48,8 +48,7 @@ def base_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
                        "intensity_max_restarts": 20, "intensity_window_s": 60.0,
                        "stop_timeout_s": 5.0},
         "actors": {name: {"heartbeat_timeout_s": 3.0, "start_timeout_s": 20.0}
-                   for name in ("bus", "exchange-sim", "recorder", "executor", "marketdata",
-                                "risk", "strategy", "reconciler")},
+                   for name in ACTOR_NAMES},
         "executor": {"db_path": str(tmp / "data" / "btcbot.db")},
         "recorder": {"path": str(tmp / "recordings")},
     }
@@ -62,34 +61,16 @@ def write_config(tmp: Path, doc: dict[str, Any], name: str = "supervisor.toml") 
     return path
 
 
-class Pipeline:
-    """A supervisor started with ``start --detach`` and driven through its CLI."""
+class Pipeline(SupervisedPipeline):
+    """A supervisor started with ``start --detach`` and driven through its CLI (the
+    project's one pipeline starter, replay/pipeline.py), run from the repo."""
 
     def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
-        self.config = config
-        self.env = {**os.environ, **(env or {})}
-
-    def cli(self, *args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*SUPERVISOR, "--config", str(self.config), *args],
-                              capture_output=True, text=True, timeout=timeout, env=self.env,
-                              cwd=REPO)
+        super().__init__(config, {**os.environ, **(env or {})}, cwd=REPO)
 
     def start(self) -> None:
         r = self.cli("start", "--detach")
         assert r.returncode == 0, f"start failed ({r.returncode}): {r.stdout}\n{r.stderr}"
-
-    def stop(self) -> None:
-        self.cli("stop", timeout=60)
-
-    def status(self) -> dict[str, Any]:
-        r = self.cli("status", "--json", timeout=30)
-        return json.loads(r.stdout)
-
-    def actor(self, name: str) -> dict[str, Any]:
-        return next(a for a in self.status()["actors"] if a["name"] == name)
-
-    def pids(self) -> dict[str, int]:
-        return {a["name"]: a["pid"] for a in self.status()["actors"]}
 
     def supervisor_pid(self) -> int:
         return int((self.config.parent / "run" / "supervisor.pid").read_text())
@@ -97,9 +78,6 @@ class Pipeline:
     def __enter__(self) -> Pipeline:
         self.start()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1,

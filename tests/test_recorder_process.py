@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import zmq
 
-from actors.supervisor.replay import BusClient, IsolatedPipeline
 from bus.messages import (
     SCHEMA_VERSION,
     Envelope,
@@ -22,6 +22,8 @@ from bus.messages import (
     packet_decoder,
     packet_encoder,
 )
+from replay.feed import BusClient
+from replay.pipeline import IsolatedPipeline
 from shared.recording import SegmentReader, read_recording, scan_segment, segment_paths
 
 FLOOD = """
@@ -42,16 +44,21 @@ ctx.destroy(linger=1000)
 
 
 def _pipeline(root: Path, **recorder: object) -> IsolatedPipeline:
-    return IsolatedPipeline(None, actors=(), record=True, backend="direct", root=root,
-                            extra={"recorder": {"flush_interval_ms": 100, **recorder}})
+    # restart "never": a SIGKILLed recorder stays dead, so its last record is its last.
+    return IsolatedPipeline(None, actors=(), record=True, root=root,
+                            extra={"recorder": {"flush_interval_ms": 100, **recorder},
+                                   # nice 0: the flood measures the recorder,
+                                   # not its background priority
+                                   "actors": {"recorder": {"restart": "never", "nice": 0}}})
 
 
 def test_sigkill_mid_flood_loses_only_the_tail_and_corrupts_nothing(tmp_path: Path) -> None:
     pipe = _pipeline(tmp_path / "p")
     with pipe:
+        # Asked before the flood: the supervisor hears md.status too, and is slow then.
+        recorder = psutil.Process(pipe.pids()["recorder"])
         flood = subprocess.Popen([sys.executable, "-c", FLOOD, pipe.cfg.bus_pub_endpoint, "4"])
         time.sleep(1.5)
-        recorder = pipe._procs["recorder"]
         killed_ns = time.time_ns()
         recorder.send_signal(signal.SIGKILL)
         recorder.wait(5)

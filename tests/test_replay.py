@@ -16,14 +16,6 @@ import zmq
 from click.testing import CliRunner
 
 from actors.supervisor.cli import cli
-from actors.supervisor.replay import (
-    BusClient,
-    IsolatedPipeline,
-    Reframer,
-    compare_decisions,
-    feed,
-    select_records,
-)
 from bus.messages import (
     SCHEMA_VERSION,
     BookSnapshot,
@@ -36,6 +28,10 @@ from bus.messages import (
     packet_decoder,
     packet_encoder,
 )
+from replay.feed import BusClient, feed
+from replay.pipeline import IsolatedPipeline
+from replay.select import Reframer, select_records
+from replay.verify import compare_decisions
 from shared.config import load_config, to_toml
 from shared.recording import SegmentWriter, read_recording
 
@@ -135,7 +131,7 @@ def test_max_speed_does_not_sleep(tmp_path: Path) -> None:
 def test_paced_replay_through_a_real_bus_arrives_complete_and_in_order(tmp_path: Path) -> None:
     rec = make_recording(tmp_path / "rec", n=201, step_ns=10 * MS)
     records = list(read_recording(rec, ["md.book"]))
-    with IsolatedPipeline(None, actors=(), backend="direct") as pipe:
+    with IsolatedPipeline(None, actors=()) as pipe:
         ctx = zmq.Context()
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"md.")
@@ -190,7 +186,7 @@ def test_pipeline_config_is_isolated_and_loads(tmp_path: Path) -> None:
                     f'"I_UNDERSTAND"\n[bus]\npub_endpoint = "ipc://{tmp_path}/live.pub"\n'
                     '[strategy]\nentry_notional_try = "250"\n')
     base = load_config(live)
-    pipe = IsolatedPipeline(base, backend="direct")
+    pipe = IsolatedPipeline(base)
     try:
         cfg = pipe.cfg
         assert cfg.mode == "dry-run" and not cfg.gates.live_trading
@@ -285,8 +281,8 @@ def test_replay_command_end_to_end(tmp_path: Path) -> None:
 def test_decision_barrier_holds_an_intents_consequences_until_it_is_decided() -> None:
     """The recorded executor publishes PENDING before risk publishes the verdict; fed as
     recorded, the pipeline's risk would see its own order open before judging it."""
-    from actors.supervisor.replay import DecisionBarrier
     from bus.messages import Envelope, OrderEvent, Packet, RiskDecision, packet_encoder
+    from replay.verify import DecisionBarrier
     from shared.recording import Record
 
     def rec(topic: str, body: object) -> Record:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from actors.supervisor.replay import BusClient, IsolatedPipeline, recorded_decisions
 from bus.messages import (
     Balance,
     BookSnapshot,
@@ -26,6 +25,9 @@ from bus.messages import (
     PortfolioSnapshot,
     SymbolRules,
 )
+from replay.feed import BusClient
+from replay.pipeline import IsolatedPipeline
+from replay.verify import recorded_decisions
 from shared.config import load_config
 
 STRATEGY_SRC = Path(__file__).resolve().parent.parent / "actors" / "strategy" / "actor.py"
@@ -103,7 +105,7 @@ def test_verify_passes_unchanged_and_fails_on_a_changed_strategy_parameter(
     same = _write(tmp_path / "same.toml", "100")
     changed = _write(tmp_path / "changed.toml", "150")
     session = tmp_path / "session"
-    with IsolatedPipeline(load_config(same), record=True, backend="auto", root=session) as p:
+    with IsolatedPipeline(load_config(same), record=True, root=session) as p:
         client = BusClient(p.cfg)
         client.connect()
         _feed_session(client, 4.0)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.supervisor.policy import RestartTracker
-from shared.config import ActorSpec, ConfigError, SupervisorConfig, load_config
+from shared.config import ActorSettings, ConfigError, SupervisorConfig, load_config
 from shared.fsm import TRANSITIONS, IllegalTransition, State, StateMachine
 
 
@@ -44,7 +44,7 @@ def limits(**kw) -> SupervisorConfig:
 
 
 def test_backoff_doubles_and_caps_and_resets_after_stable_run() -> None:
-    t = RestartTracker(ActorSpec(), limits())
+    t = RestartTracker(ActorSettings(), limits())
     delays = []
     for _ in range(6):
         t.record_exit(uptime_s=0.1, now=0.0)
@@ -55,7 +55,7 @@ def test_backoff_doubles_and_caps_and_resets_after_stable_run() -> None:
 
 
 def test_intensity_window() -> None:
-    t = RestartTracker(ActorSpec(), limits())
+    t = RestartTracker(ActorSettings(), limits())
     for now in (0.0, 1.0, 2.0):
         assert not t.over_intensity(now)
         t.note_restart(now)
@@ -68,7 +68,7 @@ def test_intensity_window() -> None:
     ("on-failure", 1, True), ("on-failure", None, True), ("never", 1, False),
 ])
 def test_restart_policy(policy: str, rc: int | None, expected: bool) -> None:
-    t = RestartTracker(ActorSpec(restart=policy), limits())  # type: ignore[arg-type]
+    t = RestartTracker(ActorSettings(restart=policy), limits())  # type: ignore[arg-type]
     assert t.should_restart(rc, stopping=False) is expected
     assert t.should_restart(rc, stopping=True) is False
 

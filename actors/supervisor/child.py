@@ -15,20 +15,13 @@ import psutil
 
 from actors.runtime import set_parent_death_signal
 from actors.supervisor.policy import RestartTracker
+from shared.actorspec import ActorSpec
 from shared.config import Config
 
 
-def child_argv(cfg: Config, name: str) -> list[str]:
-    """The command line of each child; every actor reads the same config file."""
-    py = sys.executable
-    if name == "exchange-sim":
-        sim = cfg.simulator
-        return [py, "-m", "shared.exchange_sim", "--host", sim.host, "--port", str(sim.port),
-                "--seed", str(sim.seed), "--api-key", sim.api_key, "--api-secret",
-                sim.api_secret, "--book-interval-ms", str(sim.book_interval_ms),
-                "--balances", sim.balances]
-    module = "bus" if name == "bus" else f"actors.{name}"
-    return [py, "-m", module, "--config", cfg.source_path, "--mode", cfg.mode]
+def child_argv(cfg: Config, spec: ActorSpec) -> list[str]:
+    """The command line of a child, from its spec."""
+    return [sys.executable, "-m", spec.module, *spec.args(cfg)]
 
 
 def _preexec(nice: int) -> None:
@@ -51,9 +44,8 @@ class Heard:
 
 @dataclass
 class Child:
-    name: str
+    spec: ActorSpec
     tracker: RestartTracker
-    heartbeats: bool = True  # exchange-sim is probed over HTTP instead
     proc: subprocess.Popen[bytes] | None = None
     ps: psutil.Process | None = None
     started_mono: float = 0.0
@@ -65,6 +57,15 @@ class Child:
     killed_for: str = ""
     cpu_percent: float = 0.0
     rss_bytes: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def heartbeats(self) -> bool:
+        """On the bus, judged by its heartbeats (else by its HTTP probe)."""
+        return self.spec.probe == "heartbeat"
 
     @property
     def pid(self) -> int | None:
@@ -80,7 +81,7 @@ class Child:
         out = open(Path(log_dir) / f"{self.name}.out", "ab")  # crash tracebacks land here
         try:
             self.proc = subprocess.Popen(
-                child_argv(cfg, self.name), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                child_argv(cfg, self.spec), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 env=env, cwd=cfg.base_dir, preexec_fn=partial(_preexec, cfg.actor_nice(self.name)),
                 close_fds=True,
                 process_group=0,  # Ctrl-C reaches the supervisor only; it stops them in order
@@ -135,8 +136,9 @@ class Child:
             "restarts": self.restarts,
             "uptime_s": round(now - self.started_mono, 3) if running else 0.0,
             "heartbeat_age_s": round(now - self.heard.last_mono, 3) if running else None,
-            "cpu_percent": round(self.cpu_percent, 2),
-            "rss_bytes": self.rss_bytes,
+            # A child in BACKOFF has no process: no figure of its dead pid is shown.
+            "cpu_percent": round(self.cpu_percent, 2) if running else None,
+            "rss_bytes": self.rss_bytes if running else None,
             "counters": dict(self.heard.counters),
             "info": dict(self.heard.info),
             "last_exit": self.last_exit,

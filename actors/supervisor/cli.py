@@ -25,6 +25,8 @@ from actors.supervisor.logtail import Follower, format_line, last_lines
 from actors.supervisor.status import render_text
 from bus.messages import Ack, StatusReply, SupervisorCommand
 from bus.transport import RequestClient, RequestFailed
+from replay.cli import recordings, replay
+from shared.actorspec import spec as actor_spec
 from shared.config import Config, ConfigError, load_config
 from shared.logging import setup_logging
 
@@ -110,7 +112,7 @@ async def run_supervisor(cfg: Config, *, foreground: bool) -> int:
 async def print_logs(cfg: Config, names: list[str]) -> None:
     """Foreground mode: every actor's log lines, prefixed and coloured."""
     width = max(len(n) for n in names)
-    followers = {n: Follower(cfg.log_path / f"{n}.log") for n in names if n != "exchange-sim"}
+    followers = {n: Follower(cfg.log_path / actor_spec(n).log_name) for n in names}
     while True:
         for i, (name, follower) in enumerate(followers.items()):
             for line in follower.poll():
@@ -125,7 +127,7 @@ def start_detached(cfg: Config, config_path: str) -> int:
     with open(cfg.log_path / "supervisor.out", "ab") as out:
         daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                   start_new_session=True)
-    timeout = sum(cfg.actor_spec(n).start_timeout_s for n in cfg.enabled_actors()) + 10
+    timeout = sum(cfg.actor_settings(n).start_timeout_s for n in cfg.enabled_actors()) + 10
     deadline = time.monotonic() + timeout
     doc: dict[str, Any] | None = None
     while time.monotonic() < deadline:
@@ -147,9 +149,9 @@ def start_detached(cfg: Config, config_path: str) -> int:
     return EXIT_FAILURE
 
 
-def _try_status(cfg: Config) -> dict[str, Any] | None:
+def _try_status(cfg: Config, timeout_s: float = 1.0) -> dict[str, Any] | None:
     try:
-        reply = send(cfg, "status", timeout_s=1.0)
+        reply = send(cfg, "status", timeout_s=timeout_s)
     except RequestFailed:
         return None
     return json.loads(reply.json) if isinstance(reply, StatusReply) else None
@@ -229,7 +231,8 @@ def _wait_unlocked(cfg: Config, timeout_s: float) -> bool:
 def status(ctx: click.Context, as_json: bool) -> None:
     """Actors, states, gates, latches, keys, positions and PnL. Exit 1 when not running."""
     cfg = load(ctx)
-    doc = _try_status(cfg) if is_running(cfg) else None
+    # A busy supervisor is not a stopped one: wait longer than start's polling does.
+    doc = _try_status(cfg, timeout_s=5.0) if is_running(cfg) else None
     if doc is None:
         if as_json:
             click.echo(json.dumps({"running": False, "mode": cfg.mode, "actors": []}))
@@ -337,9 +340,6 @@ def _log_names(cfg: Config) -> list[str]:
 def main() -> None:
     cli(prog_name="btcbot-supervisor")
 
-
-# Recorder inspection and replay (actors/supervisor/replay_cli.py).
-from actors.supervisor.replay_cli import recordings, replay  # noqa: E402
 
 cli.add_command(recordings)
 cli.add_command(replay)

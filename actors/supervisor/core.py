@@ -44,6 +44,7 @@ from bus.transport import (
     Subscriber,
     new_incarnation,
 )
+from shared.actorspec import spec as actor_spec
 from shared.config import Config
 
 MONITOR_INTERVAL_S = 0.1  # exits and deadlines; also bounds restart latency
@@ -113,8 +114,8 @@ class Supervisor:
         self.foreground = foreground
         self.lock = InstanceLock(cfg)
         self.children: dict[str, Child] = {
-            name: Child(name, RestartTracker(cfg.actor_spec(name), cfg.supervisor),
-                        heartbeats=name != "exchange-sim")
+            name: Child(actor_spec(name), RestartTracker(cfg.actor_settings(name),
+                                                         cfg.supervisor))
             for name in cfg.enabled_actors()
         }
         self.started_mono = time.monotonic()
@@ -154,8 +155,8 @@ class Supervisor:
                 asyncio.create_task(self._monitor(), name="monitor"),
                 asyncio.create_task(self._sample_loop(), name="sample"),
             ]
-            if "exchange-sim" in self.children:
-                self._tasks.append(asyncio.create_task(self._probe_simulator(), name="probe"))
+            self._tasks += [asyncio.create_task(self._probe_http(child), name=f"probe-{n}")
+                            for n, child in self.children.items() if not child.heartbeats]
             await self._start_all()
             await self._stop_event.wait()
         finally:
@@ -188,12 +189,12 @@ class Supervisor:
         self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, "supervisor", self.incarnation)
 
     async def _start_all(self) -> None:
-        """Start in dependency order, each waiting for READY (bus first)."""
+        """Start in dependency order (cfg.enabled_actors), each waiting for READY."""
         for child in self.children.values():
             if self.stopping:
                 return
             self._spawn(child)
-            await self._wait_ready(child, self.cfg.actor_spec(child.name).start_timeout_s)
+            await self._wait_ready(child, self.cfg.actor_settings(child.name).start_timeout_s)
 
     async def _wait_ready(self, child: Child, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -208,33 +209,30 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         child.spawn(self.cfg, self._env)
         logger.info("started {} (pid {})", child.name, child.pid)
-        if child.name == "bus":
-            self._grace_after_bus_start()
+        if child.spec.infrastructure:
+            self._grace_after_infrastructure_start()
 
-    def _grace_after_bus_start(self) -> None:
+    def _grace_after_infrastructure_start(self) -> None:
         # Every heartbeat travels through the bus: while it restarts, nobody is late.
-        timeout = max(self.cfg.actor_spec(n).heartbeat_timeout_s for n in self.children)
+        timeout = max(self.cfg.actor_settings(n).heartbeat_timeout_s for n in self.children)
         self.bus_grace_until = time.monotonic() + timeout
 
     async def _stop_all(self) -> None:
-        """SIGTERM in reverse start order, SIGKILL after the timeout."""
+        """SIGTERM in reverse start order, SIGKILL after the timeout; the
+        infrastructure (the bus) last, so the others' goodbyes still travel."""
         self.stopping = True
         for child in self.children.values():
             child.restart_due = None
         order = [c for c in reversed(self.children.values()) if c.running]
-        for child in order:
-            if child.name != "bus":
+        for last in (False, True):
+            wave = [c for c in order if c.spec.infrastructure == last]
+            for child in wave:
                 child.signal(signal.SIGTERM)
-        await self._reap(order, self.cfg.supervisor.stop_timeout_s, exclude_bus=True)
-        bus = self.children.get("bus")
-        if bus is not None and bus.running:
-            bus.signal(signal.SIGTERM)
-            await self._reap([bus], self.cfg.supervisor.stop_timeout_s)
+            await self._reap(wave, self.cfg.supervisor.stop_timeout_s)
 
-    async def _reap(self, children: list[Child], timeout_s: float, *,
-                    exclude_bus: bool = False) -> None:
+    async def _reap(self, children: list[Child], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        pending = [c for c in children if not (exclude_bus and c.name == "bus")]
+        pending = list(children)
         while pending and time.monotonic() < deadline:
             pending = [c for c in pending if c.running]
             await asyncio.sleep(0.02)
@@ -310,24 +308,24 @@ class Supervisor:
         """Heartbeat timeout → SIGKILL (works on a SIGSTOPped process too)."""
         if not child.running or child.killed_for:
             return
-        spec = self.cfg.actor_spec(child.name)
+        settings = self.cfg.actor_settings(child.name)
         if not child.heard.ready:
-            if now - child.started_mono > spec.start_timeout_s:
-                self._kill(child, f"not ready within {spec.start_timeout_s:.0f}s")
+            if now - child.started_mono > settings.start_timeout_s:
+                self._kill(child, f"not ready within {settings.start_timeout_s:.0f}s")
             return
-        if child.heartbeats and child.name != "bus" and not self._bus_healthy(now):
+        if (child.heartbeats and not child.spec.infrastructure
+                and not self._infrastructure_healthy(now)):
             return  # their heartbeats cannot reach us; the bus is the one to judge
-        if now - child.heard.last_mono > spec.heartbeat_timeout_s:
+        if now - child.heard.last_mono > settings.heartbeat_timeout_s:
             self._kill(child, f"heartbeat timeout ({now - child.heard.last_mono:.1f}s)")
 
-    def _bus_healthy(self, now: float) -> bool:
+    def _infrastructure_healthy(self, now: float) -> bool:
+        """Can heartbeats reach us? Not while a carrier (the bus) restarts or is late."""
         if now < self.bus_grace_until:
             return False
-        bus = self.children.get("bus")
-        if bus is None:
-            return True
         interval = self.cfg.supervisor.heartbeat_interval_s
-        return bus.running and bus.heard.ready and now - bus.heard.last_mono < 2.5 * interval
+        return all(c.running and c.heard.ready and now - c.heard.last_mono < 2.5 * interval
+                   for c in self.children.values() if c.spec.infrastructure)
 
     def _kill(self, child: Child, why: str) -> None:
         logger.error("{} (pid {}): {}: SIGKILL", child.name, child.pid, why)
@@ -355,11 +353,10 @@ class Supervisor:
                 child.sample_resources()
             await asyncio.sleep(1.0)
 
-    async def _probe_simulator(self) -> None:
-        """The simulator is not on the bus: its heartbeat is an HTTP round trip."""
-        sim = self.cfg.simulator
-        url = f"http://{sim.host}:{sim.port}/api/v2/server/time"
-        child = self.children["exchange-sim"]
+    async def _probe_http(self, child: Child) -> None:
+        """A child that is not on the bus: its heartbeat is an HTTP round trip."""
+        assert child.spec.probe_url is not None, f"{child.name}: http probe without a URL"
+        url = child.spec.probe_url(self.cfg)
         timeout = aiohttp.ClientTimeout(total=1.0)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
@@ -369,12 +366,12 @@ class Supervisor:
                             if resp.status == 200:
                                 child.heard.last_mono = time.monotonic()
                                 if not child.heard.ready:
-                                    self._on_sim_ready(child)
+                                    self._on_probe_ready(child)
                     except (aiohttp.ClientError, TimeoutError, OSError):
                         pass
                 await asyncio.sleep(0.05 if not child.heard.ready else 1.0)
 
-    def _on_sim_ready(self, child: Child) -> None:
+    def _on_probe_ready(self, child: Child) -> None:
         child.heard.ready, child.heard.state = True, "READY"
         logger.info("{} ready in {:.3f}s", child.name, time.monotonic() - child.started_mono)
 
@@ -413,7 +410,7 @@ class Supervisor:
         child.tracker.gave_up = False
         child.restarts += 1
         self._spawn(child)
-        ok = await self._wait_ready(child, self.cfg.actor_spec(name).start_timeout_s)
+        ok = await self._wait_ready(child, self.cfg.actor_settings(name).start_timeout_s)
         return f"{name} restarted (pid {child.pid}){'' if ok else ' but not READY yet'}"
 
     async def _set_latch(self, latch: str, value: bool, reason: str) -> str:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from shared.config import ActorSpec, SupervisorConfig
+from shared.config import ActorSettings, SupervisorConfig
 
 
 @dataclass
 class RestartTracker:
-    spec: ActorSpec
+    spec: ActorSettings
     limits: SupervisorConfig
     consecutive_failures: int = 0
     recent: deque[float] = field(default_factory=deque)  # restart times (monotonic)

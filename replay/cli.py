@@ -1,6 +1,6 @@
 """``btcbot-supervisor recordings list|show`` and ``btcbot-supervisor replay``.
 
-Registered in cli.py with ``cli.add_command(recordings)`` and ``cli.add_command(replay)``.
+Registered by the supervisor's CLI (actors/supervisor/cli.py) with ``add_command``.
 Exit codes: 0 ok; 1 failure (or, with --verify, any difference); 2 bad usage.
 """
 
@@ -15,8 +15,9 @@ from typing import Any, NoReturn
 import click
 import msgspec
 
-from actors.supervisor.replay import ReplayError, ReplayOptions, run_replay
 from bus.messages import packet_decoder
+from replay.errors import ReplayError
+from replay.run import ReplayOptions, run_replay
 from shared.config import Config, ConfigError, load_config
 from shared.recording import (
     ReadReport,
