@@ -1,4 +1,4 @@
-"""``btcbot-exchange-sim`` / ``python -m shared.exchange_sim``: run the simulator."""
+"""``btcbot-exchange-sim`` / ``python -m exchange_sim``: run the simulator."""
 
 from __future__ import annotations
 
