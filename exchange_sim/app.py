@@ -48,6 +48,7 @@ class Simulator:
     def __init__(self, options: SimOptions) -> None:
         self.options = options
         self.market = Market(seed=options.seed)
+        self.faults = FaultRegistry(options.seed)  # before the engine: now_ms reads it
         self.engine = Engine(
             self.market,
             options.balances,
@@ -55,7 +56,6 @@ class Simulator:
             taker_fee=options.taker_fee,
             maker_fee=options.maker_fee,
         )
-        self.faults = FaultRegistry(options.seed)
         self.auth = AuthChecker(options.credentials, options.nonce_window_ms)
         self.random_walk = options.random_walk
         self.order_log = OrderLog()
@@ -78,7 +78,8 @@ class Simulator:
     # ------------------------------------------------------------------ lifecycle
 
     def now_ms(self) -> int:
-        return int(time.time() * 1000) + self.options.clock_offset_ms
+        skew = self.faults.clock_offset_ms() if self.faults.faults else 0
+        return int(time.time() * 1000) + self.options.clock_offset_ms + skew
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
