@@ -14,11 +14,7 @@ import threading
 import zmq
 
 from actors.runtime import Actor, main_for
-
-
-def ensure_private_dir(path: str) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
+from shared.fs import ensure_private_dir
 
 
 class BusActor(Actor):
@@ -26,7 +22,7 @@ class BusActor(Actor):
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        ensure_private_dir(str(self.cfg.runtime_path))
+        ensure_private_dir(self.cfg.runtime_path)
         self._sync_ctx = zmq.Context()
         self._thread: threading.Thread | None = None
         self._control_endpoint = f"inproc://bus-control-{os.getpid()}"

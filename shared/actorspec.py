@@ -80,7 +80,7 @@ class ActorSpec:
 SPECS: tuple[ActorSpec, ...] = (
     ActorSpec("bus", "bus", infrastructure=True, role="infrastructure",
               description="the XSUB/XPUB proxy"),
-    ActorSpec("exchange-sim", "shared.exchange_sim", args=simulator_args, probe="http",
+    ActorSpec("exchange-sim", "exchange_sim", args=simulator_args, probe="http",
               probe_url=simulator_url, role="exchange", runs_in=when_simulated, log_suffix=".out",
               description="BTCTurk-compatible simulator (paper mode, dry-run market data)"),
     # Off the tick-to-order path: a lower CPU priority keeps ticks from waiting on them.

@@ -35,6 +35,7 @@ from pathlib import Path
 import apsw
 
 from actors.executor.accounting import PositionState
+from shared.fs import ensure_private_dir
 
 # Each entry migrates from version i to i+1; never edit a released entry, append.
 MIGRATIONS: list[str] = [
@@ -114,6 +115,17 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     """,
+    # v2: preflight reports stored with each live arming decision (armed or refused),
+    # written by `start --mode live` under this DB's lock before any executor runs.
+    """
+    CREATE TABLE arming_records (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        mode TEXT NOT NULL,
+        armed INTEGER NOT NULL,
+        report TEXT NOT NULL
+    );
+    """,
 ]
 
 LATCH_NAMES = ("kill_switch", "safety_latch", "paused")
@@ -127,8 +139,7 @@ class LockHeld(Exception):
 def acquire_lock(db_path: Path) -> int:
     """flock(LOCK_EX|LOCK_NB) on ``<db>.lock``; returns the fd to keep open for life.
     The kernel drops the lock when the process dies (also on SIGKILL)."""
-    db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(db_path.parent, 0o700)
+    ensure_private_dir(db_path.parent)
     lock_path = str(db_path) + ".lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -487,6 +498,18 @@ class ExecutorDB:
                 "ON CONFLICT(name) DO UPDATE SET value=excluded.value, reason=excluded.reason, "
                 "updated_at=excluded.updated_at",
                 (name, int(value), reason[:500], now if now is not None else time.time()))
+
+    def record_arming(self, mode: str, armed: bool, report_json: str, now: float) -> int:
+        """A preflight report with the arming decision it led to; returns its id."""
+        with self._durable():
+            self.conn.execute("INSERT INTO arming_records(at, mode, armed, report) "
+                              "VALUES (?,?,?,?)", (now, mode, int(armed), report_json))
+            return int(self.conn.last_insert_rowid())
+
+    def arming_records(self) -> list[tuple[int, float, str, bool, str]]:
+        return [(i, at, mode, bool(armed), report) for (i, at, mode, armed, report) in
+                self.conn.execute("SELECT id, at, mode, armed, report FROM arming_records "
+                                  "ORDER BY id")]
 
     def latches(self) -> dict[str, tuple[bool, str]]:
         out = {n: (False, "") for n in LATCH_NAMES}

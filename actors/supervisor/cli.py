@@ -22,6 +22,7 @@ from loguru import logger
 
 from actors.supervisor.core import AlreadyRunning, InstanceLock, Supervisor, read_pid
 from actors.supervisor.logtail import Follower, format_line, last_lines
+from actors.supervisor.ops_cli import arm_live, incident, preflight, why
 from actors.supervisor.status import render_text
 from bus.messages import Ack, StatusReply, SupervisorCommand
 from bus.transport import RequestClient, RequestFailed
@@ -90,6 +91,8 @@ def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool
     if is_running(cfg):
         fail(f"already running (pid {read_pid(cfg.runtime_path / 'supervisor.pid')}, "
              f"runtime dir {cfg.runtime_path})", EXIT_LOCKED)
+    if cfg.mode == "live" and not daemon_child:
+        arm_live(cfg)  # preflight; exits 1 on a FAIL, the report stored in the DB
     if detach:
         sys.exit(start_detached(cfg, ctx.obj["config"]))
     setup_logging(cfg, "supervisor", stderr=not daemon_child)
@@ -341,5 +344,9 @@ def main() -> None:
     cli(prog_name="btcbot-supervisor")
 
 
+# Recorder inspection and replay (replay/cli.py); operator tools (ops_cli.py).
 cli.add_command(recordings)
 cli.add_command(replay)
+cli.add_command(preflight)
+cli.add_command(incident)
+cli.add_command(why)

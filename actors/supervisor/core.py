@@ -46,6 +46,7 @@ from bus.transport import (
 )
 from shared.actorspec import spec as actor_spec
 from shared.config import Config
+from shared.fs import ensure_private_dir
 
 MONITOR_INTERVAL_S = 0.1  # exits and deadlines; also bounds restart latency
 
@@ -55,10 +56,7 @@ class AlreadyRunning(Exception):
 
 
 def ensure_runtime_dir(cfg: Config) -> Path:
-    path = cfg.runtime_path
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)  # ipc sockets live here: owner only
-    return path
+    return ensure_private_dir(cfg.runtime_path)  # ipc sockets live here: owner only
 
 
 class InstanceLock:
