@@ -14,7 +14,7 @@ import threading
 import zmq
 
 from actors.runtime import Actor, main_for
-from shared.fs import ensure_private_dir
+from shared.files import ensure_private_dir
 
 
 class BusActor(Actor):

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from shared.fs import ensure_private_dir
+from shared.files import ensure_private_dir
 
 MAGIC = b"BTCBREC\x00"
 FORMAT_VERSION = 1

@@ -35,7 +35,7 @@ from pathlib import Path
 import apsw
 
 from actors.executor.accounting import PositionState
-from shared.fs import ensure_private_dir
+from shared.files import ensure_private_dir
 
 # Each entry migrates from version i to i+1; never edit a released entry, append.
 MIGRATIONS: list[str] = [

@@ -26,7 +26,7 @@ from loguru import logger
 from actors.runtime import Actor, main_for
 from bus.messages import SCHEMA_VERSION, Envelope
 from bus.transport import SequenceTracker, SubscriberStats
-from shared.fs import ensure_private_dir
+from shared.files import ensure_private_dir
 from shared.recording import SegmentWriter
 
 BATCH = 4096  # frames drained per wake-up before the loop looks at the clock again

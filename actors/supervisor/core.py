@@ -46,7 +46,7 @@ from bus.transport import (
 )
 from shared.actorspec import spec as actor_spec
 from shared.config import Config
-from shared.fs import ensure_private_dir
+from shared.files import ensure_private_dir
 
 MONITOR_INTERVAL_S = 0.1  # exits and deadlines; also bounds restart latency
 

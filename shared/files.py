@@ -46,3 +46,17 @@ def unsafe_reason(path: str | os.PathLike[str]) -> str | None:
         return f"{p} is writable by {'others' if mode & stat.S_IWOTH else 'its group'} " \
                f"(mode {mode:o})"
     return None
+
+
+def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` atomically to a 0600 file (a crash leaves the old file or the new
+    one, never half of one)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
