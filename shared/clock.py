@@ -1,60 +1,62 @@
-"""Clocks: where time comes from, injected so decision code can be driven by a test.
+"""Time, injected: decision code never reads the clock itself.
 
-``LiveClock`` reads the system (wall time for what is stored and shown, the monotonic
-clock for intervals and timeouts, asyncio for sleeping). ``ManualClock`` only moves when
-a test advances it, so logic that depends on elapsed time runs without waiting.
+Live actors are handed a ``LiveClock``; tests, replays and the backtest a
+``ManualClock`` they move by hand, so the same pure cores run on either (the
+NautilusTrader ``LiveClock``/``TestClock`` split). Two readings exist because they
+answer different questions: ``wall_ns`` is "what time is it" (stamps, day
+boundaries), ``mono_ns`` only orders local events (never compare it across
+processes or runs).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Protocol
 
 
 class Clock(Protocol):
-    def time(self) -> float:
-        """Wall-clock seconds since the epoch (stored, compared across processes)."""
+    def wall_ns(self) -> int:
+        """Nanoseconds since the Unix epoch."""
         ...
 
-    def monotonic(self) -> float:
-        """Seconds on a clock that never jumps (intervals, timeouts)."""
+    def mono_ns(self) -> int:
+        """A monotonic reading: only differences within one process mean anything."""
         ...
-
-    async def sleep(self, seconds: float) -> None: ...
 
 
 class LiveClock:
-    def time(self) -> float:
-        return time.time()
+    """The process's real clocks."""
 
-    def monotonic(self) -> float:
-        return time.monotonic()
+    def wall_ns(self) -> int:
+        return time.time_ns()
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    def mono_ns(self) -> int:
+        return time.monotonic_ns()
 
 
 class ManualClock:
-    """Time stands still until ``advance``; ``sleep`` advances it and yields once, so a
-    loop under test runs step by step without real waiting."""
+    """A clock that moves only when told to: tests, replay and the backtest."""
 
-    def __init__(self, wall: float = 1_700_000_000.0, mono: float = 1_000.0) -> None:
-        self._wall = wall
-        self._mono = mono
+    def __init__(self, wall_ns: int = 0, mono_ns: int = 0) -> None:
+        self._wall = wall_ns
+        self._mono = mono_ns
 
-    def time(self) -> float:
+    def wall_ns(self) -> int:
         return self._wall
 
-    def monotonic(self) -> float:
+    def mono_ns(self) -> int:
         return self._mono
 
-    def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("time does not go backwards")
-        self._wall += seconds
-        self._mono += seconds
+    def advance(self, ns: int) -> None:
+        """Both readings move on by ``ns`` (never backwards)."""
+        if ns < 0:
+            raise ValueError("a clock does not go backwards")
+        self._wall += ns
+        self._mono += ns
 
-    async def sleep(self, seconds: float) -> None:
-        self.advance(max(0.0, seconds))
-        await asyncio.sleep(0)
+    def set_wall(self, wall_ns: int) -> None:
+        """Jump the wall reading to ``wall_ns`` (a recorded message's time); the
+        monotonic reading moves by the same amount when that is forwards."""
+        if wall_ns > self._wall:
+            self._mono += wall_ns - self._wall
+        self._wall = wall_ns

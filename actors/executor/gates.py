@@ -58,7 +58,7 @@ class Gates:
 
     def set_latch(self, latch: str, value: bool, reason: str) -> None:
         """Durable first, then announced (the caller publishes the snapshot)."""
-        self.s.db.set_latch(latch, value, reason, self.s.clock.time())
+        self.s.db.set_latch(latch, value, reason, self.s.now())
         self.latches = self.s.db.latches()
         logger.warning("executor: latch {} = {} ({})", latch, value, reason)
         self.sync_fsm(f"latch {latch}={value}")

@@ -99,7 +99,7 @@ class Orders:
         if (refusal := self.refuse_or_dedupe(o)) is not None:
             return refusal
         cid = o.client_order_id
-        now = s.clock.time()
+        now = s.now()
         if not s.venue.sends:
             s.db.reserve_order(self._row(o, now), retention_s=s.cfg.executor.key_retention_s)
             s.counters["accepted"] += 1
@@ -138,7 +138,7 @@ class Orders:
                             reason=existing.reason)
         if (block := self.gates.write_block(CANCEL)) is not None:
             return self.reject(cid, block)
-        now = s.clock.time()
+        now = s.now()
         # Cancels may be re-armed after FAILED: cancelling twice is harmless at the venue.
         s.db.reserve_key(CANCEL, cid, s.mode, now, s.cfg.executor.key_retention_s)
         s.keys[(CANCEL, cid)] = idem.reserve(now)
@@ -162,7 +162,7 @@ class Orders:
                             probes=new.probes, next_probe_at=new.next_at,
                             settle_from=new.settle_from,
                             exchange_order_id=new.exchange_order_id, reason=new.reason,
-                            now=s.clock.time(), order_update=order_update or None)
+                            now=s.now(), order_update=order_update or None)
         if new.terminal:
             s.keys.pop(k, None)
         else:
@@ -196,9 +196,9 @@ class Orders:
             key = self.s.keys.get(k)
             if key is None or key.phase not in idem.SENDABLE_PHASES:
                 return
-            wait = key.next_at - self.s.clock.time()
+            wait = key.next_at - self.s.now()
             if wait > 0:
-                await self.s.clock.sleep(wait)
+                await asyncio.sleep(wait)
                 continue
             await send_once(k)
 
@@ -207,7 +207,7 @@ class Orders:
         cid = k[1]
         order = s.db.get_order(cid)
         assert order is not None, f"order row of {cid} missing"
-        now = s.clock.time()
+        now = s.now()
         if (block := self.gates.write_block(SUBMIT)) is not None:
             logger.warning("executor: {} not sent: {}", cid, block)
             self.key_event(k, idem.GateBlocked(now, block), state="FAILED",
@@ -222,26 +222,26 @@ class Orders:
                                        cid)
         except RejectedError as exc:
             logger.warning("executor: {} rejected: {}", cid, exc)
-            self.key_event(k, idem.SendRejected(s.clock.time(), f"rejected:{exc.kind}"),
+            self.key_event(k, idem.SendRejected(s.now(), f"rejected:{exc.kind}"),
                            state="REJECTED", reason=f"rejected:{exc.kind}")
             return
         except RetryableError as exc:
-            new = self.key_event(k, idem.SendRetryable(s.clock.time(), exc.kind,
+            new = self.key_event(k, idem.SendRetryable(s.now(), exc.kind,
                                                        exc.retry_after_s))
             logger.warning("executor: {} not sent ({}); {}", cid, exc.kind,
                            "giving up" if new.terminal else f"retry #{new.attempts + 1}")
             if new.terminal:
-                s.db.update_order(cid, s.clock.time(), state="FAILED", reason=new.reason)
+                s.db.update_order(cid, s.now(), state="FAILED", reason=new.reason)
                 self.publish_order(cid, new.reason)
             return
         except Exception as exc:  # noqa: BLE001 - any other outcome may have reached it
             reason = getattr(exc, "kind", type(exc).__name__)
             logger.warning("executor: {} outcome unknown ({}); probing", cid, exc)
-            self.key_event(k, idem.SendAmbiguous(s.clock.time(), f"ambiguous:{reason}"),
+            self.key_event(k, idem.SendAmbiguous(s.now(), f"ambiguous:{reason}"),
                            state="UNKNOWN", reason=f"ambiguous:{reason}")
             return
         s.faults.hit("after_response")
-        self.key_event(k, idem.SendSucceeded(s.clock.time(), oid), state="OPEN",
+        self.key_event(k, idem.SendSucceeded(s.now(), oid), state="OPEN",
                        exchange_order_id=oid)
 
     async def _send_cancel_once(self, k: KeyId) -> None:
@@ -250,28 +250,28 @@ class Orders:
         order = s.db.get_order(cid)
         assert order is not None and order.exchange_order_id is not None
         if (block := self.gates.write_block(CANCEL)) is not None:
-            self.key_event(k, idem.GateBlocked(s.clock.time(), block))
+            self.key_event(k, idem.GateBlocked(s.now(), block))
             return
-        self.key_event(k, idem.SendStarted(s.clock.time()), persist=False)
+        self.key_event(k, idem.SendStarted(s.now()), persist=False)
         s.counters["cancel_sent"] += 1
         try:
             await s.venue.cancel(order.exchange_order_id)
         except RejectedError as exc:
             # Typically already filled or canceled; the final state is fetched below.
-            self.key_event(k, idem.SendRejected(s.clock.time(), f"rejected:{exc.kind}"))
+            self.key_event(k, idem.SendRejected(s.now(), f"rejected:{exc.kind}"))
         except RetryableError as exc:
-            self.key_event(k, idem.SendRetryable(s.clock.time(), exc.kind, exc.retry_after_s))
+            self.key_event(k, idem.SendRetryable(s.now(), exc.kind, exc.retry_after_s))
             return
         except Exception as exc:  # noqa: BLE001
-            self.key_event(k, idem.SendAmbiguous(s.clock.time(), f"ambiguous:{exc!r}"[:200]))
+            self.key_event(k, idem.SendAmbiguous(s.now(), f"ambiguous:{exc!r}"[:200]))
             return
         else:
             if s.dry_run:
                 # Nothing to read back: the cancel is the final word.
-                self.key_event(k, idem.SendSucceeded(s.clock.time(), order.exchange_order_id),
+                self.key_event(k, idem.SendSucceeded(s.now(), order.exchange_order_id),
                                state="CANCELED", reason="canceled")
                 return
-            self.key_event(k, idem.SendSucceeded(s.clock.time(), order.exchange_order_id))
+            self.key_event(k, idem.SendSucceeded(s.now(), order.exchange_order_id))
         await self.refresh_order(cid)
 
     # --- the venue's word on one order ------------------------------------------------
@@ -292,7 +292,7 @@ class Orders:
         if (state, filled, eo.id) == (order.state, order.filled_quantity,
                                       order.exchange_order_id):
             return False
-        self.s.db.update_order(order.client_order_id, self.s.clock.time(), state=state,
+        self.s.db.update_order(order.client_order_id, self.s.now(), state=state,
                                filled_quantity=filled, exchange_order_id=eo.id)
         self.publish_order(order.client_order_id)
         return True

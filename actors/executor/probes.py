@@ -12,6 +12,7 @@ done; only then are new orders accepted.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -41,7 +42,7 @@ class Probes:
     def load(self) -> None:
         """Every non-terminal key of a previous run is maybe-sent until probed."""
         s = self.s
-        now = s.clock.time()
+        now = s.now()
         for row in s.db.keys_with_status("PENDING", "UNKNOWN"):
             k = (row.action_type, row.key)
             s.keys[k] = idem.loaded(KeyStatus(row.status), row.attempts, row.reason,
@@ -56,7 +57,7 @@ class Probes:
     async def loop(self) -> None:
         s = self.s
         while True:
-            now = s.clock.time()
+            now = s.now()
             due = [k for k, key in list(s.keys.items())
                    if idem.needs_probe(key, now) and k not in s.unresolvable]
             for k in due:
@@ -66,7 +67,7 @@ class Probes:
                 await self._try_finish_recovery()
             # Keys become due on a backoff of >= 0.5 s: a 4 Hz idle tick is plenty
             # and keeps an idle executor from waking 10 times a second.
-            await s.clock.sleep(0.02 if due else 0.25)
+            await asyncio.sleep(0.02 if due else 0.25)
 
     async def probe(self, k: KeyId) -> None:
         s = self.s
@@ -92,7 +93,7 @@ class Probes:
             self._finish(k, order.exchange_order_id if found else None, inherited, found=found)
             return
         if (block := self.gates.read_block()) is not None:
-            self.orders.key_event(k, idem.ProbeFailed(s.clock.time(), block))
+            self.orders.key_event(k, idem.ProbeFailed(s.now(), block))
             return
         try:
             if k[0] == SUBMIT:
@@ -102,7 +103,7 @@ class Probes:
                 eo = await s.venue.get_order(order.exchange_order_id)
         except BtcTurkError as exc:
             s.counters["probe_errors"] += 1
-            self.orders.key_event(k, idem.ProbeFailed(s.clock.time(), exc.kind))
+            self.orders.key_event(k, idem.ProbeFailed(s.now(), exc.kind))
             return
         if inherited:
             s.faults.hit("during_recovery")
@@ -115,7 +116,7 @@ class Probes:
     def _finish(self, k: KeyId, oid: int | None, inherited: bool, *, found: bool = False,
                 eo: ExchangeOrder | None = None) -> None:
         s = self.s
-        now = s.clock.time()
+        now = s.now()
         cid = k[1]
         if found:
             update: dict[str, Any] = {}

@@ -59,7 +59,7 @@ class Snapshots:
     async def publish_loop(self) -> None:
         s = self.s
         while True:
-            await s.clock.sleep(PUBLISH_INTERVAL_S)
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
             if s.dirty and s.db_or_none is not None:
                 s.dirty = False
                 s.publish(self.build())
@@ -69,7 +69,7 @@ class Snapshots:
         order's reservation nor the event loop ever waits for one."""
         s = self.s
         while True:
-            await s.clock.sleep(CHECKPOINT_INTERVAL_S)
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
             db = s.db_or_none
             if db is None:
                 return
@@ -79,8 +79,8 @@ class Snapshots:
     async def prune_loop(self) -> None:
         s = self.s
         while True:
-            await s.clock.sleep(PRUNE_INTERVAL_S)
-            n = s.db.prune_keys(s.clock.time())
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+            n = s.db.prune_keys(s.now())
             if n:
                 s.counters["keys_pruned"] += n
                 logger.info("executor: pruned {} expired keys", n)

@@ -41,6 +41,14 @@ class ExecState:
     dirty: bool = True  # a portfolio snapshot is due
     _logged_once: set[str] = field(default_factory=set)
 
+    def now(self) -> float:
+        """Wall seconds (what is stored and compared across processes)."""
+        return self.clock.wall_ns() / 1e9
+
+    def mono(self) -> float:
+        """Monotonic seconds (intervals within this process)."""
+        return self.clock.mono_ns() / 1e9
+
     @property
     def mode(self) -> str:
         return self.cfg.mode

@@ -58,13 +58,13 @@ class Sync:
         # Short sleeps with the interval re-read each time: when the private socket goes
         # down (or misses an event), an overdue slow poll happens at once.
         s = self.s
-        last = s.clock.monotonic()
+        last = s.mono()
         while True:
-            now = s.clock.monotonic()
+            now = s.mono()
             s.venue.check(now)
             due = last + s.venue.poll_interval()
             if now < due:
-                await s.clock.sleep(min(0.25, due - now))
+                await asyncio.sleep(min(0.25, due - now))
                 continue
             last = now
             if self.gates.read_block() is not None or s.recovering:
@@ -88,9 +88,9 @@ class Sync:
         await self.apply_open_orders(await s.venue.open_orders(), "", changed)
         await self.read_trades(changed=changed)
         if watch and changed:
-            s.venue.on_poll_changes(changed, s.clock.monotonic(), up)
+            s.venue.on_poll_changes(changed, s.mono(), up)
         self.cancel_expired()
-        if s.clock.monotonic() - self._last_balance_fetch > s.cfg.executor.balance_refresh_s:
+        if s.mono() - self._last_balance_fetch > s.cfg.executor.balance_refresh_s:
             await self.fetch_balances()
 
     def _trade_start_ms(self, lookback_s: float = 0.0) -> int:
@@ -98,12 +98,12 @@ class Sync:
         oldest = None
         if self.trade_window.synced_from is None:
             oldest = min((r.created_at for r in s.db.open_orders(s.mode)), default=None)
-        return int(self.trade_window.start_s(s.clock.time(), oldest, lookback_s) * 1000)
+        return int(self.trade_window.start_s(s.now(), oldest, lookback_s) * 1000)
 
     async def read_trades(self, pair: str | None = None, lookback_s: float = 0.0,
                           changed: list[str] | None = None) -> int:
         """Import the trades the venue lists and we do not hold yet; returns how many."""
-        started = self.s.clock.time()
+        started = self.s.now()
         trades = await self.s.venue.user_trades(pair, self._trade_start_ms(lookback_s),
                                                 self.trade_window)
         n = self.import_trades(trades, changed)
@@ -135,7 +135,7 @@ class Sync:
 
     async def _fix(self, d: Drift, row: OrderRow | None) -> str:
         s = self.s
-        now = s.clock.time()
+        now = s.now()
         if d.kind == "orphan":
             assert d.exchange_order is not None
             eo = d.exchange_order
@@ -204,7 +204,7 @@ class Sync:
         s = self.s
         pos = s.db.positions(s.mode).get(f.symbol, PositionState())
         new = apply_fill(pos, f.side, f.price, f.quantity, f.fee)
-        if not s.db.insert_fill(f, s.mode, new, s.clock.time()):
+        if not s.db.insert_fill(f, s.mode, new, s.now()):
             return False
         s.counters["fills"] += 1
         s.dirty = True
@@ -216,7 +216,7 @@ class Sync:
 
     def cancel_expired(self) -> None:
         s = self.s
-        for row in ttl_expired(s.db.open_orders(s.mode), s.clock.time(),
+        for row in ttl_expired(s.db.open_orders(s.mode), s.now(),
                                s.cfg.executor.stale_order_ttl_s):
             key = s.db.get_key(CANCEL, row.client_order_id)
             if key is not None and key.status != "FAILED":
@@ -231,8 +231,8 @@ class Sync:
     async def fetch_balances(self) -> list[tuple[str, Decimal, Decimal]]:
         s = self.s
         balances = await s.venue.balances()
-        s.db.set_balances(s.mode, balances, s.clock.time())
-        self._last_balance_fetch = s.clock.monotonic()
+        s.db.set_balances(s.mode, balances, s.now())
+        self._last_balance_fetch = s.mono()
         s.dirty = True
         return balances
 
@@ -262,7 +262,7 @@ class Sync:
             s.counters["ws_foreign_events"] += 1
             return
         s.counters["ws_private_events"] += 1
-        s.venue.on_event_for(cid, s.clock.monotonic())
+        s.venue.on_event_for(cid, s.mono())
         if isinstance(event, OrderInsert) and self._insert_known(cid, event.order_id):
             # The send's answer already said so: a refresh would only cost two REST
             # calls right after every submit.
@@ -311,10 +311,10 @@ class Sync:
             quote = row.symbol[-3:] if row.symbol.endswith("TRY") else "QUOTE"
             self.record_fill(FillRow(trade_id, row.exchange_order_id, row.client_order_id,
                                      row.symbol, row.side, fill.price, fill.quantity,
-                                     fill.fee, quote, int(s.clock.time() * 1000)))
+                                     fill.fee, quote, int(s.now() * 1000)))
             filled = row.filled_quantity + fill.quantity
             state = "FILLED" if filled >= row.quantity else "PARTIAL"
-            s.db.update_order(row.client_order_id, s.clock.time(), state=state,
+            s.db.update_order(row.client_order_id, s.now(), state=state,
                               filled_quantity=filled)
             self.orders.publish_order(row.client_order_id, "dry_run_fill")
 

@@ -23,7 +23,7 @@ def make_venue(cfg: Config, counters: Counter[str], clock: Clock, faults: Faults
         if ex.replay_mirror:
             return MirrorVenue(counters)
         # Ids above any earlier run's: milliseconds since the epoch, then counting up.
-        return DryRunVenue(ex.dry_run_fee_bps, int(clock.time() * 1000))
+        return DryRunVenue(ex.dry_run_fee_bps, clock.wall_ns() // 10**6)
     key, secret = cfg.credentials()
     client = BtcTurkClient(cfg.rest_url, key or None, secret or None,
                            timeout_s=cfg.exchange.timeout_s,

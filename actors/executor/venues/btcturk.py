@@ -14,6 +14,7 @@ error never stops the executor (the socket is made anew).
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable, Container
 from decimal import Decimal
@@ -112,14 +113,14 @@ class BtcTurkVenue:
             except Exception:  # noqa: BLE001 - the socket never takes the executor down
                 self.counters["ws_errors"] += 1
                 logger.exception("executor: private WebSocket failed; starting a new one")
-                await self.clock.sleep(1.0)
+                await asyncio.sleep(1.0)
 
     async def _event(self, event: object) -> None:
         match event:
             case WsConnected():
                 # Our own numbering: a reconnect by the watch makes a new client object.
                 self.counters["ws_connects"] += 1
-                self._conn = (self.counters["ws_connects"], self.clock.monotonic())
+                self._conn = (self.counters["ws_connects"], self.clock.mono_ns() / 1e9)
                 logger.info("executor: private WebSocket connected (#{})",
                             self.counters["ws_connects"])
             case WsDisconnected():
