@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from .app import DEFAULT_API_KEY, DEFAULT_API_SECRET, parse_balances, start_simulator
+from .app import start_simulator
+from .options import DEFAULT_API_KEY, DEFAULT_API_SECRET, parse_balances
 
 
 async def _serve(host: str, port: int, options: dict[str, object]) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 
 from exchange_sim import SimOptions, Simulator, start_simulator
-from exchange_sim.app import WsClient
 from exchange_sim.engine import OrderRequest
+from exchange_sim.ws import WsClient
 from shared.btcturk.auth import auth_headers
 
 try:
