@@ -77,7 +77,10 @@ class SimulatorConfig(_Section):
     api_key: str = "sim-api-key"
     # the simulator's own public test secret, not a credential
     api_secret: str = "YnRjYm90LWV4Y2hhbmdlLXNpbS1zZWNyZXQtdjEhIQ=="
-    balances: str = "TRY=100000"
+    balances: str = "TRY=100000"  # a new paper account's balances (see state_file)
+    # Paper mode keeps the simulator's account here, so stop/start continues it
+    # (`btcbot-supervisor paper reset` archives it together with the executor DB).
+    state_file: str = "data/exchange-sim.db"
 
 
 # Actors off the tick-to-order path run at a lower CPU priority, so that on a small
