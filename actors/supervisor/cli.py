@@ -347,7 +347,13 @@ cli.add_command(recordings)
 cli.add_command(replay)
 
 # Operator tools (actors/supervisor/ops_cli.py): preflight, why, incident bundle.
-from actors.supervisor.ops_cli import arm_live, incident, preflight  # noqa: E402
+from actors.supervisor.ops_cli import arm_live, incident, preflight, why  # noqa: E402
 
 cli.add_command(preflight)
 cli.add_command(incident)
+cli.add_command(why)
+
+# The paper account (actors/supervisor/paper_cli.py): paper reset.
+from actors.supervisor.paper_cli import paper  # noqa: E402
+
+cli.add_command(paper)

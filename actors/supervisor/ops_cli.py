@@ -19,6 +19,9 @@ from actors.supervisor.core import InstanceLock
 from actors.supervisor.preflight import Report, render_text
 from actors.supervisor.preflight_probe import record_arming, run_preflight
 from actors.supervisor.progress import progress, progress_wanted
+from actors.supervisor.why import explain
+from actors.supervisor.why import render_text as render_why
+from actors.supervisor.why_sources import gather
 from bus.messages import StatusReply, SupervisorCommand
 from bus.transport import RequestClient, RequestFailed
 from shared.config import Config, ConfigError, load_config
@@ -122,3 +125,20 @@ def incident_bundle(ctx: click.Context, since: str, out: str | None, with_db: bo
                f"{manifest['secrets_redacted']} secret value(s) redacted")
     for item in manifest["omitted"]:
         click.echo(f"  left out {item['name']}: {item['why']}")
+
+
+@click.command()
+@click.argument("order_or_intent_id")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object")
+@click.pass_context
+def why(ctx: click.Context, order_or_intent_id: str, as_json: bool) -> None:
+    """Why this order (client or exchange order id) or intent was placed, resized,
+    rejected or never sent: book, strategy reason, risk's codes and limits, key history,
+    send and ack, fills, PnL. Exit 1 when nothing is known about it."""
+    cfg = _load(ctx)
+    with progress(4, "why", enabled=progress_wanted(as_json)) as bar:
+        facts = gather(cfg, order_or_intent_id, step=lambda: bar.update(1))
+        bar.update(1)
+    doc = explain(facts)
+    click.echo(json.dumps(doc, indent=2) if as_json else render_why(doc))
+    sys.exit(EXIT_OK if doc["found"] else EXIT_FAILURE)
