@@ -32,7 +32,9 @@ def simulator_args(cfg: Config) -> list[str]:
     sim = cfg.simulator
     return ["--host", sim.host, "--port", str(sim.port), "--seed", str(sim.seed),
             "--api-key", sim.api_key, "--api-secret", sim.api_secret,
-            "--book-interval-ms", str(sim.book_interval_ms), "--balances", sim.balances]
+            "--book-interval-ms", str(sim.book_interval_ms), "--balances", sim.balances,
+            # paper mode keeps one account across restarts; dry-run needs only its books
+            *(["--state", str(cfg.path(sim.state_file))] if cfg.mode == "paper" else [])]
 
 
 def simulator_url(cfg: Config) -> str:

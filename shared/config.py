@@ -20,11 +20,12 @@ import msgspec
 
 from shared.actorspec import ACTOR_NAMES, start_order
 from shared.actorspec import spec as actor_spec
+from shared.sizes import parse_size
+from shared.tradingday import BadTimeZone, zone
 
 Mode = Literal["dry-run", "paper", "live"]
 RestartPolicy = Literal["always", "on-failure", "never"]
 LIVE_ACK = "I_UNDERSTAND"
-
 
 
 class ConfigError(Exception):
@@ -73,7 +74,10 @@ class SimulatorConfig(_Section):
     api_key: str = "sim-api-key"
     # the simulator's own public test secret, not a credential
     api_secret: str = "YnRjYm90LWV4Y2hhbmdlLXNpbS1zZWNyZXQtdjEhIQ=="
-    balances: str = "TRY=100000"
+    balances: str = "TRY=100000"  # a new paper account's balances (see state_file)
+    # Paper mode keeps the simulator's account here, so stop/start continues it
+    # (`btcbot-supervisor paper reset` archives it together with the executor DB).
+    state_file: str = "data/exchange-sim.db"
 
 
 class ActorSettings(_Section):
@@ -143,6 +147,10 @@ class RiskConfig(_Section):
     max_notional_per_order_try: Decimal = Decimal("0")  # 0 = off
     max_position_try_per_symbol: Decimal = Decimal("5000")
     max_daily_loss_try: Decimal = Decimal("500")
+    # The daily loss (drop of net PnL, shared/pnl.py) counts from this local hour in this
+    # time zone: BTCTurk's home time by default.
+    day_boundary_tz: str = "Europe/Istanbul"
+    day_boundary_hour: int = 0
     try_cash_reserve: Decimal = Decimal("300")
     cash_asset: str = "TRY"  # the quote asset whose free balance funds buys
     snapshot_interval_s: float = 5.0  # executor snapshot refresh (latches, orders, PnL)
@@ -201,6 +209,22 @@ class RecorderConfig(_Section):
     segment_max_bytes: int = 64 * 1024 * 1024
     segment_max_s: float = 3600.0
     flush_interval_ms: int = 200
+    # Closed segments (rotation, stop, and any left by a crash) are zstd-compressed.
+    compress: bool = True
+    compress_level: int = 3  # 1..22; 3 is zstd's default (see docs/recordings.md)
+    # Retention: oldest closed segments first, never the open one; 0 disables a rule.
+    retain_days: float = 30.0
+    retain_bytes: int | str = "20G"  # bytes, or a size such as "500M", "20G"
+    # Status warns when the recordings' filesystem has less free space than this.
+    disk_warn_bytes: int | str = "2G"
+    housekeeping_interval_s: float = 60.0  # compression sweep, retention, usage figures
+    retry_s: float = 2.0  # after a write error (disk full, I/O error), try again this often
+
+    def retain_bytes_value(self) -> int:
+        return parse_size(self.retain_bytes)
+
+    def disk_warn_bytes_value(self) -> int:
+        return parse_size(self.disk_warn_bytes)
 
 
 def _default_actors() -> dict[str, ActorSettings]:
@@ -384,10 +408,20 @@ def _validate(cfg: Config) -> None:
         "marketdata.max_data_age_s": cfg.marketdata.max_data_age_s,
         "reconciler.interval_s": cfg.reconciler.interval_s,
         "recorder.flush_interval_ms": cfg.recorder.flush_interval_ms,
+        "recorder.housekeeping_interval_s": cfg.recorder.housekeeping_interval_s,
+        "recorder.retry_s": cfg.recorder.retry_s,
     }
     for field, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{field}: must be positive (got {value})")
+    _validate_recorder(cfg.recorder)
+    try:
+        zone(cfg.risk.day_boundary_tz)
+    except BadTimeZone as exc:
+        raise ConfigError(f"risk.day_boundary_tz: {exc}") from None
+    if not 0 <= cfg.risk.day_boundary_hour <= 23:
+        raise ConfigError(f"risk.day_boundary_hour: must be 0..23 "
+                          f"(got {cfg.risk.day_boundary_hour})")
     for name, spec in cfg.actors.items():
         if spec.heartbeat_timeout_s <= cfg.supervisor.heartbeat_interval_s:
             raise ConfigError(
@@ -396,6 +430,19 @@ def _validate(cfg: Config) -> None:
         if spec.nice is not None and not 0 <= spec.nice <= 19:
             # Negative values need privileges the supervisor should not ask for.
             raise ConfigError(f"actors.{name}.nice: must be 0..19 (got {spec.nice})")
+
+
+def _validate_recorder(rc: RecorderConfig) -> None:
+    for field in ("retain_bytes", "disk_warn_bytes"):
+        try:
+            parse_size(getattr(rc, field))
+        except ValueError as exc:
+            raise ConfigError(f"recorder.{field}: {exc}") from None
+    if rc.retain_days < 0:
+        raise ConfigError(f"recorder.retain_days: must be 0 (off) or positive "
+                          f"(got {rc.retain_days})")
+    if not 1 <= rc.compress_level <= 22:
+        raise ConfigError(f"recorder.compress_level: must be 1..22 (got {rc.compress_level})")
 
 
 def load_config(path: str | os.PathLike[str], *, mode: str | None = None) -> Config:
