@@ -174,7 +174,8 @@ def test_an_order_links_to_its_history(page: Any, dash: Dash) -> None:
     link = page.locator("#card-orders tbody a").first
     wait_for(lambda: link.count() > 0, timeout=60, what="an order on the bus")
     coid = link.inner_text()
-    link.click()
+    # live updates put newer orders first: click this order's link, wherever it is now
+    page.locator("#card-orders tbody a", has_text=coid).first.click()
     page.wait_for_url(f"**/order/{coid}")
     assert page.locator("#card-timeline tbody tr").count() >= 2
     assert "decision" in page.locator("#card-timeline").inner_text()
