@@ -24,7 +24,6 @@ from actors.supervisor.status import build_status
 from bus.messages import (
     Ack,
     CommandRequest,
-    Control,
     FeedStatus,
     Heartbeat,
     Msg,
@@ -426,13 +425,8 @@ class Supervisor:
         return f"{name} restarted (pid {child.pid}){'' if ok else ' but not READY yet'}"
 
     async def _set_latch(self, latch: str, value: bool, reason: str) -> str:
-        """Persisted by the executor (the owner of the DB); broadcast at once so risk
-        reacts without waiting for its next snapshot."""
-        command = {("kill_switch", True): "kill_switch_on", ("kill_switch", False):
-                   "kill_switch_off", ("paused", True): "pause", ("paused", False): "resume"}
-        if (latch, value) in command and self.pub is not None:
-            self.pub.publish(Control(command=command[(latch, value)],  # type: ignore[arg-type]
-                                     reason=reason or "operator"))
+        """A request to the executor, the one writer of latches: it persists the change
+        and then announces it (its portfolio snapshot), which risk and status follow."""
         if latch == "kill_switch" and not value:
             self.kill_switch_reason = ""
         if "executor" not in self.children:
