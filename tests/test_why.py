@@ -127,3 +127,25 @@ def test_contributions_add_up_to_the_symbols_pnl(rows: list) -> None:
     assert sum(Decimal(x["realized"]) for x in parts) == pos.realized_pnl
     assert sum(Decimal(x["fees"]) for x in parts) == pos.fees
     assert sum(Decimal(x["net"]) for x in parts) == pos.realized_pnl - pos.fees
+
+
+def test_explain_never_sent_and_never_decided() -> None:
+    from actors.supervisor.why import WhyFacts, explain, render_text
+    from bus.messages import Intent
+
+    intent = Intent(intent_id="i-1", symbol="BTCTRY", side="buy", order_type="limit",
+                    price=Decimal("100"), quantity=Decimal("1"), reason="spread wide",
+                    ttl_s=60, strategy="s", created_wall_ns=1_700_000_000_000_000_000)
+    approved = RiskDecision(intent_id="i-1", symbol="BTCTRY", verdict="approved", reasons=[],
+                            side="buy", order_type="limit", price=Decimal("100"),
+                            quantity=Decimal("1"), requested_quantity=Decimal("1"),
+                            client_order_id="bb-1", executor_status="rejected:gate")
+    doc = explain(WhyFacts(query="i-1", intent=(intent.created_wall_ns, intent),
+                           decisions=[(intent.created_wall_ns + 1000, approved)]))
+    assert doc["outcome"].startswith("approved by risk but never sent")
+    assert "rejected:gate" in doc["outcome"] and doc["send"] is None
+    assert "the triggering book is not in the recordings" in doc["notes"]
+    assert "never sent" in render_text(doc)
+    undecided = explain(WhyFacts(query="i-1", intent=(intent.created_wall_ns, intent)))
+    assert undecided["outcome"].startswith("never decided")
+    assert not explain(WhyFacts(query="x"))["found"]
