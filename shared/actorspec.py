@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # argv and mode builders are handed a Config; no import at ru
     from shared.config import Config
 
 Probe = Literal["heartbeat", "http"]
-Role = Literal["infrastructure", "exchange", "observer", "trading"]
+Role = Literal["infrastructure", "exchange", "recorder", "trading", "observer"]
 
 
 def actor_args(cfg: Config) -> list[str]:
@@ -46,8 +46,20 @@ def always(cfg: Config) -> bool:
     return True
 
 
+def never(cfg: Config) -> bool:
+    return False
+
+
 def when_simulated(cfg: Config) -> bool:
     return cfg.runs_simulator
+
+
+def when_webhooks(cfg: Config) -> bool:
+    return bool(cfg.alerts.webhooks)
+
+
+def when_recorder_required(cfg: Config) -> bool:
+    return cfg.recorder.required
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,12 @@ class ActorSpec:
     # Started (and READY) before this one; stopped after it.
     depends_on: tuple[str, ...] = ()
     runs_in: Callable[[Config], bool] = always  # wanted in this config's mode?
+    # Off unless the config enables it: an observer that binds a TCP port should not
+    # appear in every pipeline a test or a replay starts.
+    enabled_by_default: bool = True
+    # Its being down halts trading, and giving up on it sets the kill switch. Observers
+    # (alerts, dashboard) are off the trading path: a dead webhook must not stop a bot.
+    critical: Callable[[Config], bool] = always
     secrets: bool = False  # the only kind of child whose environment holds credentials
     nice: int = 0  # default CPU priority (0-19); [actors.<name>].nice overrides
     # Where its log lines go, in the log dir: runtime actors write <name>.log (loguru,
@@ -86,7 +104,8 @@ SPECS: tuple[ActorSpec, ...] = (
               probe_url=simulator_url, role="exchange", runs_in=when_simulated, log_suffix=".out",
               description="BTCTurk-compatible simulator (paper mode, dry-run market data)"),
     # Off the tick-to-order path: a lower CPU priority keeps ticks from waiting on them.
-    ActorSpec("recorder", "actors.recorder", role="observer", depends_on=("bus",), nice=10,
+    ActorSpec("recorder", "actors.recorder", role="recorder", depends_on=("bus",), nice=10,
+              critical=when_recorder_required,
               description="every bus message to segment files"),
     ActorSpec("executor", "actors.executor", depends_on=("bus", "exchange-sim"), secrets=True,
               description="the only owner of the DB and the authenticated client"),
@@ -99,6 +118,11 @@ SPECS: tuple[ActorSpec, ...] = (
     ActorSpec("reconciler", "actors.reconciler", role="observer",
               depends_on=("bus", "executor"), nice=10,
               description="periodic reconcile, safety latch, PnL"),
+    ActorSpec("alerts", "actors.alerts", role="observer", depends_on=("bus",), nice=10,
+              runs_in=when_webhooks, critical=never,
+              description="webhook alerts (runs only with a webhook configured)"),
+    ActorSpec("dashboard", "actors.dashboard", role="observer", depends_on=("bus",), nice=10,
+              enabled_by_default=False, critical=never, description="the web dashboard"),
 )
 
 BY_NAME: dict[str, ActorSpec] = {s.name: s for s in SPECS}

@@ -204,8 +204,25 @@ class ReconcilerConfig(_Section):
     incident_min_interval_s: float = 1.0  # incident-triggered rounds at most this often
 
 
+class DashboardConfig(_Section):
+    # Loopback by default: the dashboard has no TLS, so its token would cross a network
+    # in clear. Any other address needs allow_remote = true (put a TLS proxy in front).
+    host: str = "127.0.0.1"
+    port: int = 18_090
+    allow_remote: bool = False
+    token_file: str = "dashboard.token"  # under data_dir; created 0600 at first start
+    audit_file: str = "dashboard-audit.jsonl"  # under data_dir; every operator command
+    status_interval_s: float = 1.0  # supervisor status poll while a browser is connected
+    idle_status_interval_s: float = 5.0  # ... and while none is (metrics stay fresh)
+    history_points: int = 3600  # per chart series (mid prices, equity)
+    history_rows: int = 500  # rows kept per table (orders, fills, decisions)
+
+
 class RecorderConfig(_Section):
     path: str = "recordings"
+    # Trading needs a recording: while the recorder is down or NOT RECORDING, status is
+    # not TRADING, and giving up on it sets the kill switch. false: trade without one.
+    required: bool = True
     segment_max_bytes: int = 64 * 1024 * 1024
     segment_max_s: float = 3600.0
     flush_interval_ms: int = 200
@@ -227,8 +244,32 @@ class RecorderConfig(_Section):
         return parse_size(self.disk_warn_bytes)
 
 
+def _default_settings(name: str) -> ActorSettings:
+    return ActorSettings(enabled=actor_spec(name).enabled_by_default)
+
+
+class WebhookConfig(_Section):
+    url: str
+    # "json": the event as one JSON object; "telegram": a Bot API sendMessage body
+    # ({"chat_id", "text"}) for https://api.telegram.org/bot<TOKEN>/sendMessage.
+    format: Literal["json", "telegram"] = "json"
+    chat_id: str = ""
+    timeout_s: float = 5.0
+
+
+class AlertsConfig(_Section):
+    # The alerts actor runs only when at least one webhook is configured.
+    webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
+    on_fill: bool = False  # also an event for every fill
+    max_attempts: int = 8  # per event and webhook, then it is dropped (counted)
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    queue_max: int = 1000  # per webhook; beyond it the oldest event is dropped (counted)
+    repeat_s: float = 300.0  # a level condition (drift, daily loss) re-alerts at most this often
+
+
 def _default_actors() -> dict[str, ActorSettings]:
-    return {name: ActorSettings() for name in ACTOR_NAMES}
+    return {name: _default_settings(name) for name in ACTOR_NAMES}
 
 
 class Config(_Section):
@@ -249,6 +290,8 @@ class Config(_Section):
     executor: ExecutorConfig = msgspec.field(default_factory=ExecutorConfig)
     reconciler: ReconcilerConfig = msgspec.field(default_factory=ReconcilerConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
 
     # Set by load_config, not read from the file.
     base_dir: str = ""
@@ -258,6 +301,10 @@ class Config(_Section):
     def path(self, p: str) -> Path:
         q = Path(p)
         return q if q.is_absolute() else Path(self.base_dir) / q
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data_dir)
 
     @property
     def runtime_path(self) -> Path:
@@ -392,7 +439,7 @@ def _validate(cfg: Config) -> None:
         if name not in ACTOR_NAMES:
             raise ConfigError(f"actors.{name}: unknown actor (known: {', '.join(ACTOR_NAMES)})")
     for name in ACTOR_NAMES:  # a section lists only what it changes
-        cfg.actors.setdefault(name, ActorSettings())
+        cfg.actors.setdefault(name, _default_settings(name))
     for field, endpoint in (("bus.pub_endpoint", cfg.bus.pub_endpoint),
                             ("bus.sub_endpoint", cfg.bus.sub_endpoint)):
         if endpoint and not endpoint.startswith("ipc://"):
@@ -400,6 +447,7 @@ def _validate(cfg: Config) -> None:
             # unauthenticated tcp bus would let anyone on the network send orders.
             raise ConfigError(f"{field}: only ipc:// endpoints are supported (tcp:// requires "
                               f"CURVE authentication, not implemented)")
+    _validate_dashboard(cfg.dashboard)
     if not cfg.marketdata.symbols:
         raise ConfigError("marketdata.symbols: at least one symbol is required")
     positive = {
@@ -412,6 +460,16 @@ def _validate(cfg: Config) -> None:
         "recorder.retry_s": cfg.recorder.retry_s,
     }
     for field, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{field}: must be positive (got {value})")
+    for i, hook in enumerate(cfg.alerts.webhooks):
+        if not hook.url.startswith(("http://", "https://")):
+            raise ConfigError(f"alerts.webhooks[{i}].url: must be an http:// or https:// URL")
+        if hook.format == "telegram" and not hook.chat_id:
+            raise ConfigError(f"alerts.webhooks[{i}].chat_id: required for format telegram")
+    for field, value in (("alerts.max_attempts", cfg.alerts.max_attempts),
+                         ("alerts.backoff_initial_s", cfg.alerts.backoff_initial_s),
+                         ("alerts.queue_max", cfg.alerts.queue_max)):
         if value <= 0:
             raise ConfigError(f"{field}: must be positive (got {value})")
     _validate_recorder(cfg.recorder)
@@ -430,6 +488,20 @@ def _validate(cfg: Config) -> None:
         if spec.nice is not None and not 0 <= spec.nice <= 19:
             # Negative values need privileges the supervisor should not ask for.
             raise ConfigError(f"actors.{name}.nice: must be 0..19 (got {spec.nice})")
+
+
+def _validate_dashboard(d: DashboardConfig) -> None:
+    if not 1 <= d.port <= 65535:
+        raise ConfigError(f"dashboard.port: must be 1..65535 (got {d.port})")
+    if d.host not in ("127.0.0.1", "localhost", "::1") and not d.allow_remote:
+        raise ConfigError(f"dashboard.host: {d.host!r} is not loopback; the dashboard has no "
+                          f"TLS, so binding it elsewhere needs dashboard.allow_remote = true")
+    for field, value in (("dashboard.status_interval_s", d.status_interval_s),
+                         ("dashboard.idle_status_interval_s", d.idle_status_interval_s),
+                         ("dashboard.history_points", d.history_points),
+                         ("dashboard.history_rows", d.history_rows)):
+        if value <= 0:
+            raise ConfigError(f"{field}: must be positive (got {value})")
 
 
 def _validate_recorder(rc: RecorderConfig) -> None:
@@ -507,6 +579,9 @@ def _toml_value(v: Any) -> str:
         return json.dumps(v)  # a JSON string is a valid TOML basic string
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table (e.g. an element of alerts.webhooks)
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()
+                               if x is not None) + "}"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
