@@ -84,7 +84,9 @@ class ActorSettings(_Section):
     """``[actors.<name>]``: what an operator tunes per child. What the child *is*
     (command, probe, dependencies, role) is its spec in shared/actorspec.py."""
 
-    enabled: bool = True
+    # Unset: the spec's default (enabled_by_default); resolved by load_config, so after
+    # loading it is always a bool. A section that tunes only a timeout enables nothing.
+    enabled: bool | None = None
     restart: RestartPolicy = "always"
     heartbeat_timeout_s: float = 5.0
     start_timeout_s: float = 20.0
@@ -376,7 +378,11 @@ class Config(_Section):
     def enabled_actors(self) -> list[str]:
         """Children to run in this mode, in start order (dependencies first)."""
         return start_order(n for n in ACTOR_NAMES
-                           if self.actor_settings(n).enabled and actor_spec(n).runs_in(self))
+                           if self.actor_enabled(n) and actor_spec(n).runs_in(self))
+
+    def actor_enabled(self, name: str) -> bool:
+        enabled = self.actor_settings(name).enabled
+        return actor_spec(name).enabled_by_default if enabled is None else enabled
 
     def live_arming_problems(self) -> list[str]:
         """Why live trading is not armed (empty when it is)."""
@@ -439,7 +445,9 @@ def _validate(cfg: Config) -> None:
         if name not in ACTOR_NAMES:
             raise ConfigError(f"actors.{name}: unknown actor (known: {', '.join(ACTOR_NAMES)})")
     for name in ACTOR_NAMES:  # a section lists only what it changes
-        cfg.actors.setdefault(name, _default_settings(name))
+        settings = cfg.actors.setdefault(name, _default_settings(name))
+        if settings.enabled is None:
+            settings.enabled = actor_spec(name).enabled_by_default
     for field, endpoint in (("bus.pub_endpoint", cfg.bus.pub_endpoint),
                             ("bus.sub_endpoint", cfg.bus.sub_endpoint)):
         if endpoint and not endpoint.startswith("ipc://"):

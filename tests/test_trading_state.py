@@ -16,12 +16,13 @@ from actors.supervisor.trading_state import (
 )
 from shared.actorspec import ACTOR_NAMES
 
+OBSERVERS = ("alerts", "dashboard")
 STATES = ("READY", "STARTING", "BACKOFF", "GAVE_UP", "STOPPED", "DEGRADED_RECOVERY")
 
 
 def actor_views() -> st.SearchStrategy[tuple[ActorView, ...]]:
     def build(present: list[bool], ups: list[bool], states: list[str]) -> tuple[ActorView, ...]:
-        return tuple(ActorView(n, "READY" if up else s, up)
+        return tuple(ActorView(n, "READY" if up else s, up, critical=n not in OBSERVERS)
                      for n, here, up, s in zip(ACTOR_NAMES, present, ups, states, strict=True)
                      if here)
     k = len(ACTOR_NAMES)
@@ -72,7 +73,7 @@ def must_halt(x: TradingInputs) -> bool:
         "executor" not in names,
         x.recorder_required and "recorder" not in names,
         x.recorder_required and x.recorder_recording is False,
-        any(not a.up for a in x.actors),
+        any(not a.up and a.critical for a in x.actors),
     ])
 
 
@@ -80,13 +81,14 @@ def must_halt(x: TradingInputs) -> bool:
 def test_trading_exactly_when_nothing_forbids_it(x: TradingInputs) -> None:
     out = derive_trading_state(x)
     assert out.trading == (not must_halt(x))
-    blocking = [r for r in out.reasons if r != DRY_RUN_NOTE]
+    blocking = [r for r in out.reasons
+                if r != DRY_RUN_NOTE and not r.startswith("observer:")]
     assert bool(blocking) == (out.state == "HALTED")  # a halt always says why
     assert len(set(out.reasons)) == len(out.reasons)
     assert (DRY_RUN_NOTE in out.reasons) == (x.mode == "dry-run")
 
 
-@given(inputs, st.sampled_from(ACTOR_NAMES))
+@given(inputs, st.sampled_from([n for n in ACTOR_NAMES if n not in OBSERVERS]))
 def test_an_actor_down_is_named_and_halts(x: TradingInputs, name: str) -> None:
     actors = tuple(a for a in x.actors if a.name != name) + (ActorView(name, "BACKOFF", False),)
     out = derive_trading_state(replace(x, actors=actors))
@@ -96,14 +98,11 @@ def test_an_actor_down_is_named_and_halts(x: TradingInputs, name: str) -> None:
 
 @given(inputs)
 def test_adding_a_failure_never_resumes_trading(x: TradingInputs) -> None:
-    before = derive_trading_state(x)
     for worse in (replace(x, paused=True), replace(x, exchange_reachable=False, mode="paper"),
                   replace(x, recorder_recording=False, recorder_required=True),
                   replace(x, stale_symbols=("BTCTRY",)), replace(x, submits_failing=True,
                                                                  mode="live")):
-        after = derive_trading_state(worse)
-        assert not after.trading or before.trading
-        assert not after.trading
+        assert not derive_trading_state(worse).trading
 
 
 def healthy(**changes: object) -> TradingInputs:
@@ -130,6 +129,12 @@ def test_reasons_name_the_cause() -> None:
     assert rec.reasons == ("recorder:NOT RECORDING (disk full)",)
     optional = derive_trading_state(healthy(recorder_recording=False, recorder_required=False))
     assert optional.trading
+
+
+def test_an_observer_down_is_noted_but_does_not_halt() -> None:
+    actors = healthy().actors + (ActorView("alerts", "BACKOFF", False, critical=False),)
+    out = derive_trading_state(healthy(actors=actors))
+    assert out.trading and out.reasons == ("observer:alerts:BACKOFF",)
 
 
 def test_dry_run_ignores_the_exchange_but_notes_the_mode() -> None:

@@ -100,8 +100,10 @@ class StatusCollector(Collector):
             ready.add_metric([name], 1.0 if a["ready"] else 0.0)
             state.add_metric([name, a["state"]], 1.0)
             restarts.add_metric([name], float(a["restarts"]))
-            cpu.add_metric([name], float(a["cpu_percent"]))
-            rss.add_metric([name], float(a["rss_bytes"]))
+            if a["cpu_percent"] is not None:  # None: no process (BACKOFF, STOPPED)
+                cpu.add_metric([name], float(a["cpu_percent"]))
+            if a["rss_bytes"] is not None:
+                rss.add_metric([name], float(a["rss_bytes"]))
             if a["heartbeat_age_s"] is not None:
                 hb.add_metric([name], float(a["heartbeat_age_s"]))
             if "bus_gaps" in c:

@@ -224,7 +224,8 @@ def _actors(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
         ok = a["ready"]
         rows.append([a["name"], cls(a["state"], "good" if ok else "bad"),
                      str(a["pid"] or "-"), str(a["restarts"]), duration(a["uptime_s"]),
-                     age(a["heartbeat_age_s"]), f"{a['cpu_percent']:.1f}",
+                     age(a["heartbeat_age_s"]),
+                     "-" if a["cpu_percent"] is None else f"{a['cpu_percent']:.1f}",
                      f"{a['rss_bytes'] / 1e6:.1f}" if a["rss_bytes"] else "-",
                      a.get("last_exit") or ""])
         for k, v in sorted(a.get("counters", {}).items()):

@@ -311,7 +311,7 @@ def latch_clear(ctx: click.Context, reason: str) -> None:
 def dashboard(ctx: click.Context, open_browser: bool) -> None:
     """Print the web dashboard's URL with its access token."""
     cfg = load(ctx)
-    if not cfg.actor_spec("dashboard").enabled:
+    if not cfg.actor_enabled("dashboard"):
         fail("the dashboard is not enabled: set [actors.dashboard] enabled = true", EXIT_USAGE)
     token_path = cfg.data_path / cfg.dashboard.token_file
     try:

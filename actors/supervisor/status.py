@@ -157,10 +157,11 @@ def render_text(doc: dict[str, Any]) -> str:
     ]
     for a in doc["actors"]:
         rss = f"{a['rss_bytes'] / 1e6:.1f}" if a["rss_bytes"] else "-"
+        cpu = "-" if a["cpu_percent"] is None else f"{a['cpu_percent']:.1f}"
         lines.append(
             f"{a['name']:<13}{a['pid'] or '-':>8}  {a['state']:<18}{a['restarts']:>8}"
             f"{a['uptime_s']:>9.0f}s{_fmt_age(a['heartbeat_age_s']):>8}"
-            f"{a['cpu_percent']:>7.1f}{rss:>8}"
+            f"{cpu:>7}{rss:>8}"
         )
     g, latch, keys = doc["gates"], doc["latch"], doc["idempotency"]
     lines += [

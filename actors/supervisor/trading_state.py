@@ -21,6 +21,8 @@ class ActorView:
     name: str
     state: str  # what status shows: READY, BACKOFF, GAVE_UP, STOPPED, DEGRADED_RECOVERY...
     up: bool  # running and READY (heartbeating, or probed over HTTP)
+    # Off the trading path (alerts, dashboard): its being down is noted, never halts.
+    critical: bool = True
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class TradingInputs:
 @dataclass(frozen=True)
 class TradingState:
     state: TradingStateName
-    reasons: tuple[str, ...]  # blocking reasons first; notes (dry-run) do not block
+    reasons: tuple[str, ...]  # notes (dry-run, observers down) first; they do not block
 
     @property
     def trading(self) -> bool:
@@ -102,8 +104,10 @@ def derive_trading_state(x: TradingInputs) -> TradingState:
         elif x.recorder_recording is False:
             blocking.append("recorder:NOT RECORDING" + (f" ({x.recorder_reason})"
                                                         if x.recorder_reason else ""))
-    for actor in x.actors:
-        if not actor.up:
-            blocking.append(f"actor:{actor.name}:{actor.state}")
     notes = [DRY_RUN_NOTE] if x.mode == "dry-run" else []
+    for actor in x.actors:
+        if not actor.up and actor.critical:
+            blocking.append(f"actor:{actor.name}:{actor.state}")
+        elif not actor.up:
+            notes.append(f"observer:{actor.name}:{actor.state}")
     return TradingState("HALTED" if blocking else "TRADING", tuple(notes + blocking))
