@@ -225,10 +225,10 @@ class WsHub:
 
     # ------------------------------------------------------------------ ticker
 
-    def publish_ticker(self) -> None:
+    def publish_ticker(self, now_ms: int) -> None:
         rows = []
         for index, book in enumerate(self.market.books.values()):
-            row = self._ticker_row(index, book)
+            row = self._ticker_row(index, book, now_ms)
             rows.append(row)
             symbol = book.spec.name
             clients = self._subscribers(("ticker", symbol))
@@ -243,8 +243,8 @@ class WsHub:
                 client.send(frame)
 
     @staticmethod
-    def _ticker_row(index: int, book: Book) -> dict[str, Any]:
-        r = ticker_row(index, book)
+    def _ticker_row(index: int, book: Book, now_ms: int) -> dict[str, Any]:
+        r = ticker_row(index, book, now_ms)
         bid_amt = book.bids[0][1] if book.bids else Decimal(0)
         ask_amt = book.asks[0][1] if book.asks else Decimal(0)
         return {
