@@ -73,6 +73,7 @@ from bus.messages import (
 from bus.transport import CommandError, RequestClient, RequestFailed
 from shared.fsm import State
 from shared.ids import client_order_id
+from shared.tradingday import TradingDay
 
 ACK_CACHE_SIZE = 10_000
 
@@ -84,7 +85,8 @@ class RiskActor(Actor):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.state = RiskState()
+        self.state = RiskState(trading_day=TradingDay.named(self.cfg.risk.day_boundary_tz,
+                                                            self.cfg.risk.day_boundary_hour))
         self.acks: OrderedDict[str, IntentAck] = OrderedDict()  # approved intents
         # cid -> (local mono ns, message clock ns) of its approval: kept across a snapshot
         # that cannot contain it yet.
@@ -328,7 +330,10 @@ class RiskActor(Actor):
     def heartbeat_info(self) -> dict[str, str]:
         gates = global_gates(self.cfg, self.state, self.message_clock())
         return {"gates": ",".join(gates) or "open",
-                "fresh": ",".join(s for s, f in sorted(self.state.feed.items()) if f)}
+                "fresh": ",".join(s for s, f in sorted(self.state.feed.items()) if f),
+                # the dashboard's daily-loss budget: risk's own count, not a recomputation
+                "daily_loss": str(self.state.daily_loss()),
+                "max_daily_loss": str(self.cfg.risk.max_daily_loss_try)}
 
 
 def main() -> None:
