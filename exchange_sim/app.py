@@ -286,6 +286,7 @@ class Simulator:
             self.engine.match_resting(symbol)
             self.persist()
             self.ws.publish_book(symbol)
+            self.ws.publish_obdiff(symbol)
         self.ws.publish_ticker(now)
 
 

@@ -216,7 +216,8 @@ class Market:
             shock = Decimal(str(round(self.rng.gauss(0.0, 1.0), 6))) * HISTORY_VOLATILITY
             path.append(max(grid, path[-1] / (1 + shock)))
         path.reverse()
-        start_ms = now_ms - minutes * 60_000
+        # Minute-aligned, so one seed gives the same candles whenever it starts.
+        start_ms = (now_ms // 60_000 - minutes) * 60_000
         for minute, price in enumerate(path):
             for k in range(1 + self.rng.randrange(3)):
                 jitter = Decimal(str(round(self.rng.uniform(-1.0, 1.0), 6))) * self.spread
