@@ -32,7 +32,8 @@ from .options import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimOptions, parse_bala
 from .order_log import OrderLog, set_outcome
 from .private_api import PrivateApi
 from .public_api import PublicApi
-from .responses import Handler, decode_body, error
+from .rate_limits import RateLimiter
+from .responses import Handler, decode_body, encode, error
 from .state_store import StateStore
 from .ws import WsClient, WsHub
 
@@ -72,6 +73,7 @@ class Simulator:
         self.auth = AuthChecker(options.credentials, options.nonce_window_ms)
         self.random_walk = options.random_walk
         self.order_log = OrderLog()
+        self.rate_limiter = RateLimiter(enabled=options.rate_limits)
         self.ws = WsHub(self.market, self.engine, self.auth, self.faults, options.ws_heartbeat_s)
         self.engine.emit_private = self.ws.publish_private
         self.engine.emit_trade = self.ws.publish_trade
@@ -164,6 +166,7 @@ class Simulator:
         if self.store is not None:
             self.store.initialize(self.engine.account, self.options.seed, self._ceilings())
         self.order_log.clear()
+        self.rate_limiter.reset()
         self.faults.clear()
         self.auth.reset()
         clear_ws_faults(self.ws)
@@ -209,6 +212,16 @@ class Simulator:
         handler, status = self._route(request.method, path)
         if handler is None:
             return self._unrouted(status)
+        refusal = self.rate_limiter.check(
+            request.method, path, request.remote or "", request.headers.get("X-PCK", ""),
+            time.monotonic(),
+        )
+        if refusal is not None:
+            set_outcome(ctx, "rate_limited", None, 429)
+            resp = web.Response(body=encode(refusal.body()), status=429,
+                                content_type="application/json")
+            resp.headers["Retry-After"] = str(refusal.retry_after_s)
+            return resp
         if path.startswith("/api/v1/") and path not in PUBLIC_V1:
             try:
                 self.auth.check(request.headers, self.now_ms())

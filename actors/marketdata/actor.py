@@ -289,9 +289,11 @@ class MarketdataActor(Actor):
         return info
 
     def heartbeat_counters(self) -> dict[str, int]:
+        # HTTP 429s from the exchange's rate limits: a normal session shows 0.
+        limited = {"http_429": self.client.rate_limited} if self.client is not None else {}
         if self.ws is None:
-            return {}
-        return {f"ws_{k}": v for k, v in self.ws.counters.items()}
+            return limited
+        return {**limited, **{f"ws_{k}": v for k, v in self.ws.counters.items()}}
 
 
 def main() -> None:
