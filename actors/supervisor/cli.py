@@ -341,7 +341,8 @@ def main() -> None:
 
 
 # Recorder inspection and replay (actors/supervisor/replay_cli.py).
-from actors.supervisor.replay_cli import recordings, replay  # noqa: E402
+from actors.supervisor.recordings_cli import recordings  # noqa: E402
+from actors.supervisor.replay_cli import replay  # noqa: E402
 
 cli.add_command(recordings)
 cli.add_command(replay)
