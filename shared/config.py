@@ -19,6 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from shared.sizes import parse_size
+from shared.tradingday import BadTimeZone, zone
 
 Mode = Literal["dry-run", "paper", "live"]
 RestartPolicy = Literal["always", "on-failure", "never"]
@@ -26,8 +27,11 @@ LIVE_ACK = "I_UNDERSTAND"
 
 ACTOR_NAMES = (
     "bus", "exchange-sim", "recorder", "executor", "marketdata", "risk", "strategy",
-    "reconciler",
+    "reconciler", "alerts",
 )
+# Actors off the trading path: being down never halts trading, and giving up on one
+# does not set the kill switch (a dead webhook must not stop a healthy bot).
+OBSERVER_ACTORS = frozenset({"alerts"})
 
 
 class ConfigError(Exception):
@@ -76,12 +80,15 @@ class SimulatorConfig(_Section):
     api_key: str = "sim-api-key"
     # the simulator's own public test secret, not a credential
     api_secret: str = "YnRjYm90LWV4Y2hhbmdlLXNpbS1zZWNyZXQtdjEhIQ=="
-    balances: str = "TRY=100000"
+    balances: str = "TRY=100000"  # a new paper account's balances (see state_file)
+    # Paper mode keeps the simulator's account here, so stop/start continues it
+    # (`btcbot-supervisor paper reset` archives it together with the executor DB).
+    state_file: str = "data/exchange-sim.db"
 
 
 # Actors off the tick-to-order path run at a lower CPU priority, so that on a small
 # machine a tick never waits for the recorder's write or the reconciler's report.
-BACKGROUND_NICE = {"recorder": 10, "reconciler": 10}
+BACKGROUND_NICE = {"recorder": 10, "reconciler": 10, "alerts": 10}
 
 
 class ActorSpec(_Section):
@@ -148,6 +155,10 @@ class RiskConfig(_Section):
     max_notional_per_order_try: Decimal = Decimal("0")  # 0 = off
     max_position_try_per_symbol: Decimal = Decimal("5000")
     max_daily_loss_try: Decimal = Decimal("500")
+    # The daily loss (drop of net PnL, shared/pnl.py) counts from this local hour in this
+    # time zone: BTCTurk's home time by default.
+    day_boundary_tz: str = "Europe/Istanbul"
+    day_boundary_hour: int = 0
     try_cash_reserve: Decimal = Decimal("300")
     cash_asset: str = "TRY"  # the quote asset whose free balance funds buys
     snapshot_interval_s: float = 5.0  # executor snapshot refresh (latches, orders, PnL)
@@ -224,6 +235,26 @@ class RecorderConfig(_Section):
         return parse_size(self.disk_warn_bytes)
 
 
+class WebhookConfig(_Section):
+    url: str
+    # "json": the event as one JSON object; "telegram": a Bot API sendMessage body
+    # ({"chat_id", "text"}) for https://api.telegram.org/bot<TOKEN>/sendMessage.
+    format: Literal["json", "telegram"] = "json"
+    chat_id: str = ""
+    timeout_s: float = 5.0
+
+
+class AlertsConfig(_Section):
+    # The alerts actor runs only when at least one webhook is configured.
+    webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
+    on_fill: bool = False  # also an event for every fill
+    max_attempts: int = 8  # per event and webhook, then it is dropped (counted)
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    queue_max: int = 1000  # per webhook; beyond it the oldest event is dropped (counted)
+    repeat_s: float = 300.0  # a level condition (drift, daily loss) re-alerts at most this often
+
+
 def _default_actors() -> dict[str, ActorSpec]:
     return {name: ActorSpec() for name in ACTOR_NAMES}
 
@@ -246,6 +277,7 @@ class Config(_Section):
     executor: ExecutorConfig = msgspec.field(default_factory=ExecutorConfig)
     reconciler: ReconcilerConfig = msgspec.field(default_factory=ReconcilerConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
 
     # Set by load_config, not read from the file.
     base_dir: str = ""
@@ -328,6 +360,8 @@ class Config(_Section):
         names = [n for n in self.actors if self.actors[n].enabled]
         if not self.runs_simulator:
             names = [n for n in names if n != "exchange-sim"]
+        if not self.alerts.webhooks:
+            names = [n for n in names if n != "alerts"]
         names.sort(key=lambda n: ACTOR_NAMES.index(n))
         return names
 
@@ -414,7 +448,24 @@ def _validate(cfg: Config) -> None:
     for field, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{field}: must be positive (got {value})")
+    for i, hook in enumerate(cfg.alerts.webhooks):
+        if not hook.url.startswith(("http://", "https://")):
+            raise ConfigError(f"alerts.webhooks[{i}].url: must be an http:// or https:// URL")
+        if hook.format == "telegram" and not hook.chat_id:
+            raise ConfigError(f"alerts.webhooks[{i}].chat_id: required for format telegram")
+    for field, value in (("alerts.max_attempts", cfg.alerts.max_attempts),
+                         ("alerts.backoff_initial_s", cfg.alerts.backoff_initial_s),
+                         ("alerts.queue_max", cfg.alerts.queue_max)):
+        if value <= 0:
+            raise ConfigError(f"{field}: must be positive (got {value})")
     _validate_recorder(cfg.recorder)
+    try:
+        zone(cfg.risk.day_boundary_tz)
+    except BadTimeZone as exc:
+        raise ConfigError(f"risk.day_boundary_tz: {exc}") from None
+    if not 0 <= cfg.risk.day_boundary_hour <= 23:
+        raise ConfigError(f"risk.day_boundary_hour: must be 0..23 "
+                          f"(got {cfg.risk.day_boundary_hour})")
     for name, spec in cfg.actors.items():
         if spec.heartbeat_timeout_s <= cfg.supervisor.heartbeat_interval_s:
             raise ConfigError(
@@ -500,6 +551,9 @@ def _toml_value(v: Any) -> str:
         return json.dumps(v)  # a JSON string is a valid TOML basic string
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table (e.g. an element of alerts.webhooks)
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()
+                               if x is not None) + "}"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 

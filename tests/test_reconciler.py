@@ -11,9 +11,7 @@ from pathlib import Path
 from actors.reconciler.logic import (
     IncidentDetector,
     breaches,
-    mark_price,
     pnl_rows,
-    unrealized,
     update_failures,
 )
 from bus.messages import Ack, Control, OrderAck, Position, ReconcileReport, SetLatch
@@ -36,17 +34,15 @@ def test_failures_count_consecutively_and_reset() -> None:
     assert update_failures({}, [], ["A", "B"]) == {"A": 1, "B": 1}
 
 
-def test_mark_to_market() -> None:
-    assert mark_price(D(1), D(99), D(101)) == D(99)
-    assert mark_price(D(-1), D(99), D(101)) == D(101)
-    assert mark_price(D(1), None, D(101)) is None  # long without a bid: no mark
-    assert unrealized(D(2), D(90), D(99), D(101)) == D(18)
-    assert unrealized(D(-2), D(110), D(99), D(101)) == D(18)
-    assert unrealized(D(0), D(0), D(99), D(101)) == 0
-    assert unrealized(D(1), D(90), None, None) == 0
+def test_pnl_rows_mark_at_the_mid_and_carry_net() -> None:
     rows = pnl_rows([Position(symbol="X", quantity=D(1), avg_cost=D(90), realized_pnl=D(-1),
-                              fees=D(1))], {"X": (D(100), D(102))})
-    assert rows[0].unrealized == D(10) and rows[0].realized == D(-1) and rows[0].fees == D(1)
+                              fees=D(1)),
+                     Position(symbol="Y", quantity=D(2), avg_cost=D(5))],
+                    {"X": (D(100), D(102))})
+    x, y = rows
+    assert (x.mark, x.unrealized, x.realized, x.fees) == (D(101), D(11), D(-1), D(1))
+    assert x.net == D(-1) + D(11) - D(1)
+    assert y.mark is None and y.unrealized == 0 and y.net == 0  # no book: nothing to mark
 
 
 def test_incident_detection() -> None:
@@ -87,29 +83,35 @@ def test_persistent_failures_latch_and_survive_restart(rig: Rig, sim: SimProcess
     assert not rig.snapshot().latches.safety_latch
 
 
-def test_unreachable_executor_broadcasts_kill_switch(tmp_path: Path) -> None:
+def test_unreachable_executor_is_asked_again_not_bypassed(tmp_path: Path) -> None:
+    """One writer of latches: with the executor down the reconciler keeps requesting
+    SetLatch every round and never writes a latch itself (no kill_switch broadcast)."""
     rig = Rig(tmp_path, None, reconciler={"request_timeout_s": 0.2, "interval_s": 0.2})
     try:
         rig.start_bus()
 
-        async def watch() -> tuple[ReconcileReport | None, Control | None]:
+        async def watch() -> tuple[list[ReconcileReport], list[Control]]:
             sub = Subscriber(rig.ctx, rig.cfg.bus_sub_endpoint, ["reconcile.report", "control"])
             rig.start_reconciler()
-            report = control = None
+            reports: list[ReconcileReport] = []
+            controls: list[Control] = []
             deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and (control is None or report is None):
+            while time.monotonic() < deadline and len(reports) < 2:
                 try:
                     _, pkt = await asyncio.wait_for(sub.recv(), 1.0)
                 except TimeoutError:
                     continue
                 if isinstance(pkt.body, ReconcileReport) and pkt.body.latch_set:
-                    report = pkt.body
-                if isinstance(pkt.body, Control) and pkt.body.command == "kill_switch_on":
-                    control = pkt.body
+                    reports.append(pkt.body)
+                if isinstance(pkt.body, Control):
+                    controls.append(pkt.body)
             sub.close()
-            return report, control
-        report, control = asyncio.run(watch())
-        assert report is not None and not report.ok and max(report.failures.values()) >= 3
-        assert control is not None and "SetLatch failed" in control.reason
+            return reports, controls
+        reports, controls = asyncio.run(watch())
+        assert len(reports) == 2, "the latch request is repeated every round"
+        for report in reports:
+            assert not report.ok and max(report.failures.values()) >= 3
+            assert any("SetLatch failed" in d for d in report.details), report.details
+        assert controls == []
     finally:
         rig.close()

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from bus.messages import PortfolioSnapshot
+from bus.messages import PortfolioSnapshot, SymbolPnl
+from shared import pnl
+from shared.config import OBSERVER_ACTORS
 
 if TYPE_CHECKING:
     from actors.supervisor.core import Supervisor
@@ -75,7 +77,20 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "generated_at": time.time(),
     }
     doc.update(_portfolio(snapshot, sup))
+    if (alerts := sup.children.get("alerts")) is not None:
+        doc["alerts"] = alerts_status(alerts.heard.counters, alerts.heard.info, alerts.running)
     return doc
+
+
+def alerts_status(counters: dict[str, int], info: dict[str, str],
+                  running: bool) -> dict[str, Any]:
+    """Webhook delivery as the alerts actor last reported it."""
+    return {"running": running, "events": counters.get("alerts_events", 0),
+            "sent": counters.get("alerts_sent", 0),
+            "failed_attempts": counters.get("alerts_failed", 0),
+            "dropped": counters.get("alerts_dropped", 0),
+            "pending": counters.get("alerts_pending", 0),
+            "last_error": info.get("last_error", "")}
 
 
 def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
@@ -100,8 +115,10 @@ def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
         reasons.append("recorder:NOT RECORDING " + rec.heard.info.get("recording_reason", ""))
     for child in sup.children.values():
         if not (child.running and child.heard.ready):
-            reasons.append(f"actor:{child.name}:{child.display_state()}")
-    blocking = [r for r in reasons if not r.startswith("mode:dry-run")]
+            kind = "observer" if child.name in OBSERVER_ACTORS else "actor"
+            reasons.append(f"{kind}:{child.name}:{child.display_state()}")
+    # An observer (alerts) being down is reported but never halts trading.
+    blocking = [r for r in reasons if not r.startswith(("mode:dry-run", "observer:"))]
     return {"state": "HALTED" if blocking else "TRADING", "reasons": reasons}
 
 
@@ -140,10 +157,24 @@ def _portfolio(snapshot: PortfolioSnapshot | None, sup: Supervisor) -> dict[str,
         out["balances"] = msgspec.to_builtins(snapshot.balances)
     if sup.last_report is not None:
         out["pnl"] = msgspec.to_builtins(sup.last_report.pnl)
+        out["pnl_total"] = _pnl_total(sup.last_report.pnl)
         out["reconcile"] = {"ok": sup.last_report.ok, "failures": sup.last_report.failures,
                             "drift_found": sup.last_report.drift_found,
                             "drift_fixed": sup.last_report.drift_fixed}
     return out
+
+
+def _pnl_total(rows: list[SymbolPnl]) -> dict[str, str]:
+    """The sum of the reconciler's rows, by the one definition (shared/pnl.py). Rows
+    from an older reconciler without a mark are summed as they are."""
+    t = pnl.total(pnl.Pnl(r.realized, r.unrealized, r.fees, r.mark) for r in rows)
+    return {"realized": _plain(t.realized), "unrealized": _plain(t.unrealized),
+            "fees": _plain(t.fees), "net": _plain(t.net)}
+
+
+def _plain(value: Decimal) -> str:
+    """A Decimal as plain digits (never ``0E-8``)."""
+    return format(value, "f")
 
 
 def _fmt_age(value: Any) -> str:
@@ -185,6 +216,10 @@ def render_text(doc: dict[str, Any]) -> str:
             + (f"  WARNING: {rec['warning']}" if rec["warning"] else ""))
     for name, why in sorted((doc.get("log_sinks_failing") or {}).items()):
         lines.append(f"WARNING: {name}'s log file is not being written: {why}")
+    if al := doc.get("alerts"):
+        lines.append(f"alerts: sent={al['sent']} failed={al['failed_attempts']} "
+                     f"dropped={al['dropped']} pending={al['pending']}"
+                     + (f"  last error: {al['last_error']}" if al["last_error"] else ""))
     lines += _render_portfolio(doc)
     return "\n".join(lines)
 
@@ -197,14 +232,16 @@ def _render_portfolio(doc: dict[str, Any]) -> list[str]:
             lines.append(f"  {o['symbol']:<8} {o['side']:<4} {o['quantity']} @ {o['price']} "
                          f"filled {o['filled_quantity']} {o['state']} {o['client_order_id']}")
     if doc.get("pnl"):
-        lines += ["", "positions and PnL (TRY):"]
-        total = Decimal(0)
+        lines += ["", "positions and PnL (TRY; realised gross of fees, unrealised at the "
+                  "mid; net = realised + unrealised - fees):"]
         for p in doc["pnl"]:
-            total += Decimal(p["realized"]) + Decimal(p["unrealized"]) - Decimal(p["fees"])
             lines.append(f"  {p['symbol']:<8} qty {p['position']} avg {p['avg_cost']} "
-                         f"realised {p['realized']} unrealised {p['unrealized']} "
-                         f"fees {p['fees']}")
-        lines.append(f"  total net PnL {total}")
+                         f"mark {p.get('mark') or '-'} realised {p['realized']} "
+                         f"unrealised {p['unrealized']} fees {p['fees']} net {p.get('net')}")
+        t = doc.get("pnl_total")
+        if t:
+            lines.append(f"  total: realised {t['realized']} unrealised {t['unrealized']} "
+                         f"fees {t['fees']} net {t['net']}")
     elif doc.get("positions"):
         lines += ["", "positions:"]
         for p in doc["positions"]:
