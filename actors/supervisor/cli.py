@@ -20,11 +20,13 @@ import click
 import zmq.asyncio
 from loguru import logger
 
+from actors.strategy.loader import load_strategy
 from actors.supervisor.core import AlreadyRunning, InstanceLock, Supervisor, read_pid
 from actors.supervisor.logtail import Follower, format_line, last_lines
 from actors.supervisor.status import render_text
-from bus.messages import Ack, StatusReply, SupervisorCommand
-from bus.transport import RequestClient, RequestFailed
+from bus.control import fetch_status, supervisor_request
+from bus.messages import Ack
+from bus.transport import RequestFailed
 from shared.config import Config, ConfigError, load_config
 from shared.logging import setup_logging
 
@@ -48,12 +50,10 @@ def send(cfg: Config, command: str, *, timeout_s: float = 5.0, **kwargs: Any) ->
 
     async def go() -> Any:
         ctx = zmq.asyncio.Context()
-        client = RequestClient(ctx, cfg.supervisor_endpoint, "cli", timeout_s=timeout_s,
-                               retries=1)
         try:
-            return await client.request(SupervisorCommand(command=command, **kwargs))
+            return await supervisor_request(ctx, cfg.supervisor_endpoint, command,
+                                            sender="cli", timeout_s=timeout_s, **kwargs)
         finally:
-            client.close()
             ctx.destroy(linger=0)
 
     return asyncio.run(go())
@@ -83,6 +83,11 @@ def cli(ctx: click.Context, config_path: str) -> None:
 def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool) -> None:
     """Start bus, recorder and actors (and the simulator in paper mode)."""
     cfg = load(ctx, mode)
+    if "strategy" in cfg.enabled_actors():
+        try:  # the plug-in and its parameters, before anything starts (exit 2)
+            load_strategy(cfg.strategy)
+        except ConfigError as exc:
+            fail(f"config error: {exc}", EXIT_USAGE)
     if cfg.mode == "live" and (problems := cfg.live_arming_problems()):
         fail("live trading is not armed: " + "; ".join(problems), EXIT_USAGE)
     if is_running(cfg):
@@ -150,11 +155,14 @@ def start_detached(cfg: Config, config_path: str) -> int:
 
 
 def _try_status(cfg: Config) -> dict[str, Any] | None:
-    try:
-        reply = send(cfg, "status", timeout_s=1.0)
-    except RequestFailed:
-        return None
-    return json.loads(reply.json) if isinstance(reply, StatusReply) else None
+    async def go() -> dict[str, Any] | None:
+        ctx = zmq.asyncio.Context()
+        try:
+            return await fetch_status(ctx, cfg.supervisor_endpoint, sender="cli")
+        finally:
+            ctx.destroy(linger=0)
+
+    return asyncio.run(go())
 
 
 @cli.command()
@@ -296,6 +304,31 @@ def latch() -> None:
 def latch_clear(ctx: click.Context, reason: str) -> None:
     """Clear the safety latch (only an operator can)."""
     _command(ctx, "latch_clear", reason=reason)
+
+
+@cli.command()
+@click.option("--open", "open_browser", is_flag=True, help="open it in a browser too")
+@click.pass_context
+def dashboard(ctx: click.Context, open_browser: bool) -> None:
+    """Print the web dashboard's URL with its access token."""
+    cfg = load(ctx)
+    if not cfg.actor_spec("dashboard").enabled:
+        fail("the dashboard is not enabled: set [actors.dashboard] enabled = true", EXIT_USAGE)
+    token_path = cfg.data_path / cfg.dashboard.token_file
+    try:
+        token = token_path.read_text().strip()
+    except OSError:
+        fail(f"no dashboard token yet ({token_path}): start the pipeline first")
+    d = cfg.dashboard
+    host = f"[{d.host}]" if ":" in d.host else d.host
+    url = f"http://{host}:{d.port}/?token={token}"
+    click.echo(url)
+    if not is_running(cfg):
+        click.echo("(the pipeline is not running)", err=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
 
 
 @cli.command()

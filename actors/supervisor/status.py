@@ -218,8 +218,9 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append(f"WARNING: {name}'s log file is not being written: {why}")
     if al := doc.get("alerts"):
         lines.append(f"alerts: sent={al['sent']} failed={al['failed_attempts']} "
-                     f"dropped={al['dropped']} pending={al['pending']}"
-                     + (f"  last error: {al['last_error']}" if al["last_error"] else ""))
+                     f"dropped={al['dropped']} pending={al['pending']}")
+        if al["last_error"]:  # on its own line, cut to fit 80 columns
+            lines.append(f"  last error: {al['last_error']}"[:80])
     lines += _render_portfolio(doc)
     return "\n".join(lines)
 
