@@ -132,22 +132,44 @@ class MarketDataConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    min_profit_bps: int = 30
-    entry_max_spread: Decimal = Decimal("0.01")
-    entry_notional_try: Decimal = Decimal("100")
-    take_profit_fraction: Decimal = Decimal("0.25")
-    # A take-profit sells at least this much TRY worth (capped at the position): the
-    # exchange refuses orders under its minimum total (minExchangeValue, ~100 TRY).
-    min_exit_notional_try: Decimal = Decimal("110")
-    ttl_s: float = 120.0
+    """The strategy host's own keys. Every other key of the ``[strategy]`` table is a
+    parameter of the plug-in (collected into ``params`` by ``load_config`` and validated
+    by the plug-in's Params struct when the strategy actor or the supervisor starts)."""
+
+    # "package.module:ClassName", an installed plug-in's entry point name (group
+    # btcbot.strategies) or a shipped one: profit_aware (the old bot's default),
+    # inventory_mm. See docs/strategies.md.
+    plugin: str = "profit_aware"
     throttle_ms: int = 500
-    # Benchmarks only: emit an entry intent on EVERY book change of a symbol (no
-    # throttle, no position logic, no open-order wait). Off: never in production.
-    trade_every_tick: bool = False
     # After a rejected intent, wait this long before deciding again for that symbol
     # (keeps a blocked gate from turning into a stream of identical rejections).
     reject_backoff_s: float = 5.0
     snapshot_interval_s: float = 5.0  # executor snapshot refresh (positions, TRY, orders)
+    # Every this many seconds of message clock, a symbol with a book gets an on_tick
+    # call (0 = never).
+    tick_s: float = 0.0
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def param(self, key: str, default: Any = None) -> Any:
+        return self.params.get(key, default)
+
+
+STRATEGY_HOST_KEYS = frozenset(StrategyConfig.__struct_fields__)
+
+
+def split_strategy_table(doc: dict[str, Any]) -> None:
+    """Move the plug-in's keys of ``[strategy]`` into ``strategy.params`` (in place), so
+    the host's struct can stay strict about its own keys."""
+    table = doc.get("strategy")
+    if not isinstance(table, dict):
+        return
+    params = table.get("params", {})
+    if not isinstance(params, dict):
+        return  # the struct's own validation names it
+    params = dict(params)
+    for key in [k for k in table if k not in STRATEGY_HOST_KEYS]:
+        params[key] = table.pop(key)
+    table["params"] = params
 
 
 class RiskConfig(_Section):
@@ -541,6 +563,7 @@ def load_config(path: str | os.PathLike[str], *, mode: str | None = None) -> Con
         doc = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    split_strategy_table(doc)
     try:
         cfg = msgspec.convert(doc, type=Config)
     except msgspec.ValidationError as exc:

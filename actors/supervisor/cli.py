@@ -20,6 +20,7 @@ import click
 import zmq.asyncio
 from loguru import logger
 
+from actors.strategy.loader import load_strategy
 from actors.supervisor.core import AlreadyRunning, InstanceLock, Supervisor, read_pid
 from actors.supervisor.logtail import Follower, format_line, last_lines
 from actors.supervisor.status import render_text
@@ -82,6 +83,11 @@ def cli(ctx: click.Context, config_path: str) -> None:
 def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool) -> None:
     """Start bus, recorder and actors (and the simulator in paper mode)."""
     cfg = load(ctx, mode)
+    if "strategy" in cfg.enabled_actors():
+        try:  # the plug-in and its parameters, before anything starts (exit 2)
+            load_strategy(cfg.strategy)
+        except ConfigError as exc:
+            fail(f"config error: {exc}", EXIT_USAGE)
     if cfg.mode == "live" and (problems := cfg.live_arming_problems()):
         fail("live trading is not armed: " + "; ".join(problems), EXIT_USAGE)
     if is_running(cfg):
@@ -370,7 +376,8 @@ def main() -> None:
 
 
 # Recorder inspection and replay (actors/supervisor/replay_cli.py).
-from actors.supervisor.replay_cli import recordings, replay  # noqa: E402
+from actors.supervisor.recordings_cli import recordings  # noqa: E402
+from actors.supervisor.replay_cli import replay  # noqa: E402
 
 cli.add_command(recordings)
 cli.add_command(replay)
