@@ -67,10 +67,9 @@ def write_synthetic(directory: str | os.PathLike[str], *, symbols: Sequence[str]
     with open(path, "wb") as f:
         f.write(encode_header(SCHEMA_VERSION, start_ns, {"synthetic": True}))
         for s in symbols:
-            tick = (mids[s] / Decimal(100_000)).quantize(Decimal("0.01")) or Decimal("0.01")
             f.write(frame(start_ns, f"md.rules.{s}", SymbolRules(
                 symbol=s, base=s[:-3], quote="TRY", price_scale=2, qty_scale=8,
-                tick_size=tick, min_price=Decimal(0), max_price=Decimal(0),
+                tick_size=Decimal("0.01"), min_price=Decimal(0), max_price=Decimal(0),
                 min_total=Decimal("10"))))
             f.write(frame(start_ns, "md.status", FeedStatus(symbol=s, fresh=True, source="ws",
                                                             age_ms=0)))
