@@ -18,7 +18,7 @@ from pathlib import Path
 import apsw
 
 from actors.executor.db import ExecutorDB, acquire_lock
-from actors.strategy.loader import build_params, resolve
+from actors.strategy.loader import load_strategy
 from actors.supervisor.preflight import (
     TRADE_PROBE_ORDER_ID,
     Check,
@@ -110,18 +110,14 @@ async def _exchange_checks(cfg: Config) -> list[Check]:
 
 
 def strategy_sizes(cfg: Config) -> tuple[dict[str, Decimal], str | None]:
-    """The order sizes the configured strategy will place, in the quote currency: every
-    positive Decimal parameter of its plug-in named ``*_notional_try`` (the plug-ins'
-    naming convention for a size), plus risk's per-order cap if set. (sizes, error)."""
-    sizes: dict[str, Decimal] = {}
+    """The order values the configured plug-in places (its ``order_sizes``), in the
+    quote currency, plus risk's per-order cap if set. (sizes, error): a strategy
+    config that does not load is a FAIL with its reason, not a crash."""
     try:
-        params = build_params(resolve(cfg.strategy.plugin), cfg.strategy.params)
+        strategy = load_strategy(cfg.strategy)
     except ConfigError as exc:
-        return sizes, f"strategy config: {exc}"
-    for name in params.__struct_fields__:
-        value = getattr(params, name)
-        if name.endswith("_notional_try") and isinstance(value, Decimal) and value > 0:
-            sizes[f"strategy.{name}"] = value
+        return {}, f"strategy config: {exc}"
+    sizes = {f"strategy.{k}": v for k, v in strategy.order_sizes().items()}
     if cfg.risk.max_notional_per_order_try > 0:
         sizes["risk.max_notional_per_order_try"] = cfg.risk.max_notional_per_order_try
     return sizes, None
