@@ -27,7 +27,7 @@ from actors.supervisor.status import render_text
 from bus.control import fetch_status, supervisor_request
 from bus.messages import Ack
 from bus.transport import RequestFailed
-from shared.config import Config, ConfigError, load_config
+from shared.config import OBSERVER_ACTORS, Config, ConfigError, load_config
 from shared.logging import setup_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
@@ -143,8 +143,10 @@ def start_detached(cfg: Config, config_path: str) -> int:
             click.echo(f"started (supervisor pid {daemon.pid}); all actors READY")
             return EXIT_OK
         if doc is not None and (gave_up := [a["name"] for a in doc["actors"] if a["gave_up"]]):
+            latched = [n for n in gave_up if n not in OBSERVER_ACTORS]
+            effect = "kill switch set" if latched else "an observer: trading not stopped"
             click.echo(f"btcbot-supervisor: started (pid {daemon.pid}) but gave up on "
-                       f"{', '.join(gave_up)} (restart intensity limit; kill switch set); "
+                       f"{', '.join(gave_up)} (restart intensity limit; {effect}); "
                        f"see {cfg.log_path}", err=True)
             return EXIT_FAILURE
         time.sleep(0.1)
