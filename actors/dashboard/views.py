@@ -94,6 +94,10 @@ def order_href(coid: str) -> str:
     return "/order/" + quote(coid, safe="")
 
 
+def why_href(ident: str) -> str:
+    return "/why/" + quote(ident, safe="")
+
+
 def cls(text: str, css: str) -> dict[str, str]:
     return {"t": text, "c": css}
 
@@ -307,7 +311,17 @@ def _positions(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
                    "net"], rows, empty="no PnL reported yet"),
             {"id": "equity", "kind": "chart", "title": "Net PnL over this dashboard session "
              "(TRY, UTC)", "series": ["net PnL"], "x": list(eq.t), "y": [list(eq.v)]},
+            *_day_chart(watch),
             table("balances", "Balances", ["asset", "free", "locked"], balances)]
+
+
+def _day_chart(watch: StatusWatch) -> list[Card]:
+    if watch.day_log is None:
+        return []
+    pts = watch.day_log.points
+    return [{"id": "equity-day", "kind": "chart", "title": "Net PnL over the trading day "
+             "(TRY, UTC; a point every 30 s, kept across restarts)", "series": ["net PnL"],
+             "x": [t for t, _ in pts], "y": [[v for _, v in pts]]}]
 
 
 def _orders(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
@@ -347,7 +361,9 @@ def order_detail(coid: str, model: BusModel) -> list[Card]:
     cards: list[Card] = [kv("order", f"Order {coid}", [
         ("symbol", o.symbol), ("side", o.side), ("price", dec(o.price)),
         ("quantity", dec(o.quantity)), ("filled", dec(o.filled)), ("state", o.state),
-        ("exchange order id", str(o.exchange_order_id or "-")), ("intent", o.intent_id)])]
+        ("exchange order id", str(o.exchange_order_id or "-")), ("intent", o.intent_id)]),
+        table("links", "The full story", ["from the DB and the recordings"],
+              [[link(f"why {coid}", why_href(coid))]])]
     timeline: list[list[Cell]] = []
     for d in model.decisions_of(o.intent_id):
         timeline.append([clock(d.wall), d.kind, d.verdict or "-", d.reasons])
@@ -369,7 +385,8 @@ def _decisions(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
         verdict = d.verdict or "-"
         rows.append([clock(d.wall), d.kind, d.symbol, d.side, dec(d.price), dec(d.quantity),
                      cls(verdict, "good" if verdict in ("approved", "resized")
-                         else "bad" if verdict == "rejected" else ""), d.reasons, d.intent_id])
+                         else "bad" if verdict == "rejected" else ""), d.reasons,
+                     link(d.intent_id, why_href(d.intent_id))])
     return [table("decisions", "Intents and risk decisions", ["time", "kind", "symbol", "side",
                                                               "price", "qty", "verdict",
                                                               "reasons", "intent"], rows,
