@@ -326,3 +326,20 @@ def test_equity_log_keeps_only_the_trading_day_across_restarts(tmp_path: Path) -
     assert [v for _, v in again.points] == [4.0]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text().count("\n") == 1  # rewritten: only today's point
+
+
+def test_grafana_dashboard_queries_only_metrics_we_export() -> None:
+    import re
+
+    from tests.helpers import REPO
+
+    watch, model = StatusWatch(), BusModel()
+    metrics = Metrics(watch, model, lambda: {"scrapes": 1})
+    watch.update(status_doc(trading={"state": "HALTED", "reasons": ["gate:paused"]}))
+    model.apply("md.book.BTCTRY", pkt(book("BTCTRY", "1", "2"), 1), 2)
+    exported = {s.name for f in text_string_to_metric_families(metrics.render().decode())
+                for s in f.samples}
+    board = json.loads((REPO / "deploy" / "grafana-dashboard.json").read_text())
+    queried = {name for panel in board["panels"] for target in panel["targets"]
+               for name in re.findall(r"btcbot_[a-z_]+", target["expr"])}
+    assert queried and queried <= exported, queried - exported
