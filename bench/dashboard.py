@@ -59,6 +59,8 @@ def main() -> int:
         idle = cpu_percent(pids, args.seconds)
         with browsers(url, ["markets", "overview"]):
             watched = cpu_percent(pids, args.seconds)
+            clients = p.actor("dashboard")["counters"].get("clients", 0)
+        print(f"event streams open while measuring: {clients} (2 expected)")
         print(f"CPU % of one core over {args.seconds:.0f} s ({psutil.cpu_count()} CPUs, "
               f"load average {psutil.getloadavg()[0]:.2f}):")
         for name in pids:
