@@ -20,13 +20,14 @@ import click
 import zmq.asyncio
 from loguru import logger
 
+from actors.strategy.loader import load_strategy
 from actors.supervisor.core import AlreadyRunning, InstanceLock, Supervisor, read_pid
 from actors.supervisor.logtail import Follower, format_line, last_lines
 from actors.supervisor.status import render_text
 from bus.control import fetch_status, supervisor_request
 from bus.messages import Ack
 from bus.transport import RequestFailed
-from shared.config import Config, ConfigError, load_config
+from shared.config import OBSERVER_ACTORS, Config, ConfigError, load_config
 from shared.logging import setup_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
@@ -82,6 +83,11 @@ def cli(ctx: click.Context, config_path: str) -> None:
 def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool) -> None:
     """Start bus, recorder and actors (and the simulator in paper mode)."""
     cfg = load(ctx, mode)
+    if "strategy" in cfg.enabled_actors():
+        try:  # the plug-in and its parameters, before anything starts (exit 2)
+            load_strategy(cfg.strategy)
+        except ConfigError as exc:
+            fail(f"config error: {exc}", EXIT_USAGE)
     if cfg.mode == "live" and (problems := cfg.live_arming_problems()):
         fail("live trading is not armed: " + "; ".join(problems), EXIT_USAGE)
     if is_running(cfg):
@@ -137,8 +143,10 @@ def start_detached(cfg: Config, config_path: str) -> int:
             click.echo(f"started (supervisor pid {daemon.pid}); all actors READY")
             return EXIT_OK
         if doc is not None and (gave_up := [a["name"] for a in doc["actors"] if a["gave_up"]]):
+            latched = [n for n in gave_up if n not in OBSERVER_ACTORS]
+            effect = "kill switch set" if latched else "an observer: trading not stopped"
             click.echo(f"btcbot-supervisor: started (pid {daemon.pid}) but gave up on "
-                       f"{', '.join(gave_up)} (restart intensity limit; kill switch set); "
+                       f"{', '.join(gave_up)} (restart intensity limit; {effect}); "
                        f"see {cfg.log_path}", err=True)
             return EXIT_FAILURE
         time.sleep(0.1)
@@ -368,7 +376,8 @@ def main() -> None:
 
 
 # Recorder inspection and replay (actors/supervisor/replay_cli.py).
-from actors.supervisor.replay_cli import recordings, replay  # noqa: E402
+from actors.supervisor.recordings_cli import recordings  # noqa: E402
+from actors.supervisor.replay_cli import replay  # noqa: E402
 
 cli.add_command(recordings)
 cli.add_command(replay)
