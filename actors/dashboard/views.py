@@ -90,6 +90,10 @@ def link(text: str, href: str) -> dict[str, str]:
     return {"t": text, "href": href}
 
 
+def side(s: str) -> dict[str, str]:
+    return cls(s, "buy" if s == "buy" else "sell")
+
+
 def order_href(coid: str) -> str:
     return "/order/" + quote(coid, safe="")
 
@@ -170,6 +174,10 @@ def _exchange_items(doc: dict[str, Any], model: BusModel) -> list[tuple[str, str
     if "reachable" in ex:  # the supervisor's own verdict, when it has one
         items.append(("reachable", "yes" if ex["reachable"] else f"NO {ex.get('reason', '')}",
                       "good" if ex["reachable"] else "bad"))
+    ex_actor = _actor(doc, "executor")
+    if ex_actor is not None:  # the one actor that talks to the exchange with our keys
+        ok = ex_actor["ready"] and ex_actor["state"] in ("READY", "EVALUATING", "EXECUTING")
+        items.append(("executor", ex_actor["state"], "good" if ok else "bad"))
     sim = _actor(doc, "exchange-sim")
     if sim is not None:
         ok = sim["ready"]
@@ -181,16 +189,32 @@ def _exchange_items(doc: dict[str, Any], model: BusModel) -> list[tuple[str, str
     return items
 
 
+def _mb(n: Any) -> str:
+    return "-" if n is None else f"{int(n) / 1e6:,.1f} MB"
+
+
 def _recorder_items(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     rec = _actor(doc, "recorder")
     if rec is None:
         return [("recorder", "not in this pipeline", "bad")]
     c = rec.get("counters", {})
-    return [("state", rec["state"], "good" if rec["ready"] else "bad"),
-            ("records", str(c.get("records", "-")), ""),
-            ("bytes", str(c.get("bytes", "-")), ""),
-            ("flush lag", f"{c.get('flush_lag_ms', '-')} ms", ""),
-            ("segment", rec.get("info", {}).get("segment", "-"), "")]
+    items: list[tuple[str, str, str]] = [("actor", rec["state"],
+                                          "good" if rec["ready"] else "bad")]
+    r = doc.get("recordings")
+    if r:  # the supervisor's reading of the recorder's own figures
+        items += [("recording", "yes" if r["recording"] else f"NO: {r['reason']}",
+                   "good" if r["recording"] else "bad"),
+                  ("size", f"{_mb(r['bytes'])} in {r['segments']} segments", ""),
+                  ("oldest record", str(r.get("oldest_record") or "-"), ""),
+                  ("disk free", _mb(r["free_bytes"]) + (f" — {r['warning']}" if r["disk_low"]
+                                                        else ""),
+                   "bad" if r["disk_low"] else ""),
+                  ("dropped / write errors", f"{r['dropped']} / {r['write_errors']}",
+                   "bad" if r["dropped"] or r["write_errors"] else "")]
+    items += [("records this run", str(c.get("records", "-")), ""),
+              ("flush lag", f"{c.get('flush_lag_ms', '-')} ms", ""),
+              ("segment", rec.get("info", {}).get("segment", "-"), "")]
+    return items
 
 
 def _pnl_items(doc: dict[str, Any], limits: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -329,7 +353,7 @@ def _orders(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
     orders: list[list[Cell]] = []
     for o in reversed(model.orders.values()):
         orders.append([clock(o.first_wall), link(o.client_order_id, order_href(o.client_order_id)),
-                       o.symbol, o.side, dec(o.price), dec(o.quantity), dec(o.filled),
+                       o.symbol, side(o.side), dec(o.price), dec(o.quantity), dec(o.filled),
                        cls(o.state, "bad" if o.state in ("UNKNOWN", "FAILED", "REJECTED")
                            else ""), o.reason])
     open_orders = [[o["symbol"], o["side"], dec(o["price"]), dec(o["quantity"]),
@@ -337,7 +361,8 @@ def _orders(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
                     link(o["client_order_id"], order_href(o['client_order_id']))]
                    for o in doc.get("open_orders", [])]
     fills = [[clock(f.wall), f.trade_id, link(f.client_order_id, order_href(f.client_order_id)),
-              f.symbol, f.side, dec(f.price), dec(f.quantity), f"{dec(f.fee)} {f.fee_asset}"]
+              f.symbol, side(f.side), dec(f.price), dec(f.quantity),
+              f"{dec(f.fee)} {f.fee_asset}"]
              for f in reversed(model.fills)]
     return [table("open", "Open orders (executor)", ["symbol", "side", "price", "qty", "filled",
                                                      "state", "client order id"], open_orders,
@@ -383,7 +408,8 @@ def _decisions(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
     rows: list[list[Cell]] = []
     for d in reversed(model.decisions):
         verdict = d.verdict or "-"
-        rows.append([clock(d.wall), d.kind, d.symbol, d.side, dec(d.price), dec(d.quantity),
+        rows.append([clock(d.wall), d.kind, d.symbol, side(d.side), dec(d.price),
+                     dec(d.quantity),
                      cls(verdict, "good" if verdict in ("approved", "resized")
                          else "bad" if verdict == "rejected" else ""), d.reasons,
                      link(d.intent_id, why_href(d.intent_id))])
