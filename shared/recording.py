@@ -37,6 +37,8 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from shared.files import ensure_private_dir
+
 MAGIC = b"BTCBREC\x00"
 FORMAT_VERSION = 1
 SUFFIX = ".btcrec"
@@ -383,11 +385,6 @@ def read_recording(
 def segment_name(start_ns: int) -> str:
     stamp = datetime.fromtimestamp(start_ns / 1e9, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"rec-{stamp}-{start_ns:019d}{SUFFIX}"
-
-
-def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
 
 
 class SegmentWriter:

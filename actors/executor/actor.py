@@ -55,7 +55,6 @@ the change. ``SubmitOrder`` is reserved in the temp DB and answered ``accepted``
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -95,6 +94,8 @@ from bus.messages import (
     CancelOrder,
     CommandRequest,
     Control,
+    ExecutorCommand,
+    ExecutorInfo,
     Fill,
     KeyCounts,
     Latches,
@@ -148,6 +149,7 @@ CHECKPOINT_INTERVAL_S = 2.0  # WAL checkpoints, on a worker thread (_checkpoint_
 class ExecutorActor(Actor):
     name = "executor"
     serves_commands = True
+    commands = ExecutorCommand
 
     def __init__(self, cfg: Config) -> None:
         self.db_path = cfg.path(cfg.executor.db_path)
@@ -291,7 +293,7 @@ class ExecutorActor(Actor):
             self.fsm.to(target, trigger)
 
     # --- commands ----------------------------------------------------------------------
-    async def handle_command(self, request: CommandRequest) -> Msg | None:
+    async def handle_command(self, request: CommandRequest[ExecutorCommand]) -> Msg | None:
         body = request.body
         if self.mirror:
             return await self._mirror_command(body)
@@ -1253,24 +1255,21 @@ class ExecutorActor(Actor):
                         keys_failed=counts["FAILED"], keys_committed=counts["COMMITTED"])
         return base
 
-    def heartbeat_info(self) -> dict[str, str]:
-        def flag(v: bool) -> str:
-            return "true" if v else "false"
+    def heartbeat_info(self) -> ExecutorInfo:
         kill, kr = self.latches.get("kill_switch", (False, ""))
         safety, sr = self.latches.get("safety_latch", (False, ""))
         paused, pr = self.latches.get("paused", (False, ""))
-        return {
-            "kill_switch": flag(kill or self.cfg.gates.kill_switch),
-            "safety_latch": flag(safety),
-            "paused": flag(paused),
-            "latch_reason": self._latch_reason(kr, sr, pr),
-            "recovering": flag(self.recovering),
-            "mode": self.mode,
-            "db": str(self.db_path),
-            "pid": str(os.getpid()),
-            "unresolvable_keys": str(len(self.unresolvable)),
-            "private_ws": self._ws_status(),
-        }
+        return ExecutorInfo(
+            kill_switch=kill or self.cfg.gates.kill_switch,
+            safety_latch=safety,
+            paused=paused,
+            latch_reason=self._latch_reason(kr, sr, pr),
+            recovering=self.recovering,
+            mode=self.mode,
+            db=str(self.db_path),
+            unresolvable_keys=len(self.unresolvable),
+            private_ws=self._ws_status(),
+        )
 
 
 async def _let_the_send_start() -> None:

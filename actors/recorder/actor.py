@@ -24,21 +24,11 @@ import zmq
 from loguru import logger
 
 from actors.runtime import Actor, main_for
-from bus.messages import SCHEMA_VERSION, Envelope
+from bus.messages import SCHEMA_VERSION, RecorderInfo, envelope_decoder
 from bus.transport import SequenceTracker, SubscriberStats
 from shared.recording import SegmentWriter, ensure_private_dir
 
 BATCH = 4096  # frames drained per wake-up before the loop looks at the clock again
-
-
-class _EnvelopeOnly(msgspec.Struct, array_like=True):
-    """A Packet with its body left undecoded: all the recorder needs to know."""
-
-    env: Envelope
-    body: msgspec.Raw
-
-
-_envelope_decoder = msgspec.msgpack.Decoder(_EnvelopeOnly)
 
 
 class RecorderActor(Actor):
@@ -94,7 +84,7 @@ class RecorderActor(Actor):
         assert self.writer is not None
         writer = self.writer
         append = writer.append
-        decode = _envelope_decoder.decode
+        decode = envelope_decoder.decode
         observe = self.tracker.observe
         recv = sock.recv_multipart
         noblock = zmq.NOBLOCK
@@ -147,9 +137,9 @@ class RecorderActor(Actor):
             "malformed": self.malformed,
         }
 
-    def heartbeat_info(self) -> dict[str, str]:
+    def heartbeat_info(self) -> RecorderInfo:
         w = self.writer
-        return {"segment": str(w.path) if w and w.path else ""}
+        return RecorderInfo(segment=str(w.path) if w and w.path else "")
 
 
 def main() -> None:

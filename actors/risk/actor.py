@@ -64,7 +64,9 @@ from bus.messages import (
     Packet,
     Ping,
     PortfolioSnapshot,
+    RiskCommand,
     RiskDecision,
+    RiskInfo,
     SnapshotQuery,
     SubmitIntent,
     SubmitOrder,
@@ -81,6 +83,7 @@ class RiskActor(Actor):
     name = "risk"
     subscriptions = ("md.", "order.", "portfolio")
     serves_commands = True
+    commands = RiskCommand
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -224,7 +227,7 @@ class RiskActor(Actor):
             self.fsm.to(target, why)
 
     # --- commands --------------------------------------------------------------------
-    async def handle_command(self, request: CommandRequest) -> Msg | None:
+    async def handle_command(self, request: CommandRequest[RiskCommand]) -> Msg | None:
         body = request.body
         if isinstance(body, SubmitIntent):
             return await self.on_intent(body.intent)
@@ -325,10 +328,10 @@ class RiskActor(Actor):
             logger.info("risk: {} {} {} {}@{} -> {} ({})", verdict.verdict, intent.symbol,
                         intent.side, verdict.quantity, verdict.price, cid, status)
 
-    def heartbeat_info(self) -> dict[str, str]:
+    def heartbeat_info(self) -> RiskInfo:
         gates = global_gates(self.cfg, self.state, self.message_clock())
-        return {"gates": ",".join(gates) or "open",
-                "fresh": ",".join(s for s, f in sorted(self.state.feed.items()) if f)}
+        return RiskInfo(gates=list(gates),
+                        fresh=[s for s, f in sorted(self.state.feed.items()) if f])
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ from bus.messages import (
     PortfolioSnapshot,
     Position,
     SnapshotQuery,
+    StrategyInfo,
     SubmitIntent,
     SymbolRules,
 )
@@ -284,9 +285,9 @@ class StrategyActor(Actor):
         skips exactly the books the recorded session skipped."""
         self.backoff_until[symbol] = clock_ns + int(self.params.reject_backoff_s * 1e9)
 
-    def heartbeat_info(self) -> dict[str, str]:
-        return {"synced": str(self.synced), "pending": ",".join(sorted(self.pending)),
-                "trade_every_tick": str(self.params.trade_every_tick)}
+    def heartbeat_info(self) -> StrategyInfo:
+        return StrategyInfo(synced=self.synced, pending=sorted(self.pending),
+                            trade_every_tick=self.params.trade_every_tick)
 
 
 def main() -> None:

@@ -14,15 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from bus.messages import PortfolioSnapshot
+from bus.messages import ExecutorInfo, PortfolioSnapshot
 
 if TYPE_CHECKING:
     from actors.supervisor.core import Supervisor
-
-
-def _flag(info: dict[str, str], key: str) -> bool | None:
-    value = info.get(key)
-    return None if value is None else value == "true"
 
 
 def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
@@ -30,13 +25,14 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
     cfg = sup.cfg
     actors = [child.as_status(now) for child in sup.children.values()]
     executor = sup.children.get("executor")
-    ex_info = executor.heard.info if executor is not None else {}
+    heard = executor.heard.info if executor is not None else None
+    ex_info = heard if isinstance(heard, ExecutorInfo) else None
     ex_counters = executor.heard.counters if executor is not None else {}
     latch = {
-        "kill_switch": _flag(ex_info, "kill_switch"),
-        "safety_latch": _flag(ex_info, "safety_latch"),
-        "paused": _flag(ex_info, "paused"),
-        "reason": ex_info.get("latch_reason", "") or sup.kill_switch_reason,
+        "kill_switch": ex_info.kill_switch if ex_info else None,
+        "safety_latch": ex_info.safety_latch if ex_info else None,
+        "paused": ex_info.paused if ex_info else None,
+        "reason": (ex_info.latch_reason if ex_info else "") or sup.kill_switch_reason,
         "supervisor_kill_switch": sup.kill_switch_reason,
     }
     live_problems = cfg.live_arming_problems() if cfg.mode == "live" else []
