@@ -1,7 +1,7 @@
 """Pytest fixtures that run the exchange simulator as a real subprocess.
 
 Usage (conftest.py): ``from tests.sim_fixtures import sim, sim_process  # noqa: F401``.
-``sim_process`` (session scope) starts ``python -m shared.exchange_sim --port 0`` and waits
+``sim_process`` (session scope) starts ``python -m exchange_sim --port 0`` and waits
 until it accepts connections; ``sim`` (function scope) resets it before and after each
 test (balances, orders, faults, order log, walk) and hands over a ``SimProcess`` with
 small synchronous admin helpers.
@@ -113,11 +113,11 @@ def _wait_accepting(host: str, port: int, deadline: float) -> None:
 def start_sim_process(
     *extra_args: str, host: str = "127.0.0.1", timeout_s: float = 10.0
 ) -> SimProcess:
-    """Start ``python -m shared.exchange_sim`` on a free port and wait until it accepts."""
+    """Start ``python -m exchange_sim`` on a free port and wait until it accepts."""
     cmd = [
         sys.executable,
         "-m",
-        "shared.exchange_sim",
+        "exchange_sim",
         "--host",
         host,
         "--port",

@@ -9,10 +9,10 @@ from typing import Any
 
 import aiohttp
 
+from exchange_sim import SimOptions, Simulator, start_simulator
+from exchange_sim.engine import OrderRequest
+from exchange_sim.ws import WsClient
 from shared.btcturk.auth import auth_headers
-from shared.exchange_sim import SimOptions, Simulator, start_simulator
-from shared.exchange_sim.app import WsClient
-from shared.exchange_sim.engine import OrderRequest
 
 try:
     from tests.sim_fixtures import SimProcess, sim, sim_process  # noqa: F401

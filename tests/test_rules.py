@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exchange_sim.engine import decimals_of
 from shared.btcturk.models import SymbolInfo
 from shared.btcturk.rules import (
     RuleViolation,
@@ -16,7 +17,6 @@ from shared.btcturk.rules import (
     round_price,
     round_quantity,
 )
-from shared.exchange_sim.engine import decimals_of
 
 
 def make_symbol(num_scale: int, den_scale: int, has_fraction: bool) -> SymbolInfo:

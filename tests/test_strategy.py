@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from actors.strategy.logic import STRATEGY, SymbolView, Throttle, decide, position_anchor
+from actors.strategy.logic import STRATEGY, SymbolView, decide, position_anchor
 from bus.messages import Position
 from shared.config import StrategyConfig
 from shared.ids import intent_id
@@ -140,12 +140,3 @@ def test_trade_every_tick_emits_on_every_book_with_unique_ids():
     assert len(ids) == 5
     again = decide(view("100", "100.5", pos=pos, key="ws:0"), p, T0)
     assert again is not None and again.intent_id in ids  # same tick, same id
-
-
-def test_throttle_leading_and_trailing():
-    th = Throttle(500_000_000, {})
-    assert th.due_in_ns("X", 0) == 0
-    th.mark("X", 0)
-    assert th.due_in_ns("X", 100_000_000) == 400_000_000
-    assert th.due_in_ns("Y", 100_000_000) == 0  # per symbol
-    assert th.due_in_ns("X", 500_000_000) == 0

@@ -211,7 +211,6 @@ def test_decisions_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeyp
         (tmp_path / str(shift_days)).mkdir()
         actor.cfg.strategy.throttle_ms = 500
         actor.cfg.strategy.reject_backoff_s = 5.0
-        actor.throttle.interval_ns = 500 * 1_000_000
         runs.append(asyncio.run(session(actor)))
     monkeypatch.setattr(time, "time_ns", real)
     assert [len(r) for r in runs] == [2, 2, 2]

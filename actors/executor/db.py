@@ -114,6 +114,17 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     """,
+    # v2: preflight reports stored with each live arming decision (armed or refused),
+    # written by `start --mode live` under this DB's lock before any executor runs.
+    """
+    CREATE TABLE arming_records (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        mode TEXT NOT NULL,
+        armed INTEGER NOT NULL,
+        report TEXT NOT NULL
+    );
+    """,
 ]
 
 LATCH_NAMES = ("kill_switch", "safety_latch", "paused")
@@ -487,6 +498,18 @@ class ExecutorDB:
                 "ON CONFLICT(name) DO UPDATE SET value=excluded.value, reason=excluded.reason, "
                 "updated_at=excluded.updated_at",
                 (name, int(value), reason[:500], now if now is not None else time.time()))
+
+    def record_arming(self, mode: str, armed: bool, report_json: str, now: float) -> int:
+        """A preflight report with the arming decision it led to; returns its id."""
+        with self._durable():
+            self.conn.execute("INSERT INTO arming_records(at, mode, armed, report) "
+                              "VALUES (?,?,?,?)", (now, mode, int(armed), report_json))
+            return int(self.conn.last_insert_rowid())
+
+    def arming_records(self) -> list[tuple[int, float, str, bool, str]]:
+        return [(i, at, mode, bool(armed), report) for (i, at, mode, armed, report) in
+                self.conn.execute("SELECT id, at, mode, armed, report FROM arming_records "
+                                  "ORDER BY id")]
 
     def latches(self) -> dict[str, tuple[bool, str]]:
         out = {n: (False, "") for n in LATCH_NAMES}

@@ -23,16 +23,15 @@ reflect which order or fill), never inside a decision.
 from __future__ import annotations
 
 import asyncio
-import time
 from decimal import Decimal
 from typing import Any
 
 from loguru import logger
 
 from actors.runtime import Actor, main_for
-from actors.strategy.logic import SymbolView, Throttle, decide
+from actors.strategy import gating
+from actors.strategy.logic import SymbolView, decide
 from bus.messages import (
-    TERMINAL_ORDER_STATES,
     BookSnapshot,
     Fill,
     Intent,
@@ -47,6 +46,7 @@ from bus.messages import (
     SymbolRules,
 )
 from bus.transport import RequestClient, RequestFailed
+from shared.clock import Clock, LiveClock
 from shared.fsm import State
 from shared.ids import client_order_id
 
@@ -55,21 +55,18 @@ class StrategyActor(Actor):
     name = "strategy"
     subscriptions = ("md.book.", "md.rules.", "order.", "fill.", "portfolio")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, clock: Clock | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.params = self.cfg.strategy
+        # Local monotonic readings only order local events (gating.py); decisions run on
+        # the message clock.
+        self.clock: Clock = clock or LiveClock()
         self.books: dict[str, BookSnapshot] = {}
         self.book_clock: dict[str, int] = {}  # symbol -> envelope wall_ns of its latest book
         self.quote_of: dict[str, str] = {}
         self.positions: dict[str, Position] = {}
         self.balances: dict[str, Decimal] = {}
-        self.open_orders: dict[str, dict[str, int]] = {}  # symbol -> cid -> mono seen
-        self.pending: dict[str, str] = {}  # symbol -> intent id awaiting risk's answer
-        self.backoff_until: dict[str, int] = {}  # symbol -> message clock (ns)
-        self.epoch: dict[str, int] = {}
-        self.dirty: dict[str, int] = {}  # symbol -> mono ns its position went stale
-        self.synced = False
-        self.throttle = Throttle(self.params.throttle_ms * 1_000_000, {})
+        self.gate = gating.GatingState()
         self._trailing: dict[str, asyncio.TimerHandle] = {}
         self._refresh = asyncio.Event()
         self.risk: RequestClient | None = None
@@ -98,7 +95,7 @@ class StrategyActor(Actor):
         backoff = 0.2
         while True:
             assert self.executor is not None
-            started = time.monotonic_ns()
+            started = self.clock.mono_ns()
             try:
                 reply = await self.executor.request(SnapshotQuery())
             except RequestFailed as exc:
@@ -118,26 +115,19 @@ class StrategyActor(Actor):
             except TimeoutError:
                 pass
 
+    @property
+    def synced(self) -> bool:
+        return self.gate.synced
+
     def _apply_snapshot(self, snap: PortfolioSnapshot, since_mono: int) -> None:
         self.positions = {p.symbol: p for p in snap.positions}
         self.balances = {b.asset: b.free for b in snap.balances}
-        fresh: dict[str, dict[str, int]] = {}
-        for o in snap.open_orders:
-            if o.state not in TERMINAL_ORDER_STATES:
-                fresh.setdefault(o.symbol, {})[o.client_order_id] = since_mono
-        # Orders we learnt of after the query was sent cannot be in it yet: keep them.
-        for sym, orders in self.open_orders.items():
-            for cid, seen in orders.items():
-                if seen >= since_mono:
-                    fresh.setdefault(sym, {}).setdefault(cid, seen)
-        self.open_orders = fresh
-        self.dirty = {s: t for s, t in self.dirty.items() if t >= since_mono}
+        first = gating.apply_snapshot(self.gate, snap.open_orders, since_mono)
         self.counters["snapshots"] += 1
-        if not self.synced:
-            self.synced = True
+        if first:
             self.fsm.to(State.READY, "executor snapshot received")
             logger.info("strategy: synced with executor ({} positions, {} open orders)",
-                        len(snap.positions), sum(len(v) for v in fresh.values()))
+                        len(snap.positions), sum(map(len, self.gate.open_orders.values())))
         for symbol in list(self.books):
             self._on_trigger(symbol)
 
@@ -161,24 +151,16 @@ class StrategyActor(Actor):
                     # fills and order events travel on the same publisher, in order, so
                     # a snapshot received after them reflects them; and a replayed
                     # snapshot's recorded mono_ns means nothing to this process.
-                    self._apply_snapshot(body, time.monotonic_ns())
+                    self._apply_snapshot(body, self.clock.mono_ns())
             case _:
                 self.counters["ignored_messages"] += 1
 
     def _on_order_event(self, ev: OrderEvent) -> None:
-        orders = self.open_orders.setdefault(ev.symbol, {})
-        if ev.state not in TERMINAL_ORDER_STATES:
-            orders.setdefault(ev.client_order_id, time.monotonic_ns())
-            return
-        orders.pop(ev.client_order_id, None)
-        if ev.filled_quantity == 0 and ev.state != "FILLED":
-            # Ended without a fill: the position (our anchor) did not move, so the next
-            # decision needs a new epoch to get a new id.
-            self.epoch[ev.symbol] = self.epoch.get(ev.symbol, 0) + 1
-        self._mark_dirty(ev.symbol)
+        if gating.apply_order_event(self.gate, ev, self.clock.mono_ns()):
+            self._refresh.set()
 
     def _mark_dirty(self, symbol: str) -> None:
-        self.dirty[symbol] = time.monotonic_ns()
+        gating.mark_dirty(self.gate, symbol, self.clock.mono_ns())
         self._refresh.set()
 
     # --- deciding --------------------------------------------------------------------
@@ -191,7 +173,7 @@ class StrategyActor(Actor):
         # books are evaluated at the same points in a replay; only the trailing edge's
         # wake-up is a loop timer.
         now = self.book_clock.get(symbol, 0)
-        wait_ns = min(self.throttle.due_in_ns(symbol, now), self.throttle.interval_ns)
+        wait_ns = gating.throttle_wait_ns(self.gate, symbol, now, self.throttle_ns)
         if wait_ns == 0:
             pending = self._trailing.pop(symbol, None)
             if pending is not None:
@@ -205,17 +187,19 @@ class StrategyActor(Actor):
         self._trailing.pop(symbol, None)
         self._evaluate(symbol)
 
+    @property
+    def throttle_ns(self) -> int:
+        return self.params.throttle_ms * 1_000_000
+
     def _evaluate(self, symbol: str) -> None:
         now = self.book_clock.get(symbol, 0)  # the message clock of the latest book
-        self.throttle.mark(symbol, now)
+        gating.mark_evaluated(self.gate, symbol, now)
         book = self.books.get(symbol)
         if not self.synced or book is None or self.paused:
             return
-        if symbol in self.dirty:
-            self.counters["skip_position_refresh"] += 1
-            return
-        if not self.params.trade_every_tick and now < self.backoff_until.get(symbol, 0):
-            self.counters["skip_backoff"] += 1
+        skip = gating.blocked(self.gate, symbol, now, every_tick=self.params.trade_every_tick)
+        if skip is not None:
+            self.counters[skip] += 1
             return
         quote = self.quote_of.get(symbol)
         if quote is None:
@@ -225,15 +209,15 @@ class StrategyActor(Actor):
         view = SymbolView(
             symbol=symbol, bid=book.bids[0][0], ask=book.asks[0][0],
             position=self.positions.get(symbol), free_quote=self.balances.get(quote, Decimal(0)),
-            open_orders=len(self.open_orders.get(symbol, {})),
-            pending_intent=symbol in self.pending, epoch=self.epoch.get(symbol, 0),
+            open_orders=self.gate.open_count(symbol),
+            pending_intent=symbol in self.gate.pending, epoch=self.gate.epoch.get(symbol, 0),
             book_key=f"{book.source}:{book.change_set}:{book.exchange_ts_ms}:{book.recv_wall_ns}",
             book_mono_ns=book.recv_mono_ns,
         )
         intent = decide(view, self.params, now)
         if intent is None:
             return
-        self.pending[symbol] = intent.intent_id
+        gating.begin_intent(self.gate, symbol, intent.intent_id)
         self.counters["intents"] += 1
         self.spawn(self._submit(intent), f"submit-{intent.intent_id}")
 
@@ -261,8 +245,7 @@ class StrategyActor(Actor):
         finally:
             if not announced:  # never sent: still on the record
                 announce()
-            if self.pending.get(symbol) == intent.intent_id:
-                del self.pending[symbol]
+            gating.end_intent(self.gate, symbol, intent.intent_id)
         if not isinstance(reply, IntentAck):
             self.counters["risk_bad_reply"] += 1
             self._after_rejection(symbol, intent.created_wall_ns)
@@ -270,23 +253,19 @@ class StrategyActor(Actor):
         self.counters[f"ack_{reply.verdict}"] += 1
         if reply.verdict in ("approved", "resized"):
             cid = client_order_id(self.cfg.executor.client_id_prefix, intent.intent_id)
-            self.open_orders.setdefault(symbol, {}).setdefault(cid, time.monotonic_ns())
+            gating.approved(self.gate, symbol, cid, self.clock.mono_ns())
             return
-        if "executor:duplicate" in reply.reasons and not self.open_orders.get(symbol):
-            # The executor already knows this id and no order of it is open: it ended
-            # (possibly before a restart reset our epoch). Move on to a new id.
-            self.epoch[symbol] = self.epoch.get(symbol, 0) + 1
-            self._mark_dirty(symbol)
+        if "executor:duplicate" in reply.reasons and gating.duplicate(
+                self.gate, symbol, self.clock.mono_ns()):
+            self._refresh.set()
             return
         self._after_rejection(symbol, intent.created_wall_ns)
 
     def _after_rejection(self, symbol: str, clock_ns: int) -> None:
-        """Back off on the message clock: from the rejected intent's clock, so a replay
-        skips exactly the books the recorded session skipped."""
-        self.backoff_until[symbol] = clock_ns + int(self.params.reject_backoff_s * 1e9)
+        gating.rejected(self.gate, symbol, clock_ns, int(self.params.reject_backoff_s * 1e9))
 
     def heartbeat_info(self) -> StrategyInfo:
-        return StrategyInfo(synced=self.synced, pending=sorted(self.pending),
+        return StrategyInfo(synced=self.synced, pending=sorted(self.gate.pending),
                             trade_every_tick=self.params.trade_every_tick)
 
 

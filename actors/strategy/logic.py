@@ -120,21 +120,3 @@ def _intent(view: SymbolView, params: StrategyConfig, side: str, price: Decimal,
         price=price, quantity=quantity, reason=reason, ttl_s=params.ttl_s,
         strategy=STRATEGY, created_wall_ns=now_wall_ns, book_mono_ns=view.book_mono_ns,
     )
-
-
-@dataclass
-class Throttle:
-    """Per-symbol rate limit on evaluations (leading edge now, trailing edge later)."""
-
-    interval_ns: int
-    last_ns: dict[str, int]
-
-    def due_in_ns(self, symbol: str, now_ns: int) -> int:
-        """0 = evaluate now; otherwise how long until the window ends."""
-        last = self.last_ns.get(symbol)
-        if last is None or now_ns - last >= self.interval_ns:
-            return 0
-        return self.interval_ns - (now_ns - last)
-
-    def mark(self, symbol: str, now_ns: int) -> None:
-        self.last_ns[symbol] = now_ns

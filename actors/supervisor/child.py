@@ -25,7 +25,7 @@ def child_argv(cfg: Config, name: str) -> list[str]:
     py = sys.executable
     if name == "exchange-sim":
         sim = cfg.simulator
-        return [py, "-m", "shared.exchange_sim", "--host", sim.host, "--port", str(sim.port),
+        return [py, "-m", "exchange_sim", "--host", sim.host, "--port", str(sim.port),
                 "--seed", str(sim.seed), "--api-key", sim.api_key, "--api-secret",
                 sim.api_secret, "--book-interval-ms", str(sim.book_interval_ms),
                 "--balances", sim.balances]

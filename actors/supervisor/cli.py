@@ -88,6 +88,8 @@ def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool
     if is_running(cfg):
         fail(f"already running (pid {read_pid(cfg.runtime_path / 'supervisor.pid')}, "
              f"runtime dir {cfg.runtime_path})", EXIT_LOCKED)
+    if cfg.mode == "live" and not daemon_child:
+        arm_live(cfg)  # preflight; exits 1 on a FAIL, the report stored in the DB
     if detach:
         sys.exit(start_detached(cfg, ctx.obj["config"]))
     setup_logging(cfg, "supervisor", stderr=not daemon_child)
@@ -343,3 +345,10 @@ from actors.supervisor.replay_cli import recordings, replay  # noqa: E402
 
 cli.add_command(recordings)
 cli.add_command(replay)
+
+# Operator tools (actors/supervisor/ops_cli.py): preflight, why, incident bundle.
+from actors.supervisor.ops_cli import arm_live, incident, preflight, why  # noqa: E402
+
+cli.add_command(preflight)
+cli.add_command(incident)
+cli.add_command(why)

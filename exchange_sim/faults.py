@@ -5,6 +5,8 @@ HTTP kinds are evaluated per request: ``latency`` delays and continues; ``http_5
 let the request be processed (the order exists) and then break the answer. WS kinds act
 on the connections open when the fault is posted, and on new connections while the fault
 has time left (``duration_s``). ``frozen_book`` stops the book and its WS publication.
+``clock_skew`` shifts the simulator's clock by ``offset_ms`` (server time, signature
+stamps, timestamps) while it is active, as a drifting exchange or host clock would.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 HTTP_KINDS = {"latency", "http_500", "http_429", "accept_then_drop", "garbage"}
 WS_KINDS = {"ws_drop", "ws_stall"}
 BOOK_KINDS = {"frozen_book"}
-ALL_KINDS = HTTP_KINDS | WS_KINDS | BOOK_KINDS
+CLOCK_KINDS = {"clock_skew"}
+ALL_KINDS = HTTP_KINDS | WS_KINDS | BOOK_KINDS | CLOCK_KINDS
 
 
 class FaultSpecError(ValueError):
@@ -36,6 +39,7 @@ class Fault:
     count: int | None = None  # remaining uses; None = unlimited
     expires_mono: float | None = None
     latency_ms: float = 0.0
+    offset_ms: float = 0.0  # clock_skew
     status: int = 500
     retry_after: float = 1.0
     mode: str = "hold"  # accept_then_drop: "hold" (until client gives up) or "close"
@@ -88,6 +92,7 @@ def parse_fault(spec: dict[str, Any], fault_id: int) -> Fault:
         count=count,
         expires_mono=time.monotonic() + _num(spec, "duration_s", 0) if duration else None,
         latency_ms=_num(spec, "latency_ms", _num(spec, "ms", 0.0)),
+        offset_ms=_num(spec, "offset_ms", 0.0),
         status=int(_num(spec, "status", 500)),
         retry_after=_num(spec, "retry_after", 1.0),
         mode=str(spec.get("mode", "hold")),
@@ -138,6 +143,10 @@ class FaultRegistry:
             return []
         self._prune()
         return [f for f in self.faults if f.kind == kind]
+
+    def clock_offset_ms(self) -> int:
+        """The sum of the active ``clock_skew`` faults (0 without any)."""
+        return int(sum(f.offset_ms for f in self.active("clock_skew")))
 
     def frozen(self, symbol: str) -> bool:
         return any(f.symbols is None or symbol in f.symbols for f in self.active("frozen_book"))

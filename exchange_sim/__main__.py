@@ -1,4 +1,4 @@
-"""``btcbot-exchange-sim`` / ``python -m shared.exchange_sim``: run the simulator."""
+"""``btcbot-exchange-sim`` / ``python -m exchange_sim``: run the simulator."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from .app import DEFAULT_API_KEY, DEFAULT_API_SECRET, parse_balances, start_simulator
+from .app import start_simulator
+from .options import DEFAULT_API_KEY, DEFAULT_API_SECRET, parse_balances
 
 
 async def _serve(host: str, port: int, options: dict[str, object]) -> None:

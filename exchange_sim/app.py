@@ -1,0 +1,228 @@
+"""The simulator as a program: wires the API areas over the engine and serves them (aiohttp).
+
+One catch-all route dispatches on (method, lower-cased path), which gives BTCTurk's
+case-insensitive routes (``/api/v2/orderbook`` and ``/api/v2/orderBook``) for free and lets
+fault injection wrap every request uniformly. The areas live in their own modules:
+public_api (public REST), private_api (authenticated REST), ws (WebSocket), admin (/sim/),
+fault_injection; engine.py and market.py hold the pure matching and market model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from .admin import AdminApi
+from .auth_check import AuthChecker, AuthFailure
+from .engine import Engine
+from .fault_injection import clear_ws_faults, post_faults, pre_faults
+from .faults import FaultRegistry
+from .market import Market
+from .options import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimOptions, parse_balances
+from .order_log import OrderLog, set_outcome
+from .private_api import PrivateApi
+from .public_api import PublicApi
+from .responses import Handler, decode_body, error
+from .ws import WsClient, WsHub
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_API_SECRET",
+    "SimHandle",
+    "SimOptions",
+    "Simulator",
+    "WsClient",
+    "parse_balances",
+    "start_simulator",
+]
+
+
+class Simulator:
+    def __init__(self, options: SimOptions) -> None:
+        self.options = options
+        self.market = Market(seed=options.seed)
+        self.faults = FaultRegistry(options.seed)  # before the engine: now_ms reads it
+        self.engine = Engine(
+            self.market,
+            options.balances,
+            now_ms=self.now_ms,
+            taker_fee=options.taker_fee,
+            maker_fee=options.maker_fee,
+        )
+        self.auth = AuthChecker(options.credentials, options.nonce_window_ms)
+        self.random_walk = options.random_walk
+        self.order_log = OrderLog()
+        self.ws = WsHub(self.market, self.engine, self.auth, self.faults, options.ws_heartbeat_s)
+        self.engine.emit_private = self.ws.publish_private
+        self.engine.emit_trade = self.ws.publish_trade
+        self._tasks: set[asyncio.Task[Any]] = set()
+        now = self.now_ms()
+        for book in self.market.books.values():
+            self.market.regenerate(book, now)
+        self.public = PublicApi(self.market, self.now_ms)
+        self.private = PrivateApi(self.engine)
+        self.routes: dict[tuple[str, str], Handler] = {
+            **self.public.routes(),
+            **self.private.routes(),
+        }
+        self.prefix_routes = self.private.prefix_routes()
+        self.admin_routes = AdminApi(self).routes()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def now_ms(self) -> int:
+        skew = self.faults.clock_offset_ms() if self.faults.faults else 0
+        return int(time.time() * 1000) + self.options.clock_offset_ms + skew
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    def start(self) -> None:
+        self.spawn(self._market_loop())
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.ws.close_all()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def reset(self, balances: dict[str, Decimal] | None) -> None:
+        """Admin reset: fresh account, order log, faults and nonces; books around the mids."""
+        self.engine.reset(balances)
+        self.order_log.clear()
+        self.faults.clear()
+        self.auth.reset()
+        clear_ws_faults(self.ws)
+        self.random_walk = self.options.random_walk
+        now = self.now_ms()
+        for book in self.market.books.values():
+            self.market.regenerate(book, now)
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        received = time.monotonic_ns()
+        path = request.path.lower().rstrip("/") or "/"
+        if path in ("/", "/ws"):
+            return await self.ws.handler(request)
+        if path.startswith("/sim/"):
+            admin = self.admin_routes.get((request.method, path))
+            return await admin(request, {}) if admin else error("NOT_FOUND", 404, 404)
+        return await self._api(request, path, received)
+
+    async def _api(self, request: web.Request, path: str, received: int) -> web.StreamResponse:
+        ctx: dict[str, Any] = {"path": path}
+        if request.method == "POST" and path == "/api/v1/order":
+            ctx["fields"] = await self._order_fields(request)
+            ctx["log"] = self.order_log.log(ctx["fields"], received)
+        fired = self.faults.http_faults(request.method, path)
+        early = await pre_faults(fired, ctx)
+        if early is not None:
+            return early
+        if path.startswith("/api/v1/"):
+            try:
+                self.auth.check(request.headers, self.now_ms())
+            except AuthFailure as exc:
+                set_outcome(ctx, "unauthorized", None, 401)
+                return error(exc.message, exc.code, 401, success=True)
+        handler = self._route(request.method, path)
+        if handler is None:
+            return error("NOT_FOUND", 404, 404)
+        response = await handler(request, ctx)
+        return await post_faults(fired, request, response, ctx)
+
+    def _route(self, method: str, path: str) -> Handler | None:
+        handler = self.routes.get((method, path))
+        if handler is None:
+            for (m, prefix), candidate in self.prefix_routes.items():
+                if m == method and path.startswith(prefix) and len(path) > len(prefix):
+                    return candidate
+        return handler
+
+    @staticmethod
+    async def _order_fields(request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        fields: dict[str, Any] = {}
+        if raw:
+            try:
+                decoded = decode_body(raw)
+            except ValueError:  # msgspec.DecodeError is a ValueError
+                decoded = None
+            if isinstance(decoded, dict):
+                fields.update(decoded)
+        # Query string wins over the body, as on BTCTurk.
+        fields.update(request.query)
+        return fields
+
+    # ------------------------------------------------------------------ market
+
+    async def _market_loop(self) -> None:
+        interval = self.options.book_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self.market_tick()
+
+    def market_tick(self) -> None:
+        """One book interval: walk, fill crossed resting orders, publish."""
+        now = self.now_ms()
+        for symbol, book in self.market.books.items():
+            if self.faults.frozen(symbol):
+                continue
+            if self.random_walk:
+                trade = self.market.walk(book, now)
+                if trade is not None:
+                    self.ws.publish_trade(symbol, trade)
+            self.engine.match_resting(symbol)
+            self.ws.publish_book(symbol)
+        self.ws.publish_ticker()
+
+
+@dataclass
+class SimHandle:
+    sim: Simulator
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws"
+
+    async def close(self) -> None:
+        await self.sim.stop()
+        await self.runner.cleanup()
+
+
+async def start_simulator(host: str = "127.0.0.1", port: int = 0, **options: Any) -> SimHandle:
+    """Start in this event loop. ``port=0`` picks a free port (see ``handle.port``)."""
+    sim = Simulator(SimOptions.from_kwargs(**options))
+    runner = web.AppRunner(
+        sim.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+    )
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    site = web.SockSite(runner, sock, backlog=1024)
+    await site.start()
+    sim.start()
+    return SimHandle(sim=sim, runner=runner, host=host, port=sock.getsockname()[1])

@@ -1,0 +1,56 @@
+"""Simulator options: credentials, starting balances, walk, fees, listening policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+DEFAULT_API_KEY = "sim-api-key"
+DEFAULT_API_SECRET = "YnRjYm90LWV4Y2hhbmdlLXNpbS1zZWNyZXQtdjEhIQ=="
+DEFAULT_BALANCES = {
+    "TRY": Decimal("100000"),
+    "BTC": Decimal("0.5"),
+    "ETH": Decimal("5"),
+    "SOL": Decimal("50"),
+    "USDT": Decimal("1000"),
+}
+
+
+def parse_balances(text: str | dict[str, Any] | None) -> dict[str, Decimal]:
+    """``"TRY=100000,BTC=0.5"`` or a mapping -> {asset: Decimal}."""
+    if text is None:
+        return dict(DEFAULT_BALANCES)
+    items = (
+        text.items()
+        if isinstance(text, dict)
+        else (part.split("=", 1) for part in text.split(",") if part.strip())
+    )
+    return {str(k).strip().upper(): Decimal(str(v).strip()) for k, v in items}
+
+
+@dataclass
+class SimOptions:
+    seed: int = 1
+    credentials: dict[str, str] = field(
+        default_factory=lambda: {DEFAULT_API_KEY: DEFAULT_API_SECRET}
+    )
+    book_interval_ms: int = 250
+    balances: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_BALANCES))
+    random_walk: bool = True
+    nonce_window_ms: int = 1000
+    clock_offset_ms: int = 0
+    taker_fee: Decimal = Decimal("0.001")
+    maker_fee: Decimal = Decimal("0.0005")
+    ws_heartbeat_s: float = 20.0
+
+    @classmethod
+    def from_kwargs(cls, **kw: Any) -> SimOptions:
+        key, secret = kw.pop("api_key", None), kw.pop("api_secret", None)
+        if key or secret:
+            creds = dict(kw.pop("credentials", None) or {})
+            creds[key or DEFAULT_API_KEY] = secret or DEFAULT_API_SECRET
+            kw["credentials"] = creds
+        if "balances" in kw:
+            kw["balances"] = parse_balances(kw["balances"])
+        return cls(**kw)

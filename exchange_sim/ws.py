@@ -1,0 +1,278 @@
+"""BTCTurk's WebSocket feed: subscriptions, login, and the public and private channels.
+
+Frames are ``[type, body]`` arrays as on BTCTurk. Each connection has a writer task that
+drains a bounded queue, so a publisher never blocks on a slow reader; a reader that falls
+too far behind is disconnected, as the real feed does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from .auth_check import AuthChecker
+from .engine import Engine
+from .faults import FaultRegistry
+from .market import Book, Market, PublicTrade
+from .responses import encode
+from .views import ticker_row
+
+WS_VERSION = {"type": 991, "current": "6.0.0", "min": "2.3.0"}
+WS_QUEUE_MAX = 20000
+
+
+class WsClient:
+    """One WS connection; a writer task drains a queue so publishers never block."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.subs: set[tuple[str, str]] = set()
+        self.logged_in = False
+        self.stalled = False
+        self.queue: asyncio.Queue[tuple[str, Callable[[], None] | None]] = asyncio.Queue(
+            maxsize=WS_QUEUE_MAX)
+
+    def send(self, text: str, on_write: Callable[[], None] | None = None) -> None:
+        """Queue a frame; ``on_write`` runs just before it is written to the socket."""
+        if self.stalled or self.ws.closed:
+            return
+        try:
+            self.queue.put_nowait((text, on_write))
+        except asyncio.QueueFull:
+            # A consumer that cannot keep up is disconnected, like the real feed does.
+            asyncio.get_running_loop().create_task(self.ws.close())
+
+    async def writer(self) -> None:
+        while True:
+            text, on_write = await self.queue.get()
+            if self.stalled:
+                continue
+            if on_write is not None:
+                on_write()
+            try:
+                await self.ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                return
+
+
+def _frame(msg_type: int, body: dict[str, Any]) -> str:
+    return encode([msg_type, body]).decode()
+
+
+class WsHub:
+    def __init__(
+        self,
+        market: Market,
+        engine: Engine,
+        auth: AuthChecker,
+        faults: FaultRegistry,
+        heartbeat_s: float,
+    ) -> None:
+        self.market = market
+        self.engine = engine
+        self.auth = auth
+        self.faults = faults
+        self.heartbeat_s = heartbeat_s
+        self.clients: set[WsClient] = set()
+        # (change set, publish time) per symbol: the latency bench's book-publish stamps.
+        self.book_events: dict[str, deque[tuple[int, int]]] = {
+            s: deque(maxlen=20000) for s in market.books
+        }
+
+    async def close_all(self) -> None:
+        for client in list(self.clients):
+            with contextlib.suppress(Exception):
+                await client.ws.close()
+
+    async def handler(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat_s, autoping=True)
+        await ws.prepare(request)
+        client = WsClient(ws)
+        if self.faults.active("ws_drop"):
+            await ws.close()
+            return ws
+        client.stalled = bool(self.faults.active("ws_stall"))
+        self.clients.add(client)
+        writer = asyncio.ensure_future(client.writer())
+        client.send(_frame(991, WS_VERSION))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._message(client, msg.data)
+        finally:
+            self.clients.discard(client)
+            writer.cancel()
+        return ws
+
+    def _message(self, client: WsClient, data: str) -> None:
+        try:
+            frame = msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            return
+        # Only the array framing is understood; a bare object yields nothing (ISS#399).
+        if not (isinstance(frame, list) and len(frame) == 2 and isinstance(frame[1], dict)):
+            return
+        msg_type, body = frame
+        if msg_type == 151:
+            self._subscribe(client, body)
+        elif msg_type == 114:
+            self._login(client, body)
+
+    def _subscribe(self, client: WsClient, body: dict[str, Any]) -> None:
+        channel = str(body.get("channel", ""))
+        event = str(body.get("event", "")).replace("_", "").upper()
+        join = body.get("join", True) is not False
+        known = event in self.market.books or (channel == "ticker" and event == "ALL")
+        ok = channel in ("orderbook", "ticker", "trade") and known
+        word = "join" if join else "leave"
+        key = (channel, "all" if event == "ALL" else event)
+        reply = {"type": 100, "id": 0, "ok": ok, "message": f"{word}|{channel}:{key[1]}"}
+        client.send(_frame(100, reply))
+        if not ok:
+            return
+        if not join:
+            client.subs.discard(key)
+            return
+        client.subs.add(key)
+        if channel == "orderbook":
+            client.send(self._book_frame(self.market.books[event]))
+        elif channel == "trade":
+            client.send(self._trade_snapshot(self.market.books[event]))
+
+    def _login(self, client: WsClient, body: dict[str, Any]) -> None:
+        ok = self.auth.check_ws_login(
+            str(body.get("publicKey", "")), str(body.get("nonce", "")), str(body.get("signature"))
+        )
+        client.logged_in = ok
+        reply = {
+            "type": 114,
+            "id": self.engine.user_id if ok else 0,
+            "ok": ok,
+            "message": None if ok else "Unauthorized - Invalid Public key",
+        }
+        client.send(_frame(114, reply))
+
+    def _subscribers(self, key: tuple[str, str]) -> list[WsClient]:
+        return [c for c in self.clients if key in c.subs]
+
+    # ------------------------------------------------------------------ order book
+
+    @staticmethod
+    def _book_frame(book: Book) -> str:
+        s = book.spec.name
+        body = {
+            "CS": book.change_set,
+            "PS": s,
+            "AO": [{"A": str(a), "P": str(p)} for p, a in book.asks[:25]],
+            "BO": [{"A": str(a), "P": str(p)} for p, a in book.bids[:25]],
+            "channel": "orderbook",
+            "event": s,
+            "type": 431,
+        }
+        return _frame(431, body)
+
+    def publish_book(self, symbol: str) -> None:
+        clients = self._subscribers(("orderbook", symbol))
+        if not clients:
+            return
+        book = self.market.books[symbol]
+        frame = self._book_frame(book)
+        events, change_set = self.book_events[symbol], book.change_set
+
+        def published() -> None:
+            # Stamped as the frame goes onto the socket, not when it was queued: the
+            # queue wait (this handler's own reply first) is not the subscriber's delay.
+            events.append((change_set, time.monotonic_ns()))
+
+        for client in clients:
+            client.send(frame, published)
+
+    # ------------------------------------------------------------------ trades
+
+    @staticmethod
+    def _trade_row(symbol: str, t: PublicTrade) -> dict[str, Any]:
+        return {
+            "D": str(t.timestamp_ms),
+            "I": str(t.trade_id),
+            "A": str(t.amount),
+            "P": str(t.price),
+            "PS": symbol,
+            "S": t.side,
+        }
+
+    def _trade_snapshot(self, book: Book) -> str:
+        s = book.spec.name
+        items = [self._trade_row(s, t) for t in list(book.trades)[-50:]]
+        return _frame(421, {"symbol": s, "items": items, "channel": "trade", "event": s,
+                            "type": 421})
+
+    def publish_trade(self, symbol: str, trade: PublicTrade) -> None:
+        clients = self._subscribers(("trade", symbol))
+        if not clients:
+            return
+        body = {**self._trade_row(symbol, trade), "channel": "trade", "event": symbol, "type": 422}
+        frame = _frame(422, body)
+        for client in clients:
+            client.send(frame)
+
+    # ------------------------------------------------------------------ ticker
+
+    def publish_ticker(self) -> None:
+        rows = []
+        for index, book in enumerate(self.market.books.values()):
+            row = self._ticker_row(index, book)
+            rows.append(row)
+            symbol = book.spec.name
+            clients = self._subscribers(("ticker", symbol))
+            if clients:
+                frame = _frame(402, {**row, "channel": "ticker", "event": symbol, "type": 402})
+                for client in clients:
+                    client.send(frame)
+        clients = self._subscribers(("ticker", "all"))
+        if clients:
+            frame = _frame(401, {"items": rows, "channel": "ticker", "event": "all", "type": 401})
+            for client in clients:
+                client.send(frame)
+
+    @staticmethod
+    def _ticker_row(index: int, book: Book) -> dict[str, Any]:
+        r = ticker_row(index, book)
+        bid_amt = book.bids[0][1] if book.bids else Decimal(0)
+        ask_amt = book.asks[0][1] if book.asks else Decimal(0)
+        return {
+            "PS": r["pair"],
+            "B": str(r["bid"]),
+            "A": str(r["ask"]),
+            "BA": str(bid_amt),
+            "AA": str(ask_amt),
+            "H": str(r["high"]),
+            "L": str(r["low"]),
+            "LA": str(r["last"]),
+            "O": str(r["open"]),
+            "V": str(r["volume"]),
+            "AV": str(r["average"]),
+            "D": str(r["daily"]),
+            "DP": str(r["dailyPercent"]),
+            "DS": r["denominatorSymbol"],
+            "NS": r["numeratorSymbol"],
+            "PId": index + 1,
+            "Ord": index + 1,
+        }
+
+    # ------------------------------------------------------------------ private (user) events
+
+    def publish_private(self, msg_type: int, body: dict[str, Any]) -> None:
+        clients = [c for c in self.clients if c.logged_in]
+        if not clients:
+            return
+        frame = _frame(msg_type, body)
+        for client in clients:
+            client.send(frame)

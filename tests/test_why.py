@@ -1,0 +1,101 @@
+"""``why``: an approved-and-filled order and a rejected intent from a real paper session;
+the PnL attribution on its own."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import apsw
+
+from actors.supervisor.why import REASON_LIMITS, pnl_contribution
+from bus.messages import Fill, RiskDecision, packet_decoder
+from shared.recording import read_recording
+from tests.helpers import wait_for
+
+
+def _fill(tid: str, side: str, price: str, qty: str, fee: str) -> Fill:
+    return Fill(trade_id=tid, exchange_order_id=1, client_order_id="c", symbol="BTCTRY",
+                side=side, price=Decimal(price), quantity=Decimal(qty), fee=Decimal(fee),
+                fee_asset="TRY", ts_ms=0)
+
+
+def test_pnl_contribution_is_the_closing_orders_share() -> None:
+    fills = [_fill("a", "buy", "100", "2", "0.2"), _fill("b", "sell", "110", "1", "0.11"),
+             _fill("c", "sell", "90", "1", "0.09")]
+    assert pnl_contribution(fills, {"a"}) == {"realized_net": "-0.2", "fees": "0.2",
+                                              "position_after": "0"}
+    # the first sell closes half at +10 against an average cost of 100, less its fee
+    assert Decimal(pnl_contribution(fills, {"b"})["realized_net"]) == Decimal("9.89")
+    assert Decimal(pnl_contribution(fills, {"c"})["realized_net"]) == Decimal("-10.09")
+    # the parts add up to the round trip: 0 gross, minus every fee
+    total = sum(Decimal(pnl_contribution(fills, {t})["realized_net"]) for t in "abc")
+    assert total == Decimal("-0.40")
+
+
+def _db_rows(db: Path, sql: str) -> list[tuple]:
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def _rejected(rec: Path) -> list[RiskDecision]:
+    out = []
+    for r in read_recording(rec, topics=["decision."]):
+        body = packet_decoder.decode(r.payload).body
+        if isinstance(body, RiskDecision) and body.verdict == "rejected":
+            out.append(body)
+    return out
+
+
+def test_why_filled_and_rejected(make_pipeline, tmp_path: Path) -> None:
+    p = make_pipeline({"risk": {"cooldown_s": 0.5},
+                       "strategy": {"reject_backoff_s": 0.2, "throttle_ms": 100}})
+    p.start()
+    db, rec = tmp_path / "data" / "btcbot.db", tmp_path / "recordings"
+    filled = wait_for(lambda: _db_rows(db, "SELECT o.client_order_id FROM orders o JOIN fills f "
+                                           "ON f.client_order_id = o.client_order_id LIMIT 1"),
+                      timeout=90, interval=1.0, what="an order with a fill")
+    cid = filled[0][0]
+    assert p.cli("kill-switch", "on", "--reason", "why-test").returncode == 0
+    rejected = wait_for(lambda: [d for d in _rejected(rec) if "gate:kill_switch" in d.reasons],
+                        timeout=60, interval=1.0, what="a kill-switch rejection recorded")
+
+    r = p.cli("why", cid, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["found"] and doc["client_order_id"] == cid
+    assert doc["book"]["bids"] and doc["book"]["asks"] and doc["book"]["age_at_intent_ms"] >= 0
+    assert doc["strategy"]["reason"]
+    assert doc["risk"]["verdict"] in ("approved", "resized")
+    assert doc["risk"]["limits"]["cooldown_s"] == "0.5"  # the session's own config
+    assert doc["key"]["status"] == "COMMITTED"
+    states = [h["state"] for h in doc["state_history"]]
+    assert states and states[0] in ("PENDING", "OPEN") and any(
+        s in ("OPEN", "PARTIAL", "FILLED") for s in states), states
+    assert doc["send"]["latency_ms"] is not None and doc["send"]["latency_ms"] >= 0
+    assert doc["fills"] and all(Decimal(f["fee"]) >= 0 for f in doc["fills"])
+    assert "realized_net" in doc["pnl"]
+    times = [e["at"] for e in doc["timeline"]]
+    assert times == sorted(times) and len(times) >= 5
+
+    text = p.cli("why", cid)
+    assert text.returncode == 0 and "timeline:" in text.stdout and "send → ack" in text.stdout
+
+    intent = rejected[0].intent_id
+    r = p.cli("why", intent, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["risk"]["verdict"] == "rejected"
+    codes = {x["code"]: x for x in doc["risk"]["reasons"]}
+    assert "gate:kill_switch" in codes
+    for code, reason in codes.items():
+        if code in REASON_LIMITS:
+            assert "value" in reason, reason  # every limit code names its limit value
+    assert doc["outcome"].startswith("rejected by risk") and doc["send"] is None
+    assert doc["strategy"]["reason"] and doc["book"]["bids"]
+
+    assert p.cli("why", "no-such-id").returncode == 1
