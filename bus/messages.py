@@ -295,6 +295,11 @@ class StrategyInfo(Msg):
 
 class RecorderInfo(Msg):
     segment: str
+    recording: bool = True
+    recording_reason: str = ""
+    disk_warning: str = ""
+    housekeeping_error: str = ""
+    directory: str = ""
 
 
 class ReconcilerInfo(Msg):

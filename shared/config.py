@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from shared.sizes import parse_size
+
 Mode = Literal["dry-run", "paper", "live"]
 RestartPolicy = Literal["always", "on-failure", "never"]
 LIVE_ACK = "I_UNDERSTAND"
@@ -204,6 +206,22 @@ class RecorderConfig(_Section):
     segment_max_bytes: int = 64 * 1024 * 1024
     segment_max_s: float = 3600.0
     flush_interval_ms: int = 200
+    # Closed segments (rotation, stop, and any left by a crash) are zstd-compressed.
+    compress: bool = True
+    compress_level: int = 3  # 1..22; 3 is zstd's default (see docs/recordings.md)
+    # Retention: oldest closed segments first, never the open one; 0 disables a rule.
+    retain_days: float = 30.0
+    retain_bytes: int | str = "20G"  # bytes, or a size such as "500M", "20G"
+    # Status warns when the recordings' filesystem has less free space than this.
+    disk_warn_bytes: int | str = "2G"
+    housekeeping_interval_s: float = 60.0  # compression sweep, retention, usage figures
+    retry_s: float = 2.0  # after a write error (disk full, I/O error), try again this often
+
+    def retain_bytes_value(self) -> int:
+        return parse_size(self.retain_bytes)
+
+    def disk_warn_bytes_value(self) -> int:
+        return parse_size(self.disk_warn_bytes)
 
 
 def _default_actors() -> dict[str, ActorSpec]:
@@ -390,10 +408,13 @@ def _validate(cfg: Config) -> None:
         "marketdata.max_data_age_s": cfg.marketdata.max_data_age_s,
         "reconciler.interval_s": cfg.reconciler.interval_s,
         "recorder.flush_interval_ms": cfg.recorder.flush_interval_ms,
+        "recorder.housekeeping_interval_s": cfg.recorder.housekeeping_interval_s,
+        "recorder.retry_s": cfg.recorder.retry_s,
     }
     for field, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{field}: must be positive (got {value})")
+    _validate_recorder(cfg.recorder)
     for name, spec in cfg.actors.items():
         if spec.heartbeat_timeout_s <= cfg.supervisor.heartbeat_interval_s:
             raise ConfigError(
@@ -402,6 +423,19 @@ def _validate(cfg: Config) -> None:
         if spec.nice is not None and not 0 <= spec.nice <= 19:
             # Negative values need privileges the supervisor should not ask for.
             raise ConfigError(f"actors.{name}.nice: must be 0..19 (got {spec.nice})")
+
+
+def _validate_recorder(rc: RecorderConfig) -> None:
+    for field in ("retain_bytes", "disk_warn_bytes"):
+        try:
+            parse_size(getattr(rc, field))
+        except ValueError as exc:
+            raise ConfigError(f"recorder.{field}: {exc}") from None
+    if rc.retain_days < 0:
+        raise ConfigError(f"recorder.retain_days: must be 0 (off) or positive "
+                          f"(got {rc.retain_days})")
+    if not 1 <= rc.compress_level <= 22:
+        raise ConfigError(f"recorder.compress_level: must be 1..22 (got {rc.compress_level})")
 
 
 def load_config(path: str | os.PathLike[str], *, mode: str | None = None) -> Config:

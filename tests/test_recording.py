@@ -3,7 +3,6 @@ topic filter, header checks. Pure: no processes."""
 
 from __future__ import annotations
 
-import os
 import types
 import typing
 from decimal import Decimal
@@ -259,7 +258,7 @@ def test_segment_name_collision_stays_unique(tmp_path: Path) -> None:
     b.append(T0, b"b", b"")
     a.close()
     b.close()
-    assert len(os.listdir(tmp_path)) == 2
+    assert len(segment_paths(tmp_path)) == 2 and len(list(tmp_path.glob("*.btcidx"))) == 2
 
 
 def test_parse_time() -> None:

@@ -37,7 +37,7 @@ from bus.messages import (
     packet_encoder,
 )
 from shared.config import load_config, to_toml
-from shared.recording import SegmentWriter, read_recording
+from shared.recording import SegmentWriter, read_recording, segment_paths
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -259,7 +259,7 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
 
 def test_show_a_torn_file_prints_complete_records_and_notes_the_tail(tmp_path: Path) -> None:
     rec = make_recording(tmp_path / "rec", n=5, step_ns=MS)
-    [seg] = list(rec.iterdir())
+    [seg] = segment_paths(rec)
     seg.write_bytes(seg.read_bytes()[:-3])
     res = CliRunner().invoke(cli, ["recordings", "show", str(seg), "--json"])
     assert res.exit_code == 0
