@@ -35,17 +35,17 @@ from shared.logging import setup_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
-# (frames) -> None to forward, or the reason to drop.
-FrameCheck = Callable[[list[zmq.Frame]], str | None]
+# (topic frame, the frames after it) -> None to forward, or the reason to drop.
+FrameCheck = Callable[[zmq.Frame, list[bytes]], str | None]
 
 
-def check_shape(frames: list[zmq.Frame]) -> str | None:
+def check_shape(head: zmq.Frame, rest: list[bytes]) -> str | None:
     """The checks that need no identity: frame count and sizes."""
-    if len(frames) != 2:
+    if len(rest) != 1:
         return "frame_count"
-    if len(frames[0].bytes) > MAX_TOPIC_BYTES:
+    if len(head) > MAX_TOPIC_BYTES:
         return "oversize_topic"
-    if len(frames[1].bytes) > MAX_PAYLOAD_BYTES:
+    if len(rest[0]) > MAX_PAYLOAD_BYTES:
         return "oversize_payload"
     return None
 
@@ -98,15 +98,21 @@ class FrameProxy:
                     # Drain what is queued before polling again: one poll per burst.
                     while True:
                         try:
-                            frames = xsub.recv_multipart(zmq.NOBLOCK, copy=False)
+                            # The topic as a Frame (it carries the sender's User-Id),
+                            # the rest as bytes: copying small frames is cheaper.
+                            head = xsub.recv(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        reason = check(frames)
+                        rest = []
+                        while xsub.rcvmore:
+                            rest.append(xsub.recv())
+                        reason = check(head, rest)
                         if reason is None:
-                            xpub.send_multipart(frames, copy=False)
+                            xpub.send(head, zmq.SNDMORE, copy=False)
+                            xpub.send_multipart(rest)
                             counters["proxy_forwarded"] += 1
                         else:
-                            self._drop(reason, frames)
+                            self._drop(reason, head.bytes)
                 if xpub in ready:
                     # Subscriptions (and unsubscriptions) flow upstream unchecked:
                     # they only choose what a subscriber receives.
@@ -119,12 +125,11 @@ class FrameProxy:
         except zmq.ContextTerminated:
             pass
 
-    def _drop(self, reason: str, frames: list[zmq.Frame]) -> None:
+    def _drop(self, reason: str, topic: bytes) -> None:
         self.counters[f"proxy_dropped_{reason}"] += 1
         self.counters["proxy_dropped"] += 1
         if self.counters[f"proxy_dropped_{reason}"] == 1 or reason.startswith("forbidden"):
-            topic = frames[0].bytes[:64] if frames else b""
-            logger.warning("bus: dropped a frame ({}), topic {!r}", reason, topic)
+            logger.warning("bus: dropped a frame ({}), topic {!r}", reason, topic[:64])
 
     def stop(self) -> None:
         with self._stop_lock:
