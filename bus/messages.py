@@ -180,6 +180,8 @@ class Fill(Msg):
 
 
 class Position(msgspec.Struct, kw_only=True):
+    """``realized_pnl`` is GROSS of fees; ``fees`` separately (shared/pnl.py)."""
+
     symbol: str
     quantity: Decimal
     avg_cost: Decimal
@@ -324,12 +326,17 @@ class Heartbeat(Msg):
 
 
 class SymbolPnl(msgspec.Struct, kw_only=True):
+    """One symbol's PnL by the definition in shared/pnl.py: realized gross of fees,
+    unrealized at ``mark`` (the mid; None: no book), net = realized + unrealized - fees."""
+
     symbol: str
     position: Decimal
     avg_cost: Decimal
     realized: Decimal
     unrealized: Decimal
     fees: Decimal
+    mark: Decimal | None = None
+    net: Decimal = Decimal(0)
 
 
 class ReconcileReport(Msg):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 
 import click
 
-from .app import start_simulator
+from .app import ExposureError, start_simulator
 from .options import DEFAULT_API_KEY, DEFAULT_API_SECRET, parse_balances
+from .state_store import StateError
 
 
 async def _serve(host: str, port: int, options: dict[str, object]) -> None:
@@ -31,7 +33,7 @@ async def _serve(host: str, port: int, options: dict[str, object]) -> None:
 @click.option("--api-key", "api_keys", multiple=True, help="repeatable; pairs with --api-secret")
 @click.option("--api-secret", "api_secrets", multiple=True, help="base64 secret")
 @click.option("--book-interval-ms", default=250, show_default=True, type=int)
-@click.option("--balances", default=None, help="e.g. TRY=100000,BTC=0.5")
+@click.option("--balances", default=None, help="e.g. TRY=100000,BTC=0.5 (a new account only)")
 @click.option("--no-random-walk", is_flag=True, help="start with the book walk paused")
 @click.option(
     "--nonce-window-ms",
@@ -39,6 +41,25 @@ async def _serve(host: str, port: int, options: dict[str, object]) -> None:
     show_default=True,
     type=int,
     help="accept out-of-order unique stamps this far back (0 = strictly increasing)",
+)
+@click.option(
+    "--state",
+    "state_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="persist the account in this SQLite file and continue it on restart "
+    "(default: in memory)",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="allow a non-loopback --host; the /sim/ admin API then requires --admin-token",
+)
+@click.option(
+    "--admin-token",
+    default=None,
+    envvar="BTCBOT_SIM_ADMIN_TOKEN",
+    help="bearer token for /sim/ (env BTCBOT_SIM_ADMIN_TOKEN); only with --allow-remote",
 )
 def main(
     host: str,
@@ -50,6 +71,9 @@ def main(
     balances: str | None,
     no_random_walk: bool,
     nonce_window_ms: int,
+    state_path: str | None,
+    allow_remote: bool,
+    admin_token: str | None,
 ) -> None:
     """Simulated BTCTurk exchange on loopback (REST + WebSocket + /sim admin API)."""
     if len(api_keys) != len(api_secrets):
@@ -64,10 +88,13 @@ def main(
     shown = ", ".join(f"{k}={v}" for k, v in parsed_balances.items())
     click.echo(
         f"exchange-sim: seed={seed} book_interval_ms={book_interval_ms} "
-        f"random_walk={not no_random_walk} nonce_window_ms={nonce_window_ms}\n"
+        f"random_walk={not no_random_walk} nonce_window_ms={nonce_window_ms} "
+        f"state={state_path or 'memory'}\n"
         f"exchange-sim: api keys={list(credentials)} "
         f"(default key {DEFAULT_API_KEY!r} secret {DEFAULT_API_SECRET!r})\n"
-        f"exchange-sim: balances {shown}",
+        f"exchange-sim: balances {shown}"
+        + (" (ignored: the state file's account continues)" if state_path
+           and os.path.exists(state_path) else ""),
         err=True,
     )
     options: dict[str, object] = {
@@ -77,9 +104,15 @@ def main(
         "balances": parsed_balances,
         "random_walk": not no_random_walk,
         "nonce_window_ms": nonce_window_ms,
+        "state_path": state_path,
+        "allow_remote": allow_remote,
+        "admin_token": admin_token if allow_remote else None,
     }
     try:
         asyncio.run(_serve(host, port, options))
+    except (ExposureError, StateError) as exc:
+        click.echo(f"exchange-sim: {exc}", err=True)
+        sys.exit(2)
     except OSError as exc:
         click.echo(f"exchange-sim: cannot listen on {host}:{port}: {exc}", err=True)
         sys.exit(1)

@@ -10,11 +10,13 @@ fault_injection; engine.py and market.py hold the pure matching and market model
 from __future__ import annotations
 
 import asyncio
+import hmac
 import socket
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -30,11 +32,15 @@ from .order_log import OrderLog, set_outcome
 from .private_api import PrivateApi
 from .public_api import PublicApi
 from .responses import Handler, decode_body, error
+from .state_store import StateStore
 from .ws import WsClient, WsHub
+
+MARKET_SAVE_S = 5.0  # how much random walk a SIGKILL may lose (no client saw it as a promise)
 
 __all__ = [
     "DEFAULT_API_KEY",
     "DEFAULT_API_SECRET",
+    "ExposureError",
     "SimHandle",
     "SimOptions",
     "Simulator",
@@ -42,6 +48,10 @@ __all__ = [
     "parse_balances",
     "start_simulator",
 ]
+
+
+class ExposureError(ValueError):
+    """The simulator was asked to listen where its admin API would be unprotected."""
 
 
 class Simulator:
@@ -66,6 +76,9 @@ class Simulator:
         now = self.now_ms()
         for book in self.market.books.values():
             self.market.regenerate(book, now)
+        self.store: StateStore | None = None
+        if options.state_path:
+            self._open_store(Path(options.state_path))
         self.public = PublicApi(self.market, self.now_ms)
         self.private = PrivateApi(self.engine)
         self.routes: dict[tuple[str, str], Handler] = {
@@ -74,6 +87,37 @@ class Simulator:
         }
         self.prefix_routes = self.private.prefix_routes()
         self.admin_routes = AdminApi(self).routes()
+
+    # ------------------------------------------------------------------ persistence
+
+    def _open_store(self, path: Path) -> None:
+        """Continue the account saved at ``path``, or start one there."""
+        store = StateStore(path)
+        loaded = store.load()
+        if loaded is not None:
+            self.market.restore_ids(loaded.next_ids)
+            if loaded.market is not None:
+                self.market.restore(loaded.market, self.now_ms())
+            self.engine.restore(loaded.account, loaded.orders, loaded.fills, loaded.next_ids)
+        else:
+            store.initialize(self.engine.account, self.options.seed, self._ceilings())
+        self.engine.track_changes(store.reserve)
+        self.market.trade_ids.on_reserve = store.reserve
+        self.store = store
+        self.save_market()
+
+    def _ceilings(self) -> dict[str, int]:
+        return {**self.engine.id_ceilings(), "trade_id": self.market.trade_ids.ceiling}
+
+    def persist(self) -> None:
+        """Make the engine's changes durable. Called synchronously right after they happen,
+        before the task yields, so no answer or WS frame about them leaves first."""
+        if self.store is not None and self.engine.changes:
+            self.store.save(self.engine.account, self.engine.take_changes())
+
+    def save_market(self) -> None:
+        if self.store is not None:
+            self.store.save_market(self.market.snapshot())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -100,10 +144,17 @@ class Simulator:
             task.cancel()
         await self.ws.close_all()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.store is not None:
+            self.persist()
+            self.save_market()
+            self.store.close()
+            self.store = None
 
     def reset(self, balances: dict[str, Decimal] | None) -> None:
         """Admin reset: fresh account, order log, faults and nonces; books around the mids."""
         self.engine.reset(balances)
+        if self.store is not None:
+            self.store.initialize(self.engine.account, self.options.seed, self._ceilings())
         self.order_log.clear()
         self.faults.clear()
         self.auth.reset()
@@ -121,9 +172,22 @@ class Simulator:
         if path in ("/", "/ws"):
             return await self.ws.handler(request)
         if path.startswith("/sim/"):
+            if not self._admin_allowed(request):
+                return error("Unauthorized - admin token required", 401, 401)
             admin = self.admin_routes.get((request.method, path))
-            return await admin(request, {}) if admin else error("NOT_FOUND", 404, 404)
+            if admin is None:
+                return error("NOT_FOUND", 404, 404)
+            response = await admin(request, {})
+            self.persist()
+            return response
         return await self._api(request, path, received)
+
+    def _admin_allowed(self, request: web.Request) -> bool:
+        token = self.options.admin_token
+        if token is None:
+            return True  # loopback-only listener: the machine's users are trusted
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(given.encode(), token.encode())
 
     async def _api(self, request: web.Request, path: str, received: int) -> web.StreamResponse:
         ctx: dict[str, Any] = {"path": path}
@@ -144,6 +208,7 @@ class Simulator:
         if handler is None:
             return error("NOT_FOUND", 404, 404)
         response = await handler(request, ctx)
+        self.persist()
         return await post_faults(fired, request, response, ctx)
 
     def _route(self, method: str, path: str) -> Handler | None:
@@ -173,9 +238,14 @@ class Simulator:
 
     async def _market_loop(self) -> None:
         interval = self.options.book_interval_ms / 1000
+        ticks_per_save = max(1, int(MARKET_SAVE_S / interval))
+        ticks = 0
         while True:
             await asyncio.sleep(interval)
             self.market_tick()
+            ticks += 1
+            if ticks % ticks_per_save == 0:
+                self.save_market()
 
     def market_tick(self) -> None:
         """One book interval: walk, fill crossed resting orders, publish."""
@@ -188,6 +258,7 @@ class Simulator:
                 if trade is not None:
                     self.ws.publish_trade(symbol, trade)
             self.engine.match_resting(symbol)
+            self.persist()
             self.ws.publish_book(symbol)
         self.ws.publish_ticker()
 
@@ -213,8 +284,15 @@ class SimHandle:
 
 
 async def start_simulator(host: str = "127.0.0.1", port: int = 0, **options: Any) -> SimHandle:
-    """Start in this event loop. ``port=0`` picks a free port (see ``handle.port``)."""
-    sim = Simulator(SimOptions.from_kwargs(**options))
+    """Start in this event loop. ``port=0`` picks a free port (see ``handle.port``).
+
+    Raises ExposureError for a non-loopback host without ``allow_remote`` + ``admin_token``.
+    """
+    opts = SimOptions.from_kwargs(**options)
+    problem = opts.exposure_problem(host)
+    if problem is not None:
+        raise ExposureError(problem)
+    sim = Simulator(opts)
     runner = web.AppRunner(
         sim.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
     )

@@ -12,12 +12,12 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Decimal, InvalidOperation
 from typing import Any
 
+from .ids import IdAllocator, Reserve
 from .market import Book, Market, SymbolSpec
 
 FEE_QUANTUM = Decimal("1e-8")
@@ -25,6 +25,8 @@ MARKET_BAND = Decimal("0.05")  # market orders fill at most 5 % away from the to
 METHOD_BY_INT = {0: "limit", 1: "market", 2: "stoplimit", 3: "stopmarket"}
 SIDE_BY_INT = {0: "buy", 1: "sell"}
 METHOD_CODE = {"limit": 0, "market": 1}
+FIRST_ORDER_ID = 9_000_000_001
+FIRST_FILL_ID = 1_100_000_000_000_000_001
 
 
 class SimReject(Exception):
@@ -126,6 +128,15 @@ def to_decimal(value: Any) -> Decimal | None:
 
 
 Emit = Callable[[int, dict[str, Any]], None]
+@dataclass
+class Changes:
+    """What changed since the state store last saved (only tracked when persisting)."""
+
+    orders: dict[int, SimOrder] = field(default_factory=dict)
+    fills: list[Fill] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.orders or self.fills)
 
 
 class Engine:
@@ -147,9 +158,14 @@ class Engine:
         self.initial_balances = dict(balances)
         self.emit_private: Emit = lambda _t, _b: None
         self.emit_trade: Callable[[str, Any], None] = lambda _s, _t: None
+        # None unless a state store persists the account (see track_changes).
+        self.changes: Changes | None = None
+        self._order_ids = IdAllocator("order_id", FIRST_ORDER_ID)
+        self._fill_ids = IdAllocator("fill_id", FIRST_FILL_ID)
         self.reset()
 
     def reset(self, balances: dict[str, Decimal] | None = None) -> None:
+        """A fresh account. Id counters go on: an id is never reused, not even after reset."""
         if balances is not None:
             self.initial_balances = dict(balances)
         self.account = Account(free=dict(self.initial_balances))
@@ -159,8 +175,47 @@ class Engine:
         self.orders: dict[int, SimOrder] = {}
         self.open_orders: dict[str, list[SimOrder]] = {s: [] for s in self.market.books}
         self.fills: list[Fill] = []
-        self._order_ids = itertools.count(9_000_000_001)
-        self._fill_ids = itertools.count(1_100_000_000_000_000_001)
+        if self.changes is not None:
+            self.changes = Changes()
+
+    def track_changes(self, on_reserve: Reserve) -> None:
+        """Persisting mode: record changed orders and new fills, reserve ids durably."""
+        self.changes = Changes()
+        self._order_ids.on_reserve = on_reserve
+        self._fill_ids.on_reserve = on_reserve
+
+    def take_changes(self) -> Changes:
+        taken = self.changes or Changes()
+        if self.changes is not None:
+            self.changes = Changes()
+        return taken
+
+    def restore(
+        self,
+        account: Account,
+        orders: list[SimOrder],
+        fills: list[Fill],
+        next_ids: dict[str, int],
+    ) -> None:
+        """Continue a persisted account (balances, every order, every fill, id counters)."""
+        self.account = account
+        self.orders = {o.id: o for o in sorted(orders, key=lambda o: o.id)}
+        self.open_orders = {s: [] for s in self.market.books}
+        for order in self.orders.values():
+            if order.is_open and order.symbol in self.open_orders:
+                self.open_orders[order.symbol].append(order)
+        self.fills = sorted(fills, key=lambda f: f.id)
+        for alloc in (self._order_ids, self._fill_ids):
+            start = next_ids.get(alloc.name)
+            if start is not None:
+                alloc.next = alloc.ceiling = max(alloc.next, start)
+
+    def id_ceilings(self) -> dict[str, int]:
+        return {a.name: a.ceiling for a in (self._order_ids, self._fill_ids)}
+
+    def _changed(self, order: SimOrder) -> None:
+        if self.changes is not None:
+            self.changes.orders[order.id] = order
 
     # ------------------------------------------------------------------ validation
 
@@ -254,7 +309,7 @@ class Engine:
         assert req.quantity is not None
         now = self.now_ms()
         order = SimOrder(
-            id=next(self._order_ids),
+            id=self._order_ids(),
             client_id=req.client_id,
             symbol=req.pair,
             side=req.side,
@@ -268,6 +323,7 @@ class Engine:
         )
         self.account.lock(lock_asset, lock_amount)
         self.orders[order.id] = order
+        self._changed(order)
         self.emit_private(451, self._order_event(order, 451))
         if req.method == "market":
             self._fill_market(order, book)
@@ -287,6 +343,7 @@ class Engine:
             raise SimReject("ORDER_COULD_NOT_BE_CANCELED", 1050)
         order.status = "Canceled"
         self._finish(order)
+        self._changed(order)
         self.emit_private(452, self._order_event(order, 452))
         return order
 
@@ -403,7 +460,7 @@ class Engine:
         order.left = max(order.left, Decimal(0))
         order.update_ms = now
         fill = Fill(
-            id=next(self._fill_ids),
+            id=self._fill_ids(),
             order_id=order.id,
             client_id=order.client_id,
             symbol=order.symbol,
@@ -417,6 +474,9 @@ class Engine:
             maker=maker,
         )
         self.fills.append(fill)
+        self._changed(order)
+        if self.changes is not None:
+            self.changes.fills.append(fill)
         if order.method == "limit":
             order.status = "Closed" if order.left == 0 else "Partial"
             if order.left == 0:

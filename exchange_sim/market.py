@@ -12,8 +12,12 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from typing import Any
+
+from .ids import IdAllocator
 
 DEPTH = 20
+FIRST_TRADE_ID = 100_000_000_001
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class Market:
         self.spread = spread_bps / Decimal(10000)
         self.step = step_bps / Decimal(10000)
         self.books: dict[str, Book] = {}
-        self._trade_seq = 100000000000
+        self.trade_ids = IdAllocator("trade_id", FIRST_TRADE_ID)
         for spec in symbols:
             book = Book(spec=spec, mid=spec.start_price, open_price=spec.start_price)
             book.high = book.low = spec.start_price
@@ -165,8 +169,7 @@ class Market:
     def record_trade(
         self, book: Book, price: Decimal, amount: Decimal, side: int, now_ms: int
     ) -> PublicTrade:
-        self._trade_seq += 1
-        trade = PublicTrade(self._trade_seq, price, amount, side, now_ms)
+        trade = PublicTrade(self.trade_ids(), price, amount, side, now_ms)
         book.trades.append(trade)
         book.high = max(book.high, price)
         book.low = min(book.low, price)
@@ -186,3 +189,47 @@ class Market:
         book.recompute_mid()
         book.touch(now_ms)
         return book
+
+    # ------------------------------------------------------------------ persistence
+
+    def snapshot(self) -> dict[str, Any]:
+        """The walk's state (RNG, mids, 24 h figures, recent trades) as plain JSON data."""
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "rng": [version, list(internal), gauss],
+            "books": {
+                name: {
+                    "mid": str(b.mid),
+                    "open": str(b.open_price),
+                    "high": str(b.high),
+                    "low": str(b.low),
+                    "volume": str(b.volume),
+                    "trades": [
+                        [t.trade_id, str(t.price), str(t.amount), t.side, t.timestamp_ms]
+                        for t in b.trades
+                    ],
+                }
+                for name, b in self.books.items()
+            },
+        }
+
+    def restore_ids(self, next_ids: dict[str, int]) -> None:
+        start = next_ids.get(self.trade_ids.name)
+        if start is not None:
+            self.trade_ids.next = self.trade_ids.ceiling = max(self.trade_ids.next, start)
+
+    def restore(self, snap: dict[str, Any], now_ms: int) -> None:
+        version, internal, gauss = snap["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        for name, data in snap.get("books", {}).items():
+            book = self.books.get(name)
+            if book is None:
+                continue  # a symbol no longer listed
+            book.mid = Decimal(data["mid"])
+            book.open_price = Decimal(data["open"])
+            book.high, book.low = Decimal(data["high"]), Decimal(data["low"])
+            book.volume = Decimal(data["volume"])
+            book.trades.clear()
+            for tid, price, amount, side, ts in data["trades"]:
+                book.trades.append(PublicTrade(tid, Decimal(price), Decimal(amount), side, ts))
+            self.regenerate(book, now_ms)

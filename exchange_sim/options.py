@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -43,6 +44,10 @@ class SimOptions:
     taker_fee: Decimal = Decimal("0.001")
     maker_fee: Decimal = Decimal("0.0005")
     ws_heartbeat_s: float = 20.0
+    state_path: str | None = None  # None: the account lives in memory only
+    allow_remote: bool = False  # listen on a non-loopback address (needs admin_token)
+    # Set only with --allow-remote: then every /sim/ request must carry it (Bearer).
+    admin_token: str | None = None
 
     @classmethod
     def from_kwargs(cls, **kw: Any) -> SimOptions:
@@ -54,3 +59,25 @@ class SimOptions:
         if "balances" in kw:
             kw["balances"] = parse_balances(kw["balances"])
         return cls(**kw)
+
+    def exposure_problem(self, host: str) -> str | None:
+        """Why listening on ``host`` is refused, or None. The /sim/ admin API can move
+        money and break the exchange, so it never reaches the network unprotected."""
+        if not is_loopback(host) and not self.allow_remote:
+            return (
+                f"--host {host} is not a loopback address; the unauthenticated /sim/ admin "
+                "API would be reachable from the network (pass --allow-remote and --admin-token)"
+            )
+        if self.allow_remote and not self.admin_token:
+            return "--allow-remote needs --admin-token (or BTCBOT_SIM_ADMIN_TOKEN)"
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (the simulator's default exposure)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere: not provably loopback

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from shared.sizes import parse_size
+from shared.tradingday import BadTimeZone, zone
 
 Mode = Literal["dry-run", "paper", "live"]
 RestartPolicy = Literal["always", "on-failure", "never"]
@@ -76,7 +77,10 @@ class SimulatorConfig(_Section):
     api_key: str = "sim-api-key"
     # the simulator's own public test secret, not a credential
     api_secret: str = "YnRjYm90LWV4Y2hhbmdlLXNpbS1zZWNyZXQtdjEhIQ=="
-    balances: str = "TRY=100000"
+    balances: str = "TRY=100000"  # a new paper account's balances (see state_file)
+    # Paper mode keeps the simulator's account here, so stop/start continues it
+    # (`btcbot-supervisor paper reset` archives it together with the executor DB).
+    state_file: str = "data/exchange-sim.db"
 
 
 # Actors off the tick-to-order path run at a lower CPU priority, so that on a small
@@ -148,6 +152,10 @@ class RiskConfig(_Section):
     max_notional_per_order_try: Decimal = Decimal("0")  # 0 = off
     max_position_try_per_symbol: Decimal = Decimal("5000")
     max_daily_loss_try: Decimal = Decimal("500")
+    # The daily loss (drop of net PnL, shared/pnl.py) counts from this local hour in this
+    # time zone: BTCTurk's home time by default.
+    day_boundary_tz: str = "Europe/Istanbul"
+    day_boundary_hour: int = 0
     try_cash_reserve: Decimal = Decimal("300")
     cash_asset: str = "TRY"  # the quote asset whose free balance funds buys
     snapshot_interval_s: float = 5.0  # executor snapshot refresh (latches, orders, PnL)
@@ -415,6 +423,13 @@ def _validate(cfg: Config) -> None:
         if value <= 0:
             raise ConfigError(f"{field}: must be positive (got {value})")
     _validate_recorder(cfg.recorder)
+    try:
+        zone(cfg.risk.day_boundary_tz)
+    except BadTimeZone as exc:
+        raise ConfigError(f"risk.day_boundary_tz: {exc}") from None
+    if not 0 <= cfg.risk.day_boundary_hour <= 23:
+        raise ConfigError(f"risk.day_boundary_hour: must be 0..23 "
+                          f"(got {cfg.risk.day_boundary_hour})")
     for name, spec in cfg.actors.items():
         if spec.heartbeat_timeout_s <= cfg.supervisor.heartbeat_interval_s:
             raise ConfigError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from decimal import Decimal as D
 
 from tests.helpers import REPO, SUPERVISOR, wait_for
 
@@ -39,9 +40,16 @@ def test_paper_session_trades_and_status_shows_it(make_pipeline) -> None:
     assert all(isinstance(keys[k], int) for k in ("pending", "unknown", "failed")), keys
     assert keys["unknown"] == 0, keys
     assert {x["symbol"] for x in doc["pnl"]} <= {"BTCTRY", "ETHTRY", "SOLTRY"}
+    # one PnL definition: every row carries its mark and net, and the total adds up
+    for row in doc["pnl"]:
+        assert D(row["net"]) == D(row["realized"]) + D(row["unrealized"]) - D(row["fees"])
+        assert row["mark"] is not None
+    t = doc["pnl_total"]
+    assert D(t["net"]) == sum(D(r["net"]) for r in doc["pnl"])
+    assert D(t["net"]) == D(t["realized"]) + D(t["unrealized"]) - D(t["fees"])
 
     text = p.cli("status").stdout
-    for word in ("executor", "READY", "positions and PnL", "idempotency keys"):
+    for word in ("executor", "READY", "positions and PnL", "idempotency keys", "total:"):
         assert word in text
 
 

@@ -34,9 +34,10 @@ def test_avg_cost_and_realised_pnl_with_fees() -> None:
     p = apply_fill(p, "sell", D("120"), D("2"), D("0.24"))
     assert p.quantity == 1 and p.avg_cost == D("110")  # avg unchanged by a reduction
     assert p.fees == D("0.57")
-    assert p.realized_pnl == D("20") - D("0.57")  # (120-110)*2 net of every fee
+    assert p.realized_pnl == D("20")  # (120-110)*2, gross: fees are counted apart
     p = apply_fill(p, "sell", D("100"), D("1"))
-    assert p.quantity == 0 and p.avg_cost == 0 and p.realized_pnl == D("10") - D("0.57")
+    assert p.quantity == 0 and p.avg_cost == 0 and p.realized_pnl == D("10")
+    assert p.fees == D("0.57")
 
 
 def test_crossing_zero_opens_the_rest_at_fill_price() -> None:
@@ -216,6 +217,14 @@ def test_reserve_is_unique_and_fill_dedupes(tmp_path: Path) -> None:
     assert db.insert_fill(f, "paper", pos, 0.0)
     assert not db.insert_fill(f, "paper", apply_fill(pos, "buy", D(1), D(1)), 0.0)
     assert db.positions("paper")["BTCTRY"].quantity == 1
+    # realised PnL is gross in memory and NET in the column (its meaning since v1), so a
+    # database written by an older executor reads right: a round trip is exact
+    closed = apply_fill(pos, "sell", D("103"), D("1"), D("0.103"))
+    f2 = FillRow("t2", 6, "bb-1", "BTCTRY", "sell", D("103"), D("1"), D("0.103"), "TRY", 2)
+    assert db.insert_fill(f2, "paper", closed, 0.0)
+    assert db.positions("paper")["BTCTRY"] == closed and closed.realized_pnl == D(3)
+    stored = db.conn.execute("SELECT realized_pnl FROM positions").fetchone()[0]
+    assert D(stored) == D(3) - D("0.203")
     db.set_latch("safety_latch", True, "why")
     db.close()
     assert ExecutorDB(tmp_path / "x.db").latches()["safety_latch"] == (True, "why")

@@ -11,9 +11,7 @@ from pathlib import Path
 from actors.reconciler.logic import (
     IncidentDetector,
     breaches,
-    mark_price,
     pnl_rows,
-    unrealized,
     update_failures,
 )
 from bus.messages import Ack, Control, OrderAck, Position, ReconcileReport, SetLatch
@@ -36,17 +34,15 @@ def test_failures_count_consecutively_and_reset() -> None:
     assert update_failures({}, [], ["A", "B"]) == {"A": 1, "B": 1}
 
 
-def test_mark_to_market() -> None:
-    assert mark_price(D(1), D(99), D(101)) == D(99)
-    assert mark_price(D(-1), D(99), D(101)) == D(101)
-    assert mark_price(D(1), None, D(101)) is None  # long without a bid: no mark
-    assert unrealized(D(2), D(90), D(99), D(101)) == D(18)
-    assert unrealized(D(-2), D(110), D(99), D(101)) == D(18)
-    assert unrealized(D(0), D(0), D(99), D(101)) == 0
-    assert unrealized(D(1), D(90), None, None) == 0
+def test_pnl_rows_mark_at_the_mid_and_carry_net() -> None:
     rows = pnl_rows([Position(symbol="X", quantity=D(1), avg_cost=D(90), realized_pnl=D(-1),
-                              fees=D(1))], {"X": (D(100), D(102))})
-    assert rows[0].unrealized == D(10) and rows[0].realized == D(-1) and rows[0].fees == D(1)
+                              fees=D(1)),
+                     Position(symbol="Y", quantity=D(2), avg_cost=D(5))],
+                    {"X": (D(100), D(102))})
+    x, y = rows
+    assert (x.mark, x.unrealized, x.realized, x.fees) == (D(101), D(11), D(-1), D(1))
+    assert x.net == D(-1) + D(11) - D(1)
+    assert y.mark is None and y.unrealized == 0 and y.net == 0  # no book: nothing to mark
 
 
 def test_incident_detection() -> None:

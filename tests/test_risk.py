@@ -390,6 +390,66 @@ def test_daily_loss_resets_on_a_new_day():
     assert decide(intent(), st, make_cfg(), NOW).verdict == "approved"  # baseline is today
 
 
+def test_daily_loss_counts_fees_once_and_open_positions_at_the_mid():
+    cfg = make_cfg(max_daily_loss_try=D("100"))
+    st = ready_state()  # flat at the day's first snapshot: baseline net 0
+    # realised +50 gross, 60 fees: net -10; 1 ETH bought at 140100 marked at the mid
+    # 140005: -95; net -105 -> a loss of 105 >= 100
+    apply_snapshot(st, snapshot(positions=[Position(
+        symbol="ETHTRY", quantity=D(1), avg_cost=D("140100"), realized_pnl=D("50"),
+        fees=D("60"))]), NOW, "TRY")
+    assert st.daily_loss() == D("105")
+    assert decide(intent(), st, cfg, NOW).reasons == ["limit:daily_loss"]
+    # the same figures with fees counted twice would be 165; with realised net of
+    # fees read as gross, 45: both wrong, only 105 is the definition
+    cfg.risk.max_daily_loss_try = D("106")
+    assert "limit:daily_loss" not in decide(intent(), st, cfg, NOW).reasons
+
+
+def test_daily_loss_resets_at_istanbul_midnight():
+    """Europe/Istanbul is UTC+3: its midnight is 21:00 UTC."""
+    cfg = make_cfg()
+    before = 1_700_168_399 * S  # 2023-11-16 20:59:59 UTC = 23:59:59 in Istanbul
+    after = before + S  # 21:00:00 UTC: a new trading day
+    st = ready_state(now=before)
+    losing = snapshot(positions=[Position(symbol="ETHTRY", quantity=D(0), avg_cost=D(0),
+                                          realized_pnl=D("-600"))])
+    apply_snapshot(st, losing, before, "TRY")
+    assert decide(intent(now=before), st, cfg, before).reasons == ["limit:daily_loss"]
+    apply_snapshot(st, losing, after, "TRY")
+    assert st.daily_loss() == 0
+    assert decide(intent(now=after), st, cfg, after).verdict == "approved"
+    # UTC midnight is no boundary: three hours later, losses still count
+    apply_snapshot(st, snapshot(positions=[Position(
+        symbol="ETHTRY", quantity=D(0), avg_cost=D(0), realized_pnl=D("-1200"))]),
+        after + 3 * 3600 * S, "TRY")
+    assert st.daily_loss() == D("600")
+
+
+def test_daily_boundary_is_configurable_and_validated(tmp_path):
+    from shared.config import ConfigError, load_config
+    from shared.tradingday import TradingDay
+    utc_8 = TradingDay.named("UTC", 8)
+    t = 1_700_121_599 * S  # 2023-11-16 07:59:59 UTC
+    assert utc_8.day(t + S) == utc_8.day(t) + 1
+    assert utc_8.day(t + S) == utc_8.day(t + 23 * 3600 * S + 59 * 60 * S)
+    for body, field in (('day_boundary_tz = "Mars/Olympus"', "risk.day_boundary_tz"),
+                        ("day_boundary_hour = 24", "risk.day_boundary_hour")):
+        path = tmp_path / "c.toml"
+        path.write_text(f"[risk]\n{body}\n")
+        with pytest.raises(ConfigError, match=field):
+            load_config(path)
+
+
+def test_daily_baseline_waits_for_a_book_of_every_held_position():
+    st = RiskState()
+    held = snapshot(positions=[Position(symbol="ETHTRY", quantity=D(1), avg_cost=D("150000"))])
+    apply_snapshot(st, held, NOW, "TRY")  # no book yet: provisional baseline
+    advance(st, NOW + S)  # the book arrives: 10005 under water since before today
+    apply_snapshot(st, held, NOW + S, "TRY")
+    assert st.daily_loss() == 0  # yesterday's loss is not today's
+
+
 def test_market_orders_rejected():
     i = intent()
     i = Intent(**{**{f: getattr(i, f) for f in i.__struct_fields__}, "order_type": "market"})

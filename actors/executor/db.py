@@ -444,7 +444,10 @@ class ExecutorDB:
                 "realized_pnl=excluded.realized_pnl, fees=excluded.fees, "
                 "updated_at=excluded.updated_at",
                 (f.symbol, mode, str(position.quantity), str(position.cost),
-                 str(position.realized_pnl), str(position.fees), now))
+                 # The column has always held realised PnL NET of fees (the meaning it
+                 # had when the schema was written); the gross figure of shared/pnl.py
+                 # converts exactly at this boundary, so old databases stay right.
+                 str(position.realized_pnl - position.fees), str(position.fees), now))
         return True
 
     def fills(self, mode: str, symbol: str = "") -> list[FillRow]:
@@ -465,7 +468,8 @@ class ExecutorDB:
             yield FillRow(t, o, c, s, side, Decimal(p), Decimal(q), Decimal(fee), fa, ts)
 
     def positions(self, mode: str) -> dict[str, PositionState]:
-        return {s: PositionState(Decimal(q), Decimal(a), Decimal(r), Decimal(f))
+        # realized_pnl is stored net of fees (see insert_fill): gross = net + fees.
+        return {s: PositionState(Decimal(q), Decimal(a), Decimal(r) + Decimal(f), Decimal(f))
                 for (s, q, a, r, f) in self.conn.execute(
                     "SELECT symbol, quantity, cost_basis, realized_pnl, fees FROM positions "
                     "WHERE mode=? ORDER BY symbol", (mode,))}

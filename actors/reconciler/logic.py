@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from bus.messages import Position, SymbolPnl
+from shared import pnl
 
 ZERO = Decimal(0)
 
@@ -31,37 +32,18 @@ def breaches(counts: Mapping[str, int], threshold: int) -> list[str]:
     return sorted(s for s, n in counts.items() if n >= max(1, threshold))
 
 
-def mark_price(quantity: Decimal, bid: Decimal | None, ask: Decimal | None) -> Decimal | None:
-    """A long is marked at the bid, a short at the ask (what closing would get); the mid
-    when that side is missing."""
-    mid = (bid + ask) / 2 if bid is not None and ask is not None else None
-    if quantity > 0:
-        return bid if bid is not None else mid
-    if quantity < 0:
-        return ask if ask is not None else mid
-    return mid
-
-
-def unrealized(quantity: Decimal, avg_cost: Decimal, bid: Decimal | None,
-               ask: Decimal | None) -> Decimal:
-    """Zero when flat or with no price at all (nothing to mark against)."""
-    if quantity == 0:
-        return ZERO
-    mark = mark_price(quantity, bid, ask)
-    return ZERO if mark is None else (mark - avg_cost) * quantity
-
-
 def pnl_rows(positions: Iterable[Position],
              books: Mapping[str, tuple[Decimal | None, Decimal | None]]) -> list[SymbolPnl]:
-    """Per symbol: position, avg cost, realised (net of fees, from the executor's fills),
-    unrealised at the latest book, fees."""
+    """Per symbol, by the one definition (shared/pnl.py): realised (gross) and fees from
+    the executor's fills, unrealised at the mid of the latest book, net."""
     out = []
     for p in sorted(positions, key=lambda p: p.symbol):
         bid, ask = books.get(p.symbol, (None, None))
+        figures = pnl.position_pnl(p.quantity, p.avg_cost, p.realized_pnl, p.fees,
+                                   pnl.mark_price(bid, ask))
         out.append(SymbolPnl(symbol=p.symbol, position=p.quantity, avg_cost=p.avg_cost,
-                             realized=p.realized_pnl,
-                             unrealized=unrealized(p.quantity, p.avg_cost, bid, ask),
-                             fees=p.fees))
+                             realized=figures.realized, unrealized=figures.unrealized,
+                             fees=figures.fees, mark=figures.mark, net=figures.net))
     return out
 
 

@@ -75,6 +75,7 @@ from bus.messages import (
 from bus.transport import CommandError, RequestClient, RequestFailed
 from shared.fsm import State
 from shared.ids import client_order_id
+from shared.tradingday import TradingDay
 
 ACK_CACHE_SIZE = 10_000
 
@@ -87,7 +88,8 @@ class RiskActor(Actor):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.state = RiskState()
+        self.state = RiskState(trading_day=TradingDay.named(self.cfg.risk.day_boundary_tz,
+                                                            self.cfg.risk.day_boundary_hour))
         self.acks: OrderedDict[str, IntentAck] = OrderedDict()  # approved intents
         # cid -> (local mono ns, message clock ns) of its approval: kept across a snapshot
         # that cannot contain it yet.

@@ -22,8 +22,9 @@ from bus.messages import (
     Position,
     SymbolRules,
 )
+from shared import pnl
+from shared.tradingday import TradingDay
 
-DAY_NS = 86_400 * 1_000_000_000
 MINUTE_NS = 60 * 1_000_000_000
 
 
@@ -56,16 +57,32 @@ class RiskState:
     open_orders: dict[str, dict[str, OpenView]] = field(default_factory=dict)
     last_order_ns: dict[str, int] = field(default_factory=dict)
     recent_orders_ns: deque[int] = field(default_factory=deque)
-    day: int = -1
-    day_start_realized: Decimal = Decimal(0)
-    realized_now: Decimal = Decimal(0)
+    trading_day: TradingDay = field(default_factory=TradingDay)  # when the day starts
+    day: int = -1  # the trading day of the latest snapshot
+    day_start_net: Decimal = Decimal(0)  # net PnL at the first snapshot of that day
+    day_start_marked: bool = False  # every held position had a book for the baseline
 
     def open_count(self, symbol: str) -> int:
         return len(self.open_orders.get(symbol, {}))
 
+    def net_pnl(self) -> Decimal:
+        """Net PnL of the positions (shared/pnl.py), marked at the mid of the latest
+        books; a symbol without a book contributes its realised PnL and fees only."""
+        rows = []
+        for p in self.positions.values():
+            book = self.books.get(p.symbol)
+            mark = pnl.mark_price(book.best_bid, book.best_ask) if book is not None else None
+            rows.append(pnl.position_pnl(p.quantity, p.avg_cost, p.realized_pnl, p.fees, mark))
+        return pnl.total(rows).net
+
+    def all_marked(self) -> bool:
+        return all(p.quantity == 0 or p.symbol in self.books for p in self.positions.values())
+
     def daily_loss(self) -> Decimal:
-        """Loss realised since the first snapshot of the current UTC day (>0 = loss)."""
-        return self.day_start_realized - self.realized_now
+        """How far net PnL fell since the first snapshot of the current trading day
+        (>0 = loss). Open positions count at today's mark, so a loss need not be
+        realised to stop new orders."""
+        return self.day_start_net - self.net_pnl()
 
 
 def apply_feed_status(state: RiskState, st: FeedStatus) -> None:
@@ -127,12 +144,14 @@ def apply_snapshot(
     for sym, orders in kept.items():
         for cid, view in orders.items():
             state.open_orders.setdefault(sym, {}).setdefault(cid, view)
-    realized = sum((p.realized_pnl - p.fees for p in snap.positions), Decimal(0))
-    day = now_ns // DAY_NS
-    if day != state.day:
+    day = state.trading_day.day(now_ns)
+    if day != state.day or not state.day_start_marked:
+        # A new day's baseline; or today's, taken before a held symbol had a book (its
+        # unrealised PnL was missing), taken again once every position can be marked,
+        # so a book arriving late is not mistaken for a loss.
         state.day = day
-        state.day_start_realized = realized
-    state.realized_now = realized
+        state.day_start_net = state.net_pnl()
+        state.day_start_marked = state.all_marked()
 
 
 def apply_order_event(state: RiskState, ev: OrderEvent) -> None:

@@ -352,3 +352,8 @@ from actors.supervisor.ops_cli import arm_live, incident, preflight, why  # noqa
 cli.add_command(preflight)
 cli.add_command(incident)
 cli.add_command(why)
+
+# The paper account (actors/supervisor/paper_cli.py): paper reset.
+from actors.supervisor.paper_cli import paper  # noqa: E402
+
+cli.add_command(paper)

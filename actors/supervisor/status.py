@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from bus.messages import ExecutorInfo, PortfolioSnapshot
+from bus.messages import ExecutorInfo, PortfolioSnapshot, SymbolPnl
+from shared import pnl
 
 if TYPE_CHECKING:
     from actors.supervisor.core import Supervisor
@@ -102,10 +103,24 @@ def _portfolio(snapshot: PortfolioSnapshot | None, sup: Supervisor) -> dict[str,
         out["balances"] = msgspec.to_builtins(snapshot.balances)
     if sup.last_report is not None:
         out["pnl"] = msgspec.to_builtins(sup.last_report.pnl)
+        out["pnl_total"] = _pnl_total(sup.last_report.pnl)
         out["reconcile"] = {"ok": sup.last_report.ok, "failures": sup.last_report.failures,
                             "drift_found": sup.last_report.drift_found,
                             "drift_fixed": sup.last_report.drift_fixed}
     return out
+
+
+def _pnl_total(rows: list[SymbolPnl]) -> dict[str, str]:
+    """The sum of the reconciler's rows, by the one definition (shared/pnl.py). Rows
+    from an older reconciler without a mark are summed as they are."""
+    t = pnl.total(pnl.Pnl(r.realized, r.unrealized, r.fees, r.mark) for r in rows)
+    return {"realized": _plain(t.realized), "unrealized": _plain(t.unrealized),
+            "fees": _plain(t.fees), "net": _plain(t.net)}
+
+
+def _plain(value: Decimal) -> str:
+    """A Decimal as plain digits (never ``0E-8``)."""
+    return format(value, "f")
 
 
 def _fmt_age(value: Any) -> str:
@@ -150,14 +165,16 @@ def _render_portfolio(doc: dict[str, Any]) -> list[str]:
             lines.append(f"  {o['symbol']:<8} {o['side']:<4} {o['quantity']} @ {o['price']} "
                          f"filled {o['filled_quantity']} {o['state']} {o['client_order_id']}")
     if doc.get("pnl"):
-        lines += ["", "positions and PnL (TRY):"]
-        total = Decimal(0)
+        lines += ["", "positions and PnL (TRY; realised gross of fees, unrealised at the "
+                  "mid; net = realised + unrealised - fees):"]
         for p in doc["pnl"]:
-            total += Decimal(p["realized"]) + Decimal(p["unrealized"]) - Decimal(p["fees"])
             lines.append(f"  {p['symbol']:<8} qty {p['position']} avg {p['avg_cost']} "
-                         f"realised {p['realized']} unrealised {p['unrealized']} "
-                         f"fees {p['fees']}")
-        lines.append(f"  total net PnL {total}")
+                         f"mark {p.get('mark') or '-'} realised {p['realized']} "
+                         f"unrealised {p['unrealized']} fees {p['fees']} net {p.get('net')}")
+        t = doc.get("pnl_total")
+        if t:
+            lines.append(f"  total: realised {t['realized']} unrealised {t['unrealized']} "
+                         f"fees {t['fees']} net {t['net']}")
     elif doc.get("positions"):
         lines += ["", "positions:"]
         for p in doc["positions"]:
