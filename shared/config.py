@@ -27,8 +27,11 @@ LIVE_ACK = "I_UNDERSTAND"
 
 ACTOR_NAMES = (
     "bus", "exchange-sim", "recorder", "executor", "marketdata", "risk", "strategy",
-    "reconciler",
+    "reconciler", "alerts",
 )
+# Actors off the trading path: being down never halts trading, and giving up on one
+# does not set the kill switch (a dead webhook must not stop a healthy bot).
+OBSERVER_ACTORS = frozenset({"alerts"})
 
 
 class ConfigError(Exception):
@@ -85,7 +88,7 @@ class SimulatorConfig(_Section):
 
 # Actors off the tick-to-order path run at a lower CPU priority, so that on a small
 # machine a tick never waits for the recorder's write or the reconciler's report.
-BACKGROUND_NICE = {"recorder": 10, "reconciler": 10}
+BACKGROUND_NICE = {"recorder": 10, "reconciler": 10, "alerts": 10}
 
 
 class ActorSpec(_Section):
@@ -232,6 +235,26 @@ class RecorderConfig(_Section):
         return parse_size(self.disk_warn_bytes)
 
 
+class WebhookConfig(_Section):
+    url: str
+    # "json": the event as one JSON object; "telegram": a Bot API sendMessage body
+    # ({"chat_id", "text"}) for https://api.telegram.org/bot<TOKEN>/sendMessage.
+    format: Literal["json", "telegram"] = "json"
+    chat_id: str = ""
+    timeout_s: float = 5.0
+
+
+class AlertsConfig(_Section):
+    # The alerts actor runs only when at least one webhook is configured.
+    webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
+    on_fill: bool = False  # also an event for every fill
+    max_attempts: int = 8  # per event and webhook, then it is dropped (counted)
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    queue_max: int = 1000  # per webhook; beyond it the oldest event is dropped (counted)
+    repeat_s: float = 300.0  # a level condition (drift, daily loss) re-alerts at most this often
+
+
 def _default_actors() -> dict[str, ActorSpec]:
     return {name: ActorSpec() for name in ACTOR_NAMES}
 
@@ -254,6 +277,7 @@ class Config(_Section):
     executor: ExecutorConfig = msgspec.field(default_factory=ExecutorConfig)
     reconciler: ReconcilerConfig = msgspec.field(default_factory=ReconcilerConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
 
     # Set by load_config, not read from the file.
     base_dir: str = ""
@@ -336,6 +360,8 @@ class Config(_Section):
         names = [n for n in self.actors if self.actors[n].enabled]
         if not self.runs_simulator:
             names = [n for n in names if n != "exchange-sim"]
+        if not self.alerts.webhooks:
+            names = [n for n in names if n != "alerts"]
         names.sort(key=lambda n: ACTOR_NAMES.index(n))
         return names
 
@@ -420,6 +446,16 @@ def _validate(cfg: Config) -> None:
         "recorder.retry_s": cfg.recorder.retry_s,
     }
     for field, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{field}: must be positive (got {value})")
+    for i, hook in enumerate(cfg.alerts.webhooks):
+        if not hook.url.startswith(("http://", "https://")):
+            raise ConfigError(f"alerts.webhooks[{i}].url: must be an http:// or https:// URL")
+        if hook.format == "telegram" and not hook.chat_id:
+            raise ConfigError(f"alerts.webhooks[{i}].chat_id: required for format telegram")
+    for field, value in (("alerts.max_attempts", cfg.alerts.max_attempts),
+                         ("alerts.backoff_initial_s", cfg.alerts.backoff_initial_s),
+                         ("alerts.queue_max", cfg.alerts.queue_max)):
         if value <= 0:
             raise ConfigError(f"{field}: must be positive (got {value})")
     _validate_recorder(cfg.recorder)
@@ -515,6 +551,9 @@ def _toml_value(v: Any) -> str:
         return json.dumps(v)  # a JSON string is a valid TOML basic string
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table (e.g. an element of alerts.webhooks)
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()
+                               if x is not None) + "}"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 

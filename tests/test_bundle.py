@@ -17,6 +17,7 @@ from tests.helpers import wait_for
 LIVE_KEY = "LIVEKEY-0123456789abcdef"
 LIVE_SECRET = "bGl2ZS1zZWNyZXQtdGhhdC1tdXN0LW5ldmVyLWxlYWsh"
 CURVE_SECRET = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+BOT_TOKEN = "123456:AAbbCCddEEffGGhhIIjjKKllMMnnOO"
 
 
 def test_parse_duration_and_redact() -> None:
@@ -39,7 +40,9 @@ def test_log_window_keeps_tracebacks_with_their_line(tmp_path: Path) -> None:
 
 
 def test_bundle_of_a_paper_session_holds_no_secret(make_pipeline, tmp_path: Path) -> None:
-    p = make_pipeline()
+    p = make_pipeline({"alerts": {"webhooks": [
+        {"url": f"http://127.0.0.1:9/bot{BOT_TOKEN}/sendMessage", "format": "telegram",
+         "chat_id": "987654321"}]}})
     p.start()
     wait_for(lambda: any(read_recording(tmp_path / "recordings", topics=["md.book"])),
              timeout=30, what="recorded books")
@@ -77,11 +80,12 @@ def test_bundle_of_a_paper_session_holds_no_secret(make_pipeline, tmp_path: Path
     assert {"python", "pyzmq", "libzmq", "msgspec", "apsw"} <= set(versions)
     config = json.loads(files["config.json"])
     assert config["exchange"]["api_key"] == "<redacted>"
+    assert config["alerts"]["webhooks"][0]["url"] == "<redacted>"
     assert "<redacted>" in files["logs/risk.log"].decode()
 
     # the scan: no secret anywhere, in any member, nor in the compressed stream
     raw = gzip.decompress(out.read_bytes())
-    for secret in (LIVE_KEY, LIVE_SECRET, CURVE_SECRET):
+    for secret in (LIVE_KEY, LIVE_SECRET, CURVE_SECRET, BOT_TOKEN):
         assert secret.encode() not in raw, secret
         for name, data in files.items():
             assert secret.encode() not in data, (secret, name)

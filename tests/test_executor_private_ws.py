@@ -1,6 +1,6 @@
 """The executor follows orders from the private WebSocket, REST polling as the fallback.
 
-Pure watch logic (actors/executor/privatews.py) first, then real processes (bus +
+Pure watch logic (actors.executor.venues.privatews.py) first, then real processes (bus +
 executor) against the simulator, watching what the executor publishes on the bus."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import zmq.asyncio
 
-from actors.executor.privatews import PrivateWsWatch
+from actors.executor.venues.privatews import PrivateWsWatch
 from bus.messages import ExecutorInfo, Fill, Heartbeat, OrderAck, OrderEvent
 from bus.transport import Subscriber
 from tests.executor_harness import Rig, deterministic_book, order

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from actors.executor.accounting import FillFact, PositionState, apply_fill, replay
 from actors.executor.db import MIGRATIONS, ExecutorDB, FillRow, LockHeld, OrderRow, acquire_lock
-from actors.executor.dryrun import crossing_fill
 from actors.executor.recovery import diff_open_orders, order_state, ttl_expired
+from actors.executor.venues.dryrun import crossing_fill
 from shared.btcturk.models import ExchangeOrder
 
 REPO = Path(__file__).resolve().parent.parent

@@ -24,13 +24,14 @@ def _fill(tid: str, side: str, price: str, qty: str, fee: str) -> Fill:
 def test_pnl_contribution_is_the_closing_orders_share() -> None:
     fills = [_fill("a", "buy", "100", "2", "0.2"), _fill("b", "sell", "110", "1", "0.11"),
              _fill("c", "sell", "90", "1", "0.09")]
-    assert pnl_contribution(fills, {"a"}) == {"realized_net": "-0.2", "fees": "0.2",
+    assert pnl_contribution(fills, {"a"}) == {"realized": "0", "fees": "0.2", "net": "-0.2",
                                               "position_after": "0"}
     # the first sell closes half at +10 against an average cost of 100, less its fee
-    assert Decimal(pnl_contribution(fills, {"b"})["realized_net"]) == Decimal("9.89")
-    assert Decimal(pnl_contribution(fills, {"c"})["realized_net"]) == Decimal("-10.09")
+    b = pnl_contribution(fills, {"b"})
+    assert Decimal(b["realized"]) == 10 and Decimal(b["net"]) == Decimal("9.89")
+    assert Decimal(pnl_contribution(fills, {"c"})["net"]) == Decimal("-10.09")
     # the parts add up to the round trip: 0 gross, minus every fee
-    total = sum(Decimal(pnl_contribution(fills, {t})["realized_net"]) for t in "abc")
+    total = sum(Decimal(pnl_contribution(fills, {t})["net"]) for t in "abc")
     assert total == Decimal("-0.40")
 
 
@@ -78,7 +79,8 @@ def test_why_filled_and_rejected(make_pipeline, tmp_path: Path) -> None:
         s in ("OPEN", "PARTIAL", "FILLED") for s in states), states
     assert doc["send"]["latency_ms"] is not None and doc["send"]["latency_ms"] >= 0
     assert doc["fills"] and all(Decimal(f["fee"]) >= 0 for f in doc["fills"])
-    assert "realized_net" in doc["pnl"]
+    assert Decimal(doc["pnl"]["net"]) == Decimal(doc["pnl"]["realized"]) - Decimal(
+        doc["pnl"]["fees"])
     times = [e["at"] for e in doc["timeline"]]
     assert times == sorted(times) and len(times) >= 5
 

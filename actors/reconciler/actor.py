@@ -5,8 +5,9 @@ in its heartbeat incarnation or FSM state, a bus gap) it sends ``ReconcileQuery`
 executor (which alone talks to the exchange), counts consecutive failures per symbol (an
 undeliverable request fails every symbol), and once a symbol reaches
 ``failure_threshold`` sets the safety latch with ``SetLatch`` (persisted by the executor;
-only an operator clears it). If even SetLatch cannot be delivered it broadcasts
-``kill_switch_on`` itself so risk stops at once, and retries SetLatch every round.
+only an operator clears it). The executor is the one writer of latches: if SetLatch
+cannot be delivered the reconciler retries it every round (nothing is sent while the
+executor is unreachable anyway).
 Each round publishes a ReconcileReport (key counts, drift, failures, PnL per symbol).
 """
 
@@ -22,7 +23,6 @@ from actors.reconciler.logic import IncidentDetector, breaches, pnl_rows, update
 from actors.runtime import Actor, main_for
 from bus.messages import (
     BookSnapshot,
-    Control,
     Heartbeat,
     KeyCounts,
     OrderEvent,
@@ -168,11 +168,10 @@ class ReconcilerActor(Actor):
             self.latch_confirmed = True
             self.counters["latches_set"] += 1
         except RequestFailed as exc:
-            # The executor may be down: make risk stop now; retry SetLatch next round.
-            self.publish(Control(command="kill_switch_on", reason=f"{reason} (SetLatch "
-                                 f"failed: {exc})"))
-            self.counters["latch_broadcasts"] += 1
-            details.append(f"SetLatch failed: {exc}; broadcast kill_switch_on")
+            # The executor is the one writer of latches; while it is down nothing can be
+            # sent anyway (risk's submits fail too). Retry SetLatch next round.
+            self.counters["latch_request_failures"] += 1
+            details.append(f"SetLatch failed: {exc}; retrying next round")
         return True
 
     def heartbeat_counters(self) -> dict[str, int]:

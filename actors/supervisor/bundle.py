@@ -54,11 +54,10 @@ def collect_secrets(cfg: Config) -> set[str]:
     """Every value that must not appear in a bundle."""
     found = {cfg.exchange.api_key, cfg.exchange.api_secret,
              os.environ.get("BTCTURK_API_KEY", ""), os.environ.get("BTCTURK_API_SECRET", "")}
-    alerts = getattr(cfg, "alerts", None)
-    for hook in getattr(alerts, "webhooks", []) or []:
+    for hook in cfg.alerts.webhooks:
         found.add(hook.url)
         found.update(_url_secrets(hook.url))
-        found.add(getattr(hook, "chat_id", "") or "")
+        found.add(hook.chat_id)
     keys_dir = cfg.path(cfg.data_dir) / "keys"
     if keys_dir.is_dir():
         for path in keys_dir.rglob("*"):

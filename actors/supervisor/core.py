@@ -24,7 +24,6 @@ from actors.supervisor.status import build_status
 from bus.messages import (
     Ack,
     CommandRequest,
-    Control,
     FeedStatus,
     Heartbeat,
     Msg,
@@ -32,6 +31,7 @@ from bus.messages import (
     ReconcileReport,
     SetLatch,
     SnapshotQuery,
+    StateTransition,
     StatusReply,
     SupervisorChannel,
     SupervisorCommand,
@@ -45,7 +45,7 @@ from bus.transport import (
     Subscriber,
     new_incarnation,
 )
-from shared.config import Config
+from shared.config import OBSERVER_ACTORS, Config
 
 MONITOR_INTERVAL_S = 0.1  # exits and deadlines; also bounds restart latency
 
@@ -340,6 +340,14 @@ class Supervisor:
         limits = self.cfg.supervisor
         why = (f"{child.name} restarted {limits.intensity_max_restarts} times in "
                f"{limits.intensity_window_s:.0f}s: giving up and setting the kill switch")
+        if self.pub is not None:  # announced on state.supervisor (the alerts actor hears it)
+            self.pub.publish(StateTransition(actor=child.name, from_state=child.heard.state,
+                                             to_state="GAVE_UP", trigger=why))
+        if child.name in OBSERVER_ACTORS:
+            logger.error("{} restarted {} times in {:.0f}s: giving up (an observer: trading "
+                         "goes on)", child.name, limits.intensity_max_restarts,
+                         limits.intensity_window_s)
+            return
         logger.critical(why)
         self.kill_switch_reason = why
         self._tasks.append(asyncio.create_task(self._latch_after_give_up(why)))
@@ -418,13 +426,8 @@ class Supervisor:
         return f"{name} restarted (pid {child.pid}){'' if ok else ' but not READY yet'}"
 
     async def _set_latch(self, latch: str, value: bool, reason: str) -> str:
-        """Persisted by the executor (the owner of the DB); broadcast at once so risk
-        reacts without waiting for its next snapshot."""
-        command = {("kill_switch", True): "kill_switch_on", ("kill_switch", False):
-                   "kill_switch_off", ("paused", True): "pause", ("paused", False): "resume"}
-        if (latch, value) in command and self.pub is not None:
-            self.pub.publish(Control(command=command[(latch, value)],  # type: ignore[arg-type]
-                                     reason=reason or "operator"))
+        """A request to the executor, the one writer of latches: it persists the change
+        and then announces it (its portfolio snapshot), which risk and status follow."""
         if latch == "kill_switch" and not value:
             self.kill_switch_reason = ""
         if "executor" not in self.children:

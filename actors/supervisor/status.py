@@ -16,6 +16,7 @@ import msgspec
 
 from bus.messages import ExecutorInfo, PortfolioSnapshot, SymbolPnl
 from shared import pnl
+from shared.config import OBSERVER_ACTORS
 
 if TYPE_CHECKING:
     from actors.supervisor.core import Supervisor
@@ -68,7 +69,20 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "generated_at": time.time(),
     }
     doc.update(_portfolio(snapshot, sup))
+    if (alerts := sup.children.get("alerts")) is not None:
+        doc["alerts"] = alerts_status(alerts.heard.counters, alerts.heard.info, alerts.running)
     return doc
+
+
+def alerts_status(counters: dict[str, int], info: dict[str, str],
+                  running: bool) -> dict[str, Any]:
+    """Webhook delivery as the alerts actor last reported it."""
+    return {"running": running, "events": counters.get("alerts_events", 0),
+            "sent": counters.get("alerts_sent", 0),
+            "failed_attempts": counters.get("alerts_failed", 0),
+            "dropped": counters.get("alerts_dropped", 0),
+            "pending": counters.get("alerts_pending", 0),
+            "last_error": info.get("last_error", "")}
 
 
 def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
@@ -90,8 +104,10 @@ def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
         reasons.append("market_data:stale " + ",".join(gates["stale_symbols"]))
     for child in sup.children.values():
         if not (child.running and child.heard.ready):
-            reasons.append(f"actor:{child.name}:{child.display_state()}")
-    blocking = [r for r in reasons if not r.startswith("mode:dry-run")]
+            kind = "observer" if child.name in OBSERVER_ACTORS else "actor"
+            reasons.append(f"{kind}:{child.name}:{child.display_state()}")
+    # An observer (alerts) being down is reported but never halts trading.
+    blocking = [r for r in reasons if not r.startswith(("mode:dry-run", "observer:"))]
     return {"state": "HALTED" if blocking else "TRADING", "reasons": reasons}
 
 
@@ -153,6 +169,10 @@ def render_text(doc: dict[str, Any]) -> str:
         f"idempotency keys: pending={keys['pending']} unknown={keys['unknown']} "
         f"failed={keys['failed']}",
     ]
+    if al := doc.get("alerts"):
+        lines.append(f"alerts: sent={al['sent']} failed={al['failed_attempts']} "
+                     f"dropped={al['dropped']} pending={al['pending']}"
+                     + (f"  last error: {al['last_error']}" if al["last_error"] else ""))
     lines += _render_portfolio(doc)
     return "\n".join(lines)
 

@@ -1,12 +1,14 @@
-"""Test-only fault hook: SIGKILL this process at an exact point of the order flow.
+"""Test-only fault injection, wired in at start and absent from the send path when off.
 
-``BTCBOT_TEST_CRASH_AT=<point>[:<n>]`` kills the executor the n-th time (default 1st)
-it reaches ``point``. Unset (the normal case) the hook does nothing at all.
+``BTCBOT_TEST_CRASH_AT=<point>[:<n>]`` SIGKILLs the executor the n-th time (default 1st)
+it reaches ``point``. Unset (the normal case) ``from_env`` returns ``NO_FAULTS``, whose
+``hit`` does nothing, and the venue is not wrapped at all.
 
 Points:
 - ``after_reserve``: the key and order row are committed; the "accepted" reply has not
   been sent (the caller sees a timeout and retries against the restarted executor).
-- ``after_send``: the submit request runs as its own task while the executor polls the
+- ``after_send``: (``CrashAfterSendVenue``, a venue wrapper) the submit request runs as
+  its own task while the wrapper polls the
   simulator's ``GET /sim/received-orders`` (up to 3 s) until it lists the client order id,
   then dies; the code that reads the submit's result is never reached, so the response
   (even if it already arrived in the socket) is never processed. (aiohttp's
@@ -24,15 +26,37 @@ import asyncio
 import os
 import signal
 import time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from loguru import logger
+
+if TYPE_CHECKING:
+    from actors.executor.venues.base import Venue
 
 ENV = "BTCBOT_TEST_CRASH_AT"
 POINTS = frozenset({"after_reserve", "after_send", "after_response", "during_recovery"})
 
 
-class CrashHook:
+class Faults:
+    """Where the order flow reports its fault points (no-op unless a test asks)."""
+
+    active = False
+
+    def hit(self, point: str) -> None:
+        return None
+
+    def wrap(self, venue: Venue, sim_base_url: str) -> Venue:
+        return venue
+
+
+NO_FAULTS = Faults()
+
+
+class CrashHook(Faults):
+    active = True
+
     def __init__(self, spec: str | None) -> None:
         self.point: str | None = None
         self.remaining = 0
@@ -43,13 +67,15 @@ class CrashHook:
             self.point = point
             self.remaining = int(count) if count else 1
 
-    @classmethod
-    def from_env(cls) -> CrashHook:
-        return cls(os.environ.get(ENV))
+    @staticmethod
+    def from_env() -> Faults:
+        spec = os.environ.get(ENV)
+        return CrashHook(spec) if spec else NO_FAULTS
 
-    @property
-    def active(self) -> bool:
-        return self.point is not None
+    def wrap(self, venue: Venue, sim_base_url: str) -> Venue:
+        if self.point != "after_send":
+            return venue
+        return CrashAfterSendVenue(venue, self, sim_base_url)  # type: ignore[return-value]
 
     def hit(self, point: str) -> None:
         if self.point != point:
@@ -63,9 +89,6 @@ class CrashHook:
         logger.warning("test crash hook: SIGKILL at {}", point)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    def wants_after_send(self) -> bool:
-        return self.point == "after_send"
-
     async def after_send(self, sim_base_url: str, cid: str) -> None:
         """Called while the submit request runs as a separate task: counts the hit and, if
         it is the one, waits until the simulator lists ``cid`` and kills the process. The
@@ -76,6 +99,25 @@ class CrashHook:
             return
         await _wait_received(sim_base_url, cid)
         self.kill("after_send")
+
+
+class CrashAfterSendVenue:
+    """The venue, except that a submit dies once the simulator has received it."""
+
+    def __init__(self, inner: Venue, hook: CrashHook, sim_base_url: str) -> None:
+        self._inner = inner
+        self._hook = hook
+        self._url = sim_base_url
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def submit(self, symbol: str, side: str, quantity: Decimal, price: Decimal,
+                     client_order_id: str) -> int:
+        task = asyncio.ensure_future(self._inner.submit(symbol, side, quantity, price,
+                                                        client_order_id))
+        await self._hook.after_send(self._url, client_order_id)
+        return await task
 
 
 async def _wait_received(base_url: str, cid: str, timeout_s: float = 3.0) -> None:

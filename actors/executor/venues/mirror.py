@@ -1,0 +1,117 @@
+"""The replay mirror venue (``executor.replay_mirror``, only for ``replay --verify``, only
+in dry-run).
+
+The replayed recording already carries the recorded executor's order, fill and portfolio
+messages, so this venue sends nothing (``sends = False``: a SubmitOrder is only reserved
+in the temp DB, so a repeated key answers ``duplicate``), simulates no fills and runs no
+background loop (``follows = False``: nothing may publish). Snapshots are the latest
+recorded ``portfolio`` (before any: an empty snapshot marked ``recovering``, which is
+what a fresh dry-run executor answers too, so strategy and risk start as they did in the
+recorded session). After a recorded order/fill event and before the portfolio the
+recorded executor published in reaction (at most ~0.5 s later), the latest recorded
+snapshot is known to be behind: a query then waits up to ``MIRROR_WAIT_S`` for the next
+one, as the live executor's answer would have reflected the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Container
+from decimal import Decimal
+from typing import Any
+
+from actors.executor.db import OrderRow
+from actors.executor.venues.dryrun import SimFill, VenueUnreadable
+from bus.messages import Fill, KeyCounts, Latches, Msg, OrderEvent, PortfolioSnapshot
+from shared.btcturk.models import ExchangeOrder, UserTrade
+
+# Below the strategy's and risk's snapshot request timeouts (2 s).
+MIRROR_WAIT_S = 1.2
+
+
+class MirrorVenue:
+    name = "mirror"
+    sends = False
+    follows = False
+    read_block: str | None = "dry_run"
+    subscriptions = ("portfolio", "order.", "fill.")
+
+    def __init__(self, counters: Any) -> None:
+        self.counters = counters
+        self._snap: PortfolioSnapshot | None = None
+        self._behind = False
+        self._fresh = asyncio.Event()
+
+    async def submit(self, symbol: str, side: str, quantity: Decimal, price: Decimal,
+                     client_order_id: str) -> int:
+        raise VenueUnreadable("the replay mirror never sends")
+
+    async def cancel(self, order_id: int) -> None:
+        raise VenueUnreadable("the replay mirror never sends")
+
+    async def get_order(self, order_id: int) -> ExchangeOrder:
+        raise VenueUnreadable("dry_run")
+
+    async def open_orders(self, pair: str | None = None) -> list[ExchangeOrder]:
+        raise VenueUnreadable("dry_run")
+
+    async def all_orders(self, pair: str, start_ms: int) -> list[ExchangeOrder]:
+        raise VenueUnreadable("dry_run")
+
+    async def user_trades(self, pair: str | None, start_ms: int,
+                          skip_ids: Container[int]) -> list[UserTrade]:
+        raise VenueUnreadable("dry_run")
+
+    async def balances(self) -> list[tuple[str, Decimal, Decimal]]:
+        raise VenueUnreadable("dry_run")
+
+    def start(self, spawn: Any, on_event: Any) -> None:
+        return None
+
+    def poll_interval(self) -> float:
+        return 1.0
+
+    def check(self, now_mono: float) -> None:
+        return None
+
+    def on_event_for(self, client_order_id: str, now_mono: float) -> None:
+        return None
+
+    def on_poll_changes(self, client_order_ids: list[str], now_mono: float,
+                        was_up: bool) -> None:
+        return None
+
+    def events_up(self) -> bool:
+        return False
+
+    def status(self) -> str:
+        return "off"
+
+    def on_bus(self, body: Msg, open_orders: Callable[[str], list[OrderRow]]
+               ) -> list[tuple[OrderRow, SimFill, str]]:
+        if isinstance(body, PortfolioSnapshot):
+            self._snap = body
+            self._behind = False
+            self._fresh.set()
+            self.counters["mirror_snapshots"] += 1
+        elif isinstance(body, OrderEvent | Fill):
+            # The recorded executor published a portfolio after this: until it comes,
+            # the latest one is behind.
+            self._behind = True
+            self._fresh = asyncio.Event()
+        return []
+
+    async def recorded_portfolio(self) -> PortfolioSnapshot | None:
+        if self._behind:
+            self.counters["mirror_waits"] += 1
+            try:
+                await asyncio.wait_for(self._fresh.wait(), MIRROR_WAIT_S)
+            except TimeoutError:
+                self.counters["mirror_wait_timeouts"] += 1
+        if self._snap is None:
+            return PortfolioSnapshot(positions=[], balances=[], open_orders=[],
+                                     latches=Latches(), keys=KeyCounts(), recovering=True)
+        return self._snap
+
+    async def close(self) -> None:
+        return None
