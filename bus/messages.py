@@ -102,6 +102,7 @@ class Intent(Msg):
     strategy: str
     created_wall_ns: int
     book_mono_ns: int = 0  # receive time of the book that triggered it (latency)
+    boot: int = 0  # the strategy host's boot number, part of the id (a replay reuses it)
 
 
 class RiskDecision(Msg):
@@ -260,20 +261,22 @@ class StateTransition(Msg):
 
 
 class ExecutorInfo(Msg):
-    kill_switch: bool
-    safety_latch: bool
-    paused: bool
-    latch_reason: str
-    recovering: bool
-    mode: str
-    db: str
-    unresolvable_keys: int
-    private_ws: str
+    kill_switch: bool = False
+    safety_latch: bool = False
+    paused: bool = False
+    latch_reason: str = ""
+    recovering: bool = False
+    mode: str = ""
+    db: str = ""
+    unresolvable_keys: int = 0
+    private_ws: str = ""
 
 
 class RiskInfo(Msg):
     gates: list[str]  # closed global gates; empty when open
     fresh: list[str]  # symbols with fresh data
+    daily_loss: Decimal = Decimal(0)  # risk's own count of today's realised loss
+    max_daily_loss: Decimal = Decimal(0)
 
 
 class SymbolFreshness(msgspec.Struct, kw_only=True):
@@ -293,6 +296,9 @@ class StrategyInfo(Msg):
     synced: bool
     pending: list[str]
     trade_every_tick: bool
+    plugin: str = ""
+    boot: int = 0
+    plugin_paused: list[str] = []
 
 
 class RecorderInfo(Msg):
@@ -308,8 +314,24 @@ class ReconcilerInfo(Msg):
     latched: bool
 
 
+class DashboardInfo(Msg):
+    url: str
+    bind_error: str = ""
+
+
+class AlertsInfo(Msg):
+    last_error: str = ""
+
+
 ActorInfo = (
-    ExecutorInfo | RiskInfo | MarketdataInfo | StrategyInfo | RecorderInfo | ReconcilerInfo
+    ExecutorInfo
+    | RiskInfo
+    | MarketdataInfo
+    | StrategyInfo
+    | RecorderInfo
+    | ReconcilerInfo
+    | DashboardInfo
+    | AlertsInfo
 )
 
 

@@ -17,6 +17,7 @@ from actors.alerts.delivery import backoff_s
 from actors.alerts.events import Detector
 from actors.alerts.format import body_for
 from bus.messages import (
+    ExecutorInfo,
     Fill,
     Heartbeat,
     KeyCounts,
@@ -29,8 +30,8 @@ from tests.helpers import free_port, wait_for
 
 
 def _hb(**latches: bool) -> Heartbeat:
-    info = {k: "true" if v else "false" for k, v in latches.items()}
-    info["latch_reason"] = "operator: test" if any(latches.values()) else ""
+    info = ExecutorInfo(**latches,
+                        latch_reason="operator: test" if any(latches.values()) else "")
     return Heartbeat(actor="executor", pid=1, state="READY", ready=True, uptime_s=1.0,
                      counters={}, info=info)
 
@@ -172,3 +173,44 @@ def test_webhook_delivery_with_the_receiver_down_then_back(make_pipeline) -> Non
                  what="TRADING again")
     finally:
         receiver.close()
+
+
+def test_alerts_given_up_never_stops_trading(make_pipeline) -> None:
+    """An alerts actor that cannot start is given up on without the kill switch, and
+    the bot trades on; status says so."""
+    p = make_pipeline({"alerts": {"webhooks": [{"url": f"http://127.0.0.1:{free_port()}/"}]},
+                       "supervisor": {"intensity_max_restarts": 2, "intensity_window_s": 60.0}},
+                      env={"BTCBOT_TEST_FAIL_AT_START": "alerts"})
+    r = p.cli("start", "--detach")
+    assert r.returncode == 1 and "gave up on alerts" in r.stderr, r.stderr
+    assert "trading not stopped" in r.stderr
+    doc = wait_for(lambda: (d := p.status())["trading"]["state"] == "TRADING" and d,
+                   timeout=60, what="TRADING with alerts given up")
+    assert "observer:alerts:GAVE_UP" in doc["trading"]["reasons"]
+    assert doc["latch"]["kill_switch"] is False
+    assert doc["alerts"]["running"] is False
+
+
+def test_alerts_config_errors_name_the_field(tmp_path) -> None:
+    import pytest
+
+    from shared.config import ConfigError, load_config
+
+    def load(alerts: str) -> None:
+        path = tmp_path / "c.toml"
+        path.write_text(alerts)
+        load_config(path)
+
+    with pytest.raises(ConfigError, match=r"alerts.webhooks\[0\].url"):
+        load('[[alerts.webhooks]]\nurl = "ftp://x"\n')
+    with pytest.raises(ConfigError, match=r"alerts.webhooks\[0\].chat_id"):
+        load('[[alerts.webhooks]]\nurl = "https://x/"\nformat = "telegram"\n')
+    with pytest.raises(ConfigError, match="alerts.max_attempts"):
+        load('[alerts]\nmax_attempts = 0\n')
+    with pytest.raises(ConfigError, match="format"):
+        load('[[alerts.webhooks]]\nurl = "https://x/"\nformat = "slack"\n')
+    path = tmp_path / "ok.toml"
+    path.write_text('[[alerts.webhooks]]\nurl = "https://x/"\n')
+    assert "alerts" in load_config(path).enabled_actors()
+    path.write_text("")
+    assert "alerts" not in load_config(path).enabled_actors()

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors.supervisor.bundle import log_window, parse_duration, redact
 from shared.recording import read_recording
@@ -27,6 +29,18 @@ def test_parse_duration_and_redact() -> None:
         parse_duration("soon")
     assert redact(f"k={LIVE_KEY} s={LIVE_SECRET}", {LIVE_KEY, LIVE_SECRET}) == \
         "k=<redacted> s=<redacted>"
+
+
+@given(st.lists(st.text(min_size=6, max_size=30), min_size=1, max_size=4), st.text(max_size=200),
+       st.integers(0, 3))
+def test_redact_leaves_no_secret(secrets: list[str], noise: str, copies: int) -> None:
+    """Whatever the secrets and however they are embedded (overlapping, repeated, one
+    inside another), none survives redaction."""
+    text = noise.join(secrets * (copies + 1)) + noise
+    out = redact(text, set(secrets))
+    for s in secrets:
+        if s not in "<redacted>":
+            assert s not in out, s
 
 
 def test_log_window_keeps_tracebacks_with_their_line(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from loguru import logger
 from actors.alerts.delivery import Deliverer
 from actors.alerts.events import Detector
 from actors.runtime import Actor, main_for
-from bus.messages import Packet
+from bus.messages import AlertsInfo, Packet
 from shared.config import Config
 
 
@@ -43,8 +43,8 @@ class AlertsActor(Actor):
     def heartbeat_counters(self) -> dict[str, int]:
         return {**self.deliverer.counters, "alerts_pending": self.deliverer.pending}
 
-    def heartbeat_info(self) -> dict[str, str]:
-        return {"last_error": self.deliverer.last_error()[:500]}
+    def heartbeat_info(self) -> AlertsInfo:
+        return AlertsInfo(last_error=self.deliverer.last_error()[:500])
 
 
 def main() -> None:

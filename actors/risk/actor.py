@@ -333,7 +333,10 @@ class RiskActor(Actor):
     def heartbeat_info(self) -> RiskInfo:
         gates = global_gates(self.cfg, self.state, self.message_clock())
         return RiskInfo(gates=list(gates),
-                        fresh=[s for s, f in sorted(self.state.feed.items()) if f])
+                        fresh=[s for s, f in sorted(self.state.feed.items()) if f],
+                        # the dashboard's daily-loss budget: risk's own count
+                        daily_loss=self.state.daily_loss(),
+                        max_daily_loss=self.cfg.risk.max_daily_loss_try)
 
 
 def main() -> None:

@@ -83,8 +83,16 @@ def _url_secrets(url: str) -> set[str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for s in sorted(secrets, key=len, reverse=True):  # longest first: a URL before its token
-        text = text.replace(s, REDACTED)
+    ordered = [s for s in sorted(secrets, key=len, reverse=True)  # a URL before its token
+               if s not in REDACTED]
+    # Until none is left: a replacement can join its neighbours into another secret.
+    for _ in range(10):
+        if not any(s in text for s in ordered):
+            return text
+        for s in ordered:
+            text = text.replace(s, REDACTED)
+    if any(s in text for s in ordered):  # pathological secrets: withhold, never leak
+        return "<withheld: a secret could not be redacted from this text>\n"
     return text
 
 

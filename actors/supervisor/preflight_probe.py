@@ -18,6 +18,7 @@ from pathlib import Path
 import apsw
 
 from actors.executor.db import ExecutorDB, acquire_lock
+from actors.strategy.loader import load_strategy
 from actors.supervisor.preflight import (
     TRADE_PROBE_ORDER_ID,
     Check,
@@ -96,7 +97,8 @@ async def _exchange_checks(cfg: Config) -> list[Check]:
         risk = cfg.risk
         exposure = risk.max_position_try_per_symbol * len(cfg.marketdata.symbols)
         checks.append(judge_balances(free, risk.cash_asset.upper(), risk.try_cash_reserve,
-                                     cfg.strategy.entry_notional_try, exposure,
+                                     max(_strategy_sizes(cfg).values(), default=Decimal(0)),
+                                     exposure,
                                      key_error or ("no API key" if not have_key else None)))
         checks.append(await _foreign_orders(cfg, client, have_key))
     finally:
@@ -104,9 +106,13 @@ async def _exchange_checks(cfg: Config) -> list[Check]:
     return checks
 
 
+def _strategy_sizes(cfg: Config) -> dict[str, Decimal]:
+    """The configured plug-in's order values, by parameter name (its ``order_sizes``)."""
+    return load_strategy(cfg.strategy).order_sizes()
+
+
 def _sizes(cfg: Config) -> dict[str, Decimal]:
-    sizes = {"strategy.entry_notional_try": cfg.strategy.entry_notional_try,
-             "strategy.min_exit_notional_try": cfg.strategy.min_exit_notional_try}
+    sizes = {f"strategy.{k}": v for k, v in _strategy_sizes(cfg).items()}
     if cfg.risk.max_notional_per_order_try > 0:
         sizes["risk.max_notional_per_order_try"] = cfg.risk.max_notional_per_order_try
     return sizes
