@@ -277,12 +277,10 @@ class Actor:
             counters.update({f"cmd_{k}": v for k, v in self.server.stats.items()})
         counters.update(self.heartbeat_counters())
         counters["log_errors"] = LOG_HEALTH.errors
-        info = self.heartbeat_info()
-        if LOG_HEALTH.failing:
-            info = {**info, "log_sink": LOG_HEALTH.describe()}
         self.publish(Heartbeat(
             actor=self.name, pid=os.getpid(), state=str(self.fsm.state), ready=self.ready,
-            uptime_s=round(self.uptime_s, 3), counters=counters, info=info,
+            uptime_s=round(self.uptime_s, 3), counters=counters, info=self.heartbeat_info(),
+            log_sink=LOG_HEALTH.describe() if LOG_HEALTH.failing else "",
         ))
 
     def _publish_transition(self, actor: str, old: State, new: State, trigger: str) -> None:

@@ -345,6 +345,7 @@ class Heartbeat(Msg):
     uptime_s: float
     counters: dict[str, int]
     info: ActorInfo | None = None
+    log_sink: str = ""  # non-empty: the actor's log file is failing, and why
 
 
 class SymbolPnl(msgspec.Struct, kw_only=True):

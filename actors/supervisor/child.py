@@ -49,6 +49,7 @@ class Heard:
     ready: bool = False
     counters: dict[str, int] = field(default_factory=dict)
     info: ActorInfo | None = None
+    log_sink: str = ""
     last_mono: float = 0.0
 
 

@@ -271,6 +271,7 @@ class Supervisor:
             logger.info("{} ready in {:.3f}s", child.name, now - child.started_mono)
         child.heard.state, child.heard.ready = hb.state, hb.ready
         child.heard.counters, child.heard.info = hb.counters, hb.info
+        child.heard.log_sink = hb.log_sink
         child.heard.last_mono = now
 
     async def _monitor(self) -> None:

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from bus.messages import ExecutorInfo, PortfolioSnapshot, SymbolPnl
+from bus.messages import (
+    ActorInfo,
+    AlertsInfo,
+    ExecutorInfo,
+    PortfolioSnapshot,
+    RecorderInfo,
+    SymbolPnl,
+)
 from shared import pnl
 from shared.config import OBSERVER_ACTORS
 
@@ -68,8 +75,8 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "idempotency": idempotency,
         "recordings": recordings_status(sup),
         # Actors whose log file stopped taking writes (full or broken logs disk).
-        "log_sinks_failing": {c.name: c.heard.info["log_sink"] for c in sup.children.values()
-                              if c.running and c.heard.info.get("log_sink")},
+        "log_sinks_failing": {c.name: c.heard.log_sink for c in sup.children.values()
+                              if c.running and c.heard.log_sink},
         "generated_at": time.time(),
     }
     doc.update(_portfolio(snapshot, sup))
@@ -78,7 +85,7 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
     return doc
 
 
-def alerts_status(counters: dict[str, int], info: dict[str, str],
+def alerts_status(counters: dict[str, int], info: ActorInfo | None,
                   running: bool) -> dict[str, Any]:
     """Webhook delivery as the alerts actor last reported it."""
     return {"running": running, "events": counters.get("alerts_events", 0),
@@ -86,7 +93,7 @@ def alerts_status(counters: dict[str, int], info: dict[str, str],
             "failed_attempts": counters.get("alerts_failed", 0),
             "dropped": counters.get("alerts_dropped", 0),
             "pending": counters.get("alerts_pending", 0),
-            "last_error": info.get("last_error", "")}
+            "last_error": info.last_error if isinstance(info, AlertsInfo) else ""}
 
 
 def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
@@ -107,8 +114,10 @@ def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
     if gates["stale_symbols"]:
         reasons.append("market_data:stale " + ",".join(gates["stale_symbols"]))
     rec = sup.children.get("recorder")
-    if rec is not None and rec.running and rec.heard.info.get("recording") == "false":
-        reasons.append("recorder:NOT RECORDING " + rec.heard.info.get("recording_reason", ""))
+    rec_info = rec.heard.info if rec is not None else None
+    if rec is not None and rec.running and isinstance(rec_info, RecorderInfo) \
+            and not rec_info.recording:
+        reasons.append("recorder:NOT RECORDING " + rec_info.recording_reason)
     for child in sup.children.values():
         if not (child.running and child.heard.ready):
             kind = "observer" if child.name in OBSERVER_ACTORS else "actor"
@@ -125,19 +134,20 @@ def recordings_status(sup: Supervisor) -> dict[str, Any] | None:
     rec = sup.children.get("recorder")
     if rec is None or not rec.heard.counters:
         return None
-    c, info = rec.heard.counters, rec.heard.info
+    c = rec.heard.counters
+    info = rec.heard.info if isinstance(rec.heard.info, RecorderInfo) else RecorderInfo(segment="")
     oldest = c.get("oldest_record_ns", 0)
     return {
-        "recording": info.get("recording", "true") == "true",
-        "reason": info.get("recording_reason", ""),
-        "directory": info.get("directory", ""),
+        "recording": info.recording,
+        "reason": info.recording_reason,
+        "directory": info.directory,
         "bytes": c.get("recordings_bytes", 0),
         "segments": c.get("recordings_segments", 0),
         "oldest_record": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(oldest / 1e9))
                           if oldest else None),
         "free_bytes": c.get("disk_free_bytes", 0),
         "disk_low": bool(c.get("disk_low", 0)),
-        "warning": info.get("disk_warning", ""),
+        "warning": info.disk_warning,
         "dropped": c.get("dropped", 0),
         "write_errors": c.get("write_errors", 0),
         "pruned": c.get("pruned", 0),
