@@ -127,6 +127,7 @@ def test_bad_requests_are_refused(dash: Dash) -> None:
     assert dash.get("/no/such/page")[0] == 404
     assert dash.get("/nosuch")[0] == 404
     assert dash.get("/api/view/nosuch")[0] == 404
+    assert dash.get("/why/" + "%3Cscript%3E")[0] == 400  # not an id: never reaches a command
     assert dash.get("/overview")[0] == 200
     csrf = {"X-Btcbot-Token": dash.token}
     # no X-Btcbot-Token header: a cross-site form cannot send a command
@@ -180,6 +181,11 @@ def test_an_order_links_to_its_history(page: Any, dash: Dash) -> None:
     assert page.locator("#card-timeline tbody tr").count() >= 2
     assert "decision" in page.locator("#card-timeline").inner_text()
     page.screenshot(path=str(ARTIFACTS / "order.png"), full_page=True)
+    page.get_by_role("link", name=f"why {coid}").click()  # btcbot-supervisor why
+    page.wait_for_url(f"**/why/{coid}")
+    story = page.locator("#card-why pre").inner_text()
+    assert coid in story and "risk" in story.lower(), story
+    page.screenshot(path=str(ARTIFACTS / "why.png"), full_page=True)
     assert page.errors == []
 
 
