@@ -31,7 +31,7 @@ from actors.dashboard.statuswatch import StatusWatch
 from actors.dashboard.web import Hub, build_app
 from actors.runtime import Actor, main_for
 from bus.control import fetch_status, supervisor_request
-from bus.messages import Ack, Packet
+from bus.messages import Ack, DashboardInfo, Packet
 from shared.fsm import State
 from shared.tradingday import TradingDay
 
@@ -162,9 +162,9 @@ class DashboardActor(Actor):
         return {**self.web_counters, "clients": self.hub.clients if self.hub else 0,
                 "equity_log_errors": self.day_log.errors}
 
-    def heartbeat_info(self) -> dict[str, str]:
+    def heartbeat_info(self) -> DashboardInfo:
         d = self.cfg.dashboard
-        return {"url": f"http://{d.host}:{d.port}/", "bind_error": self.bind_error}
+        return DashboardInfo(url=f"http://{d.host}:{d.port}/", bind_error=self.bind_error)
 
 
 def main() -> None:
