@@ -131,6 +131,12 @@ class Strategy:
         backoff (benchmarks)."""
         return False
 
+    def order_sizes(self) -> dict[str, Decimal]:
+        """The order values (quote currency) the parameters ask for, by parameter name:
+        preflight checks them against the exchange's minimum order total and the
+        balance. Override when the strategy has such parameters."""
+        return {}
+
     def on_book(self, ctx: SymbolContext) -> Sequence[Action]:
         raise NotImplementedError
 

@@ -27,7 +27,7 @@ from actors.supervisor.status import render_text
 from bus.control import fetch_status, supervisor_request
 from bus.messages import Ack
 from bus.transport import RequestFailed
-from shared.config import Config, ConfigError, load_config
+from shared.config import OBSERVER_ACTORS, Config, ConfigError, load_config
 from shared.logging import setup_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
@@ -143,8 +143,10 @@ def start_detached(cfg: Config, config_path: str) -> int:
             click.echo(f"started (supervisor pid {daemon.pid}); all actors READY")
             return EXIT_OK
         if doc is not None and (gave_up := [a["name"] for a in doc["actors"] if a["gave_up"]]):
+            latched = [n for n in gave_up if n not in OBSERVER_ACTORS]
+            effect = "kill switch set" if latched else "an observer: trading not stopped"
             click.echo(f"btcbot-supervisor: started (pid {daemon.pid}) but gave up on "
-                       f"{', '.join(gave_up)} (restart intensity limit; kill switch set); "
+                       f"{', '.join(gave_up)} (restart intensity limit; {effect}); "
                        f"see {cfg.log_path}", err=True)
             return EXIT_FAILURE
         time.sleep(0.1)
@@ -374,7 +376,8 @@ def main() -> None:
 
 
 # Recorder inspection and replay (actors/supervisor/replay_cli.py).
-from actors.supervisor.replay_cli import recordings, replay  # noqa: E402
+from actors.supervisor.recordings_cli import recordings  # noqa: E402
+from actors.supervisor.replay_cli import replay  # noqa: E402
 
 cli.add_command(recordings)
 cli.add_command(replay)
@@ -390,3 +393,9 @@ cli.add_command(why)
 from actors.supervisor.paper_cli import paper  # noqa: E402
 
 cli.add_command(paper)
+
+# Strategy research (actors/supervisor/backtest_cli.py): backtest, record-market.
+from actors.supervisor.backtest_cli import backtest, record_market  # noqa: E402
+
+cli.add_command(backtest)
+cli.add_command(record_market)

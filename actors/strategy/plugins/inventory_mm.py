@@ -50,6 +50,9 @@ class InventoryMarketMaker(Strategy):
         super().__init__(params)
         self.p = params
 
+    def order_sizes(self) -> dict[str, Decimal]:
+        return {"quote_notional_try": self.p.quote_notional_try}
+
     def targets(self, ctx: SymbolContext) -> tuple[Decimal, Decimal]:
         """(bid, ask) this book asks for."""
         mid = ctx.mid

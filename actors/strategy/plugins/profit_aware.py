@@ -57,6 +57,10 @@ class ProfitAware(Strategy):
         super().__init__(params)
         self.p = params
 
+    def order_sizes(self) -> dict[str, Decimal]:
+        return {"entry_notional_try": self.p.entry_notional_try,
+                "min_exit_notional_try": self.p.min_exit_notional_try}
+
     @property
     def unthrottled(self) -> bool:
         return self.p.trade_every_tick
