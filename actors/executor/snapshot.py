@@ -113,4 +113,6 @@ class Snapshots:
             "pid": str(os.getpid()),
             "unresolvable_keys": str(len(s.unresolvable)),
             "private_ws": s.venue.status(),
+            "halt": self.gates.halt_reason(),
+            "venue": s.venue.name,
         }

@@ -357,3 +357,8 @@ cli.add_command(why)
 from actors.supervisor.paper_cli import paper  # noqa: E402
 
 cli.add_command(paper)
+
+# Settling orders the executor could not (actors/supervisor/orders_cli.py): orders resolve.
+from actors.supervisor.orders_cli import orders  # noqa: E402
+
+cli.add_command(orders)

@@ -39,6 +39,7 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "paused": _flag(ex_info, "paused"),
         "reason": ex_info.get("latch_reason", "") or sup.kill_switch_reason,
         "supervisor_kill_switch": sup.kill_switch_reason,
+        "executor_halt": ex_info.get("halt", ""),
     }
     live_problems = cfg.live_arming_problems() if cfg.mode == "live" else []
     stale = sorted(s for s, f in sup.feed.items() if not f.fresh)
@@ -88,6 +89,8 @@ def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
         reasons.append("gate:safety_latch")
     if latch["paused"]:
         reasons.append("gate:paused")
+    if latch.get("executor_halt"):
+        reasons.append(f"executor:halted ({latch['executor_halt']})")
     if sup.cfg.mode == "live" and not gates["live_armed"]:
         reasons.append("gate:live_not_armed")
     if gates["stale_symbols"]:
