@@ -36,7 +36,7 @@ from bus.transport import (
 )
 from shared.config import Config, ConfigError, load_config
 from shared.fsm import State, StateMachine
-from shared.logging import setup_logging
+from shared.logging import LOG_HEALTH, setup_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
 
@@ -265,9 +265,13 @@ class Actor:
         if self.server is not None:
             counters.update({f"cmd_{k}": v for k, v in self.server.stats.items()})
         counters.update(self.heartbeat_counters())
+        counters["log_errors"] = LOG_HEALTH.errors
+        info = self.heartbeat_info()
+        if LOG_HEALTH.failing:
+            info = {**info, "log_sink": LOG_HEALTH.describe()}
         self.publish(Heartbeat(
             actor=self.name, pid=os.getpid(), state=str(self.fsm.state), ready=self.ready,
-            uptime_s=round(self.uptime_s, 3), counters=counters, info=self.heartbeat_info(),
+            uptime_s=round(self.uptime_s, 3), counters=counters, info=info,
         ))
 
     def _publish_transition(self, actor: str, old: State, new: State, trigger: str) -> None:

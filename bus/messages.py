@@ -102,6 +102,7 @@ class Intent(Msg):
     strategy: str
     created_wall_ns: int
     book_mono_ns: int = 0  # receive time of the book that triggered it (latency)
+    boot: int = 0  # the strategy host's boot number, part of the id (a replay reuses it)
 
 
 class RiskDecision(Msg):

@@ -27,8 +27,14 @@ LIVE_ACK = "I_UNDERSTAND"
 
 ACTOR_NAMES = (
     "bus", "exchange-sim", "recorder", "executor", "marketdata", "risk", "strategy",
-    "reconciler",
+    "reconciler", "alerts", "dashboard",
 )
+# Actors off the trading path: being down never halts trading, and giving up on one
+# does not set the kill switch (a dead webhook must not stop a healthy bot).
+OBSERVER_ACTORS = frozenset({"alerts", "dashboard"})
+# Off unless the config enables it (the committed supervisor.toml does): an observer
+# that binds a TCP port should not appear in every pipeline a test or a replay starts.
+DISABLED_BY_DEFAULT = frozenset({"dashboard"})
 
 
 class ConfigError(Exception):
@@ -85,7 +91,7 @@ class SimulatorConfig(_Section):
 
 # Actors off the tick-to-order path run at a lower CPU priority, so that on a small
 # machine a tick never waits for the recorder's write or the reconciler's report.
-BACKGROUND_NICE = {"recorder": 10, "reconciler": 10}
+BACKGROUND_NICE = {"recorder": 10, "reconciler": 10, "alerts": 10, "dashboard": 10}
 
 
 class ActorSpec(_Section):
@@ -126,22 +132,44 @@ class MarketDataConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    min_profit_bps: int = 30
-    entry_max_spread: Decimal = Decimal("0.01")
-    entry_notional_try: Decimal = Decimal("100")
-    take_profit_fraction: Decimal = Decimal("0.25")
-    # A take-profit sells at least this much TRY worth (capped at the position): the
-    # exchange refuses orders under its minimum total (minExchangeValue, ~100 TRY).
-    min_exit_notional_try: Decimal = Decimal("110")
-    ttl_s: float = 120.0
+    """The strategy host's own keys. Every other key of the ``[strategy]`` table is a
+    parameter of the plug-in (collected into ``params`` by ``load_config`` and validated
+    by the plug-in's Params struct when the strategy actor or the supervisor starts)."""
+
+    # "package.module:ClassName", an installed plug-in's entry point name (group
+    # btcbot.strategies) or a shipped one: profit_aware (the old bot's default),
+    # inventory_mm. See docs/strategies.md.
+    plugin: str = "profit_aware"
     throttle_ms: int = 500
-    # Benchmarks only: emit an entry intent on EVERY book change of a symbol (no
-    # throttle, no position logic, no open-order wait). Off: never in production.
-    trade_every_tick: bool = False
     # After a rejected intent, wait this long before deciding again for that symbol
     # (keeps a blocked gate from turning into a stream of identical rejections).
     reject_backoff_s: float = 5.0
     snapshot_interval_s: float = 5.0  # executor snapshot refresh (positions, TRY, orders)
+    # Every this many seconds of message clock, a symbol with a book gets an on_tick
+    # call (0 = never).
+    tick_s: float = 0.0
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def param(self, key: str, default: Any = None) -> Any:
+        return self.params.get(key, default)
+
+
+STRATEGY_HOST_KEYS = frozenset(StrategyConfig.__struct_fields__)
+
+
+def split_strategy_table(doc: dict[str, Any]) -> None:
+    """Move the plug-in's keys of ``[strategy]`` into ``strategy.params`` (in place), so
+    the host's struct can stay strict about its own keys."""
+    table = doc.get("strategy")
+    if not isinstance(table, dict):
+        return
+    params = table.get("params", {})
+    if not isinstance(params, dict):
+        return  # the struct's own validation names it
+    params = dict(params)
+    for key in [k for k in table if k not in STRATEGY_HOST_KEYS]:
+        params[key] = table.pop(key)
+    table["params"] = params
 
 
 class RiskConfig(_Section):
@@ -209,6 +237,20 @@ class ReconcilerConfig(_Section):
     incident_min_interval_s: float = 1.0  # incident-triggered rounds at most this often
 
 
+class DashboardConfig(_Section):
+    # Loopback by default: the dashboard has no TLS, so its token would cross a network
+    # in clear. Any other address needs allow_remote = true (put a TLS proxy in front).
+    host: str = "127.0.0.1"
+    port: int = 18_090
+    allow_remote: bool = False
+    token_file: str = "dashboard.token"  # under data_dir; created 0600 at first start
+    audit_file: str = "dashboard-audit.jsonl"  # under data_dir; every operator command
+    status_interval_s: float = 1.0  # supervisor status poll while a browser is connected
+    idle_status_interval_s: float = 5.0  # ... and while none is (metrics stay fresh)
+    history_points: int = 3600  # per chart series (mid prices, equity)
+    history_rows: int = 500  # rows kept per table (orders, fills, decisions)
+
+
 class RecorderConfig(_Section):
     path: str = "recordings"
     segment_max_bytes: int = 64 * 1024 * 1024
@@ -232,8 +274,32 @@ class RecorderConfig(_Section):
         return parse_size(self.disk_warn_bytes)
 
 
+def _default_spec(name: str) -> ActorSpec:
+    return ActorSpec(enabled=name not in DISABLED_BY_DEFAULT)
+
+
+class WebhookConfig(_Section):
+    url: str
+    # "json": the event as one JSON object; "telegram": a Bot API sendMessage body
+    # ({"chat_id", "text"}) for https://api.telegram.org/bot<TOKEN>/sendMessage.
+    format: Literal["json", "telegram"] = "json"
+    chat_id: str = ""
+    timeout_s: float = 5.0
+
+
+class AlertsConfig(_Section):
+    # The alerts actor runs only when at least one webhook is configured.
+    webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
+    on_fill: bool = False  # also an event for every fill
+    max_attempts: int = 8  # per event and webhook, then it is dropped (counted)
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    queue_max: int = 1000  # per webhook; beyond it the oldest event is dropped (counted)
+    repeat_s: float = 300.0  # a level condition (drift, daily loss) re-alerts at most this often
+
+
 def _default_actors() -> dict[str, ActorSpec]:
-    return {name: ActorSpec() for name in ACTOR_NAMES}
+    return {name: _default_spec(name) for name in ACTOR_NAMES}
 
 
 class Config(_Section):
@@ -254,6 +320,8 @@ class Config(_Section):
     executor: ExecutorConfig = msgspec.field(default_factory=ExecutorConfig)
     reconciler: ReconcilerConfig = msgspec.field(default_factory=ReconcilerConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
 
     # Set by load_config, not read from the file.
     base_dir: str = ""
@@ -263,6 +331,10 @@ class Config(_Section):
     def path(self, p: str) -> Path:
         q = Path(p)
         return q if q.is_absolute() else Path(self.base_dir) / q
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data_dir)
 
     @property
     def runtime_path(self) -> Path:
@@ -336,6 +408,8 @@ class Config(_Section):
         names = [n for n in self.actors if self.actors[n].enabled]
         if not self.runs_simulator:
             names = [n for n in names if n != "exchange-sim"]
+        if not self.alerts.webhooks:
+            names = [n for n in names if n != "alerts"]
         names.sort(key=lambda n: ACTOR_NAMES.index(n))
         return names
 
@@ -400,7 +474,7 @@ def _validate(cfg: Config) -> None:
         if name not in ACTOR_NAMES:
             raise ConfigError(f"actors.{name}: unknown actor (known: {', '.join(ACTOR_NAMES)})")
     for name in ACTOR_NAMES:  # a section lists only what it changes
-        cfg.actors.setdefault(name, ActorSpec())
+        cfg.actors.setdefault(name, _default_spec(name))
     for field, endpoint in (("bus.pub_endpoint", cfg.bus.pub_endpoint),
                             ("bus.sub_endpoint", cfg.bus.sub_endpoint)):
         if endpoint and not endpoint.startswith("ipc://"):
@@ -408,6 +482,7 @@ def _validate(cfg: Config) -> None:
             # unauthenticated tcp bus would let anyone on the network send orders.
             raise ConfigError(f"{field}: only ipc:// endpoints are supported (tcp:// requires "
                               f"CURVE authentication, not implemented)")
+    _validate_dashboard(cfg.dashboard)
     if not cfg.marketdata.symbols:
         raise ConfigError("marketdata.symbols: at least one symbol is required")
     positive = {
@@ -420,6 +495,16 @@ def _validate(cfg: Config) -> None:
         "recorder.retry_s": cfg.recorder.retry_s,
     }
     for field, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{field}: must be positive (got {value})")
+    for i, hook in enumerate(cfg.alerts.webhooks):
+        if not hook.url.startswith(("http://", "https://")):
+            raise ConfigError(f"alerts.webhooks[{i}].url: must be an http:// or https:// URL")
+        if hook.format == "telegram" and not hook.chat_id:
+            raise ConfigError(f"alerts.webhooks[{i}].chat_id: required for format telegram")
+    for field, value in (("alerts.max_attempts", cfg.alerts.max_attempts),
+                         ("alerts.backoff_initial_s", cfg.alerts.backoff_initial_s),
+                         ("alerts.queue_max", cfg.alerts.queue_max)):
         if value <= 0:
             raise ConfigError(f"{field}: must be positive (got {value})")
     _validate_recorder(cfg.recorder)
@@ -438,6 +523,20 @@ def _validate(cfg: Config) -> None:
         if spec.nice is not None and not 0 <= spec.nice <= 19:
             # Negative values need privileges the supervisor should not ask for.
             raise ConfigError(f"actors.{name}.nice: must be 0..19 (got {spec.nice})")
+
+
+def _validate_dashboard(d: DashboardConfig) -> None:
+    if not 1 <= d.port <= 65535:
+        raise ConfigError(f"dashboard.port: must be 1..65535 (got {d.port})")
+    if d.host not in ("127.0.0.1", "localhost", "::1") and not d.allow_remote:
+        raise ConfigError(f"dashboard.host: {d.host!r} is not loopback; the dashboard has no "
+                          f"TLS, so binding it elsewhere needs dashboard.allow_remote = true")
+    for field, value in (("dashboard.status_interval_s", d.status_interval_s),
+                         ("dashboard.idle_status_interval_s", d.idle_status_interval_s),
+                         ("dashboard.history_points", d.history_points),
+                         ("dashboard.history_rows", d.history_rows)):
+        if value <= 0:
+            raise ConfigError(f"{field}: must be positive (got {value})")
 
 
 def _validate_recorder(rc: RecorderConfig) -> None:
@@ -464,6 +563,7 @@ def load_config(path: str | os.PathLike[str], *, mode: str | None = None) -> Con
         doc = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    split_strategy_table(doc)
     try:
         cfg = msgspec.convert(doc, type=Config)
     except msgspec.ValidationError as exc:
@@ -515,6 +615,9 @@ def _toml_value(v: Any) -> str:
         return json.dumps(v)  # a JSON string is a valid TOML basic string
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table (e.g. an element of alerts.webhooks)
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()
+                               if x is not None) + "}"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors.supervisor.bundle import log_window, parse_duration, redact
 from shared.recording import read_recording
@@ -17,6 +19,7 @@ from tests.helpers import wait_for
 LIVE_KEY = "LIVEKEY-0123456789abcdef"
 LIVE_SECRET = "bGl2ZS1zZWNyZXQtdGhhdC1tdXN0LW5ldmVyLWxlYWsh"
 CURVE_SECRET = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+BOT_TOKEN = "123456:AAbbCCddEEffGGhhIIjjKKllMMnnOO"
 
 
 def test_parse_duration_and_redact() -> None:
@@ -26,6 +29,18 @@ def test_parse_duration_and_redact() -> None:
         parse_duration("soon")
     assert redact(f"k={LIVE_KEY} s={LIVE_SECRET}", {LIVE_KEY, LIVE_SECRET}) == \
         "k=<redacted> s=<redacted>"
+
+
+@given(st.lists(st.text(min_size=6, max_size=30), min_size=1, max_size=4), st.text(max_size=200),
+       st.integers(0, 3))
+def test_redact_leaves_no_secret(secrets: list[str], noise: str, copies: int) -> None:
+    """Whatever the secrets and however they are embedded (overlapping, repeated, one
+    inside another), none survives redaction."""
+    text = noise.join(secrets * (copies + 1)) + noise
+    out = redact(text, set(secrets))
+    for s in secrets:
+        if s not in "<redacted>":
+            assert s not in out, s
 
 
 def test_log_window_keeps_tracebacks_with_their_line(tmp_path: Path) -> None:
@@ -39,7 +54,9 @@ def test_log_window_keeps_tracebacks_with_their_line(tmp_path: Path) -> None:
 
 
 def test_bundle_of_a_paper_session_holds_no_secret(make_pipeline, tmp_path: Path) -> None:
-    p = make_pipeline()
+    p = make_pipeline({"alerts": {"webhooks": [
+        {"url": f"http://127.0.0.1:9/bot{BOT_TOKEN}/sendMessage", "format": "telegram",
+         "chat_id": "987654321"}]}})
     p.start()
     wait_for(lambda: any(read_recording(tmp_path / "recordings", topics=["md.book"])),
              timeout=30, what="recorded books")
@@ -77,11 +94,12 @@ def test_bundle_of_a_paper_session_holds_no_secret(make_pipeline, tmp_path: Path
     assert {"python", "pyzmq", "libzmq", "msgspec", "apsw"} <= set(versions)
     config = json.loads(files["config.json"])
     assert config["exchange"]["api_key"] == "<redacted>"
+    assert config["alerts"]["webhooks"][0]["url"] == "<redacted>"
     assert "<redacted>" in files["logs/risk.log"].decode()
 
     # the scan: no secret anywhere, in any member, nor in the compressed stream
     raw = gzip.decompress(out.read_bytes())
-    for secret in (LIVE_KEY, LIVE_SECRET, CURVE_SECRET):
+    for secret in (LIVE_KEY, LIVE_SECRET, CURVE_SECRET, BOT_TOKEN):
         assert secret.encode() not in raw, secret
         for name, data in files.items():
             assert secret.encode() not in data, (secret, name)

@@ -141,25 +141,55 @@ def test_nothing_before_snapshot_then_one_intent_per_open_order(tmp_path):
     assert [p for p in published if isinstance(p, Intent)] == intents
 
 
-def test_restart_reproduces_the_same_intent_id(tmp_path):
-    ids = []
-    for run in range(2):
-        actor, _ = make_actor(tmp_path / str(run))
-        (tmp_path / str(run)).mkdir()
-        up = asyncio.Event()
-        up.set()
+def _first_intent_id(tmp: Path) -> str:
+    tmp.mkdir(exist_ok=True)
+    actor, _ = make_actor(tmp)
+    up = asyncio.Event()
+    up.set()
 
-        async def scenario(intents, actor=actor, run=run):
-            await actor.on_message("md.rules.ETHTRY", pkt(RULES))
-            for _ in range(50):
-                await asyncio.sleep(0.05)
-                await actor.on_message("md.book.ETHTRY", pkt(book(run)))
-                if intents:
-                    break
+    async def scenario(intents, actor=actor):
+        await actor.on_message("md.rules.ETHTRY", pkt(RULES))
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            await actor.on_message("md.book.ETHTRY", pkt(book(0)))
+            if intents:
+                break
 
-        got = asyncio.run(run_with(actor, up, scenario))
-        ids.append(got[0].intent_id)
-    assert ids[0] == ids[1]
+    got = asyncio.run(run_with(actor, up, scenario))
+    return got[0].intent_id
+
+
+def test_a_restart_never_reuses_an_intent_id_but_a_fixed_boot_reproduces_it(tmp_path,
+                                                                            monkeypatch):
+    """The same decision on the same state: a new id after every restart (the persisted
+    boot number moves on), the same id when the boot is fixed (replay uses the recorded
+    one)."""
+    first, second = _first_intent_id(tmp_path), _first_intent_id(tmp_path)
+    assert first != second
+    assert (tmp_path / "data" / "strategy.boot").read_text().strip() == "2"
+    monkeypatch.setenv("BTCBOT_STRATEGY_BOOT", "7")
+    assert _first_intent_id(tmp_path / "a") == _first_intent_id(tmp_path / "b")
+
+
+def test_a_bad_plugin_or_parameter_exits_2_naming_the_field(tmp_path):
+    from actors.runtime import EXIT_CONFIG, FatalActorError
+    for table, field in (({"plugin": "nosuch.module:Nope"}, "strategy.plugin"),
+                         ({"plugin": "profit_aware", "params": {"min_profit_bps": "x"}},
+                          "strategy.min_profit_bps"),
+                         ({"plugin": "profit_aware", "params": {"colour": 1}},
+                          "strategy.colour"),
+                         ({"plugin": "inventory_mm", "params": {"requote_bps": 0}},
+                          "requote_bps")):
+        cfg = Config()
+        cfg.base_dir = str(tmp_path)
+        cfg.strategy.plugin = table["plugin"]
+        cfg.strategy.params = table.get("params", {})
+        try:
+            StrategyActor(cfg)
+        except FatalActorError as exc:
+            assert exc.exit_code == EXIT_CONFIG and field in str(exc), exc
+        else:
+            raise AssertionError(f"{table} was accepted")
 
 
 def test_decisions_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeypatch):
@@ -204,7 +234,6 @@ def test_decisions_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeyp
     for shift_days in (0, 3, -400):
         monkeypatch.setattr(time, "time_ns", lambda s=shift_days: real() + s * 86_400 * 10**9)
         actor, _ = make_actor(tmp_path / str(shift_days))
-        (tmp_path / str(shift_days)).mkdir()
         actor.cfg.strategy.throttle_ms = 500
         actor.cfg.strategy.reject_backoff_s = 5.0
         runs.append(asyncio.run(session(actor)))

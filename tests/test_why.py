@@ -8,9 +8,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import apsw
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors.supervisor.why import REASON_LIMITS, pnl_contribution
 from bus.messages import Fill, RiskDecision, packet_decoder
+from shared.pnl import PositionState, apply_fill
 from shared.recording import read_recording
 from tests.helpers import wait_for
 
@@ -24,13 +27,14 @@ def _fill(tid: str, side: str, price: str, qty: str, fee: str) -> Fill:
 def test_pnl_contribution_is_the_closing_orders_share() -> None:
     fills = [_fill("a", "buy", "100", "2", "0.2"), _fill("b", "sell", "110", "1", "0.11"),
              _fill("c", "sell", "90", "1", "0.09")]
-    assert pnl_contribution(fills, {"a"}) == {"realized_net": "-0.2", "fees": "0.2",
+    assert pnl_contribution(fills, {"a"}) == {"realized": "0", "fees": "0.2", "net": "-0.2",
                                               "position_after": "0"}
     # the first sell closes half at +10 against an average cost of 100, less its fee
-    assert Decimal(pnl_contribution(fills, {"b"})["realized_net"]) == Decimal("9.89")
-    assert Decimal(pnl_contribution(fills, {"c"})["realized_net"]) == Decimal("-10.09")
+    b = pnl_contribution(fills, {"b"})
+    assert Decimal(b["realized"]) == 10 and Decimal(b["net"]) == Decimal("9.89")
+    assert Decimal(pnl_contribution(fills, {"c"})["net"]) == Decimal("-10.09")
     # the parts add up to the round trip: 0 gross, minus every fee
-    total = sum(Decimal(pnl_contribution(fills, {t})["realized_net"]) for t in "abc")
+    total = sum(Decimal(pnl_contribution(fills, {t})["net"]) for t in "abc")
     assert total == Decimal("-0.40")
 
 
@@ -78,7 +82,8 @@ def test_why_filled_and_rejected(make_pipeline, tmp_path: Path) -> None:
         s in ("OPEN", "PARTIAL", "FILLED") for s in states), states
     assert doc["send"]["latency_ms"] is not None and doc["send"]["latency_ms"] >= 0
     assert doc["fills"] and all(Decimal(f["fee"]) >= 0 for f in doc["fills"])
-    assert "realized_net" in doc["pnl"]
+    assert Decimal(doc["pnl"]["net"]) == Decimal(doc["pnl"]["realized"]) - Decimal(
+        doc["pnl"]["fees"])
     times = [e["at"] for e in doc["timeline"]]
     assert times == sorted(times) and len(times) >= 5
 
@@ -99,3 +104,48 @@ def test_why_filled_and_rejected(make_pipeline, tmp_path: Path) -> None:
     assert doc["strategy"]["reason"] and doc["book"]["bids"]
 
     assert p.cli("why", "no-such-id").returncode == 1
+
+
+fill_strategy = st.builds(
+    lambda side, p, q, fee: (side, Decimal(p), Decimal(q) / 1000, Decimal(fee) / 100),
+    st.sampled_from(["buy", "sell"]), st.integers(1, 10_000), st.integers(1, 5_000),
+    st.integers(0, 500))
+
+
+@given(st.lists(st.tuples(fill_strategy, st.integers(0, 3)), min_size=1, max_size=30))
+def test_contributions_add_up_to_the_symbols_pnl(rows: list) -> None:
+    """However fills are split among orders, the orders' contributions sum to the
+    symbol's realised PnL and fees: figures add up."""
+    fills = [Fill(trade_id=f"t{i}", exchange_order_id=o, client_order_id=f"c{o}",
+                  symbol="BTCTRY", side=side, price=p, quantity=q, fee=fee, fee_asset="TRY",
+                  ts_ms=i) for i, ((side, p, q, fee), o) in enumerate(rows)]
+    parts = [pnl_contribution(fills, {f.trade_id for f in fills if f.exchange_order_id == o})
+             for o in range(4)]
+    pos = PositionState()
+    for f in fills:
+        pos = apply_fill(pos, f.side, f.price, f.quantity, f.fee)
+    assert sum(Decimal(x["realized"]) for x in parts) == pos.realized_pnl
+    assert sum(Decimal(x["fees"]) for x in parts) == pos.fees
+    assert sum(Decimal(x["net"]) for x in parts) == pos.realized_pnl - pos.fees
+
+
+def test_explain_never_sent_and_never_decided() -> None:
+    from actors.supervisor.why import WhyFacts, explain, render_text
+    from bus.messages import Intent
+
+    intent = Intent(intent_id="i-1", symbol="BTCTRY", side="buy", order_type="limit",
+                    price=Decimal("100"), quantity=Decimal("1"), reason="spread wide",
+                    ttl_s=60, strategy="s", created_wall_ns=1_700_000_000_000_000_000)
+    approved = RiskDecision(intent_id="i-1", symbol="BTCTRY", verdict="approved", reasons=[],
+                            side="buy", order_type="limit", price=Decimal("100"),
+                            quantity=Decimal("1"), requested_quantity=Decimal("1"),
+                            client_order_id="bb-1", executor_status="rejected:gate")
+    doc = explain(WhyFacts(query="i-1", intent=(intent.created_wall_ns, intent),
+                           decisions=[(intent.created_wall_ns + 1000, approved)]))
+    assert doc["outcome"].startswith("approved by risk but never sent")
+    assert "rejected:gate" in doc["outcome"] and doc["send"] is None
+    assert "the triggering book is not in the recordings" in doc["notes"]
+    assert "never sent" in render_text(doc)
+    undecided = explain(WhyFacts(query="i-1", intent=(intent.created_wall_ns, intent)))
+    assert undecided["outcome"].startswith("never decided")
+    assert not explain(WhyFacts(query="x"))["found"]

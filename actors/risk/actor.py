@@ -330,7 +330,10 @@ class RiskActor(Actor):
     def heartbeat_info(self) -> dict[str, str]:
         gates = global_gates(self.cfg, self.state, self.message_clock())
         return {"gates": ",".join(gates) or "open",
-                "fresh": ",".join(s for s, f in sorted(self.state.feed.items()) if f)}
+                "fresh": ",".join(s for s, f in sorted(self.state.feed.items()) if f),
+                # the dashboard's daily-loss budget: risk's own count, not a recomputation
+                "daily_loss": str(self.state.daily_loss()),
+                "max_daily_loss": str(self.cfg.risk.max_daily_loss_try)}
 
 
 def main() -> None:

@@ -54,11 +54,10 @@ def collect_secrets(cfg: Config) -> set[str]:
     """Every value that must not appear in a bundle."""
     found = {cfg.exchange.api_key, cfg.exchange.api_secret,
              os.environ.get("BTCTURK_API_KEY", ""), os.environ.get("BTCTURK_API_SECRET", "")}
-    alerts = getattr(cfg, "alerts", None)
-    for hook in getattr(alerts, "webhooks", []) or []:
+    for hook in cfg.alerts.webhooks:
         found.add(hook.url)
         found.update(_url_secrets(hook.url))
-        found.add(getattr(hook, "chat_id", "") or "")
+        found.add(hook.chat_id)
     keys_dir = cfg.path(cfg.data_dir) / "keys"
     if keys_dir.is_dir():
         for path in keys_dir.rglob("*"):
@@ -84,8 +83,16 @@ def _url_secrets(url: str) -> set[str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for s in sorted(secrets, key=len, reverse=True):  # longest first: a URL before its token
-        text = text.replace(s, REDACTED)
+    ordered = [s for s in sorted(secrets, key=len, reverse=True)  # a URL before its token
+               if s not in REDACTED]
+    # Until none is left: a replacement can join its neighbours into another secret.
+    for _ in range(10):
+        if not any(s in text for s in ordered):
+            return text
+        for s in ordered:
+            text = text.replace(s, REDACTED)
+    if any(s in text for s in ordered):  # pathological secrets: withhold, never leak
+        return "<withheld: a secret could not be redacted from this text>\n"
     return text
 
 

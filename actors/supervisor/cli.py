@@ -20,12 +20,14 @@ import click
 import zmq.asyncio
 from loguru import logger
 
+from actors.strategy.loader import load_strategy
 from actors.supervisor.core import AlreadyRunning, InstanceLock, Supervisor, read_pid
 from actors.supervisor.logtail import Follower, format_line, last_lines
 from actors.supervisor.status import render_text
-from bus.messages import Ack, StatusReply, SupervisorCommand
-from bus.transport import RequestClient, RequestFailed
-from shared.config import Config, ConfigError, load_config
+from bus.control import fetch_status, supervisor_request
+from bus.messages import Ack
+from bus.transport import RequestFailed
+from shared.config import OBSERVER_ACTORS, Config, ConfigError, load_config
 from shared.logging import setup_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
@@ -48,12 +50,10 @@ def send(cfg: Config, command: str, *, timeout_s: float = 5.0, **kwargs: Any) ->
 
     async def go() -> Any:
         ctx = zmq.asyncio.Context()
-        client = RequestClient(ctx, cfg.supervisor_endpoint, "cli", timeout_s=timeout_s,
-                               retries=1)
         try:
-            return await client.request(SupervisorCommand(command=command, **kwargs))
+            return await supervisor_request(ctx, cfg.supervisor_endpoint, command,
+                                            sender="cli", timeout_s=timeout_s, **kwargs)
         finally:
-            client.close()
             ctx.destroy(linger=0)
 
     return asyncio.run(go())
@@ -83,6 +83,11 @@ def cli(ctx: click.Context, config_path: str) -> None:
 def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool) -> None:
     """Start bus, recorder and actors (and the simulator in paper mode)."""
     cfg = load(ctx, mode)
+    if "strategy" in cfg.enabled_actors():
+        try:  # the plug-in and its parameters, before anything starts (exit 2)
+            load_strategy(cfg.strategy)
+        except ConfigError as exc:
+            fail(f"config error: {exc}", EXIT_USAGE)
     if cfg.mode == "live" and (problems := cfg.live_arming_problems()):
         fail("live trading is not armed: " + "; ".join(problems), EXIT_USAGE)
     if is_running(cfg):
@@ -138,8 +143,10 @@ def start_detached(cfg: Config, config_path: str) -> int:
             click.echo(f"started (supervisor pid {daemon.pid}); all actors READY")
             return EXIT_OK
         if doc is not None and (gave_up := [a["name"] for a in doc["actors"] if a["gave_up"]]):
+            latched = [n for n in gave_up if n not in OBSERVER_ACTORS]
+            effect = "kill switch set" if latched else "an observer: trading not stopped"
             click.echo(f"btcbot-supervisor: started (pid {daemon.pid}) but gave up on "
-                       f"{', '.join(gave_up)} (restart intensity limit; kill switch set); "
+                       f"{', '.join(gave_up)} (restart intensity limit; {effect}); "
                        f"see {cfg.log_path}", err=True)
             return EXIT_FAILURE
         time.sleep(0.1)
@@ -150,11 +157,14 @@ def start_detached(cfg: Config, config_path: str) -> int:
 
 
 def _try_status(cfg: Config) -> dict[str, Any] | None:
-    try:
-        reply = send(cfg, "status", timeout_s=1.0)
-    except RequestFailed:
-        return None
-    return json.loads(reply.json) if isinstance(reply, StatusReply) else None
+    async def go() -> dict[str, Any] | None:
+        ctx = zmq.asyncio.Context()
+        try:
+            return await fetch_status(ctx, cfg.supervisor_endpoint, sender="cli")
+        finally:
+            ctx.destroy(linger=0)
+
+    return asyncio.run(go())
 
 
 @cli.command()
@@ -299,6 +309,31 @@ def latch_clear(ctx: click.Context, reason: str) -> None:
 
 
 @cli.command()
+@click.option("--open", "open_browser", is_flag=True, help="open it in a browser too")
+@click.pass_context
+def dashboard(ctx: click.Context, open_browser: bool) -> None:
+    """Print the web dashboard's URL with its access token."""
+    cfg = load(ctx)
+    if not cfg.actor_spec("dashboard").enabled:
+        fail("the dashboard is not enabled: set [actors.dashboard] enabled = true", EXIT_USAGE)
+    token_path = cfg.data_path / cfg.dashboard.token_file
+    try:
+        token = token_path.read_text().strip()
+    except OSError:
+        fail(f"no dashboard token yet ({token_path}): start the pipeline first")
+    d = cfg.dashboard
+    host = f"[{d.host}]" if ":" in d.host else d.host
+    url = f"http://{host}:{d.port}/?token={token}"
+    click.echo(url)
+    if not is_running(cfg):
+        click.echo("(the pipeline is not running)", err=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+
+
+@cli.command()
 @click.argument("actor", required=False)
 @click.option("--all", "all_", is_flag=True, help="every actor, interleaved")
 @click.option("-f", "--follow", is_flag=True)
@@ -341,7 +376,8 @@ def main() -> None:
 
 
 # Recorder inspection and replay (actors/supervisor/replay_cli.py).
-from actors.supervisor.replay_cli import recordings, replay  # noqa: E402
+from actors.supervisor.recordings_cli import recordings  # noqa: E402
+from actors.supervisor.replay_cli import replay  # noqa: E402
 
 cli.add_command(recordings)
 cli.add_command(replay)

@@ -31,6 +31,7 @@ from bus.messages import (
     ReconcileReport,
     SetLatch,
     SnapshotQuery,
+    StateTransition,
     StatusReply,
     SupervisorCommand,
 )
@@ -43,7 +44,7 @@ from bus.transport import (
     Subscriber,
     new_incarnation,
 )
-from shared.config import Config
+from shared.config import OBSERVER_ACTORS, Config
 
 MONITOR_INTERVAL_S = 0.1  # exits and deadlines; also bounds restart latency
 
@@ -338,6 +339,14 @@ class Supervisor:
         limits = self.cfg.supervisor
         why = (f"{child.name} restarted {limits.intensity_max_restarts} times in "
                f"{limits.intensity_window_s:.0f}s: giving up and setting the kill switch")
+        if self.pub is not None:  # announced on state.supervisor (the alerts actor hears it)
+            self.pub.publish(StateTransition(actor=child.name, from_state=child.heard.state,
+                                             to_state="GAVE_UP", trigger=why))
+        if child.name in OBSERVER_ACTORS:
+            logger.error("{} restarted {} times in {:.0f}s: giving up (an observer: trading "
+                         "goes on)", child.name, limits.intensity_max_restarts,
+                         limits.intensity_window_s)
+            return
         logger.critical(why)
         self.kill_switch_reason = why
         self._tasks.append(asyncio.create_task(self._latch_after_give_up(why)))

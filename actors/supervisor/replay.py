@@ -44,6 +44,7 @@ import zmq
 from bus.messages import (
     Envelope,
     Heartbeat,
+    Intent,
     OrderEvent,
     PortfolioSnapshot,
     RiskDecision,
@@ -362,6 +363,7 @@ class IsolatedPipeline:
         start_timeout_s: float = 30.0,
         extra: dict[str, Any] | None = None,
         root: str | os.PathLike[str] | None = None,
+        strategy_boot: int | None = None,
     ) -> None:
         self.actors = [a for a in ACTOR_NAMES if a in set(actors) | ({"recorder"} if record
                                                                        else set())]
@@ -382,6 +384,8 @@ class IsolatedPipeline:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
         self._env.pop("BTCBOT_LOG_STDERR", None)
+        if strategy_boot is not None:  # the recorded host's boot: the same intent ids
+            self._env["BTCBOT_STRATEGY_BOOT"] = str(strategy_boot)
 
     # --- lifecycle ---
     def __enter__(self) -> IsolatedPipeline:
@@ -680,10 +684,34 @@ def config_differences(recorded_meta: dict[str, Any], cfg: Config) -> list[str]:
         if not isinstance(then, dict):
             continue
         now = msgspec.to_builtins(getattr(cfg, section))
+        if section == "strategy":  # plug-in parameters read as the table's own keys
+            then, now = _flat_params(then), _flat_params(now)
         for key in sorted(set(then) | set(now)):
             if then.get(key) != now.get(key):
                 notes.append(f"{section}.{key}: recorded {then.get(key)!r}, now {now.get(key)!r}")
     return notes
+
+
+def recorded_strategy_boot(target: str | os.PathLike[str], from_ns: int | None,
+                           to_ns: int | None) -> int | None:
+    """The boot number of the strategy host that made the window's first intent (part of
+    every intent id), or None when the window has no intent."""
+    for rec in read_recording(target, ("intent.",), from_ns, to_ns):
+        try:
+            body = packet_decoder.decode(rec.payload).body
+        except msgspec.DecodeError:
+            continue
+        if isinstance(body, Intent):
+            return body.boot
+    return None
+
+
+def _flat_params(table: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in table.items() if k != "params"}
+    params = table.get("params")
+    if isinstance(params, dict):
+        out.update(params)
+    return out
 
 
 def recording_meta(target: str | os.PathLike[str]) -> dict[str, Any]:
@@ -747,7 +775,9 @@ def run_replay(opts: ReplayOptions, base: Config | None) -> ReplayOutcome:
     # actors/executor/actor.py, mirror mode). A plain replay keeps a normal dry-run one.
     extra = {"executor": {"replay_mirror": opts.verify}}
     with IsolatedPipeline(base, record=opts.record, keep=opts.keep, backend=opts.backend,
-                          strategy=opts.strategy, risk=opts.risk, extra=extra) as pipe:
+                          strategy=opts.strategy, risk=opts.risk, extra=extra,
+                          strategy_boot=recorded_strategy_boot(opts.target, opts.from_ns,
+                                                               opts.to_ns)) as pipe:
         collector = DecisionCollector(pipe.cfg) if opts.verify else None
         client = BusClient(pipe.cfg)
         try:

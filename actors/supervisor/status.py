@@ -16,6 +16,7 @@ import msgspec
 
 from bus.messages import PortfolioSnapshot, SymbolPnl
 from shared import pnl
+from shared.config import OBSERVER_ACTORS
 
 if TYPE_CHECKING:
     from actors.supervisor.core import Supervisor
@@ -70,10 +71,27 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "gates": gates,
         "latch": latch,
         "idempotency": idempotency,
+        "recordings": recordings_status(sup),
+        # Actors whose log file stopped taking writes (full or broken logs disk).
+        "log_sinks_failing": {c.name: c.heard.info["log_sink"] for c in sup.children.values()
+                              if c.running and c.heard.info.get("log_sink")},
         "generated_at": time.time(),
     }
     doc.update(_portfolio(snapshot, sup))
+    if (alerts := sup.children.get("alerts")) is not None:
+        doc["alerts"] = alerts_status(alerts.heard.counters, alerts.heard.info, alerts.running)
     return doc
+
+
+def alerts_status(counters: dict[str, int], info: dict[str, str],
+                  running: bool) -> dict[str, Any]:
+    """Webhook delivery as the alerts actor last reported it."""
+    return {"running": running, "events": counters.get("alerts_events", 0),
+            "sent": counters.get("alerts_sent", 0),
+            "failed_attempts": counters.get("alerts_failed", 0),
+            "dropped": counters.get("alerts_dropped", 0),
+            "pending": counters.get("alerts_pending", 0),
+            "last_error": info.get("last_error", "")}
 
 
 def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
@@ -95,11 +113,43 @@ def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
         reasons.append("gate:live_not_armed")
     if gates["stale_symbols"]:
         reasons.append("market_data:stale " + ",".join(gates["stale_symbols"]))
+    rec = sup.children.get("recorder")
+    if rec is not None and rec.running and rec.heard.info.get("recording") == "false":
+        reasons.append("recorder:NOT RECORDING " + rec.heard.info.get("recording_reason", ""))
     for child in sup.children.values():
         if not (child.running and child.heard.ready):
-            reasons.append(f"actor:{child.name}:{child.display_state()}")
-    blocking = [r for r in reasons if not r.startswith("mode:dry-run")]
+            kind = "observer" if child.name in OBSERVER_ACTORS else "actor"
+            reasons.append(f"{kind}:{child.name}:{child.display_state()}")
+    # An observer (alerts) being down is reported but never halts trading.
+    blocking = [r for r in reasons if not r.startswith(("mode:dry-run", "observer:"))]
     return {"state": "HALTED" if blocking else "TRADING", "reasons": reasons}
+
+
+def recordings_status(sup: Supervisor) -> dict[str, Any] | None:
+    """The recorder's own figures (its heartbeat): whether it records, the recordings'
+    size, the oldest record, the free space on their filesystem and the low-disk
+    warning (``recorder.disk_warn_bytes``)."""
+    rec = sup.children.get("recorder")
+    if rec is None or not rec.heard.counters:
+        return None
+    c, info = rec.heard.counters, rec.heard.info
+    oldest = c.get("oldest_record_ns", 0)
+    return {
+        "recording": info.get("recording", "true") == "true",
+        "reason": info.get("recording_reason", ""),
+        "directory": info.get("directory", ""),
+        "bytes": c.get("recordings_bytes", 0),
+        "segments": c.get("recordings_segments", 0),
+        "oldest_record": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(oldest / 1e9))
+                          if oldest else None),
+        "free_bytes": c.get("disk_free_bytes", 0),
+        "disk_low": bool(c.get("disk_low", 0)),
+        "warning": info.get("disk_warning", ""),
+        "dropped": c.get("dropped", 0),
+        "write_errors": c.get("write_errors", 0),
+        "pruned": c.get("pruned", 0),
+        "compress_errors": c.get("compress_errors", 0),
+    }
 
 
 def _portfolio(snapshot: PortfolioSnapshot | None, sup: Supervisor) -> dict[str, Any]:
@@ -160,6 +210,20 @@ def render_text(doc: dict[str, Any]) -> str:
         f"idempotency keys: pending={keys['pending']} unknown={keys['unknown']} "
         f"failed={keys['failed']}",
     ]
+    rec = doc.get("recordings")
+    if rec:
+        state = "recording" if rec["recording"] else f"NOT RECORDING ({rec['reason']})"
+        lines.append(
+            f"recordings: {state}; {rec['bytes'] / 1e6:.1f} MB in {rec['segments']} segments, "
+            f"oldest {rec['oldest_record'] or '-'}, {rec['free_bytes'] / 1e9:.1f} GB free"
+            + (f"  WARNING: {rec['warning']}" if rec["warning"] else ""))
+    for name, why in sorted((doc.get("log_sinks_failing") or {}).items()):
+        lines.append(f"WARNING: {name}'s log file is not being written: {why}")
+    if al := doc.get("alerts"):
+        lines.append(f"alerts: sent={al['sent']} failed={al['failed_attempts']} "
+                     f"dropped={al['dropped']} pending={al['pending']}")
+        if al["last_error"]:  # on its own line, cut to fit 80 columns
+            lines.append(f"  last error: {al['last_error']}"[:80])
     lines += _render_portfolio(doc)
     return "\n".join(lines)
 

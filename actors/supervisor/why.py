@@ -13,8 +13,9 @@ timeline. The parts, each present when its source had it:
   the order's state history from the recorded ``order`` events;
 - the send and the exchange's acknowledgement: from the durable reservation (sent right
   after it) to the first state carrying the exchange's order id;
-- fills with fees, and the PnL they contributed: the symbol's fills replayed in execution
-  order, summing the realised PnL (net of fees) each of this order's fills made.
+- fills with fees, and the PnL they contributed (shared/pnl.py's definition): the
+  symbol's fills replayed in execution order, summing the realised PnL each of this
+  order's fills made; net = realised − this order's fees.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from actors.executor.accounting import PositionState, apply_fill
 from bus.messages import BookSnapshot, Fill, Intent, OrderEvent, RiskDecision
+from shared.pnl import PositionState, apply_fill
 
 TOP_LEVELS = 5
 
@@ -106,10 +107,11 @@ def _reason(code: str, limits: dict[str, Any], min_total: Decimal | None) -> dic
 
 
 def pnl_contribution(symbol_fills: list[Fill], mine: set[str]) -> dict[str, str]:
-    """Realised PnL (net of fees, the accounting convention) that this order's fills
-    realised: the symbol's fills replayed in execution order, summing the change each of
-    ours made. An opening fill contributes minus its fee; a closing one its gain less
-    its fee, against the average cost the earlier fills built."""
+    """What this order's fills realised, by the one PnL definition (shared/pnl.py):
+    the symbol's fills replayed in execution order, summing the realised PnL (gross)
+    each of ours made; ``net = realized - fees`` (its own fees). An opening fill
+    realises nothing and costs its fee; a closing one realises its gain against the
+    average cost the earlier fills built."""
     pos = PositionState()
     realized = fees = Decimal(0)
     for f in symbol_fills:
@@ -118,7 +120,7 @@ def pnl_contribution(symbol_fills: list[Fill], mine: set[str]) -> dict[str, str]
             realized += after.realized_pnl - pos.realized_pnl
             fees += f.fee
         pos = after
-    return {"realized_net": str(realized), "fees": str(fees),
+    return {"realized": str(realized), "fees": str(fees), "net": str(realized - fees),
             "position_after": str(pos.quantity)}
 
 
@@ -262,8 +264,8 @@ def render_text(doc: dict[str, Any]) -> str:
         lat = f"{send['latency_ms']:.1f} ms" if send["latency_ms"] is not None else "no ack"
         lines.append(f"  send → ack: {lat} (exchange order id {send['exchange_order_id']})")
     if pnl := doc.get("pnl"):
-        lines.append(f"  PnL contributed: {pnl['realized_net']} realised, net of "
-                     f"{pnl['fees']} fees")
+        lines.append(f"  PnL contributed: net {pnl['net']} = realised {pnl['realized']} "
+                     f"- fees {pnl['fees']}")
     lines.append("  timeline:")
     lines += [f"    {e['at']}  {e['event']}" for e in doc["timeline"]]
     lines += [f"  note: {n}" for n in doc["notes"]]

@@ -1,0 +1,3 @@
+from actors.alerts.actor import main
+
+main()

@@ -1,0 +1,121 @@
+"""Which bus messages are alerts (pure: messages in, events out).
+
+Edge-triggered where the state is a flag (latches, the exchange's reachability, an
+actor given up): one event when it changes, none while it stays. Level conditions
+(drift, the daily-loss limit) alert when they appear and again at most every
+``repeat_s`` while they persist, so a stuck condition is neither silent nor a flood.
+
+Sources, all on the bus (the alerts actor needs nothing else):
+- latches: the executor's heartbeat ``info`` (kill_switch, safety_latch, paused and
+  latch_reason): the executor is their one writer and announces them once durable;
+- an actor given up: the supervisor's ``state.supervisor`` transition to ``GAVE_UP``;
+- the exchange unreachable: an actor's transition into a DEGRADED state whose trigger
+  names the exchange or a connection failure, and back out of it;
+- drift: a ``reconcile.report`` with ``drift_found > 0``;
+- the daily-loss limit: a risk decision carrying ``limit:daily_loss``;
+- fills (``alerts.on_fill``): every ``fill.*``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+
+from bus.messages import Fill, Heartbeat, ReconcileReport, RiskDecision, StateTransition
+
+Severity = Literal["critical", "warning", "info"]
+LATCHES = ("kill_switch", "safety_latch", "paused")
+_EXCHANGE_TRIGGER = re.compile(r"(?i)exchange|unreachable|connect|timeout|\b5\d\d\b")
+
+
+class AlertEvent(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str  # latch_set, latch_cleared, kill_switch_on, kill_switch_off, actor_gave_up,
+    # exchange_unreachable, exchange_reachable, drift, daily_loss_limit, fill
+    severity: Severity
+    summary: str
+    at: float  # unix seconds
+    detail: dict[str, str] = {}
+
+
+class Detector:
+    def __init__(self, *, on_fill: bool, repeat_s: float) -> None:
+        self.on_fill = on_fill
+        self.repeat_s = repeat_s
+        self.latches: dict[str, bool] | None = None  # None until the first heartbeat
+        self.degraded: dict[str, bool] = {}
+        self._last_level: dict[str, float] = {}
+
+    def observe(self, body: object, now: float) -> list[AlertEvent]:
+        match body:
+            case Heartbeat(actor="executor"):
+                return self._latches(body, now)
+            case StateTransition():
+                return self._transition(body, now)
+            case ReconcileReport() if body.drift_found > 0:
+                return self._level("drift", now, "warning",
+                                   f"balance/order drift: {body.drift_found} found, "
+                                   f"{body.drift_fixed} fixed",
+                                   {"details": "; ".join(body.details)[:1000]})
+            case RiskDecision() if "limit:daily_loss" in body.reasons:
+                return self._level("daily_loss_limit", now, "critical",
+                                   f"daily loss limit hit: risk rejects new entries "
+                                   f"({body.symbol})", {"symbol": body.symbol})
+            case Fill() if self.on_fill:
+                return [AlertEvent(kind="fill", severity="info", at=now,
+                                   summary=f"fill {body.symbol} {body.side} {body.quantity} @ "
+                                           f"{body.price} (fee {body.fee} {body.fee_asset})",
+                                   detail={"trade_id": body.trade_id,
+                                           "client_order_id": body.client_order_id})]
+        return []
+
+    def _latches(self, hb: Heartbeat, now: float) -> list[AlertEvent]:
+        seen = {n: hb.info[n] == "true" for n in LATCHES if n in hb.info}
+        if not seen:
+            return []
+        reason = hb.info.get("latch_reason", "")
+        before, self.latches = self.latches, {**(self.latches or {}), **seen}
+        out = []
+        for name, value in seen.items():
+            was = None if before is None else before.get(name)
+            if was == value or (was is None and not value):
+                continue  # unchanged, or clear when first seen: nothing to say
+            if name == "kill_switch":
+                kind, sev = ("kill_switch_on", "critical") if value else ("kill_switch_off",
+                                                                          "info")
+            else:
+                kind, sev = ("latch_set", "critical") if value else ("latch_cleared", "info")
+            state = "set" if value else "cleared"
+            out.append(AlertEvent(kind=kind, severity=sev, at=now,
+                                  summary=f"{name} {state}" + (f": {reason}" if value and reason
+                                                               else ""),
+                                  detail={"latch": name, "reason": reason}))
+        return out
+
+    def _transition(self, t: StateTransition, now: float) -> list[AlertEvent]:
+        if t.to_state == "GAVE_UP":
+            return [AlertEvent(kind="actor_gave_up", severity="critical", at=now,
+                               summary=f"supervisor gave up on {t.actor}: {t.trigger}",
+                               detail={"actor": t.actor})]
+        entering = t.to_state.startswith("DEGRADED") and bool(_EXCHANGE_TRIGGER.search(t.trigger))
+        if entering and not self.degraded.get(t.actor):
+            self.degraded[t.actor] = True
+            return [AlertEvent(kind="exchange_unreachable", severity="critical", at=now,
+                               summary=f"exchange unreachable ({t.actor}: {t.trigger})",
+                               detail={"actor": t.actor, "state": t.to_state})]
+        if self.degraded.get(t.actor) and not t.to_state.startswith("DEGRADED"):
+            self.degraded[t.actor] = False
+            return [AlertEvent(kind="exchange_reachable", severity="info", at=now,
+                               summary=f"exchange reachable again ({t.actor} {t.to_state})",
+                               detail={"actor": t.actor, "state": t.to_state})]
+        return []
+
+    def _level(self, kind: str, now: float, severity: Severity, summary: str,
+               detail: dict[str, str]) -> list[AlertEvent]:
+        last = self._last_level.get(kind)
+        if last is not None and now - last < self.repeat_s:
+            return []
+        self._last_level[kind] = now
+        return [AlertEvent(kind=kind, severity=severity, at=now, summary=summary,
+                           detail=detail)]

@@ -1,0 +1,3 @@
+from actors.dashboard.actor import main
+
+main()
