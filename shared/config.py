@@ -245,6 +245,7 @@ class DashboardConfig(_Section):
     allow_remote: bool = False
     token_file: str = "dashboard.token"  # under data_dir; created 0600 at first start
     audit_file: str = "dashboard-audit.jsonl"  # under data_dir; every operator command
+    equity_file: str = "dashboard-equity.csv"  # under data_dir; the trading day's PnL curve
     status_interval_s: float = 1.0  # supervisor status poll while a browser is connected
     idle_status_interval_s: float = 5.0  # ... and while none is (metrics stay fresh)
     history_points: int = 3600  # per chart series (mid prices, equity)
@@ -296,6 +297,9 @@ class AlertsConfig(_Section):
     backoff_max_s: float = 30.0
     queue_max: int = 1000  # per webhook; beyond it the oldest event is dropped (counted)
     repeat_s: float = 300.0  # a level condition (drift, daily loss) re-alerts at most this often
+    # The alerts actor's own probe of the exchange (public server time); 0 = off.
+    exchange_probe_s: float = 10.0
+    exchange_probe_failures: int = 3  # failed probes in a row = unreachable
 
 
 def _default_actors() -> dict[str, ActorSpec]:
@@ -504,7 +508,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"alerts.webhooks[{i}].chat_id: required for format telegram")
     for field, value in (("alerts.max_attempts", cfg.alerts.max_attempts),
                          ("alerts.backoff_initial_s", cfg.alerts.backoff_initial_s),
-                         ("alerts.queue_max", cfg.alerts.queue_max)):
+                         ("alerts.queue_max", cfg.alerts.queue_max),
+                         ("alerts.exchange_probe_failures", cfg.alerts.exchange_probe_failures)):
         if value <= 0:
             raise ConfigError(f"{field}: must be positive (got {value})")
     _validate_recorder(cfg.recorder)

@@ -252,10 +252,10 @@ def test_exchange_outage_halts_then_trades_again_without_an_operator(
         t0 = time.monotonic()
 
         def halted() -> bool:
-            return any("exchange" in b.info.get("halt", "") for b in watch.bodies(Heartbeat))
+            return any("exchange" in getattr(b.info, "halt", "") for b in watch.bodies(Heartbeat))
         wait_for(halted, timeout=8, interval=0.05, what="executor says exchange")
         said = min(t for t, _, b in watch.items if isinstance(b, Heartbeat)
-                   and "exchange" in b.info.get("halt", ""))
+                   and "exchange" in getattr(b.info, "halt", ""))
         transitions = [b for b in watch.bodies(StateTransition)
                        if b.to_state == "DEGRADED_RECOVERY" and "exchange" in b.trigger]
         first = min([said] + [t for t, _, b in watch.items if b in transitions])

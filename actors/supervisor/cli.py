@@ -398,3 +398,9 @@ cli.add_command(paper)
 from actors.supervisor.orders_cli import orders  # noqa: E402
 
 cli.add_command(orders)
+
+# Strategy research (actors/supervisor/backtest_cli.py): backtest, record-market.
+from actors.supervisor.backtest_cli import backtest, record_market  # noqa: E402
+
+cli.add_command(backtest)
+cli.add_command(record_market)
