@@ -297,11 +297,10 @@ class MarketdataActor(Actor):
                               symbols=symbols)
 
     def heartbeat_counters(self) -> dict[str, int]:
-        # HTTP 429s from the exchange's rate limits: a normal session shows 0.
-        limited = {"http_429": self.client.rate_limited} if self.client is not None else {}
-        if self.ws is None:
-            return limited
-        return {**limited, **{f"ws_{k}": v for k, v in self.ws.counters.items()}}
+        out = {} if self.ws is None else {f"ws_{k}": v for k, v in self.ws.counters.items()}
+        if self.client is not None:  # REST answers by status code (429s included)
+            out.update({f"http_{code}": n for code, n in self.client.http_statuses.items()})
+        return out
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Container, Mapping
 from decimal import Decimal
 from types import TracebackType
@@ -156,13 +156,19 @@ class BtcTurkClient:
         self.timeout_s = timeout_s
         self.connect_timeout_s = min(connect_timeout_s, timeout_s)
         self.clock = StampClock()
+        # Every HTTP answer by status code (429s included), for heartbeats and metrics.
+        self.http_statuses: Counter[int] = Counter()
         self._pool: HttpPool | None = None
         self._read_attempts = max(1, read_attempts)
         self._backoff_s = retry_backoff_s
         self._retry_after_cap_s = retry_after_cap_s
         # rate_limits=False disables client-side limiting (benchmarks against the simulator).
         self._limiter = RateLimiter({} if rate_limits is False else (rate_limits or RATE_LIMITS))
-        self.rate_limited = 0  # HTTP 429 answers received (the exchange's rate limits)
+
+    @property
+    def rate_limited(self) -> int:
+        """HTTP 429 answers received (the exchange's rate limits): a normal session has 0."""
+        return self.http_statuses[429]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -226,7 +232,6 @@ class BtcTurkClient:
         if 200 <= status < 300:
             return
         if status == 429:
-            self.rate_limited += 1  # shown in status: a normal session should show 0
             raise RetryableError(
                 "rate_limited",
                 self._error_text(raw) or "TOO_MANY_REQUESTS",
@@ -306,6 +311,7 @@ class BtcTurkClient:
             await self._limiter.acquire(group)
             try:
                 resp = await self._send_once(method, path, params, body, private)
+                self.http_statuses[resp.status] += 1
                 self._raise_for_status(resp.status, resp.body, resp.headers, write)
                 return resp.body
             except (RetryableError, AmbiguousError) as exc:
