@@ -347,6 +347,16 @@ class Engine:
         self.emit_private(452, self._order_event(order, 452))
         return order
 
+    def forget(self, client_id: str) -> SimOrder:
+        """Test fault: the exchange loses an open order without a trace (no event, no
+        history), its reserved funds released, as a venue that lost state would."""
+        order = next((o for o in self.orders.values() if o.client_id == client_id), None)
+        if order is None or not order.is_open:
+            raise SimReject("NO_ORDER_MATCHES_YOUR_REQUEST", 1052)
+        self._finish(order)
+        del self.orders[order.id]
+        return order
+
     def _finish(self, order: SimOrder) -> None:
         """Leave the book: give back whatever is still reserved."""
         spec = self.market.books[order.symbol].spec

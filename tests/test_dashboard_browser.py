@@ -312,7 +312,9 @@ def test_metrics_parse_and_move(dash: Dash) -> None:
                    ("btcbot_actor_ready", (("actor", "executor"),)),
                    ("btcbot_orders_total", (("outcome", "submitted"),)),
                    ("btcbot_risk_decisions_total", (("verdict", "approved"),)),
-                   ("btcbot_latch", (("latch", "kill_switch"),)), books):
+                   ("btcbot_latch", (("latch", "kill_switch"),)),
+                   ("btcbot_exchange_http_responses_total", (("actor", "executor"),
+                                                              ("code", "200"))), books):
         assert needed in first, needed
     assert first[("btcbot_status_up", ())] == 1
     wait_for(lambda: scrape()[books] > first[books], timeout=10, what="book counter moving")
