@@ -222,3 +222,13 @@ def test_record_market_records_market_data_only_and_a_backtest_reads_it(tmp_path
     r = cli(str(out), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["books"] == topics["md.book.BTCTRY"] + topics["md.book.ETHTRY"]
+
+
+def test_the_fast_book_decoding_gives_the_bus_decoders_messages(market):
+    from bus.messages import packet_decoder
+    from shared.recording import read_recording
+
+    fast = [b for _, b in market_messages([market]) if isinstance(b, BookSnapshot)]
+    slow = [packet_decoder.decode(r.payload).body
+            for r in read_recording(market, ("md.book.",))]
+    assert len(fast) == len(slow) > 0 and fast == slow
