@@ -162,6 +162,9 @@ def test_cli_text_json_and_report(market, tmp_path):
     for key in ("max_drawdown", "sharpe", "sortino", "turnover", "fill_ratio", "fees_paid",
                 "orders", "fills", "final_inventory"):
         assert key in doc
+    series = doc["inventory"]
+    assert len(series) >= 5 and series[-1]["inventory"] == doc["final_inventory"]
+    assert [x["ts_ns"] for x in series] == sorted(x["ts_ns"] for x in series)
     page = (tmp_path / "r.html").read_text()
     assert "data:image/png;base64," in page and doc["pnl_total"]["net"] in page
     r = cli(str(market), "--report", str(tmp_path / "r.png"))
