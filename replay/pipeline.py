@@ -160,6 +160,7 @@ class IsolatedPipeline(SupervisedPipeline):
         start_timeout_s: float = 90.0,
         extra: dict[str, Any] | None = None,
         root: str | os.PathLike[str] | None = None,
+        strategy_boot: int | None = None,
     ) -> None:
         wanted = set(actors) | ({"recorder"} if record else set())
         self.actors = [a for a in ACTOR_NAMES if a in wanted]
@@ -175,6 +176,8 @@ class IsolatedPipeline(SupervisedPipeline):
         self.config_path = config_path
         self.cfg = load_config(config_path)
         env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+        if strategy_boot is not None:  # the recorded host's boot: the same intent ids
+            env["BTCBOT_STRATEGY_BOOT"] = str(strategy_boot)
         super().__init__(config_path, env, start_timeout_s=start_timeout_s)
 
     def stop(self) -> None:

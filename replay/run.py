@@ -16,6 +16,7 @@ from replay.verify import (
     compare_decisions,
     config_differences,
     recorded_decisions,
+    recorded_strategy_boot,
     recording_meta,
 )
 from shared.config import Config
@@ -65,7 +66,9 @@ def run_replay(opts: ReplayOptions, base: Config | None) -> ReplayOutcome:
     # actors/executor/actor.py, mirror mode). A plain replay keeps a normal dry-run one.
     extra = {"executor": {"replay_mirror": opts.verify}}
     with IsolatedPipeline(base, record=opts.record, keep=opts.keep,
-                          strategy=opts.strategy, risk=opts.risk, extra=extra) as pipe:
+                          strategy=opts.strategy, risk=opts.risk, extra=extra,
+                          strategy_boot=recorded_strategy_boot(opts.target, opts.from_ns,
+                                                               opts.to_ns)) as pipe:
         collector = DecisionCollector(pipe.cfg) if opts.verify else None
         client = BusClient(pipe.cfg)
         try:

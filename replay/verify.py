@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import zmq
 
-from bus.messages import OrderEvent, PortfolioSnapshot, RiskDecision, packet_decoder
+from bus.messages import Intent, OrderEvent, PortfolioSnapshot, RiskDecision, packet_decoder
 from shared.config import Config
 from shared.recording import Record, SegmentReader, read_recording, segment_paths
 
@@ -210,10 +210,34 @@ def config_differences(recorded_meta: dict[str, Any], cfg: Config) -> list[str]:
         if not isinstance(then, dict):
             continue
         now = msgspec.to_builtins(getattr(cfg, section))
+        if section == "strategy":  # plug-in parameters read as the table's own keys
+            then, now = _flat_params(then), _flat_params(now)
         for key in sorted(set(then) | set(now)):
             if then.get(key) != now.get(key):
                 notes.append(f"{section}.{key}: recorded {then.get(key)!r}, now {now.get(key)!r}")
     return notes
+
+
+def recorded_strategy_boot(target: str | os.PathLike[str], from_ns: int | None,
+                           to_ns: int | None) -> int | None:
+    """The boot number of the strategy host that made the window's first intent (part of
+    every intent id), or None when the window has no intent."""
+    for rec in read_recording(target, ("intent.",), from_ns, to_ns):
+        try:
+            body = packet_decoder.decode(rec.payload).body
+        except msgspec.DecodeError:
+            continue
+        if isinstance(body, Intent):
+            return body.boot
+    return None
+
+
+def _flat_params(table: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in table.items() if k != "params"}
+    params = table.get("params")
+    if isinstance(params, dict):
+        out.update(params)
+    return out
 
 
 def recording_meta(target: str | os.PathLike[str]) -> dict[str, Any]:

@@ -34,7 +34,9 @@ def simulator_args(cfg: Config) -> list[str]:
             "--api-key", sim.api_key, "--api-secret", sim.api_secret,
             "--book-interval-ms", str(sim.book_interval_ms), "--balances", sim.balances,
             # paper mode keeps one account across restarts; dry-run needs only its books
-            *(["--state", str(cfg.path(sim.state_file))] if cfg.mode == "paper" else [])]
+            *(["--state", str(cfg.path(sim.state_file))] if cfg.mode == "paper" else []),
+            *([] if sim.rate_limits else ["--no-rate-limits"]),
+            *(["--fee-schedule", sim.fee_schedule] if sim.fee_schedule else [])]
 
 
 def simulator_url(cfg: Config) -> str:

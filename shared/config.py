@@ -78,6 +78,8 @@ class SimulatorConfig(_Section):
     # Paper mode keeps the simulator's account here, so stop/start continues it
     # (`btcbot-supervisor paper reset` archives it together with the executor DB).
     state_file: str = "data/exchange-sim.db"
+    rate_limits: bool = True  # BTCTurk's documented limits, answered with 429 like it does
+    fee_schedule: str = ""  # VOLUME:MAKER/TAKER,... (empty: 0.05 % maker / 0.1 % taker)
 
 
 class ActorSettings(_Section):
@@ -123,22 +125,44 @@ class MarketDataConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    min_profit_bps: int = 30
-    entry_max_spread: Decimal = Decimal("0.01")
-    entry_notional_try: Decimal = Decimal("100")
-    take_profit_fraction: Decimal = Decimal("0.25")
-    # A take-profit sells at least this much TRY worth (capped at the position): the
-    # exchange refuses orders under its minimum total (minExchangeValue, ~100 TRY).
-    min_exit_notional_try: Decimal = Decimal("110")
-    ttl_s: float = 120.0
+    """The strategy host's own keys. Every other key of the ``[strategy]`` table is a
+    parameter of the plug-in (collected into ``params`` by ``load_config`` and validated
+    by the plug-in's Params struct when the strategy actor or the supervisor starts)."""
+
+    # "package.module:ClassName", an installed plug-in's entry point name (group
+    # btcbot.strategies) or a shipped one: profit_aware (the old bot's default),
+    # inventory_mm. See docs/strategies.md.
+    plugin: str = "profit_aware"
     throttle_ms: int = 500
-    # Benchmarks only: emit an entry intent on EVERY book change of a symbol (no
-    # throttle, no position logic, no open-order wait). Off: never in production.
-    trade_every_tick: bool = False
     # After a rejected intent, wait this long before deciding again for that symbol
     # (keeps a blocked gate from turning into a stream of identical rejections).
     reject_backoff_s: float = 5.0
     snapshot_interval_s: float = 5.0  # executor snapshot refresh (positions, TRY, orders)
+    # Every this many seconds of message clock, a symbol with a book gets an on_tick
+    # call (0 = never).
+    tick_s: float = 0.0
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def param(self, key: str, default: Any = None) -> Any:
+        return self.params.get(key, default)
+
+
+STRATEGY_HOST_KEYS = frozenset(StrategyConfig.__struct_fields__)
+
+
+def split_strategy_table(doc: dict[str, Any]) -> None:
+    """Move the plug-in's keys of ``[strategy]`` into ``strategy.params`` (in place), so
+    the host's struct can stay strict about its own keys."""
+    table = doc.get("strategy")
+    if not isinstance(table, dict):
+        return
+    params = table.get("params", {})
+    if not isinstance(params, dict):
+        return  # the struct's own validation names it
+    params = dict(params)
+    for key in [k for k in table if k not in STRATEGY_HOST_KEYS]:
+        params[key] = table.pop(key)
+    table["params"] = params
 
 
 class RiskConfig(_Section):
@@ -214,6 +238,7 @@ class DashboardConfig(_Section):
     allow_remote: bool = False
     token_file: str = "dashboard.token"  # under data_dir; created 0600 at first start
     audit_file: str = "dashboard-audit.jsonl"  # under data_dir; every operator command
+    equity_file: str = "dashboard-equity.csv"  # under data_dir; the trading day's PnL curve
     status_interval_s: float = 1.0  # supervisor status poll while a browser is connected
     idle_status_interval_s: float = 5.0  # ... and while none is (metrics stay fresh)
     history_points: int = 3600  # per chart series (mid prices, equity)
@@ -268,6 +293,9 @@ class AlertsConfig(_Section):
     backoff_max_s: float = 30.0
     queue_max: int = 1000  # per webhook; beyond it the oldest event is dropped (counted)
     repeat_s: float = 300.0  # a level condition (drift, daily loss) re-alerts at most this often
+    # The alerts actor's own probe of the exchange (public server time); 0 = off.
+    exchange_probe_s: float = 10.0
+    exchange_probe_failures: int = 3  # failed probes in a row = unreachable
 
 
 def _default_actors() -> dict[str, ActorSettings]:
@@ -477,7 +505,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"alerts.webhooks[{i}].chat_id: required for format telegram")
     for field, value in (("alerts.max_attempts", cfg.alerts.max_attempts),
                          ("alerts.backoff_initial_s", cfg.alerts.backoff_initial_s),
-                         ("alerts.queue_max", cfg.alerts.queue_max)):
+                         ("alerts.queue_max", cfg.alerts.queue_max),
+                         ("alerts.exchange_probe_failures", cfg.alerts.exchange_probe_failures)):
         if value <= 0:
             raise ConfigError(f"{field}: must be positive (got {value})")
     _validate_recorder(cfg.recorder)
@@ -536,6 +565,7 @@ def load_config(path: str | os.PathLike[str], *, mode: str | None = None) -> Con
         doc = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    split_strategy_table(doc)
     try:
         cfg = msgspec.convert(doc, type=Config)
     except msgspec.ValidationError as exc:

@@ -1,14 +1,22 @@
 """Loguru setup shared by every process: one file per actor under logs/, with
-rotation and retention, optional JSON lines, and secrets redacted."""
+rotation and retention, optional JSON lines, and secrets redacted.
+
+A failing log file (a full or broken logs disk) must not stop an actor, and must not
+go unnoticed either: the file sink is loguru's own (rotation, retention) behind a thin
+guard that swallows the OSError, counts it and remembers why (``LOG_HEALTH``); every
+actor's heartbeat carries that, so ``status`` shows the log sink failing.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
 from pathlib import Path
 
 from loguru import logger
+from loguru._file_sink import FileSink  # loguru's rotating file sink, wrapped below
 
 from shared.config import Config
 
@@ -38,6 +46,47 @@ def _patch(record: dict) -> None:  # type: ignore[type-arg]
     record["message"] = redact_text(record["message"])
 
 
+class LogHealth:
+    """Whether this process's log file takes writes (read by the heartbeat)."""
+
+    def __init__(self) -> None:
+        self.errors = 0
+        self.failing = ""  # why the last write failed; "" once a write succeeds again
+
+    def describe(self) -> str:
+        return f"failing: {self.failing}" if self.failing else ""
+
+
+LOG_HEALTH = LogHealth()
+
+
+class GuardedFileSink:
+    """loguru's FileSink, minus the crash: a write error is counted, not raised (loguru
+    would print it to a stderr nobody reads, once per line)."""
+
+    def __init__(self, path: Path, *, rotation: str, retention: int,
+                 health: LogHealth = LOG_HEALTH) -> None:
+        self._inner = FileSink(str(path), rotation=rotation, retention=retention)
+        self._health = health
+
+    def write(self, message: str) -> None:
+        try:
+            self._inner.write(message)
+        except OSError as exc:
+            self._health.errors += 1
+            code = errno.errorcode.get(exc.errno or 0, "error")
+            self._health.failing = f"{code} ({exc.strerror or exc})"
+        else:
+            if self._health.failing:
+                self._health.failing = ""
+
+    def stop(self) -> None:
+        try:
+            self._inner.stop()
+        except OSError:
+            pass
+
+
 def setup_logging(cfg: Config, actor: str, *, stderr: bool | None = None) -> Path:
     """Configure loguru for ``actor``; returns the log file path."""
     log_dir = cfg.log_path
@@ -47,9 +96,9 @@ def setup_logging(cfg: Config, actor: str, *, stderr: bool | None = None) -> Pat
     logger.configure(patcher=_patch, extra={"actor": actor})
     fmt = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level:<7} | {extra[actor]} | {message}"
     logger.add(
-        path, level=cfg.logging.level, format=fmt, serialize=cfg.logging.json,
-        rotation=cfg.logging.rotation, retention=cfg.logging.retention, enqueue=False,
-        backtrace=False, diagnose=False,
+        GuardedFileSink(path, rotation=cfg.logging.rotation, retention=cfg.logging.retention),
+        level=cfg.logging.level, format=fmt, serialize=cfg.logging.json, enqueue=False,
+        backtrace=False, diagnose=False, colorize=False,
     )
     if stderr is None:
         stderr = os.environ.get("BTCBOT_LOG_STDERR") == "1"

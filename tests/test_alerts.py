@@ -7,16 +7,20 @@ import asyncio
 import json
 import random
 import threading
+import tomllib
+import urllib.request
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from actors.alerts.delivery import backoff_s
-from actors.alerts.events import Detector
+from actors.alerts.events import Detector, Reachability
 from actors.alerts.format import body_for
 from bus.messages import (
+    ExecutorInfo,
     Fill,
     Heartbeat,
     KeyCounts,
@@ -29,8 +33,8 @@ from tests.helpers import free_port, wait_for
 
 
 def _hb(**latches: bool) -> Heartbeat:
-    info = {k: "true" if v else "false" for k, v in latches.items()}
-    info["latch_reason"] = "operator: test" if any(latches.values()) else ""
+    info = ExecutorInfo(**latches,
+                        latch_reason="operator: test" if any(latches.values()) else "")
     return Heartbeat(actor="executor", pid=1, state="READY", ready=True, uptime_s=1.0,
                      counters={}, info=info)
 
@@ -88,6 +92,17 @@ def test_gave_up_exchange_drift_daily_loss_fill() -> None:
     assert _kinds(Detector(on_fill=True, repeat_s=60), fill) == ["fill"]
 
 
+def test_reachability_needs_failures_in_a_row() -> None:
+    r = Reachability(threshold=3)
+    assert r.observe("refused", 0, "u") == [] and r.observe(None, 1, "u") == []
+    assert r.observe("refused", 2, "u") == [] and r.observe("timeout", 3, "u") == []
+    down = r.observe("HTTP 503", 4, "u")
+    assert [e.kind for e in down] == ["exchange_unreachable"] and "HTTP 503" in down[0].summary
+    assert r.observe("HTTP 503", 5, "u") == []
+    assert [e.kind for e in r.observe(None, 6, "u")] == ["exchange_reachable"]
+    assert r.observe(None, 7, "u") == []
+
+
 def test_bodies_and_backoff() -> None:
     d = Detector(on_fill=False, repeat_s=60)
     d.observe(_hb(kill_switch=False), 0)
@@ -141,7 +156,8 @@ def test_webhook_delivery_with_the_receiver_down_then_back(make_pipeline) -> Non
         "webhooks": [{"url": f"http://127.0.0.1:{port}/hook"},
                      {"url": f"http://127.0.0.1:{port}/bot123:ABC/sendMessage",
                       "format": "telegram", "chat_id": "777"}],
-        "backoff_initial_s": 0.2, "backoff_max_s": 1.0, "max_attempts": 100}})
+        "backoff_initial_s": 0.2, "backoff_max_s": 1.0, "max_attempts": 100,
+        "exchange_probe_s": 0.2, "exchange_probe_failures": 2}})
     p.start()
     names = [a["name"] for a in p.status()["actors"]]
     assert "alerts" in names
@@ -167,8 +183,65 @@ def test_webhook_delivery_with_the_receiver_down_then_back(make_pipeline) -> Non
         assert p.cli("kill-switch", "off").returncode == 0
         wait_for(lambda: any(b.get("event") == "kill_switch_off" for _, b in receiver.got),
                  timeout=20, what="kill_switch_off delivered")
+        # the exchange answers 500 for a moment (shorter than the supervisor's own
+        # heartbeat timeout for the simulator): unreachable, then reachable again
+        sim = f"http://127.0.0.1:{p_port(p)}"
+        req = urllib.request.Request(f"{sim}/sim/faults", method="POST", data=json.dumps(
+            {"kind": "http_500", "path": "/api/v2/server/time", "duration_s": 1.5}).encode())
+        urllib.request.urlopen(req, timeout=5).read()
+        wait_for(lambda: any(b.get("event") == "exchange_reachable" for _, b in receiver.got),
+                 timeout=30, what="exchange unreachable, then reachable, delivered")
+        events = [b.get("event") for path, b in receiver.got if path == "/hook"]
+        assert events.index("exchange_unreachable") < events.index("exchange_reachable")
+
         # nothing about the webhook ever holds trading back
         wait_for(lambda: p.status()["trading"]["state"] == "TRADING", timeout=30,
                  what="TRADING again")
     finally:
         receiver.close()
+
+
+def test_alerts_given_up_never_stops_trading(make_pipeline) -> None:
+    """An alerts actor that cannot start is given up on without the kill switch, and
+    the bot trades on; status says so."""
+    p = make_pipeline({"alerts": {"webhooks": [{"url": f"http://127.0.0.1:{free_port()}/"}]},
+                       "supervisor": {"intensity_max_restarts": 2, "intensity_window_s": 60.0}},
+                      env={"BTCBOT_TEST_FAIL_AT_START": "alerts"})
+    r = p.cli("start", "--detach")
+    assert r.returncode == 1 and "gave up on alerts" in r.stderr, r.stderr
+    assert "trading not stopped" in r.stderr
+    doc = wait_for(lambda: (d := p.status())["trading"]["state"] == "TRADING" and d,
+                   timeout=60, what="TRADING with alerts given up")
+    assert "observer:alerts:GAVE_UP" in doc["trading"]["reasons"]
+    assert doc["latch"]["kill_switch"] is False
+    assert doc["alerts"]["running"] is False
+
+
+def test_alerts_config_errors_name_the_field(tmp_path) -> None:
+    import pytest
+
+    from shared.config import ConfigError, load_config
+
+    def load(alerts: str) -> None:
+        path = tmp_path / "c.toml"
+        path.write_text(alerts)
+        load_config(path)
+
+    with pytest.raises(ConfigError, match=r"alerts.webhooks\[0\].url"):
+        load('[[alerts.webhooks]]\nurl = "ftp://x"\n')
+    with pytest.raises(ConfigError, match=r"alerts.webhooks\[0\].chat_id"):
+        load('[[alerts.webhooks]]\nurl = "https://x/"\nformat = "telegram"\n')
+    with pytest.raises(ConfigError, match="alerts.max_attempts"):
+        load('[alerts]\nmax_attempts = 0\n')
+    with pytest.raises(ConfigError, match="format"):
+        load('[[alerts.webhooks]]\nurl = "https://x/"\nformat = "slack"\n')
+    path = tmp_path / "ok.toml"
+    path.write_text('[[alerts.webhooks]]\nurl = "https://x/"\n')
+    assert "alerts" in load_config(path).enabled_actors()
+    path.write_text("")
+    assert "alerts" not in load_config(path).enabled_actors()
+
+
+def p_port(p: object) -> int:
+    config: Path = p.config  # type: ignore[attr-defined]
+    return int(tomllib.loads(config.read_text())["simulator"]["port"])

@@ -29,3 +29,32 @@ def test_configured_secret_is_redacted_in_the_log_file(tmp_path: Path, monkeypat
 def test_redact_patterns() -> None:
     assert "hunter2" not in redact_text("password=hunter2 api_secret: 'xyz123'")
     assert "xyz123" not in redact_text("password=hunter2 api_secret: 'xyz123'")
+
+
+def test_a_full_logs_disk_is_counted_and_reported_not_raised(tmp_path: Path) -> None:
+    import subprocess
+
+    import pytest
+
+    from shared.logging import LOG_HEALTH
+
+    mnt = tmp_path / "logs"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        (tmp_path / "c.toml").write_text(f'log_dir = "{mnt}"\n')
+        path = setup_logging(load_config(tmp_path / "c.toml"), "test")
+        LOG_HEALTH.errors, LOG_HEALTH.failing = 0, ""
+        for i in range(2000):
+            logger.info("line {} {}", i, "x" * 100)  # never raises into the caller
+        assert LOG_HEALTH.errors > 0 and "ENOSPC" in LOG_HEALTH.describe()
+        with open(path, "r+b") as f:  # the operator makes room
+            f.truncate(0)
+        logger.info("room again")
+        assert LOG_HEALTH.failing == "" and LOG_HEALTH.describe() == ""
+        logger.remove()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

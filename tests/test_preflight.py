@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
@@ -153,6 +154,14 @@ def test_preflight_on_a_running_paper_pipeline(make_pipeline) -> None:
     assert rc == 1 and latches["verdict"] == "FAIL" and "preflight-test" in latches["reason"]
     text = p.cli("preflight").stdout
     assert "FAIL  latches" in text and "NOT safe to arm" in text
+
+    # the simulator's clock jumps 8 s: the running pipeline's preflight names it
+    req = urllib.request.Request(f"{sim_url}/sim/faults", method="POST", data=json.dumps(
+        {"kind": "clock_skew", "offset_ms": -8000, "duration_s": 60}).encode())
+    urllib.request.urlopen(req, timeout=5).read()
+    rc, doc = _preflight(p)
+    skew = _checks(doc)["clock_skew"]
+    assert rc == 1 and skew["verdict"] == "FAIL" and "ahead of" in skew["reason"], skew
 
 
 def p_port(p: Pipeline) -> int:

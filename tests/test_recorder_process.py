@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import zmq
 
 from bus.messages import (
@@ -19,6 +20,7 @@ from bus.messages import (
     FeedStatus,
     Heartbeat,
     Packet,
+    RecorderInfo,
     packet_decoder,
     packet_encoder,
 )
@@ -151,3 +153,68 @@ def test_recorder_rotates_by_size_under_load(tmp_path: Path) -> None:
     # Recorded across segment boundaries without loss or duplicates.
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
+
+
+def _heartbeats(sub: zmq.Socket, until: float, done: object) -> Heartbeat | None:
+    """Recorder heartbeats until ``done(hb)`` holds (or time runs out): the last one."""
+    last = None
+    while time.monotonic() < until:
+        if sub.poll(100, zmq.POLLIN):
+            body = packet_decoder.decode(sub.recv_multipart()[1]).body
+            if isinstance(body, Heartbeat) and body.actor == "recorder":
+                last = body
+                if done(body):  # type: ignore[operator]
+                    return body
+    return last
+
+
+def test_a_full_disk_means_not_recording_not_a_crash_and_recording_resumes(
+        tmp_path: Path) -> None:
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        pipe = _pipeline(tmp_path / "p", path=str(mnt / "rec"), retry_s=0.3,
+                         housekeeping_interval_s=0.5)
+        with pipe:
+            ctx = zmq.Context()
+            sub = ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.SUBSCRIBE, b"hb.recorder")
+            sub.connect(pipe.cfg.bus_sub_endpoint)
+            flood = subprocess.Popen([sys.executable, "-c", FLOOD, pipe.cfg.bus_pub_endpoint,
+                                      "3"])
+            hb = _heartbeats(sub, time.monotonic() + 20,
+                             lambda h: h.counters.get("recording") == 0)
+            assert hb is not None and hb.counters["recording"] == 0, hb
+            assert isinstance(hb.info, RecorderInfo) and not hb.info.recording
+            assert "ENOSPC" in hb.info.recording_reason, hb.info
+            assert hb.counters["write_errors"] >= 1 and hb.counters["dropped"] > 0
+            hb = _heartbeats(sub, time.monotonic() + 5,
+                             lambda h: h.state == "ERROR_RETRYABLE")
+            assert hb is not None and hb.state == "ERROR_RETRYABLE"
+            recorder = psutil.Process(pipe.pids()["recorder"])
+            assert recorder.is_running()  # still running, still heartbeating
+            flood.wait(20)
+            # What it wrote before the disk filled is whole: no torn record anywhere.
+            kept = list(read_recording(mnt / "rec"))
+            assert kept and not any(scan_segment(p).torn_tail
+                                    for p in segment_paths(mnt / "rec"))
+            # The operator frees space: recording resumes by itself.
+            for p in (mnt / "rec").iterdir():
+                p.unlink()
+            hb = _heartbeats(sub, time.monotonic() + 15,
+                             lambda h: h.counters.get("recording") == 1 and h.state == "READY")
+            assert hb is not None and hb.counters["recording"] == 1, hb
+            assert isinstance(hb.info, RecorderInfo) and hb.info.recording_reason == ""
+            sub.close(linger=0)
+            ctx.term()
+            t0 = time.monotonic()
+        # stopped with the pipeline (not a child of ours: psutil cannot tell its code),
+        # never stuck in STOPPING
+        assert recorder.wait(15) in (0, None)
+        assert time.monotonic() - t0 < 10
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

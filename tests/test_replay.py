@@ -194,7 +194,7 @@ def test_pipeline_config_is_isolated_and_loads(tmp_path: Path) -> None:
         for p in (cfg.runtime_path, cfg.log_path, cfg.path(cfg.executor.db_path)):
             assert str(p).startswith(str(pipe.root))
         assert cfg.enabled_actors() == ["bus", "executor", "risk", "strategy"]
-        assert cfg.strategy.entry_notional_try == Decimal("250")
+        assert cfg.strategy.params == {"entry_notional_try": "250"}
         assert not cfg.executor.replay_mirror  # only --verify mirrors (run_replay sets it)
     finally:
         pipe.stop()

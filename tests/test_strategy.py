@@ -1,26 +1,61 @@
-"""ProfitAwareStrategyV1: decisions on fixed book sequences match hand-computed values."""
+"""ProfitAwareStrategyV1 (the shipped plug-in) through the strategy host: decisions on
+fixed book sequences match hand-computed values; intent ids."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from actors.strategy.logic import STRATEGY, SymbolView, decide, position_anchor
-from bus.messages import Position
-from shared.config import StrategyConfig
+from actors.strategy import gating
+from actors.strategy.host import StrategyHost, position_anchor
+from actors.strategy.plugins.profit_aware import ProfitAware, ProfitAwareParams
+from bus.messages import (
+    Balance,
+    BookSnapshot,
+    Intent,
+    KeyCounts,
+    Latches,
+    PortfolioSnapshot,
+    Position,
+    SymbolRules,
+)
 from shared.ids import intent_id
 
 D = Decimal
 T0 = 1_700_000_000_000_000_000
+STRATEGY = ProfitAware.name
+RULES = SymbolRules(symbol="BTCTRY", base="BTC", quote="TRY", price_scale=0, qty_scale=8,
+                    tick_size=D(1), min_price=D(0), max_price=D(0), min_total=D(0))
 
 
 def view(bid, ask, *, pos=None, free=D("1000"), open_orders=0, pending=False, epoch=0,
-         key="") -> SymbolView:
-    return SymbolView(symbol="BTCTRY", bid=D(bid), ask=D(ask), position=pos, free_quote=free,
-                      open_orders=open_orders, pending_intent=pending, epoch=epoch,
-                      book_key=key)
+         key="0") -> dict:
+    return dict(bid=D(bid), ask=D(ask), pos=pos, free=free, open_orders=open_orders,
+                pending=pending, epoch=epoch, key=key)
 
 
-P = StrategyConfig()
+def decide(v: dict, params: ProfitAwareParams, now: int, boot: int = 0) -> Intent | None:
+    """One on_book decision of a host holding exactly the state ``v`` describes."""
+    host = StrategyHost(ProfitAware(params), boot=boot)
+    host.apply_rules(RULES)
+    host.apply_book(BookSnapshot(symbol="BTCTRY", bids=[(v["bid"], D(1))],
+                                 asks=[(v["ask"], D(1))], source="ws", exchange_ts_ms=0,
+                                 recv_wall_ns=0, recv_mono_ns=0, age_ms=0,
+                                 change_set=int(v["key"])), now)
+    host.apply_snapshot(PortfolioSnapshot(
+        positions=[v["pos"]] if v["pos"] is not None else [],
+        balances=[Balance(asset="TRY", free=v["free"], locked=D(0))], open_orders=[],
+        latches=Latches(), keys=KeyCounts()), since_mono=0)
+    for n in range(v["open_orders"]):
+        gating.approved(host.gate, "BTCTRY", f"c{n}", now_mono=1)
+    if v["pending"]:
+        gating.begin_intent(host.gate, "BTCTRY", "earlier")
+    host.gate.epoch["BTCTRY"] = v["epoch"]
+    out = host.decide("BTCTRY")
+    assert out.failure is None and len(out.intents) <= 1
+    return out.intents[0] if out.intents else None
+
+
+P = ProfitAwareParams()
 
 
 def test_defaults_match_the_old_bot():
@@ -115,7 +150,10 @@ def test_intent_id_is_deterministic_across_time_and_restarts():
     b = decide(view("100.2", "100.6"), P, T0 + 10**12)  # other book, later: same decision
     assert a is not None and b is not None and a.intent_id == b.intent_id
     assert a.intent_id == intent_id(STRATEGY, "BTCTRY", "buy", "conservative_entry",
-                                    position_anchor(None, 0))
+                                    position_anchor(None, 0) + "|b=0")
+    # another boot of the host (a restart): never the same id
+    c = decide(view("100", "100.5"), P, T0, boot=1)
+    assert c is not None and c.intent_id != a.intent_id and c.boot == 1
 
 
 def test_intent_id_moves_with_position_fees_and_epoch():
@@ -129,14 +167,14 @@ def test_intent_id_moves_with_position_fees_and_epoch():
 
 
 def test_trade_every_tick_emits_on_every_book_with_unique_ids():
-    p = StrategyConfig(trade_every_tick=True)
+    p = ProfitAwareParams(trade_every_tick=True)
     pos = Position(symbol="BTCTRY", quantity=D("1"), avg_cost=D("1000"))
     ids = set()
     for n in range(5):
-        i = decide(view("100", "100.5", pos=pos, open_orders=1, pending=True, key=f"ws:{n}"),
+        i = decide(view("100", "100.5", pos=pos, open_orders=1, pending=True, key=str(n)),
                    p, T0)
         assert i is not None and i.side == "buy"
         ids.add(i.intent_id)
     assert len(ids) == 5
-    again = decide(view("100", "100.5", pos=pos, key="ws:0"), p, T0)
+    again = decide(view("100", "100.5", pos=pos, key="0"), p, T0)
     assert again is not None and again.intent_id in ids  # same tick, same id

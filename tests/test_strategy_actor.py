@@ -17,6 +17,7 @@ from bus.messages import (
     BookSnapshot,
     CommandRequest,
     Envelope,
+    ExecutorCommand,
     Intent,
     IntentAck,
     KeyCounts,
@@ -24,6 +25,7 @@ from bus.messages import (
     OrderEvent,
     Packet,
     PortfolioSnapshot,
+    RiskCommand,
     SnapshotQuery,
     SubmitIntent,
     SymbolRules,
@@ -87,8 +89,10 @@ async def run_with(actor: StrategyActor, executor_up: asyncio.Event, scenario):
 async def against(actor: StrategyActor, executor, risk, scenario) -> None:
     """Set the actor up against stand-in executor and risk servers, run ``scenario()``,
     then stop everything."""
-    servers = [RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), executor),
-               RequestServer(actor.ctx, actor.cfg.command_endpoint("risk"), risk)]
+    servers = [RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), executor,
+                             commands=ExecutorCommand),
+               RequestServer(actor.ctx, actor.cfg.command_endpoint("risk"), risk,
+                             commands=RiskCommand)]
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     try:
         await actor.setup()
@@ -141,25 +145,55 @@ def test_nothing_before_snapshot_then_one_intent_per_open_order(tmp_path):
     assert [p for p in published if isinstance(p, Intent)] == intents
 
 
-def test_restart_reproduces_the_same_intent_id(tmp_path):
-    ids = []
-    for run in range(2):
-        actor, _ = make_actor(tmp_path / str(run))
-        (tmp_path / str(run)).mkdir()
-        up = asyncio.Event()
-        up.set()
+def _first_intent_id(tmp: Path) -> str:
+    tmp.mkdir(exist_ok=True)
+    actor, _ = make_actor(tmp)
+    up = asyncio.Event()
+    up.set()
 
-        async def scenario(intents, actor=actor, run=run):
-            await actor.on_message("md.rules.ETHTRY", pkt(RULES))
-            for _ in range(50):
-                await asyncio.sleep(0.05)
-                await actor.on_message("md.book.ETHTRY", pkt(book(run)))
-                if intents:
-                    break
+    async def scenario(intents, actor=actor):
+        await actor.on_message("md.rules.ETHTRY", pkt(RULES))
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            await actor.on_message("md.book.ETHTRY", pkt(book(0)))
+            if intents:
+                break
 
-        got = asyncio.run(run_with(actor, up, scenario))
-        ids.append(got[0].intent_id)
-    assert ids[0] == ids[1]
+    got = asyncio.run(run_with(actor, up, scenario))
+    return got[0].intent_id
+
+
+def test_a_restart_never_reuses_an_intent_id_but_a_fixed_boot_reproduces_it(tmp_path,
+                                                                            monkeypatch):
+    """The same decision on the same state: a new id after every restart (the persisted
+    boot number moves on), the same id when the boot is fixed (replay uses the recorded
+    one)."""
+    first, second = _first_intent_id(tmp_path), _first_intent_id(tmp_path)
+    assert first != second
+    assert (tmp_path / "data" / "strategy.boot").read_text().strip() == "2"
+    monkeypatch.setenv("BTCBOT_STRATEGY_BOOT", "7")
+    assert _first_intent_id(tmp_path / "a") == _first_intent_id(tmp_path / "b")
+
+
+def test_a_bad_plugin_or_parameter_exits_2_naming_the_field(tmp_path):
+    from actors.runtime import EXIT_CONFIG, FatalActorError
+    for table, field in (({"plugin": "nosuch.module:Nope"}, "strategy.plugin"),
+                         ({"plugin": "profit_aware", "params": {"min_profit_bps": "x"}},
+                          "strategy.min_profit_bps"),
+                         ({"plugin": "profit_aware", "params": {"colour": 1}},
+                          "strategy.colour"),
+                         ({"plugin": "inventory_mm", "params": {"requote_bps": 0}},
+                          "requote_bps")):
+        cfg = Config()
+        cfg.base_dir = str(tmp_path)
+        cfg.strategy.plugin = table["plugin"]
+        cfg.strategy.params = table.get("params", {})
+        try:
+            StrategyActor(cfg)
+        except FatalActorError as exc:
+            assert exc.exit_code == EXIT_CONFIG and field in str(exc), exc
+        else:
+            raise AssertionError(f"{table} was accepted")
 
 
 def test_decisions_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeypatch):
@@ -204,7 +238,6 @@ def test_decisions_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeyp
     for shift_days in (0, 3, -400):
         monkeypatch.setattr(time, "time_ns", lambda s=shift_days: real() + s * 86_400 * 10**9)
         actor, _ = make_actor(tmp_path / str(shift_days))
-        (tmp_path / str(shift_days)).mkdir()
         actor.cfg.strategy.throttle_ms = 500
         actor.cfg.strategy.reject_backoff_s = 5.0
         runs.append(asyncio.run(session(actor)))
@@ -214,3 +247,34 @@ def test_decisions_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeyp
     assert first[0].created_wall_ns == t0 and first[1].created_wall_ns == t0 + 6 * 10**9
     assert first[0].intent_id == first[1].intent_id  # same state, same decision
     assert runs[1] == first and runs[2] == first
+
+
+def test_a_raising_plugin_is_logged_counted_and_paused_and_the_actor_lives(tmp_path):
+    actor, _ = make_actor(tmp_path)
+    from actors.strategy.host import StrategyHost
+    from tests.test_strategy_plugins import Fragile
+
+    actor.host = StrategyHost(Fragile(Fragile.Params()), boot=1)
+    btc_rules = msgspec.structs.replace(RULES, symbol="BTCTRY")
+    up = asyncio.Event()
+    up.set()
+
+    async def scenario(intents):
+        for _ in range(100):
+            if actor.synced:
+                break
+            await asyncio.sleep(0.02)
+        await actor.on_message("md.rules.BTCTRY", pkt(btc_rules))
+        await actor.on_message("md.rules.ETHTRY", pkt(RULES))
+        await actor.on_message("md.book.BTCTRY", pkt(msgspec.structs.replace(
+            book(1), symbol="BTCTRY")))
+        await actor.on_message("md.book.ETHTRY", pkt(book(2)))
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if intents:
+                break
+
+    intents = asyncio.run(run_with(actor, up, scenario))
+    assert actor.counters["plugin_errors"] == 1
+    assert actor.heartbeat_info().plugin_paused == ["BTCTRY"]
+    assert [i.symbol for i in intents] == ["ETHTRY"]  # the other symbol still trades

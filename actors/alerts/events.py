@@ -9,8 +9,10 @@ Sources, all on the bus (the alerts actor needs nothing else):
 - latches: the executor's heartbeat ``info`` (kill_switch, safety_latch, paused and
   latch_reason): the executor is their one writer and announces them once durable;
 - an actor given up: the supervisor's ``state.supervisor`` transition to ``GAVE_UP``;
-- the exchange unreachable: an actor's transition into a DEGRADED state whose trigger
-  names the exchange or a connection failure, and back out of it;
+- the exchange unreachable: an actor's transition into a DEGRADED (or ERROR_RETRYABLE)
+  state whose trigger names the exchange or a connection failure, and back out of it;
+  and, independent of any actor, the alerts actor's own probe of the exchange's public
+  server time (``Reachability``: ``exchange_probe_failures`` failures in a row);
 - drift: a ``reconcile.report`` with ``drift_found > 0``;
 - the daily-loss limit: a risk decision carrying ``limit:daily_loss``;
 - fills (``alerts.on_fill``): every ``fill.*``.
@@ -23,7 +25,14 @@ from typing import Literal
 
 import msgspec
 
-from bus.messages import Fill, Heartbeat, ReconcileReport, RiskDecision, StateTransition
+from bus.messages import (
+    ExecutorInfo,
+    Fill,
+    Heartbeat,
+    ReconcileReport,
+    RiskDecision,
+    StateTransition,
+)
 
 Severity = Literal["critical", "warning", "info"]
 LATCHES = ("kill_switch", "safety_latch", "paused")
@@ -71,10 +80,11 @@ class Detector:
         return []
 
     def _latches(self, hb: Heartbeat, now: float) -> list[AlertEvent]:
-        seen = {n: hb.info[n] == "true" for n in LATCHES if n in hb.info}
-        if not seen:
+        info = hb.info
+        if not isinstance(info, ExecutorInfo):
             return []
-        reason = hb.info.get("latch_reason", "")
+        seen: dict[str, bool] = {n: getattr(info, n) for n in LATCHES}
+        reason = info.latch_reason
         before, self.latches = self.latches, {**(self.latches or {}), **seen}
         out = []
         for name, value in seen.items():
@@ -98,13 +108,13 @@ class Detector:
             return [AlertEvent(kind="actor_gave_up", severity="critical", at=now,
                                summary=f"supervisor gave up on {t.actor}: {t.trigger}",
                                detail={"actor": t.actor})]
-        entering = t.to_state.startswith("DEGRADED") and bool(_EXCHANGE_TRIGGER.search(t.trigger))
+        entering = _troubled(t.to_state) and bool(_EXCHANGE_TRIGGER.search(t.trigger))
         if entering and not self.degraded.get(t.actor):
             self.degraded[t.actor] = True
             return [AlertEvent(kind="exchange_unreachable", severity="critical", at=now,
                                summary=f"exchange unreachable ({t.actor}: {t.trigger})",
                                detail={"actor": t.actor, "state": t.to_state})]
-        if self.degraded.get(t.actor) and not t.to_state.startswith("DEGRADED"):
+        if self.degraded.get(t.actor) and not _troubled(t.to_state):
             self.degraded[t.actor] = False
             return [AlertEvent(kind="exchange_reachable", severity="info", at=now,
                                summary=f"exchange reachable again ({t.actor} {t.to_state})",
@@ -119,3 +129,35 @@ class Detector:
         self._last_level[kind] = now
         return [AlertEvent(kind=kind, severity=severity, at=now, summary=summary,
                            detail=detail)]
+
+
+def _troubled(state: str) -> bool:
+    return state.startswith("DEGRADED") or state == "ERROR_RETRYABLE"
+
+
+class Reachability:
+    """The alerts actor's own view of the exchange: ``threshold`` failed probes in a row
+    make it unreachable (one lost packet is not an outage), one success reachable again."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.failures = 0
+        self.unreachable = False
+
+    def observe(self, error: str | None, now: float, url: str) -> list[AlertEvent]:
+        if error is None:
+            self.failures = 0
+            if not self.unreachable:
+                return []
+            self.unreachable = False
+            return [AlertEvent(kind="exchange_reachable", severity="info", at=now,
+                               summary=f"exchange reachable again ({url})",
+                               detail={"source": "alerts probe"})]
+        self.failures += 1
+        if self.unreachable or self.failures < self.threshold:
+            return []
+        self.unreachable = True
+        return [AlertEvent(kind="exchange_unreachable", severity="critical", at=now,
+                           summary=f"exchange unreachable: {self.failures} probes of {url} "
+                                   f"failed, last: {error}",
+                           detail={"source": "alerts probe", "error": error})]

@@ -1,53 +1,79 @@
-"""The strategy actor: book updates and order/position events in, intents out.
+"""The strategy actor: hosts one strategy plug-in (``strategy.plugin``, see
+actors/strategy/api.py and docs/strategies.md). Book updates and order/position events
+in, intents (to risk) and cancels (to the executor) out.
 
 Event-driven: a book update (throttled per symbol, ``throttle_ms``, with a trailing
 evaluation so the last book of a burst is never ignored), an order or fill event or a
-new portfolio snapshot triggers the pure decision (``logic.decide``) for that symbol.
-Intents are published on ``intent.<SYMBOL>`` and sent to risk by reliable request.
+new portfolio snapshot triggers the plug-in's decision for that symbol
+(``host.StrategyHost``). Intents are published on ``intent.<SYMBOL>`` and sent to risk
+by reliable request; cancels go to the executor.
 
 Nothing is emitted before the executor's snapshot (positions, balances, open orders)
 has been received (FSM DEGRADED_RECOVERY until then, retried with backoff), and a
 symbol whose position just changed (fill, terminal order) waits for a snapshot that
-reflects it, so no decision is taken on a position we know to be outdated.
+reflects it, so no decision is taken on a position we know to be outdated
+(actors/strategy/gating.py).
 
 Clock: every decision runs on the *message clock*, never the wall clock: "now" for a
-symbol is the envelope ``wall_ns`` of its latest BookSnapshot (the message that
-triggers the decision; ``replay`` preserves it). The intent's ``created_wall_ns``, the
-per-symbol throttle and the reject backoff all use it, so replaying the same messages
-yields the same intents whatever the time of the replay. Only *when* a trailing-edge
-re-evaluation runs is a loop timer; what it decides still uses the message clock.
-Local monotonic times remain only for ordering local events (which snapshot can
-reflect which order or fill), never inside a decision.
+symbol is the envelope ``wall_ns`` of its latest BookSnapshot (``replay`` preserves it).
+The intent's ``created_wall_ns``, the throttle, the reject backoff and ``on_tick`` use
+it, so replaying the same messages yields the same intents whatever the time of the
+replay. Only *when* a trailing-edge re-evaluation runs is a loop timer; what it decides
+still uses the message clock. The injected ``Clock``'s monotonic reading only orders
+local events (which snapshot can reflect which order or fill).
+
+Ids: the host's boot number (``<data_dir>/strategy.boot``, bumped durably on every
+start; ``BTCBOT_STRATEGY_BOOT`` fixes it, which replay uses to run with the recorded
+one) is part of every intent id, so a restart never reuses an id of an earlier run.
 """
 
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
+import os
 from typing import Any
 
 from loguru import logger
 
-from actors.runtime import Actor, main_for
+from actors.runtime import EXIT_CONFIG, Actor, FatalActorError, main_for
 from actors.strategy import gating
-from actors.strategy.logic import SymbolView, decide
+from actors.strategy.host import Outcome, StrategyHost
+from actors.strategy.loader import load_strategy
 from bus.messages import (
     BookSnapshot,
+    CancelOrder,
     Fill,
     Intent,
     IntentAck,
     OrderEvent,
     Packet,
     PortfolioSnapshot,
-    Position,
     SnapshotQuery,
+    StrategyInfo,
     SubmitIntent,
     SymbolRules,
 )
 from bus.transport import RequestClient, RequestFailed
+from shared.boot import BootCounterError, next_boot
 from shared.clock import Clock, LiveClock
+from shared.config import ConfigError
 from shared.fsm import State
 from shared.ids import client_order_id
+
+BOOT_ENV = "BTCBOT_STRATEGY_BOOT"
+BOOT_FILE = "strategy.boot"
+
+
+def boot_number(data_dir: str) -> int:
+    fixed = os.environ.get(BOOT_ENV, "")
+    if fixed:
+        if not fixed.isdigit():
+            raise FatalActorError(f"{BOOT_ENV}={fixed!r}: not a number", EXIT_CONFIG)
+        return int(fixed)
+    try:
+        return next_boot(os.path.join(data_dir, BOOT_FILE))
+    except BootCounterError as exc:
+        raise FatalActorError(str(exc), EXIT_CONFIG) from None
 
 
 class StrategyActor(Actor):
@@ -57,19 +83,28 @@ class StrategyActor(Actor):
     def __init__(self, *args: Any, clock: Clock | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.params = self.cfg.strategy
-        # Local monotonic readings only order local events (gating.py); decisions run on
-        # the message clock.
         self.clock: Clock = clock or LiveClock()
-        self.books: dict[str, BookSnapshot] = {}
-        self.book_clock: dict[str, int] = {}  # symbol -> envelope wall_ns of its latest book
-        self.quote_of: dict[str, str] = {}
-        self.positions: dict[str, Position] = {}
-        self.balances: dict[str, Decimal] = {}
-        self.gate = gating.GatingState()
+        try:
+            plugin = load_strategy(self.params)
+        except ConfigError as exc:
+            raise FatalActorError(f"config error: {exc}", EXIT_CONFIG) from None
+        self.host = StrategyHost(plugin, boot=boot_number(str(self.cfg.path(self.cfg.data_dir))))
+        self.unthrottled = plugin.unthrottled
         self._trailing: dict[str, asyncio.TimerHandle] = {}
+        self._last_tick: dict[str, int] = {}
         self._refresh = asyncio.Event()
         self.risk: RequestClient | None = None
         self.executor: RequestClient | None = None
+        logger.info("strategy: plug-in {} ({}), boot {}", plugin.name, self.params.plugin,
+                    self.host.boot)
+
+    @property
+    def gate(self) -> gating.GatingState:
+        return self.host.gate
+
+    @property
+    def synced(self) -> bool:
+        return self.host.gate.synced
 
     async def setup(self) -> None:
         rc = self.cfg.risk
@@ -114,20 +149,14 @@ class StrategyActor(Actor):
             except TimeoutError:
                 pass
 
-    @property
-    def synced(self) -> bool:
-        return self.gate.synced
-
     def _apply_snapshot(self, snap: PortfolioSnapshot, since_mono: int) -> None:
-        self.positions = {p.symbol: p for p in snap.positions}
-        self.balances = {b.asset: b.free for b in snap.balances}
-        first = gating.apply_snapshot(self.gate, snap.open_orders, since_mono)
+        first = self.host.apply_snapshot(snap, since_mono)
         self.counters["snapshots"] += 1
         if first:
             self.fsm.to(State.READY, "executor snapshot received")
             logger.info("strategy: synced with executor ({} positions, {} open orders)",
                         len(snap.positions), sum(map(len, self.gate.open_orders.values())))
-        for symbol in list(self.books):
+        for symbol in list(self.host.books):
             self._on_trigger(symbol)
 
     # --- bus -------------------------------------------------------------------------
@@ -135,15 +164,18 @@ class StrategyActor(Actor):
         body = packet.body
         match body:
             case BookSnapshot():
-                self.books[body.symbol] = body
-                self.book_clock[body.symbol] = packet.env.wall_ns
+                self.host.apply_book(body, packet.env.wall_ns)
                 self._on_trigger(body.symbol, tick=True)
+                self._maybe_tick(body.symbol, packet.env.wall_ns)
             case SymbolRules():
-                self.quote_of[body.symbol] = body.quote
+                self.host.apply_rules(body)
             case OrderEvent():
-                self._on_order_event(body)
+                if self.host.apply_order_event(body, self.clock.mono_ns()):
+                    self._refresh.set()
             case Fill():
-                self._mark_dirty(body.symbol)
+                self._refresh.set()
+                if self.synced and not self.paused:
+                    self._act(self.host.on_fill(body, self.clock.mono_ns()))
             case PortfolioSnapshot():
                 if self.synced:
                     # Local receipt time, not the sender's env.mono_ns: the executor's
@@ -154,25 +186,18 @@ class StrategyActor(Actor):
             case _:
                 self.counters["ignored_messages"] += 1
 
-    def _on_order_event(self, ev: OrderEvent) -> None:
-        if gating.apply_order_event(self.gate, ev, self.clock.mono_ns()):
-            self._refresh.set()
-
-    def _mark_dirty(self, symbol: str) -> None:
-        gating.mark_dirty(self.gate, symbol, self.clock.mono_ns())
-        self._refresh.set()
-
     # --- deciding --------------------------------------------------------------------
     def _on_trigger(self, symbol: str, tick: bool = False) -> None:
-        if self.params.trade_every_tick:
+        if self.unthrottled:
             if tick:
                 self._evaluate(symbol)
             return
         # The throttle runs on the message clock (the book's envelope time), so the same
         # books are evaluated at the same points in a replay; only the trailing edge's
         # wake-up is a loop timer.
-        now = self.book_clock.get(symbol, 0)
-        wait_ns = gating.throttle_wait_ns(self.gate, symbol, now, self.throttle_ns)
+        now = self.host.clock_of.get(symbol, 0)
+        wait_ns = gating.throttle_wait_ns(self.gate, symbol, now,
+                                          self.params.throttle_ms * 1_000_000)
         if wait_ns == 0:
             pending = self._trailing.pop(symbol, None)
             if pending is not None:
@@ -186,39 +211,52 @@ class StrategyActor(Actor):
         self._trailing.pop(symbol, None)
         self._evaluate(symbol)
 
-    @property
-    def throttle_ns(self) -> int:
-        return self.params.throttle_ms * 1_000_000
-
-    def _evaluate(self, symbol: str) -> None:
-        now = self.book_clock.get(symbol, 0)  # the message clock of the latest book
-        gating.mark_evaluated(self.gate, symbol, now)
-        book = self.books.get(symbol)
-        if not self.synced or book is None or self.paused:
+    def _maybe_tick(self, symbol: str, clock_ns: int) -> None:
+        """``on_tick`` every ``tick_s`` of message clock (the book stream carries it)."""
+        if self.params.tick_s <= 0:
             return
-        skip = gating.blocked(self.gate, symbol, now, every_tick=self.params.trade_every_tick)
+        last = self._last_tick.setdefault(symbol, clock_ns)
+        if clock_ns - last >= int(self.params.tick_s * 1e9):
+            self._last_tick[symbol] = clock_ns
+            self._evaluate(symbol, "on_tick")
+
+    def _evaluate(self, symbol: str, hook: str = "on_book") -> None:
+        now = self.host.clock_of.get(symbol, 0)  # the message clock of the latest book
+        if hook == "on_book":
+            gating.mark_evaluated(self.gate, symbol, now)
+        if not self.synced or symbol not in self.host.books or self.paused:
+            return
+        skip = gating.blocked(self.gate, symbol, now, every_tick=self.unthrottled)
         if skip is not None:
             self.counters[skip] += 1
             return
-        quote = self.quote_of.get(symbol)
-        if quote is None:
+        if symbol not in self.host.rules:
             self.counters["skip_no_rules"] += 1
             return
         self.counters["evaluations"] += 1
-        view = SymbolView(
-            symbol=symbol, bid=book.bids[0][0], ask=book.asks[0][0],
-            position=self.positions.get(symbol), free_quote=self.balances.get(quote, Decimal(0)),
-            open_orders=self.gate.open_count(symbol),
-            pending_intent=symbol in self.gate.pending, epoch=self.gate.epoch.get(symbol, 0),
-            book_key=f"{book.source}:{book.change_set}:{book.exchange_ts_ms}:{book.recv_wall_ns}",
-            book_mono_ns=book.recv_mono_ns,
-        )
-        intent = decide(view, self.params, now)
-        if intent is None:
-            return
-        gating.begin_intent(self.gate, symbol, intent.intent_id)
-        self.counters["intents"] += 1
-        self.spawn(self._submit(intent), f"submit-{intent.intent_id}")
+        self._act(self.host.decide(symbol, hook))
+
+    def _act(self, out: Outcome) -> None:
+        if out.failure is not None:
+            f = out.failure
+            self.counters["plugin_errors"] += 1
+            logger.error("strategy: plug-in {} raised in {} for {}: {}; symbol paused for "
+                         "this strategy until restart. Input: {}", self.host.strategy.name,
+                         f.hook, f.symbol, f.error, f.context)
+        for intent in out.intents:
+            self.counters["intents"] += 1
+            self.spawn(self._submit(intent), f"submit-{intent.intent_id}")
+        for cancel in out.cancels:
+            self.counters["cancels"] += 1
+            self.spawn(self._cancel(cancel), f"cancel-{cancel.client_order_id}")
+
+    async def _cancel(self, cancel: CancelOrder) -> None:
+        assert self.executor is not None
+        try:
+            await self.executor.request(cancel)
+        except RequestFailed as exc:
+            self.counters["cancel_failures"] += 1
+            logger.warning("strategy: cancel {} failed: {}", cancel.client_order_id, exc)
 
     async def _submit(self, intent: Intent) -> None:
         assert self.risk is not None
@@ -239,7 +277,7 @@ class StrategyActor(Actor):
             # The request took its timeouts: back off from the latest message clock, not
             # from the (by now old) intent's.
             self._after_rejection(symbol, max(intent.created_wall_ns,
-                                              self.book_clock.get(symbol, 0)))
+                                              self.host.clock_of.get(symbol, 0)))
             return
         finally:
             if not announced:  # never sent: still on the record
@@ -252,7 +290,7 @@ class StrategyActor(Actor):
         self.counters[f"ack_{reply.verdict}"] += 1
         if reply.verdict in ("approved", "resized"):
             cid = client_order_id(self.cfg.executor.client_id_prefix, intent.intent_id)
-            gating.approved(self.gate, symbol, cid, self.clock.mono_ns())
+            self.host.approved(intent, cid, self.clock.mono_ns())
             return
         if "executor:duplicate" in reply.reasons and gating.duplicate(
                 self.gate, symbol, self.clock.mono_ns()):
@@ -263,9 +301,11 @@ class StrategyActor(Actor):
     def _after_rejection(self, symbol: str, clock_ns: int) -> None:
         gating.rejected(self.gate, symbol, clock_ns, int(self.params.reject_backoff_s * 1e9))
 
-    def heartbeat_info(self) -> dict[str, str]:
-        return {"synced": str(self.synced), "pending": ",".join(sorted(self.gate.pending)),
-                "trade_every_tick": str(self.params.trade_every_tick)}
+    def heartbeat_info(self) -> StrategyInfo:
+        return StrategyInfo(synced=self.synced, pending=sorted(self.gate.pending),
+                            plugin=self.host.strategy.name, boot=self.host.boot,
+                            plugin_paused=sorted(self.host.failed),
+                            trade_every_tick=self.unthrottled)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import click
 import zmq.asyncio
 from loguru import logger
 
+from actors.strategy.loader import load_strategy
 from actors.supervisor.core import AlreadyRunning, InstanceLock, Supervisor, read_pid
 from actors.supervisor.logtail import Follower, format_line, last_lines
 from actors.supervisor.ops_cli import arm_live, incident, preflight, why
@@ -27,7 +28,8 @@ from actors.supervisor.status import render_text
 from bus.control import fetch_status, supervisor_request
 from bus.messages import Ack
 from bus.transport import RequestFailed
-from replay.cli import recordings, replay
+from replay.cli import replay
+from replay.recordings_cli import recordings
 from shared.actorspec import spec as actor_spec
 from shared.config import Config, ConfigError, load_config
 from shared.logging import setup_logging
@@ -85,6 +87,11 @@ def cli(ctx: click.Context, config_path: str) -> None:
 def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool) -> None:
     """Start bus, recorder and actors (and the simulator in paper mode)."""
     cfg = load(ctx, mode)
+    if "strategy" in cfg.enabled_actors():
+        try:  # the plug-in and its parameters, before anything starts (exit 2)
+            load_strategy(cfg.strategy)
+        except ConfigError as exc:
+            fail(f"config error: {exc}", EXIT_USAGE)
     if cfg.mode == "live" and (problems := cfg.live_arming_problems()):
         fail("live trading is not armed: " + "; ".join(problems), EXIT_USAGE)
     if is_running(cfg):
@@ -140,8 +147,10 @@ def start_detached(cfg: Config, config_path: str) -> int:
             click.echo(f"started (supervisor pid {daemon.pid}); all actors READY")
             return EXIT_OK
         if doc is not None and (gave_up := [a["name"] for a in doc["actors"] if a["gave_up"]]):
+            latched = [n for n in gave_up if actor_spec(n).critical(cfg)]
+            effect = "kill switch set" if latched else "an observer: trading not stopped"
             click.echo(f"btcbot-supervisor: started (pid {daemon.pid}) but gave up on "
-                       f"{', '.join(gave_up)} (restart intensity limit; kill switch set); "
+                       f"{', '.join(gave_up)} (restart intensity limit; {effect}); "
                        f"see {cfg.log_path}", err=True)
             return EXIT_FAILURE
         time.sleep(0.1)
@@ -383,3 +392,14 @@ cli.add_command(why)
 from actors.supervisor.paper_cli import paper  # noqa: E402
 
 cli.add_command(paper)
+
+# Settling orders the executor could not (actors/supervisor/orders_cli.py): orders resolve.
+from actors.supervisor.orders_cli import orders  # noqa: E402
+
+cli.add_command(orders)
+
+# Strategy research (actors/supervisor/backtest_cli.py): backtest, record-market.
+from actors.supervisor.backtest_cli import backtest, record_market  # noqa: E402
+
+cli.add_command(backtest)
+cli.add_command(record_market)

@@ -22,8 +22,7 @@ from actors.supervisor.progress import progress, progress_wanted
 from actors.supervisor.why import explain
 from actors.supervisor.why import render_text as render_why
 from actors.supervisor.why_sources import gather
-from bus.messages import StatusReply, SupervisorCommand
-from bus.transport import RequestClient, RequestFailed
+from bus.control import fetch_status
 from shared.config import Config, ConfigError, load_config
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -70,22 +69,17 @@ def status_doc(cfg: Config) -> dict[str, Any]:
     if not InstanceLock(cfg).is_held():
         return {"running": False, "mode": cfg.mode}
 
-    async def go() -> Any:
+    async def go() -> dict[str, Any] | None:
         ctx = zmq.asyncio.Context()
-        client = RequestClient(ctx, cfg.supervisor_endpoint, "cli", timeout_s=5.0, retries=1)
         try:
-            return await client.request(SupervisorCommand(command="status"))
+            return await fetch_status(ctx, cfg.supervisor_endpoint, sender="cli",
+                                      timeout_s=5.0)
         finally:
-            client.close()
             ctx.destroy(linger=0)
 
-    try:
-        reply = asyncio.run(go())
-    except RequestFailed as exc:
-        return {"running": True, "error": f"supervisor did not answer: {exc}"}
-    if not isinstance(reply, StatusReply):
-        return {"running": True, "error": f"unexpected reply {type(reply).__name__}"}
-    return dict(json.loads(reply.json))
+    doc = asyncio.run(go())
+    return doc if doc is not None else {"running": True,
+                                        "error": "supervisor did not answer a status request"}
 
 
 @click.group()

@@ -18,6 +18,7 @@ from pathlib import Path
 import apsw
 
 from actors.executor.db import ExecutorDB, acquire_lock
+from actors.strategy.loader import load_strategy
 from actors.supervisor.preflight import (
     TRADE_PROBE_ORDER_ID,
     Check,
@@ -39,7 +40,7 @@ from actors.supervisor.preflight import (
 )
 from shared.btcturk.client import BtcTurkClient
 from shared.btcturk.errors import BtcTurkError
-from shared.config import Config
+from shared.config import Config, ConfigError
 
 UNRESOLVED = ("PENDING", "UNKNOWN")
 
@@ -82,21 +83,25 @@ async def _exchange_checks(cfg: Config) -> list[Check]:
         checks.append(judge_api_key(have_key, key_error))
         checks.append(await _trade_permission(client, have_key))
 
+        sizes, sizes_error = strategy_sizes(cfg)
         rules: dict[str, SymbolRule] | None = None
-        rules_error: str | None = None
-        try:
-            info = await client.exchange_info()
-            rules = {s.name.upper(): SymbolRule(s.name, s.status, s.tick_size, s.min_total,
-                                                s.denominator) for s in info.symbols}
-        except BtcTurkError as exc:
-            rules_error = _err(exc)
-        checks.append(judge_exchange_rules(cfg.marketdata.symbols, rules, _sizes(cfg),
-                                           rules_error))
+        rules_error: str | None = sizes_error
+        if sizes_error is None:
+            try:
+                info = await client.exchange_info()
+                rules = {s.name.upper(): SymbolRule(s.name, s.status, s.tick_size,
+                                                    s.min_total, s.denominator)
+                         for s in info.symbols}
+            except BtcTurkError as exc:
+                rules_error = _err(exc)
+        checks.append(judge_exchange_rules(cfg.marketdata.symbols, rules, sizes, rules_error))
 
         risk = cfg.risk
         exposure = risk.max_position_try_per_symbol * len(cfg.marketdata.symbols)
+        # One order of the largest configured size must be fundable above the reserve.
+        entry = max(sizes.values(), default=risk.min_order_notional_try)
         checks.append(judge_balances(free, risk.cash_asset.upper(), risk.try_cash_reserve,
-                                     cfg.strategy.entry_notional_try, exposure,
+                                     entry, exposure,
                                      key_error or ("no API key" if not have_key else None)))
         checks.append(await _foreign_orders(cfg, client, have_key))
     finally:
@@ -104,12 +109,18 @@ async def _exchange_checks(cfg: Config) -> list[Check]:
     return checks
 
 
-def _sizes(cfg: Config) -> dict[str, Decimal]:
-    sizes = {"strategy.entry_notional_try": cfg.strategy.entry_notional_try,
-             "strategy.min_exit_notional_try": cfg.strategy.min_exit_notional_try}
+def strategy_sizes(cfg: Config) -> tuple[dict[str, Decimal], str | None]:
+    """The order values the configured plug-in places (its ``order_sizes``), in the
+    quote currency, plus risk's per-order cap if set. (sizes, error): a strategy
+    config that does not load is a FAIL with its reason, not a crash."""
+    try:
+        strategy = load_strategy(cfg.strategy)
+    except ConfigError as exc:
+        return {}, f"strategy config: {exc}"
+    sizes = {f"strategy.{k}": v for k, v in strategy.order_sizes().items()}
     if cfg.risk.max_notional_per_order_try > 0:
         sizes["risk.max_notional_per_order_try"] = cfg.risk.max_notional_per_order_try
-    return sizes
+    return sizes, None
 
 
 async def _trade_permission(client: BtcTurkClient, have_key: bool) -> Check:

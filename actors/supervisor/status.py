@@ -14,16 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from bus.messages import PortfolioSnapshot, SymbolPnl
+from bus.messages import (
+    ActorInfo,
+    AlertsInfo,
+    ExecutorInfo,
+    PortfolioSnapshot,
+    RecorderInfo,
+    SymbolPnl,
+)
 from shared import pnl
 
 if TYPE_CHECKING:
     from actors.supervisor.core import Supervisor
-
-
-def _flag(info: dict[str, str], key: str) -> bool | None:
-    value = info.get(key)
-    return None if value is None else value == "true"
 
 
 def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
@@ -31,14 +33,16 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
     cfg = sup.cfg
     actors = [child.as_status(now) for child in sup.children.values()]
     executor = sup.children.get("executor")
-    ex_info = executor.heard.info if executor is not None else {}
+    heard = executor.heard.info if executor is not None else None
+    ex_info = heard if isinstance(heard, ExecutorInfo) else None
     ex_counters = executor.heard.counters if executor is not None else {}
     latch = {
-        "kill_switch": _flag(ex_info, "kill_switch"),
-        "safety_latch": _flag(ex_info, "safety_latch"),
-        "paused": _flag(ex_info, "paused"),
-        "reason": ex_info.get("latch_reason", "") or sup.kill_switch_reason,
+        "kill_switch": ex_info.kill_switch if ex_info else None,
+        "safety_latch": ex_info.safety_latch if ex_info else None,
+        "paused": ex_info.paused if ex_info else None,
+        "reason": (ex_info.latch_reason if ex_info else "") or sup.kill_switch_reason,
         "supervisor_kill_switch": sup.kill_switch_reason,
+        "executor_halt": ex_info.halt if ex_info else "",
     }
     live_problems = cfg.live_arming_problems() if cfg.mode == "live" else []
     stale = sorted(s for s, f in sup.feed.items() if not f.fresh)
@@ -69,6 +73,10 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "gates": gates,
         "latch": latch,
         "idempotency": idempotency,
+        "recordings": recordings_status(sup),
+        # Actors whose log file stopped taking writes (full or broken logs disk).
+        "log_sinks_failing": {c.name: c.heard.log_sink for c in sup.children.values()
+                              if c.running and c.heard.log_sink},
         "generated_at": time.time(),
     }
     doc.update(_portfolio(snapshot, sup))
@@ -77,7 +85,7 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
     return doc
 
 
-def alerts_status(counters: dict[str, int], info: dict[str, str],
+def alerts_status(counters: dict[str, int], info: ActorInfo | None,
                   running: bool) -> dict[str, Any]:
     """Webhook delivery as the alerts actor last reported it."""
     return {"running": running, "events": counters.get("alerts_events", 0),
@@ -85,7 +93,7 @@ def alerts_status(counters: dict[str, int], info: dict[str, str],
             "failed_attempts": counters.get("alerts_failed", 0),
             "dropped": counters.get("alerts_dropped", 0),
             "pending": counters.get("alerts_pending", 0),
-            "last_error": info.get("last_error", "")}
+            "last_error": info.last_error if isinstance(info, AlertsInfo) else ""}
 
 
 def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
@@ -101,10 +109,17 @@ def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
         reasons.append("gate:safety_latch")
     if latch["paused"]:
         reasons.append("gate:paused")
+    if latch.get("executor_halt"):
+        reasons.append(f"executor:halted ({latch['executor_halt']})")
     if sup.cfg.mode == "live" and not gates["live_armed"]:
         reasons.append("gate:live_not_armed")
     if gates["stale_symbols"]:
         reasons.append("market_data:stale " + ",".join(gates["stale_symbols"]))
+    rec = sup.children.get("recorder")
+    rec_info = rec.heard.info if rec is not None else None
+    if rec is not None and rec.running and isinstance(rec_info, RecorderInfo) \
+            and not rec_info.recording:
+        reasons.append("recorder:NOT RECORDING " + rec_info.recording_reason)
     for child in sup.children.values():
         if not (child.running and child.heard.ready):
             kind = "actor" if child.spec.critical(sup.cfg) else "observer"
@@ -112,6 +127,34 @@ def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
     # An observer (alerts) being down is reported but never halts trading.
     blocking = [r for r in reasons if not r.startswith(("mode:dry-run", "observer:"))]
     return {"state": "HALTED" if blocking else "TRADING", "reasons": reasons}
+
+
+def recordings_status(sup: Supervisor) -> dict[str, Any] | None:
+    """The recorder's own figures (its heartbeat): whether it records, the recordings'
+    size, the oldest record, the free space on their filesystem and the low-disk
+    warning (``recorder.disk_warn_bytes``)."""
+    rec = sup.children.get("recorder")
+    if rec is None or not rec.heard.counters:
+        return None
+    c = rec.heard.counters
+    info = rec.heard.info if isinstance(rec.heard.info, RecorderInfo) else RecorderInfo(segment="")
+    oldest = c.get("oldest_record_ns", 0)
+    return {
+        "recording": info.recording,
+        "reason": info.recording_reason,
+        "directory": info.directory,
+        "bytes": c.get("recordings_bytes", 0),
+        "segments": c.get("recordings_segments", 0),
+        "oldest_record": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(oldest / 1e9))
+                          if oldest else None),
+        "free_bytes": c.get("disk_free_bytes", 0),
+        "disk_low": bool(c.get("disk_low", 0)),
+        "warning": info.disk_warning,
+        "dropped": c.get("dropped", 0),
+        "write_errors": c.get("write_errors", 0),
+        "pruned": c.get("pruned", 0),
+        "compress_errors": c.get("compress_errors", 0),
+    }
 
 
 def _portfolio(snapshot: PortfolioSnapshot | None, sup: Supervisor) -> dict[str, Any]:
@@ -173,6 +216,15 @@ def render_text(doc: dict[str, Any]) -> str:
         f"idempotency keys: pending={keys['pending']} unknown={keys['unknown']} "
         f"failed={keys['failed']}",
     ]
+    rec = doc.get("recordings")
+    if rec:
+        state = "recording" if rec["recording"] else f"NOT RECORDING ({rec['reason']})"
+        lines.append(
+            f"recordings: {state}; {rec['bytes'] / 1e6:.1f} MB in {rec['segments']} segments, "
+            f"oldest {rec['oldest_record'] or '-'}, {rec['free_bytes'] / 1e9:.1f} GB free"
+            + (f"  WARNING: {rec['warning']}" if rec["warning"] else ""))
+    for name, why in sorted((doc.get("log_sinks_failing") or {}).items()):
+        lines.append(f"WARNING: {name}'s log file is not being written: {why}")
     if al := doc.get("alerts"):
         lines.append(f"alerts: sent={al['sent']} failed={al['failed_attempts']} "
                      f"dropped={al['dropped']} pending={al['pending']}")

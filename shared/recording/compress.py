@@ -75,7 +75,7 @@ def compress_segment(
             # A previous run was killed between rename and unlink: the copy is whole.
             _remove_original(segment, fault)
             return target
-        ensure_index(segment)
+        ensure_index(segment, locked=True)
         fault("indexed")
         tmp = target.with_name(target.name + TMP_SUFFIX)
         try:

@@ -111,9 +111,10 @@ def load_index(segment: Path) -> SegmentIndex | None:
     return idx if size == idx.content_bytes else None
 
 
-def ensure_index(segment: Path, *, write: bool = True) -> SegmentIndex | None:
+def ensure_index(segment: Path, *, write: bool = True, locked: bool = False) -> SegmentIndex | None:
     """A valid index for ``segment``: the sidecar, or one rebuilt by scanning (and
-    written back when ``write`` and the segment is closed). None if the file is not a
+    written back when ``write`` and the segment is closed, which ``locked`` says the
+    caller knows because it holds the segment's lock). None if the file is not a
     readable segment."""
     idx = load_index(segment)
     if idx is not None:
@@ -122,7 +123,7 @@ def ensure_index(segment: Path, *, write: bool = True) -> SegmentIndex | None:
     if info.error:
         return None
     idx = index_from_info(info)
-    if write and not is_open(segment):
+    if write and (locked or not is_open(segment)):
         try:
             write_index(segment, idx)
         except OSError:

@@ -33,7 +33,7 @@ from shared.recording.format import (
     iter_frames,
 )
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16  # small reads: a damaged frame still yields the blocks before it
 
 
 @dataclass
