@@ -67,7 +67,7 @@ def must_halt(x: TradingInputs) -> bool:
         x.paused is not False,
         bool(x.pending_latches),
         trades_on_exchange and x.exchange_reachable is False,
-        trades_on_exchange and x.submits_failing,
+        x.submits_failing,
         bool(x.stale_symbols),
         not x.feed_heard,
         "executor" not in names,

@@ -91,9 +91,9 @@ def derive_trading_state(x: TradingInputs) -> TradingState:
         if x.exchange_reachable is False:
             blocking.append("exchange:unreachable" + (f" ({x.exchange_reason})"
                                                       if x.exchange_reason else ""))
-        if x.submits_failing:
-            blocking.append("exchange:submits failing" + (f" ({x.submit_reason})"
-                                                          if x.submit_reason else ""))
+    if x.submits_failing:  # the executor's own halt (exchange unreachable, disk full)
+        blocking.append("executor:halted" + (f" ({x.submit_reason})" if x.submit_reason
+                                             else ""))
     if not x.feed_heard:
         blocking.append("market_data:no status yet")
     if x.stale_symbols:
