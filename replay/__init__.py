@@ -1,0 +1,1 @@
+"""Replaying recordings into isolated pipelines, and verifying decisions (docs/DESIGN.md)."""
