@@ -49,6 +49,7 @@ from bus.messages import (
     SubmitOrder,
 )
 from bus.transport import CommandError
+from shared import pending_latches
 from shared.clock import Clock, LiveClock
 from shared.config import Config
 from shared.fsm import State
@@ -95,6 +96,7 @@ class ExecutorActor(Actor):
     async def setup(self) -> None:
         s = self.s
         s.db_or_none = ExecutorDB(self.db_path, synchronous=self.cfg.executor.db_synchronous)
+        self._apply_pending_latches()
         self.gates.load()
         if not s.venue.follows:
             # Nothing to recover: nothing is ever sent, and no loop may publish.
@@ -110,6 +112,25 @@ class ExecutorActor(Actor):
         if self.gates.read_block() != "dry_run":
             self.spawn(self.sync.poll_loop(), "poll")
             self.sync.start_events()
+
+    def _apply_pending_latches(self) -> None:
+        """Latch requests the supervisor kept while this executor was unreachable come
+        first, before recovery or any order (durable, then the file goes)."""
+        path = pending_latches.path_in(self.cfg.data_path)
+        try:
+            items = pending_latches.load(path)
+        except (OSError, ValueError) as exc:
+            raise FatalActorError(f"cannot read pending latch requests {path}: {exc}; fix or "
+                                  "remove the file (it holds latches an operator or the "
+                                  "supervisor asked for)", EXIT_CONFIG) from None
+        if not self.cfg.executor.replay_mirror:
+            for item in items:
+                self.s.db.set_latch(item.latch, item.value,
+                                    f"{item.reason} (pending since {item.at:.0f})", item.at)
+                logger.warning("executor: applied pending latch request {}={} ({})",
+                               item.latch, item.value, item.reason)
+            if items:
+                path.unlink()
 
     async def teardown(self) -> None:
         await self.s.venue.close()
