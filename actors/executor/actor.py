@@ -16,8 +16,14 @@ This module is wiring and dispatch only; each concern has its own module:
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import apsw
 from loguru import logger
 
+from actors.executor import dbmarker
 from actors.executor.db import ExecutorDB, LockHeld, acquire_lock
 from actors.executor.faults import CrashHook
 from actors.executor.gates import Gates
@@ -54,6 +60,9 @@ from shared.clock import Clock, LiveClock
 from shared.config import Config
 from shared.fsm import State
 
+# A DB write that failed because of the disk (not of our data): ENOSPC, EIO.
+DISK_ERRORS = (apsw.FullError, apsw.IOError)
+
 
 class ExecutorActor(Actor):
     name = "executor"
@@ -78,7 +87,8 @@ class ExecutorActor(Actor):
         venue = make_venue(cfg, self.counters, clock, faults)
         self.subscriptions = venue.subscriptions  # type: ignore[misc]
         self.s = ExecState(cfg=cfg, venue=venue, clock=clock, faults=faults,
-                           counters=self.counters, publish=self.publish, spawn=self.spawn)
+                           counters=self.counters, publish=self.publish,
+                           spawn=self._spawn_guarded)
         self.gates = Gates(self.s, self.fsm)
         self.incidents = Incidents(self.s, self.gates)
         self.outage = Outage(self.s, self.gates, self.incidents)
@@ -95,7 +105,13 @@ class ExecutorActor(Actor):
     # --- lifecycle ---------------------------------------------------------------------
     async def setup(self) -> None:
         s = self.s
-        s.db_or_none = ExecutorDB(self.db_path, synchronous=self.cfg.executor.db_synchronous)
+        try:
+            remembered = dbmarker.check_before_open(self.db_path)
+            s.db_or_none = ExecutorDB(self.db_path, synchronous=self.cfg.executor.db_synchronous,
+                                      vfs=self.s.faults.db_vfs())
+            dbmarker.check_after_open(self.db_path, remembered, s.db.db_id())
+        except dbmarker.DbRefused as exc:
+            raise FatalActorError(str(exc), EXIT_CONFIG) from None
         self._apply_pending_latches()
         self.gates.load()
         if not s.venue.follows:
@@ -138,8 +154,32 @@ class ExecutorActor(Actor):
             db, self.s.db_or_none = self.s.db_or_none, None  # the final heartbeat must not
             db.close()  # touch a closed DB
 
+    # --- disk faults -------------------------------------------------------------------
+    def _disk_fault(self, exc: BaseException, where: str) -> None:
+        """A DB write failed (ENOSPC, EIO): stop trading, say "disk", keep answering.
+        Only a restart (after the disk is fixed) lifts it: what the failed write meant
+        to record is re-learnt from the exchange by recovery."""
+        self.counters["disk_errors"] += 1
+        self.gates.halt("disk", f"DB write failed in {where}: {type(exc).__name__}: {exc}; "
+                        f"fix the disk under {self.db_path.parent}, then restart the executor")
+
+    def _spawn_guarded(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        async def guarded() -> None:
+            try:
+                await coro
+            except DISK_ERRORS as exc:
+                self._disk_fault(exc, name)
+        return self.spawn(guarded(), name)
+
     # --- commands ----------------------------------------------------------------------
     async def handle_command(self, request: CommandRequest[ExecutorCommand]) -> Msg | None:
+        try:
+            return await self._dispatch(request)
+        except DISK_ERRORS as exc:
+            self._disk_fault(exc, type(request.body).__name__)
+            raise CommandError(f"disk: {exc}") from None
+
+    async def _dispatch(self, request: CommandRequest[ExecutorCommand]) -> Msg | None:
         body = request.body
         match body:
             case SubmitOrder(order=order):
@@ -174,7 +214,10 @@ class ExecutorActor(Actor):
             self.stop()
 
     async def on_message(self, topic: str, packet: Packet) -> None:
-        self.sync.on_bus(packet.body)
+        try:
+            self.sync.on_bus(packet.body)
+        except DISK_ERRORS as exc:
+            self._disk_fault(exc, f"message {topic}")
 
     # --- observability -----------------------------------------------------------------
     def heartbeat_counters(self) -> dict[str, int]:
