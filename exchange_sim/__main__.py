@@ -43,6 +43,11 @@ async def _serve(host: str, port: int, options: dict[str, object]) -> None:
     help="accept out-of-order unique stamps this far back (0 = strictly increasing)",
 )
 @click.option(
+    "--no-rate-limits",
+    is_flag=True,
+    help="turn off BTCTurk's documented rate limits (429); on by default",
+)
+@click.option(
     "--state",
     "state_path",
     default=None,
@@ -71,6 +76,7 @@ def main(
     balances: str | None,
     no_random_walk: bool,
     nonce_window_ms: int,
+    no_rate_limits: bool,
     state_path: str | None,
     allow_remote: bool,
     admin_token: str | None,
@@ -89,7 +95,7 @@ def main(
     click.echo(
         f"exchange-sim: seed={seed} book_interval_ms={book_interval_ms} "
         f"random_walk={not no_random_walk} nonce_window_ms={nonce_window_ms} "
-        f"state={state_path or 'memory'}\n"
+        f"rate_limits={not no_rate_limits} state={state_path or 'memory'}\n"
         f"exchange-sim: api keys={list(credentials)} "
         f"(default key {DEFAULT_API_KEY!r} secret {DEFAULT_API_SECRET!r})\n"
         f"exchange-sim: balances {shown}"
@@ -104,6 +110,7 @@ def main(
         "balances": parsed_balances,
         "random_walk": not no_random_walk,
         "nonce_window_ms": nonce_window_ms,
+        "rate_limits": not no_rate_limits,
         "state_path": state_path,
         "allow_remote": allow_remote,
         "admin_token": admin_token if allow_remote else None,

@@ -44,6 +44,7 @@ class SimOptions:
     taker_fee: Decimal = Decimal("0.001")
     maker_fee: Decimal = Decimal("0.0005")
     ws_heartbeat_s: float = 20.0
+    rate_limits: bool = True  # BTCTurk's documented limits (429); off for benchmarks
     state_path: str | None = None  # None: the account lives in memory only
     allow_remote: bool = False  # listen on a non-loopback address (needs admin_token)
     # Set only with --allow-remote: then every /sim/ request must carry it (Bearer).
