@@ -10,6 +10,7 @@ import sys
 import click
 
 from .app import ExposureError, start_simulator
+from .fees import FeeScheduleError, parse_schedule
 from .options import DEFAULT_API_KEY, DEFAULT_API_SECRET, parse_balances
 from .state_store import StateError
 
@@ -41,6 +42,12 @@ async def _serve(host: str, port: int, options: dict[str, object]) -> None:
     show_default=True,
     type=int,
     help="accept out-of-order unique stamps this far back (0 = strictly increasing)",
+)
+@click.option(
+    "--fee-schedule",
+    default=None,
+    help="maker/taker tiers by 30-day quote volume, VOLUME:MAKER/TAKER,... "
+    "(default 0:0.0005/0.001)",
 )
 @click.option(
     "--no-rate-limits",
@@ -76,6 +83,7 @@ def main(
     balances: str | None,
     no_random_walk: bool,
     nonce_window_ms: int,
+    fee_schedule: str | None,
     no_rate_limits: bool,
     state_path: str | None,
     allow_remote: bool,
@@ -91,6 +99,10 @@ def main(
         parsed_balances = parse_balances(balances)
     except (ValueError, ArithmeticError) as exc:
         raise click.UsageError(f"--balances: {exc}") from exc
+    try:
+        tiers = parse_schedule(fee_schedule) if fee_schedule else None
+    except FeeScheduleError as exc:
+        raise click.UsageError(f"--fee-schedule: {exc}") from exc
     shown = ", ".join(f"{k}={v}" for k, v in parsed_balances.items())
     click.echo(
         f"exchange-sim: seed={seed} book_interval_ms={book_interval_ms} "
@@ -111,6 +123,7 @@ def main(
         "random_walk": not no_random_walk,
         "nonce_window_ms": nonce_window_ms,
         "rate_limits": not no_rate_limits,
+        "fee_tiers": tiers,
         "state_path": state_path,
         "allow_remote": allow_remote,
         "admin_token": admin_token if allow_remote else None,

@@ -69,6 +69,7 @@ class Simulator:
             now_ms=self.now_ms,
             taker_fee=options.taker_fee,
             maker_fee=options.maker_fee,
+            fee_tiers=options.fee_tiers,
         )
         self.auth = AuthChecker(options.credentials, options.nonce_window_ms)
         self.random_walk = options.random_walk

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Decimal, InvalidOperation
 from typing import Any
 
+from .fees import FeeSchedule, Tier
 from .ids import IdAllocator, Reserve
 from .market import Book, Market, SymbolSpec
 
@@ -161,12 +162,12 @@ class Engine:
         now_ms: Callable[[], int],
         taker_fee: Decimal = Decimal("0.001"),
         maker_fee: Decimal = Decimal("0.0005"),
+        fee_tiers: tuple[Tier, ...] | None = None,
         user_id: int = 424242,
     ) -> None:
         self.market = market
         self.now_ms = now_ms
-        self.taker_fee = taker_fee
-        self.maker_fee = maker_fee
+        self.fees = FeeSchedule(fee_tiers or (Tier(Decimal(0), maker_fee, taker_fee),))
         self.user_id = user_id
         self.initial_balances = dict(balances)
         self.emit_private: Emit = lambda _t, _b: None
@@ -189,6 +190,7 @@ class Engine:
         self.open_orders: dict[str, list[SimOrder]] = {s: [] for s in self.market.books}
         self.stops: dict[str, list[SimOrder]] = {s: [] for s in self.market.books}
         self.fills: list[Fill] = []
+        self.fees.clear()
         if self.changes is not None:
             self.changes = Changes()
 
@@ -220,6 +222,9 @@ class Engine:
             if order.is_open and order.symbol in self.open_orders:
                 (self.stops if order.is_stop else self.open_orders)[order.symbol].append(order)
         self.fills = sorted(fills, key=lambda f: f.id)
+        self.fees.clear()
+        for fill in self.fills:
+            self.fees.record(fill.timestamp_ms, fill.price * fill.amount)
         for alloc in (self._order_ids, self._fill_ids):
             start = next_ids.get(alloc.name)
             if start is not None:
@@ -336,7 +341,7 @@ class Engine:
             return req.quantity, spec.denominator
         assert req.price is not None
         # Reserve at the taker rate so no fill can ever cost more than what is locked.
-        reserve = req.price * req.quantity * (1 + self.taker_fee)
+        reserve = req.price * req.quantity * (1 + self.fees.max_taker)
         return reserve.quantize(FEE_QUANTUM, rounding=ROUND_UP), spec.denominator
 
     # ------------------------------------------------------------------ orders
@@ -440,7 +445,7 @@ class Engine:
             if (order.side == "buy" and price > limit) or (order.side == "sell" and price < limit):
                 break
             if order.side == "buy":
-                affordable = order.left / (price * (1 + self.taker_fee))
+                affordable = order.left / (price * (1 + self.fees.rates(self.now_ms()).taker))
                 qty = min(levels[0][1], affordable.quantize(spec.qty_quantum, ROUND_DOWN))
             else:
                 qty = min(levels[0][1], order.left)
@@ -537,7 +542,8 @@ class Engine:
         spec = book.spec
         now = self.now_ms()
         notional = price * qty
-        fee = (notional * (self.maker_fee if maker else self.taker_fee)).quantize(
+        tier = self.fees.rates(now)
+        fee = (notional * (tier.maker if maker else tier.taker)).quantize(
             FEE_QUANTUM, rounding=ROUND_UP
         )
         if order.side == "buy":
@@ -568,6 +574,7 @@ class Engine:
             maker=maker,
         )
         self.fills.append(fill)
+        self.fees.record(now, notional)
         self._changed(order)
         if self.changes is not None:
             self.changes.fills.append(fill)

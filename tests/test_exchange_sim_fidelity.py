@@ -236,3 +236,28 @@ def test_rest_filters_type_symbol_order_id_and_page() -> None:
             await handle.close()
 
     asyncio.run(go())
+
+
+def test_fee_tiers_follow_the_thirty_day_volume() -> None:
+    from exchange_sim.fees import FeeScheduleError, parse_schedule
+
+    tiers = parse_schedule("0:0.001/0.002,10000:0.0005/0.001")
+    sim = Simulator(SimOptions(seed=9, random_walk=False, fee_tiers=tiers))
+    _book(sim, "SOLTRY", "7000", "7010", amount="100")
+    e = sim.engine
+    first = e.submit(OrderRequest("SOLTRY", "buy", "limit", D("7010"), D("1"), "t1"))
+    assert e.fills[-1].fee == D("14.02")  # 0.2 % taker on 7010 (volume 0 before it)
+    assert first.status == "Closed"
+    e.submit(OrderRequest("SOLTRY", "buy", "limit", D("7010"), D("1"), "t2"))
+    assert e.fills[-1].fee == D("14.02")  # 7010 < 10000: still the first tier
+    e.submit(OrderRequest("SOLTRY", "buy", "limit", D("7010"), D("1"), "t3"))
+    assert e.fills[-1].fee == D("7.01")  # 14020 traded: the second tier's 0.1 %
+    # Buys reserve at the highest taker rate, whatever the tier now.
+    resting = e.submit(OrderRequest("SOLTRY", "buy", "limit", D("6000"), D("1"), "t4"))
+    assert resting.locked == D("6012")
+    for bad in ("10:0.1/0.2", "0:0.1", "0:2/0.1"):
+        try:
+            parse_schedule(bad)
+            raise AssertionError(f"accepted {bad}")
+        except FeeScheduleError:
+            pass
