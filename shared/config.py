@@ -87,6 +87,8 @@ class SimulatorConfig(_Section):
     # Paper mode keeps the simulator's account here, so stop/start continues it
     # (`btcbot-supervisor paper reset` archives it together with the executor DB).
     state_file: str = "data/exchange-sim.db"
+    rate_limits: bool = True  # BTCTurk's documented limits, answered with 429 like it does
+    fee_schedule: str = ""  # VOLUME:MAKER/TAKER,... (empty: 0.05 % maker / 0.1 % taker)
 
 
 # Actors off the tick-to-order path run at a lower CPU priority, so that on a small
@@ -245,6 +247,7 @@ class DashboardConfig(_Section):
     allow_remote: bool = False
     token_file: str = "dashboard.token"  # under data_dir; created 0600 at first start
     audit_file: str = "dashboard-audit.jsonl"  # under data_dir; every operator command
+    equity_file: str = "dashboard-equity.csv"  # under data_dir; the trading day's PnL curve
     status_interval_s: float = 1.0  # supervisor status poll while a browser is connected
     idle_status_interval_s: float = 5.0  # ... and while none is (metrics stay fresh)
     history_points: int = 3600  # per chart series (mid prices, equity)

@@ -123,3 +123,38 @@ def test_verify_passes_unchanged_and_fails_on_a_changed_strategy_parameter(
     assert "FAILED" in bad.stdout
     assert f"decision {decisions[0].intent_id}" in bad.stdout
     assert "strategy.entry_notional_try: recorded '100', now '150'" in bad.stdout
+
+
+def test_verify_reads_a_session_whose_early_segments_are_compressed_and_the_last_not(
+        tmp_path: Path) -> None:
+    from shared.recording import segment_paths
+    from shared.recording.reader import decompress_file
+
+    cfg = tmp_path / "same.toml"
+    cfg.write_text(BASE.format(notional="100") + "\n[recorder]\nsegment_max_s = 1.0\n")
+    session = tmp_path / "session"
+    with IsolatedPipeline(load_config(cfg), record=True, backend="auto", root=session) as p:
+        client = BusClient(p.cfg)
+        client.connect()
+        _feed_session(client, 4.0)
+        time.sleep(1.5)
+        client.close()
+        rec = p.recordings
+    # The recorder compressed every closed segment (at rotation and at stop). Turn the
+    # last one back into a plain segment, as a recording from before compression (or
+    # one whose recorder was killed) has it.
+    paths = segment_paths(rec)
+    assert len(paths) >= 3 and all(x.name.endswith(".zst") for x in paths), paths
+    last = paths[-1]
+    data, problem = decompress_file(last)
+    assert not problem
+    last.with_name(last.name[:-len(".zst")]).write_bytes(data)
+    last.unlink()
+    forms = [x.name.endswith(".zst") for x in segment_paths(rec)]
+    assert forms[:-1] == [True] * (len(forms) - 1) and forms[-1] is False
+    decisions = recorded_decisions(rec, None, None)
+    assert decisions
+    ok = _replay(cfg, rec)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"{len(decisions)} recorded decisions" in ok.stdout
+    assert "0 differences -> OK" in ok.stdout

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import psutil
 
 from actors.runtime import set_parent_death_signal
 from actors.supervisor.policy import RestartTracker
+from bus.messages import ActorInfo
 from shared.config import Config
 
 
@@ -27,7 +29,9 @@ def child_argv(cfg: Config, name: str) -> list[str]:
                 "--seed", str(sim.seed), "--api-key", sim.api_key, "--api-secret",
                 sim.api_secret, "--book-interval-ms", str(sim.book_interval_ms),
                 "--balances", sim.balances,
-                *(["--state", str(cfg.path(sim.state_file))] if cfg.mode == "paper" else [])]
+                *(["--state", str(cfg.path(sim.state_file))] if cfg.mode == "paper" else []),
+                *([] if sim.rate_limits else ["--no-rate-limits"]),
+                *(["--fee-schedule", sim.fee_schedule] if sim.fee_schedule else [])]
     module = "bus" if name == "bus" else f"actors.{name}"
     return [py, "-m", module, "--config", cfg.source_path, "--mode", cfg.mode]
 
@@ -46,7 +50,8 @@ class Heard:
     state: str = "STARTING"
     ready: bool = False
     counters: dict[str, int] = field(default_factory=dict)
-    info: dict[str, str] = field(default_factory=dict)
+    info: ActorInfo | None = None
+    log_sink: str = ""
     last_mono: float = 0.0
 
 
@@ -139,7 +144,7 @@ class Child:
             "cpu_percent": round(self.cpu_percent, 2),
             "rss_bytes": self.rss_bytes,
             "counters": dict(self.heard.counters),
-            "info": dict(self.heard.info),
+            "info": msgspec.to_builtins(self.heard.info) if self.heard.info else {},
             "last_exit": self.last_exit,
             "gave_up": self.tracker.gave_up,
         }
