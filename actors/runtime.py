@@ -26,7 +26,17 @@ import zmq
 import zmq.asyncio
 from loguru import logger
 
-from bus.messages import CommandRequest, Control, Heartbeat, Msg, Packet, Ping, StateTransition
+from bus.messages import (
+    ActorInfo,
+    CommandRequest,
+    Control,
+    Heartbeat,
+    Msg,
+    Packet,
+    Ping,
+    PingCommand,
+    StateTransition,
+)
 from bus.transport import (
     CommandError,
     Publisher,
@@ -55,6 +65,7 @@ class Actor:
     name: ClassVar[str] = "actor"
     subscriptions: ClassVar[tuple[str, ...]] = ()  # topic prefixes besides "control"
     serves_commands: ClassVar[bool] = False
+    commands: ClassVar[Any] = PingCommand  # the union this actor's command socket decodes
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -83,7 +94,7 @@ class Actor:
     async def on_message(self, topic: str, packet: Packet) -> None:
         """A data-plane message on one of ``subscriptions``."""
 
-    async def handle_command(self, request: CommandRequest) -> Msg | None:
+    async def handle_command(self, request: CommandRequest[Any]) -> Msg | None:
         """A command on ``cmd.<actor>``; raise ``CommandError`` to refuse it."""
         if isinstance(request.body, Ping):
             return None
@@ -104,8 +115,8 @@ class Actor:
     def heartbeat_counters(self) -> dict[str, int]:
         return {}
 
-    def heartbeat_info(self) -> dict[str, str]:
-        return {}
+    def heartbeat_info(self) -> ActorInfo | None:
+        return None
 
     # --- services for subclasses -----------------------------------------------------
     def publish(self, body: Msg, topic: str | None = None) -> None:
@@ -172,7 +183,7 @@ class Actor:
                               name=self.name)
         if self.serves_commands:
             self.server = RequestServer(self.ctx, self.cfg.command_endpoint(self.name),
-                                        self.handle_command)
+                                        self.handle_command, commands=self.commands)
 
     def _to_fatal(self, why: str) -> None:
         if self.fsm.can(State.ERROR_FATAL):
@@ -266,12 +277,10 @@ class Actor:
             counters.update({f"cmd_{k}": v for k, v in self.server.stats.items()})
         counters.update(self.heartbeat_counters())
         counters["log_errors"] = LOG_HEALTH.errors
-        info = self.heartbeat_info()
-        if LOG_HEALTH.failing:
-            info = {**info, "log_sink": LOG_HEALTH.describe()}
         self.publish(Heartbeat(
             actor=self.name, pid=os.getpid(), state=str(self.fsm.state), ready=self.ready,
-            uptime_s=round(self.uptime_s, 3), counters=counters, info=info,
+            uptime_s=round(self.uptime_s, 3), counters=counters, info=self.heartbeat_info(),
+            log_sink=LOG_HEALTH.describe() if LOG_HEALTH.failing else "",
         ))
 
     def _publish_transition(self, actor: str, old: State, new: State, trigger: str) -> None:

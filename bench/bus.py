@@ -63,6 +63,7 @@ from bus.messages import (  # noqa: E402
     IntentAck,
     Packet,
     Ping,
+    PingCommand,
     StatusReply,
     SubmitIntent,
     SupervisorCommand,
@@ -394,7 +395,7 @@ async def _async_server(kind: str, ep: str, reply_len: int, ready: Any) -> None:
             return intent_ack()
         return Ack()
 
-    server = RequestServer(ctx, ep, handler)
+    server = RequestServer(ctx, ep, handler, commands=PingCommand)
     ready.set()
     await server.serve()
 

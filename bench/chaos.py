@@ -62,6 +62,7 @@ import zmq.asyncio  # noqa: E402
 
 from bus.messages import (  # noqa: E402
     Control,
+    ExecutorInfo,
     FeedStatus,
     Heartbeat,
     Intent,
@@ -278,9 +279,8 @@ def approval_violations(packets: list[tuple[int, str, Any]],
             latch.append(Evidence(pkt.env.wall_ns, la.kill_switch or la.safety_latch))
         elif isinstance(body, Heartbeat) and body.actor == "executor":
             info = body.info
-            if "kill_switch" in info:
-                latch.append(Evidence(pkt.env.wall_ns, info.get("kill_switch") == "true"
-                                      or info.get("safety_latch") == "true"))
+            if isinstance(info, ExecutorInfo):
+                latch.append(Evidence(pkt.env.wall_ns, info.kill_switch or info.safety_latch))
         elif isinstance(body, Intent):
             intents.setdefault(body.intent_id, body.created_wall_ns)
         elif isinstance(body, RiskDecision) and body.verdict in ("approved", "resized"):

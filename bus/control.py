@@ -9,7 +9,7 @@ from typing import Any
 
 import zmq.asyncio
 
-from bus.messages import Body, StatusReply, SupervisorCommand
+from bus.messages import ReplyBody, StatusReply, SupervisorCommand
 from bus.transport import RequestClient, RequestFailed
 
 OperatorCommand = str  # one of SupervisorCommand.command's literals
@@ -17,7 +17,7 @@ OperatorCommand = str  # one of SupervisorCommand.command's literals
 
 async def supervisor_request(ctx: zmq.asyncio.Context, endpoint: str, command: OperatorCommand,
                              *, sender: str, timeout_s: float = 5.0, retries: int = 1,
-                             **kwargs: Any) -> Body | None:
+                             **kwargs: Any) -> ReplyBody | None:
     """One command to the running supervisor; RequestFailed if it is not there or
     refuses (the message says why)."""
     client = RequestClient(ctx, endpoint, sender, timeout_s=timeout_s, retries=retries)

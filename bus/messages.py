@@ -14,7 +14,7 @@ transport, counted and logged.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -256,6 +256,85 @@ class StateTransition(Msg):
     trigger: str
 
 
+# What each actor says about itself in its heartbeat: one typed struct per actor (the
+# tag names it), so the supervisor reads fields, not strings it has to parse.
+
+
+class ExecutorInfo(Msg):
+    kill_switch: bool = False
+    safety_latch: bool = False
+    paused: bool = False
+    latch_reason: str = ""
+    recovering: bool = False
+    mode: str = ""
+    db: str = ""
+    unresolvable_keys: int = 0
+    private_ws: str = ""
+
+
+class RiskInfo(Msg):
+    gates: list[str]  # closed global gates; empty when open
+    fresh: list[str]  # symbols with fresh data
+    daily_loss: Decimal = Decimal(0)  # risk's own count of today's realised loss
+    max_daily_loss: Decimal = Decimal(0)
+
+
+class SymbolFreshness(msgspec.Struct, kw_only=True):
+    symbol: str
+    fresh: bool
+    source: str
+    age_ms: int | None
+
+
+class MarketdataInfo(Msg):
+    source: str
+    ws_connected: bool
+    symbols: list[SymbolFreshness]
+
+
+class StrategyInfo(Msg):
+    synced: bool
+    pending: list[str]
+    trade_every_tick: bool
+    plugin: str = ""
+    boot: int = 0
+    plugin_paused: list[str] = []
+
+
+class RecorderInfo(Msg):
+    segment: str
+    recording: bool = True
+    recording_reason: str = ""
+    disk_warning: str = ""
+    housekeeping_error: str = ""
+    directory: str = ""
+
+
+class ReconcilerInfo(Msg):
+    latched: bool
+
+
+class DashboardInfo(Msg):
+    url: str
+    bind_error: str = ""
+
+
+class AlertsInfo(Msg):
+    last_error: str = ""
+
+
+ActorInfo = (
+    ExecutorInfo
+    | RiskInfo
+    | MarketdataInfo
+    | StrategyInfo
+    | RecorderInfo
+    | ReconcilerInfo
+    | DashboardInfo
+    | AlertsInfo
+)
+
+
 class Heartbeat(Msg):
     """Liveness, every second. Topic ``hb.<actor>``."""
 
@@ -265,7 +344,8 @@ class Heartbeat(Msg):
     ready: bool
     uptime_s: float
     counters: dict[str, int]
-    info: dict[str, str] = {}
+    info: ActorInfo | None = None
+    log_sink: str = ""  # non-empty: the actor's log file is failing, and why
 
 
 class SymbolPnl(msgspec.Struct, kw_only=True):
@@ -379,13 +459,17 @@ class StatusReply(Msg):
     json: str
 
 
-Body = (
+# --- channels --------------------------------------------------------------------------
+# Each socket decodes only the union of what may arrive on it: a tag from another
+# channel (a SubmitOrder published on the data plane, a SetLatch sent to risk) is a
+# validation error, dropped and counted like any other malformed frame.
+
+DataBody = (
     BookSnapshot
     | FeedStatus
     | SymbolRules
     | Intent
     | RiskDecision
-    | OrderRequest
     | OrderEvent
     | Fill
     | PortfolioSnapshot
@@ -393,51 +477,82 @@ Body = (
     | StateTransition
     | Heartbeat
     | ReconcileReport
-    | SubmitIntent
-    | SubmitOrder
-    | CancelOrder
-    | SnapshotQuery
-    | ReconcileQuery
-    | SetLatch
-    | Ping
-    | SupervisorCommand
-    | Ack
-    | OrderAck
-    | IntentAck
-    | ReconcileResult
-    | StatusReply
 )
+"""The data plane (PUB/SUB through the proxy; also what the recorder records)."""
+
+ExecutorCommand = SubmitOrder | CancelOrder | SnapshotQuery | ReconcileQuery | SetLatch | Ping
+"""Commands the executor serves on ``cmd.executor``."""
+
+RiskCommand = SubmitIntent | Ping
+"""Commands risk serves on ``cmd.risk``."""
+
+PingCommand = Ping
+"""Commands any other actor serves (liveness only)."""
+
+SupervisorChannel = SupervisorCommand | Ping
+"""Commands the supervisor's control socket serves (the operator CLI)."""
+
+ReplyBody = Ack | OrderAck | IntentAck | ReconcileResult | StatusReply | PortfolioSnapshot
+"""Every reply body; ``None`` is a bare acknowledgement."""
+
+B = TypeVar("B")
 
 
 class Packet(msgspec.Struct, array_like=True):
     """A data-plane payload: envelope + body."""
 
     env: Envelope
-    body: Body
+    body: DataBody
 
 
-class CommandRequest(msgspec.Struct, array_like=True):
+class CommandRequest(msgspec.Struct, Generic[B], array_like=True):
     """A command. ``request_id`` is reused on every retry of the same command so the
-    server can answer a retry from its reply cache instead of executing twice."""
+    server can answer a retry from its reply cache instead of executing twice.
+    Parametrised by the channel's union: ``CommandRequest[ExecutorCommand]``."""
 
     request_id: str
     sender: str
-    body: Body
+    body: B
 
 
 class CommandReply(msgspec.Struct, array_like=True):
     request_id: str
     ok: bool
     error: str
-    body: Body | None = None
+    body: ReplyBody | None = None
 
 
-ALL_BODY_TYPES: tuple[type[Msg], ...] = Body.__args__  # type: ignore[attr-defined]
+class EnvelopeOnly(msgspec.Struct, array_like=True):
+    """A data-plane payload with its body left undecoded (``msgspec.Raw``): for code
+    that only reads or rewrites the envelope (the recorder, replay's reframer)."""
+
+    env: Envelope
+    body: msgspec.Raw
+
+
+def _members(union: Any) -> tuple[type[Msg], ...]:
+    return tuple(getattr(union, "__args__", (union,)))
+
+
+DATA_BODY_TYPES: tuple[type[Msg], ...] = _members(DataBody)
+COMMAND_TYPES: dict[str, tuple[type[Msg], ...]] = {
+    "executor": _members(ExecutorCommand),
+    "risk": _members(RiskCommand),
+    "supervisor": _members(SupervisorChannel),
+}
+REPLY_TYPES: tuple[type[Msg], ...] = _members(ReplyBody)
+ALL_BODY_TYPES: tuple[type[Msg], ...] = tuple(dict.fromkeys(
+    (*DATA_BODY_TYPES, *(t for ts in COMMAND_TYPES.values() for t in ts), *REPLY_TYPES)))
 
 packet_encoder = msgspec.msgpack.Encoder(decimal_format="string")
 packet_decoder = msgspec.msgpack.Decoder(Packet)
-request_decoder = msgspec.msgpack.Decoder(CommandRequest)
+envelope_decoder = msgspec.msgpack.Decoder(EnvelopeOnly)
 reply_decoder = msgspec.msgpack.Decoder(CommandReply)
+
+
+def request_decoder(channel: Any) -> msgspec.msgpack.Decoder[Any]:
+    """A decoder of ``CommandRequest``s whose body must be one of ``channel``."""
+    return msgspec.msgpack.Decoder(CommandRequest[channel])  # type: ignore[valid-type]
 
 
 def topic_for(body: Msg, source: str) -> str:

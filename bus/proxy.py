@@ -1,80 +1,249 @@
-"""The ``bus`` process: an XSUB/XPUB proxy and nothing else.
+"""The ``bus`` process: an XSUB/XPUB proxy that checks every frame it forwards.
 
-The proxy runs zmq's C loop (``proxy_steerable``) in a thread, which releases the
-GIL; the event loop of the actor runtime only heartbeats and handles SIGTERM. A
-SIGSTOP freezes the heartbeat too, so the supervisor detects a stuck bus.
+The forwarding loop runs in a thread (zmq releases the GIL while it waits); the
+asyncio loop of the process only heartbeats, obeys ``control`` and SIGTERM. It is
+the bus's own small runtime: the bus is the bottom layer and imports no actor code.
+A SIGSTOP freezes the heartbeat too, so the supervisor detects a stuck bus.
+
+Every data frame from a publisher is checked before it is forwarded: two frames,
+a topic and a payload within ``bus.limits``; anything else is dropped and counted
+(``proxy_dropped_<reason>`` in the heartbeat), never forwarded to a subscriber.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
+import signal
+import sys
 import threading
+import time
+from collections import Counter
+from collections.abc import Callable
 
 import zmq
+import zmq.asyncio
+from loguru import logger
 
-from actors.runtime import Actor, main_for
+from bus.limits import MAX_PAYLOAD_BYTES, MAX_TOPIC_BYTES, MAX_WIRE_BYTES
+from bus.messages import Control, Heartbeat
+from bus.transport import Publisher, Subscriber, new_incarnation
+from shared.config import Config, ConfigError, load_config
+from shared.files import ensure_private_dir
+from shared.logging import setup_logging
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+# (topic frame, the frames after it) -> None to forward, or the reason to drop.
+FrameCheck = Callable[[zmq.Frame, list[bytes]], str | None]
 
 
-def ensure_private_dir(path: str) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
+def check_shape(head: zmq.Frame, rest: list[bytes]) -> str | None:
+    """The checks that need no identity: frame count and sizes."""
+    if len(rest) != 1:
+        return "frame_count"
+    if len(head) > MAX_TOPIC_BYTES:
+        return "oversize_topic"
+    if len(rest[0]) > MAX_PAYLOAD_BYTES:
+        return "oversize_payload"
+    return None
 
 
-class BusActor(Actor):
-    name = "bus"
+class FrameProxy:
+    """The forwarding loop: publishers → ``check`` → subscribers, subscriptions back.
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        ensure_private_dir(str(self.cfg.runtime_path))
-        self._sync_ctx = zmq.Context()
-        self._thread: threading.Thread | None = None
-        self._control_endpoint = f"inproc://bus-control-{os.getpid()}"
-        self._bind_proxy_sockets()
+    Sockets are bound by the constructor (before anyone connects) and used only by the
+    loop thread afterwards; ``stop()`` may be called from any thread."""
 
-    def _bind_proxy_sockets(self) -> None:
-        # Bound before the runtime connects its own publisher to them.
-        hwm = self.cfg.bus.hwm
-        self._xsub = self._sync_ctx.socket(zmq.XSUB)
-        self._xpub = self._sync_ctx.socket(zmq.XPUB)
-        for sock in (self._xsub, self._xpub):
+    def __init__(self, ctx: zmq.Context, pub_endpoint: str, sub_endpoint: str, *,
+                 hwm: int, check: FrameCheck = check_shape,
+                 configure: Callable[[zmq.Socket], None] | None = None) -> None:
+        self.check = check
+        self.counters: Counter[str] = Counter()
+        self._ctx = ctx
+        self.xsub = ctx.socket(zmq.XSUB)
+        self.xpub = ctx.socket(zmq.XPUB)
+        for sock in (self.xsub, self.xpub):
             sock.setsockopt(zmq.SNDHWM, hwm)
             sock.setsockopt(zmq.RCVHWM, hwm)
             sock.setsockopt(zmq.LINGER, 0)
-        self._xsub.bind(self.cfg.bus_pub_endpoint)
-        self._xpub.bind(self.cfg.bus_sub_endpoint)
-        self._control = self._sync_ctx.socket(zmq.PAIR)
-        self._control.bind(self._control_endpoint)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
+            if configure is not None:
+                configure(sock)
+        self.xsub.bind(pub_endpoint)
+        self.xpub.bind(sub_endpoint)
+        self._stop_endpoint = f"inproc://bus-stop-{id(self)}"
+        self._stop_rx = ctx.socket(zmq.PAIR)
+        self._stop_rx.bind(self._stop_endpoint)
+        self._stop_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-    async def setup(self) -> None:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run_proxy, args=(ready,), daemon=True,
-                                        name="proxy")
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="proxy")
         self._thread.start()
-        await asyncio.to_thread(ready.wait, 5.0)
 
-    def _run_proxy(self, ready: threading.Event) -> None:
-        steer = self._sync_ctx.socket(zmq.PAIR)
-        steer.connect(self._control_endpoint)
-        ready.set()
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.xsub, zmq.POLLIN)
+        poller.register(self.xpub, zmq.POLLIN)
+        poller.register(self._stop_rx, zmq.POLLIN)
+        xsub, xpub, counters, check = self.xsub, self.xpub, self.counters, self.check
         try:
-            zmq.proxy_steerable(self._xsub, self._xpub, None, steer)
+            while True:
+                ready = dict(poller.poll())
+                if self._stop_rx in ready:
+                    return
+                if xsub in ready:
+                    # Drain what is queued before polling again: one poll per burst.
+                    while True:
+                        try:
+                            # The topic as a Frame (it carries the sender's User-Id),
+                            # the rest as bytes: copying small frames is cheaper.
+                            head = xsub.recv(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        rest = []
+                        while xsub.rcvmore:
+                            rest.append(xsub.recv())
+                        reason = check(head, rest)
+                        if reason is None:
+                            xpub.send(head, zmq.SNDMORE, copy=False)
+                            xpub.send_multipart(rest)
+                            counters["proxy_forwarded"] += 1
+                        else:
+                            self._drop(reason, head.bytes)
+                if xpub in ready:
+                    # Subscriptions (and unsubscriptions) flow upstream unchecked:
+                    # they only choose what a subscriber receives.
+                    while True:
+                        try:
+                            sub = xpub.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        xsub.send_multipart(sub)
         except zmq.ContextTerminated:
             pass
-        finally:
-            steer.close(linger=0)
 
-    async def teardown(self) -> None:
-        self._control.send(b"TERMINATE")
+    def _drop(self, reason: str, topic: bytes) -> None:
+        self.counters[f"proxy_dropped_{reason}"] += 1
+        self.counters["proxy_dropped"] += 1
+        if self.counters[f"proxy_dropped_{reason}"] == 1 or reason.startswith("forbidden"):
+            logger.warning("bus: dropped a frame ({}), topic {!r}", reason, topic[:64])
+
+    def stop(self) -> None:
+        with self._stop_lock:
+            tx = self._ctx.socket(zmq.PAIR)
+            try:
+                tx.connect(self._stop_endpoint)
+                tx.send(b"STOP")
+            finally:
+                tx.close(linger=100)
         if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 2.0)
-        for sock in (self._xsub, self._xpub, self._control):
+            self._thread.join(2.0)
+
+    def close(self) -> None:
+        for sock in (self.xsub, self.xpub, self._stop_rx):
             sock.close(linger=0)
-        self._sync_ctx.term()
 
 
-def main() -> None:
-    main_for(BusActor)
+class BusProcess:
+    """The bus's runtime: the proxy, a heartbeat on ``hb.bus``, ``control`` and SIGTERM."""
+
+    name = "bus"
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.incarnation = new_incarnation()
+        self.started_mono = time.monotonic()
+        self._sync_ctx = zmq.Context()
+        self._ctx = zmq.asyncio.Context()
+        self._stop = asyncio.Event()
+        self._parent_pid = os.getppid()
+        ensure_private_dir(cfg.runtime_path)
+        self.proxy = FrameProxy(self._sync_ctx, cfg.bus_pub_endpoint, cfg.bus_sub_endpoint,
+                                hwm=cfg.bus.hwm)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        self.proxy.start()
+        pub = Publisher(self._ctx, self.cfg.bus_pub_endpoint, self.name, self.incarnation,
+                        hwm=self.cfg.bus.hwm)
+        sub = Subscriber(self._ctx, self.cfg.bus_sub_endpoint, ["control", f"hb.{self.name}"],
+                         name=self.name)
+        joined = asyncio.Event()
+        listener = asyncio.create_task(self._listen(sub, joined))
+        logger.info("bus ready (incarnation {}, pid {})", self.incarnation, os.getpid())
+        try:
+            await self._heartbeat_loop(pub, sub, joined)
+        finally:
+            listener.cancel()
+            self._send_heartbeat(pub, sub, "STOPPING", ready=False)
+            await asyncio.gather(listener, return_exceptions=True)
+            self.proxy.stop()
+            sub.close()
+            pub.close()
+            self.proxy.close()
+            self._ctx.destroy(linger=200)
+            self._sync_ctx.term()
+            logger.info("bus stopped")
+        return EXIT_OK
+
+    async def _listen(self, sub: Subscriber, joined: asyncio.Event) -> None:
+        while True:
+            _, packet = await sub.recv()
+            body = packet.body
+            if isinstance(body, Heartbeat) and body.actor == self.name:
+                joined.set()
+            elif isinstance(body, Control) and body.target in ("*", self.name) \
+                    and body.command == "shutdown":
+                self._stop.set()
+
+    async def _heartbeat_loop(self, pub: Publisher, sub: Subscriber,
+                              joined: asyncio.Event) -> None:
+        interval = self.cfg.supervisor.heartbeat_interval_s
+        while not self._stop.is_set():
+            self._send_heartbeat(pub, sub, "READY", ready=True)
+            if self._parent_pid > 1 and os.getppid() != self._parent_pid:
+                logger.error("bus: parent {} is gone; stopping", self._parent_pid)
+                return
+            # Until our own heartbeat comes back through the proxy (slow joiner), repeat
+            # it quickly so the supervisor sees READY within milliseconds.
+            wait = interval if joined.is_set() else min(0.05, interval)
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+    def _send_heartbeat(self, pub: Publisher, sub: Subscriber, state: str, *,
+                        ready: bool) -> None:
+        counters = dict(self.proxy.counters)
+        counters.update(sub.stats.as_counters())
+        pub.publish(Heartbeat(actor=self.name, pid=os.getpid(), state=state, ready=ready,
+                              uptime_s=round(time.monotonic() - self.started_mono, 3),
+                              counters=counters))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="btcbot-bus")
+    parser.add_argument("--config", default="supervisor.toml")
+    parser.add_argument("--mode", default=None)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, mode=args.mode)
+    except ConfigError as exc:
+        print(f"bus: config error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    setup_logging(cfg, "bus")
+    try:
+        process = BusProcess(cfg)
+    except zmq.ZMQError as exc:
+        logger.error("bus: cannot bind: {}", exc)
+        print(f"bus: cannot bind: {exc}", file=sys.stderr)
+        sys.exit(EXIT_FAILURE)
+    sys.exit(asyncio.run(process.run()))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import zmq
@@ -22,12 +23,12 @@ from loguru import logger
 
 from bus.messages import (
     SCHEMA_VERSION,
-    Body,
     CommandReply,
     CommandRequest,
     Envelope,
     Msg,
     Packet,
+    ReplyBody,
     packet_decoder,
     packet_encoder,
     reply_decoder,
@@ -242,7 +243,7 @@ class RequestClient:
     async def request(
         self, body: Msg, *, request_id: str | None = None, timeout_s: float | None = None,
         retries: int | None = None, after_send: Callable[[], None] | None = None,
-    ) -> Body | None:
+    ) -> ReplyBody | None:
         """Send ``body``; return the reply body, or raise RequestFailed.
         ``after_send`` runs once, as soon as the first attempt is handed to ZeroMQ: for
         work that should not delay the request (announcing it, say)."""
@@ -301,7 +302,7 @@ class RequestClient:
         self._discard_socket()
 
 
-Handler = Callable[[CommandRequest], Awaitable[Msg | None]]
+Handler = Callable[[CommandRequest[Any]], Awaitable[Msg | None]]
 
 
 class CommandError(Exception):
@@ -323,9 +324,13 @@ class RequestServer:
         endpoint: str,
         handler: Handler,
         *,
+        commands: Any,
         cache_size: int = 10_000,
     ) -> None:
+        """``commands`` is the channel's union of command types (``ExecutorCommand``…):
+        a request with any other body is refused as malformed before the handler."""
         self.handler = handler
+        self._decoder = request_decoder(commands)
         self.cache_size = cache_size
         self._replies: OrderedDict[str, bytes] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
@@ -350,12 +355,14 @@ class RequestServer:
 
     async def _handle(self, identity: bytes, payload: bytes) -> None:
         try:
-            request = request_decoder.decode(payload)
+            request = self._decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.stats["malformed"] += 1
             logger.warning("bus: malformed command dropped: {}", exc)
+            # Answer with the request's id when it has one, so the caller gets the
+            # refusal at once instead of retrying into the same wall.
             await self._send(identity, packet_encoder.encode(
-                CommandReply("", False, f"malformed request: {exc}")))
+                CommandReply(_request_id_of(payload), False, f"refused: {exc}")))
             return
         self.stats["requests"] += 1
         rid = request.request_id
@@ -377,7 +384,7 @@ class RequestServer:
             del self._inflight[rid]
         await self._send(identity, reply)
 
-    async def _run_handler(self, request: CommandRequest) -> bytes:
+    async def _run_handler(self, request: CommandRequest[Any]) -> bytes:
         try:
             body = await self.handler(request)
             reply = CommandReply(request.request_id, True, "", body)
@@ -401,6 +408,16 @@ class RequestServer:
         for task in self._tasks:
             task.cancel()
         self._sock.close()
+
+
+_loose_request_decoder = msgspec.msgpack.Decoder(CommandRequest[msgspec.Raw])
+
+
+def _request_id_of(payload: bytes) -> str:
+    try:
+        return _loose_request_decoder.decode(payload).request_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ""
 
 
 def _unlink_stale_ipc(endpoint: str) -> None:

@@ -245,6 +245,7 @@ class DashboardConfig(_Section):
     allow_remote: bool = False
     token_file: str = "dashboard.token"  # under data_dir; created 0600 at first start
     audit_file: str = "dashboard-audit.jsonl"  # under data_dir; every operator command
+    equity_file: str = "dashboard-equity.csv"  # under data_dir; the trading day's PnL curve
     status_interval_s: float = 1.0  # supervisor status poll while a browser is connected
     idle_status_interval_s: float = 5.0  # ... and while none is (metrics stay fresh)
     history_points: int = 3600  # per chart series (mid prices, equity)

@@ -16,7 +16,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from bus.messages import Body, Msg, OrderRequest, PortfolioSnapshot, SnapshotQuery, SubmitOrder
+from bus.messages import Msg, OrderRequest, PortfolioSnapshot, ReplyBody, SnapshotQuery, SubmitOrder
 from bus.transport import RequestClient, RequestFailed
 from shared.config import load_config
 from shared.ids import client_order_id
@@ -119,8 +119,8 @@ class Rig:
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def request(self, body: Msg, *, request_id: str | None = None, timeout: float = 3.0,
-                retries: int = 1, actor: str = "executor") -> Body | None:
-        async def go() -> Body | None:
+                retries: int = 1, actor: str = "executor") -> ReplyBody | None:
+        async def go() -> ReplyBody | None:
             client = RequestClient(self.ctx, self.cfg.command_endpoint(actor), "test",
                                    timeout_s=timeout, retries=retries)
             try:
@@ -129,7 +129,7 @@ class Rig:
                 client.close()
         return asyncio.run(go())
 
-    def submit(self, req: OrderRequest, **kw: Any) -> Body | None:
+    def submit(self, req: OrderRequest, **kw: Any) -> ReplyBody | None:
         return self.request(SubmitOrder(order=req), **kw)
 
     def snapshot(self) -> PortfolioSnapshot:

@@ -20,6 +20,7 @@ from actors.alerts.delivery import backoff_s
 from actors.alerts.events import Detector, Reachability
 from actors.alerts.format import body_for
 from bus.messages import (
+    ExecutorInfo,
     Fill,
     Heartbeat,
     KeyCounts,
@@ -32,8 +33,8 @@ from tests.helpers import free_port, wait_for
 
 
 def _hb(**latches: bool) -> Heartbeat:
-    info = {k: "true" if v else "false" for k, v in latches.items()}
-    info["latch_reason"] = "operator: test" if any(latches.values()) else ""
+    info = ExecutorInfo(**latches,
+                        latch_reason="operator: test" if any(latches.values()) else "")
     return Heartbeat(actor="executor", pid=1, state="READY", ready=True, uptime_s=1.0,
                      counters={}, info=info)
 

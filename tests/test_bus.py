@@ -21,10 +21,12 @@ from bus.messages import (
     Ack,
     CommandRequest,
     Envelope,
+    FeedStatus,
     Heartbeat,
     Intent,
     Packet,
     Ping,
+    PingCommand,
     packet_decoder,
     packet_encoder,
 )
@@ -96,7 +98,8 @@ def test_subscriber_counts_and_drops_malformed(tmp_path: Path) -> None:
     async def go() -> SubscriberStats:
         ctx = zmq.asyncio.Context()
         sub = Subscriber(ctx, f"ipc://{tmp_path}/s", [""])
-        frames_in = [[b"t", b"junk"], [b"t"], [b"t", packet_encoder.encode(Packet(env(), Ping()))]]
+        frames_in = [[b"t", b"junk"], [b"t"], [b"t", packet_encoder.encode(Packet(env(), FeedStatus(
+            symbol="BTCTRY", fresh=True, source="ws", age_ms=1)))]]
         results = [sub.decode(f) for f in frames_in]
         sub.close()
         ctx.destroy()
@@ -120,7 +123,7 @@ async def serving(endpoint: str, calls: list[str], delay: float = 0.0):
         raise CommandError("only ping")
 
     ctx = zmq.asyncio.Context()
-    server = RequestServer(ctx, endpoint, handler)
+    server = RequestServer(ctx, endpoint, handler, commands=PingCommand)
     task = asyncio.create_task(server.serve())
     try:
         yield server
@@ -156,7 +159,8 @@ def test_lazy_pirate_dead_then_revived_server(tmp_path: Path) -> None:
             async with serving(endpoint, []):
                 reply = await client.request(Ping())
                 assert isinstance(reply, Ack)
-                with pytest.raises(RequestFailed, match="only ping"):
+                # A body of another channel is refused by the decoder, with the reason.
+                with pytest.raises(RequestFailed, match="refused: Invalid value 'Intent'"):
                     await client.request(Intent(
                         intent_id="x", symbol="S", side="buy", order_type="limit",
                         price=Decimal(1), quantity=Decimal(1), reason="", ttl_s=1,

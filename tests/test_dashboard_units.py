@@ -156,8 +156,9 @@ def test_order_detail_tells_the_orders_story() -> None:
                 side="buy", price=Decimal(100), quantity=Decimal(2), fee=Decimal("0.2"),
                 fee_asset="TRY", ts_ms=1)
     model.apply("fill.BTCTRY", pkt(fill, 4_000), 5_000)
-    cards = order_detail("c1", model)
-    events = [r[1] for r in cards[1]["rows"]]
+    cards = {c["id"]: c for c in order_detail("c1", model)}
+    events = [r[1] for r in cards["timeline"]["rows"]]
+    assert cards["links"]["rows"][0][0] == {"t": "why c1", "href": "/why/c1"}
     assert {"intent", "decision", "order OPEN", "fill"} <= set(events)
     assert order_detail("nope", model)[0]["state"] == "not seen"
 
@@ -301,3 +302,44 @@ def test_metrics_parse_and_carry_status_figures() -> None:
     assert samples[("btcbot_pnl_try", (("part", "net"), ("symbol", "total")))] == 0.5
     assert samples[("btcbot_dashboard_bus_messages_total", (("family", "md.book"),))] == 1
     assert samples[("btcbot_hop_latency_seconds_count", (("hop", "bus→dashboard"),))] == 1
+
+
+def test_equity_log_keeps_only_the_trading_day_across_restarts(tmp_path: Path) -> None:
+    from actors.dashboard.equitylog import EquityLog
+    from shared.tradingday import TradingDay
+
+    day = TradingDay.named("UTC", 0)
+    path = tmp_path / "equity.csv"
+    midnight = 1_700_006_400.0  # 2023-11-15 00:00:00 UTC
+    log = EquityLog(path, day, interval_s=30)
+    log.load(midnight - 100)
+    log.add(midnight - 90, 1.0)
+    log.add(midnight - 80, 2.0)  # within the interval: not kept
+    log.add(midnight - 30, 3.0)
+    assert [v for _, v in log.points] == [1.0, 3.0]
+    log.add(midnight + 5, 4.0)  # a new day starts a new curve
+    assert [v for _, v in log.points] == [4.0]
+    with path.open("a") as fh:
+        fh.write("garbage\n12")  # a torn tail after a crash
+    again = EquityLog(path, day)
+    again.load(midnight + 60)
+    assert [v for _, v in again.points] == [4.0]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text().count("\n") == 1  # rewritten: only today's point
+
+
+def test_grafana_dashboard_queries_only_metrics_we_export() -> None:
+    import re
+
+    from tests.helpers import REPO
+
+    watch, model = StatusWatch(), BusModel()
+    metrics = Metrics(watch, model, lambda: {"scrapes": 1})
+    watch.update(status_doc(trading={"state": "HALTED", "reasons": ["gate:paused"]}))
+    model.apply("md.book.BTCTRY", pkt(book("BTCTRY", "1", "2"), 1), 2)
+    exported = {s.name for f in text_string_to_metric_families(metrics.render().decode())
+                for s in f.samples}
+    board = json.loads((REPO / "deploy" / "grafana-dashboard.json").read_text())
+    queried = {name for panel in board["panels"] for target in panel["targets"]
+               for name in re.findall(r"btcbot_[a-z_]+", target["expr"])}
+    assert queried and queried <= exported, queried - exported

@@ -17,7 +17,7 @@ import pytest
 import zmq.asyncio
 
 from actors.executor.venues.privatews import PrivateWsWatch
-from bus.messages import Fill, Heartbeat, OrderAck, OrderEvent
+from bus.messages import ExecutorInfo, Fill, Heartbeat, OrderAck, OrderEvent
 from bus.transport import Subscriber
 from tests.executor_harness import Rig, deterministic_book, order
 from tests.helpers import wait_for
@@ -143,7 +143,8 @@ def make_rig(tmp_path: Path, sim: SimProcess) -> Iterator[Callable[..., tuple[Ri
 def ws_status(tap: BusTap, want: str, timeout: float = 10.0) -> Heartbeat:
     def ok() -> bool:
         hb = tap.heartbeat()
-        return hb is not None and hb.info.get("private_ws") == want
+        return (hb is not None and isinstance(hb.info, ExecutorInfo)
+                and hb.info.private_ws == want)
     wait_for(ok, timeout=timeout, what=f"private_ws {want}")
     hb = tap.heartbeat()
     assert hb is not None

@@ -20,6 +20,7 @@ from bus.messages import (
     FeedStatus,
     Heartbeat,
     Packet,
+    RecorderInfo,
     packet_decoder,
     packet_encoder,
 )
@@ -181,8 +182,8 @@ def test_a_full_disk_means_not_recording_not_a_crash_and_recording_resumes(
             hb = _heartbeats(sub, time.monotonic() + 20,
                              lambda h: h.counters.get("recording") == 0)
             assert hb is not None and hb.counters["recording"] == 0, hb
-            assert hb.info["recording"] == "false"
-            assert "ENOSPC" in hb.info["recording_reason"], hb.info
+            assert isinstance(hb.info, RecorderInfo) and not hb.info.recording
+            assert "ENOSPC" in hb.info.recording_reason, hb.info
             assert hb.counters["write_errors"] >= 1 and hb.counters["dropped"] > 0
             hb = _heartbeats(sub, time.monotonic() + 5,
                              lambda h: h.state == "ERROR_RETRYABLE")
@@ -200,7 +201,7 @@ def test_a_full_disk_means_not_recording_not_a_crash_and_recording_resumes(
             hb = _heartbeats(sub, time.monotonic() + 15,
                              lambda h: h.counters.get("recording") == 1 and h.state == "READY")
             assert hb is not None and hb.counters["recording"] == 1, hb
-            assert hb.info["recording_reason"] == ""
+            assert isinstance(hb.info, RecorderInfo) and hb.info.recording_reason == ""
             sub.close(linger=0)
             ctx.term()
             t0 = time.monotonic()

@@ -15,6 +15,7 @@ from bus.messages import (
     BookSnapshot,
     CommandRequest,
     Envelope,
+    ExecutorCommand,
     FeedStatus,
     Intent,
     KeyCounts,
@@ -74,7 +75,8 @@ async def stop(actor: RiskActor) -> None:
 
 
 async def with_executor(actor: RiskActor, handler, body):
-    server = RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), handler)
+    server = RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), handler,
+                           commands=ExecutorCommand)
     task = asyncio.create_task(server.serve())
     try:
         await actor.setup()

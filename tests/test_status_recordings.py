@@ -7,10 +7,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from actors.supervisor.status import derive_trading_state, recordings_status
+from bus.messages import RecorderInfo
 
 
-def _sup(counters: dict[str, int], info: dict[str, str]) -> Any:
-    heard = SimpleNamespace(counters=counters, info=info, ready=True, state="READY")
+def _sup(counters: dict[str, int], info: dict[str, Any], log_sink: str = "") -> Any:
+    heard = SimpleNamespace(counters=counters, info=RecorderInfo(segment="", **info), ready=True,
+                            state="READY", log_sink=log_sink)
     rec = SimpleNamespace(name="recorder", running=True, heard=heard,
                           display_state=lambda: heard.state)
     return SimpleNamespace(cfg=SimpleNamespace(mode="paper"), children={"recorder": rec})
@@ -24,7 +26,7 @@ def test_recording_and_disk_figures_are_shown() -> None:
     sup = _sup({"recording": 1, "recordings_bytes": 12_000_000, "recordings_segments": 3,
                 "oldest_record_ns": 1_700_000_000_000_000_000, "disk_free_bytes": 10**9,
                 "disk_low": 1},
-               {"recording": "true", "recording_reason": "", "disk_warning": "low disk: x"})
+               {"recording": True, "recording_reason": "", "disk_warning": "low disk: x"})
     doc = recordings_status(sup)
     assert doc is not None
     assert doc["recording"] and doc["bytes"] == 12_000_000 and doc["segments"] == 3
@@ -34,7 +36,7 @@ def test_recording_and_disk_figures_are_shown() -> None:
 
 
 def test_not_recording_is_never_trading_and_says_why() -> None:
-    sup = _sup({"recording": 0}, {"recording": "false",
+    sup = _sup({"recording": 0}, {"recording": False,
                                   "recording_reason": "disk: ENOSPC (No space left)"})
     state = derive_trading_state(sup, GATES, LATCH)
     assert state["state"] == "HALTED"
@@ -46,9 +48,8 @@ def test_not_recording_is_never_trading_and_says_why() -> None:
 def test_a_failing_log_sink_is_shown() -> None:
     from actors.supervisor.status import render_text
 
-    sup = _sup({"recording": 1}, {"recording": "true", "log_sink": "failing: ENOSPC (full)"})
-    failing = {c.name: c.heard.info["log_sink"] for c in sup.children.values()
-               if c.heard.info.get("log_sink")}
+    sup = _sup({"recording": 1}, {"recording": True}, log_sink="failing: ENOSPC (full)")
+    failing = {c.name: c.heard.log_sink for c in sup.children.values() if c.heard.log_sink}
     assert failing == {"recorder": "failing: ENOSPC (full)"}
     doc = {"mode": "paper", "exchange": {"kind": "sim", "url": ""},
            "trading": {"state": "TRADING", "reasons": []}, "actors": [],

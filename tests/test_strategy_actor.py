@@ -17,6 +17,7 @@ from bus.messages import (
     BookSnapshot,
     CommandRequest,
     Envelope,
+    ExecutorCommand,
     Intent,
     IntentAck,
     KeyCounts,
@@ -24,6 +25,7 @@ from bus.messages import (
     OrderEvent,
     Packet,
     PortfolioSnapshot,
+    RiskCommand,
     SnapshotQuery,
     SubmitIntent,
     SymbolRules,
@@ -87,8 +89,10 @@ async def run_with(actor: StrategyActor, executor_up: asyncio.Event, scenario):
 async def against(actor: StrategyActor, executor, risk, scenario) -> None:
     """Set the actor up against stand-in executor and risk servers, run ``scenario()``,
     then stop everything."""
-    servers = [RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), executor),
-               RequestServer(actor.ctx, actor.cfg.command_endpoint("risk"), risk)]
+    servers = [RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), executor,
+                             commands=ExecutorCommand),
+               RequestServer(actor.ctx, actor.cfg.command_endpoint("risk"), risk,
+                             commands=RiskCommand)]
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     try:
         await actor.setup()

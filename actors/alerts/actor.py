@@ -18,7 +18,7 @@ from loguru import logger
 from actors.alerts.delivery import Deliverer
 from actors.alerts.events import Detector, Reachability
 from actors.runtime import Actor, main_for
-from bus.messages import Packet
+from bus.messages import AlertsInfo, Packet
 from shared.btcturk.client import BtcTurkClient
 from shared.btcturk.errors import BtcTurkError
 from shared.config import Config
@@ -70,8 +70,8 @@ class AlertsActor(Actor):
     def heartbeat_counters(self) -> dict[str, int]:
         return {**self.deliverer.counters, "alerts_pending": self.deliverer.pending}
 
-    def heartbeat_info(self) -> dict[str, str]:
-        return {"last_error": self.deliverer.last_error()[:500]}
+    def heartbeat_info(self) -> AlertsInfo:
+        return AlertsInfo(last_error=self.deliverer.last_error()[:500])
 
 
 def main() -> None:

@@ -25,7 +25,14 @@ from typing import Literal
 
 import msgspec
 
-from bus.messages import Fill, Heartbeat, ReconcileReport, RiskDecision, StateTransition
+from bus.messages import (
+    ExecutorInfo,
+    Fill,
+    Heartbeat,
+    ReconcileReport,
+    RiskDecision,
+    StateTransition,
+)
 
 Severity = Literal["critical", "warning", "info"]
 LATCHES = ("kill_switch", "safety_latch", "paused")
@@ -73,10 +80,11 @@ class Detector:
         return []
 
     def _latches(self, hb: Heartbeat, now: float) -> list[AlertEvent]:
-        seen = {n: hb.info[n] == "true" for n in LATCHES if n in hb.info}
-        if not seen:
+        info = hb.info
+        if not isinstance(info, ExecutorInfo):
             return []
-        reason = hb.info.get("latch_reason", "")
+        seen: dict[str, bool] = {n: getattr(info, n) for n in LATCHES}
+        reason = info.latch_reason
         before, self.latches = self.latches, {**(self.latches or {}), **seen}
         out = []
         for name, value in seen.items():

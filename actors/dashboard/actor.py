@@ -15,6 +15,7 @@ CPU priority (nice 10), off the tick-to-order path.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import Counter
 
@@ -23,16 +24,20 @@ from loguru import logger
 
 from actors.dashboard.access import load_or_create_token
 from actors.dashboard.audit import AuditLog
+from actors.dashboard.equitylog import EquityLog
 from actors.dashboard.metrics import Metrics
 from actors.dashboard.model import BusModel
 from actors.dashboard.statuswatch import StatusWatch
 from actors.dashboard.web import Hub, build_app
 from actors.runtime import Actor, main_for
 from bus.control import fetch_status, supervisor_request
-from bus.messages import Ack, Packet
+from bus.messages import Ack, DashboardInfo, Packet
 from shared.fsm import State
+from shared.tradingday import TradingDay
 
 BIND_RETRY_S = 5.0
+WHY_TIMEOUT_S = 30.0
+WHY_MAX_CHARS = 200_000
 SENDER = "dashboard"  # the operator's role once the bus has roles
 
 
@@ -44,13 +49,17 @@ class DashboardActor(Actor):
         super().__init__(*args, **kwargs)
         d = self.cfg.dashboard
         self.web_counters: Counter[str] = Counter()
-        self.watch = StatusWatch(points=d.history_points)
+        risk = self.cfg.risk
+        self.day_log = EquityLog(self.cfg.path(self.cfg.data_dir) / d.equity_file,
+                                 TradingDay.named(risk.day_boundary_tz, risk.day_boundary_hour))
+        self.watch = StatusWatch(points=d.history_points, day_log=self.day_log)
         self.model = BusModel(points=d.history_points, rows=d.history_rows,
                               on_hop=self._on_hop)
         self.metrics = Metrics(self.watch, self.model, lambda: dict(self.web_counters))
         self.hub: Hub | None = None
         self.runner: web.AppRunner | None = None
         self.bind_error = ""
+        self._why_lock = asyncio.Lock()
 
     def _on_hop(self, hop: str, seconds: float) -> None:
         self.metrics.observe_hop(hop, seconds)
@@ -59,13 +68,17 @@ class DashboardActor(Actor):
         d = self.cfg.dashboard
         data = self.cfg.path(self.cfg.data_dir)
         token = load_or_create_token(data / d.token_file)
+        self.day_log.load(time.time())
         risk = self.cfg.risk
         self.hub = Hub(token=token, watch=self.watch, model=self.model, metrics=self.metrics,
                        audit=AuditLog(data / d.audit_file), send=self._send_command,
+                       explain=self._why,
                        limits={"max_daily_loss_try": str(risk.max_daily_loss_try)},
                        counters=self.web_counters)
+        # Open event streams never end by themselves: on stop, give them a second, not
+        # aiohttp's default minute (the runtime allows teardown five).
         self.runner = web.AppRunner(build_app(self.hub), access_log=None,
-                                    handler_cancellation=True)
+                                    handler_cancellation=True, shutdown_timeout=1.0)
         await self.runner.setup()
         if not await self._bind():
             self.fsm.to(State.ERROR_RETRYABLE, self.bind_error[:200])
@@ -115,6 +128,24 @@ class DashboardActor(Actor):
                                          reason=reason)
         return reply.detail if isinstance(reply, Ack) else "ok"
 
+    async def _why(self, ident: str) -> tuple[bool, str]:
+        """``btcbot-supervisor why ID``, run as the operator would: the story comes from
+        the DB and the recordings, which only that command reads (one at a time)."""
+        async with self._why_lock:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "actors.supervisor", "--config", self.cfg.source_path,
+                "why", ident, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                cwd=self.cfg.base_dir)
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), WHY_TIMEOUT_S)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                return False, f"why {ident}: no answer within {WHY_TIMEOUT_S:.0f}s"
+        text = out.decode(errors="replace")[:WHY_MAX_CHARS]
+        return proc.returncode == 0, text
+
     async def on_message(self, topic: str, packet: Packet) -> None:
         self.model.apply(topic, packet, time.monotonic_ns())
 
@@ -128,11 +159,12 @@ class DashboardActor(Actor):
             await self.runner.cleanup()
 
     def heartbeat_counters(self) -> dict[str, int]:
-        return {**self.web_counters, "clients": self.hub.clients if self.hub else 0}
+        return {**self.web_counters, "clients": self.hub.clients if self.hub else 0,
+                "equity_log_errors": self.day_log.errors}
 
-    def heartbeat_info(self) -> dict[str, str]:
+    def heartbeat_info(self) -> DashboardInfo:
         d = self.cfg.dashboard
-        return {"url": f"http://{d.host}:{d.port}/", "bind_error": self.bind_error}
+        return DashboardInfo(url=f"http://{d.host}:{d.port}/", bind_error=self.bind_error)
 
 
 def main() -> None:

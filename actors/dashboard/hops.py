@@ -6,7 +6,9 @@ which compares the exchange's own time stamp with our wall clock on receipt (so 
 includes the clock offset to the exchange; on the simulator both are this host's).
 
 Hops, in pipeline order:
-- ``exchange→marketdata``: exchange time stamp of a book → marketdata's receipt;
+- ``exchange→marketdata``: exchange time stamp of a book → marketdata's receipt (REST
+  books only: BTCTurk's WebSocket order-book messages carry no time stamp);
+- ``marketdata``: marketdata's receipt of a book → its publication on the bus;
 - ``book→intent``: marketdata's receipt of the book → the strategy publishing its intent;
 - ``intent→decision``: the intent published → risk publishing its decision on it;
 - ``intent→order``: the intent published → the executor's first order event for it;
@@ -19,8 +21,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-HOPS = ("exchange→marketdata", "book→intent", "intent→decision", "intent→order",
-        "bus→dashboard")
+HOPS = ("exchange→marketdata", "marketdata", "book→intent", "intent→decision",
+        "intent→order", "bus→dashboard")
 WINDOW = 2048  # samples kept per hop for the quantiles
 PENDING_INTENTS = 4096  # intents remembered for matching their decision and order
 
@@ -50,9 +52,12 @@ class HopStats:
         if self._on_sample is not None:
             self._on_sample(hop, ms / 1000.0)
 
-    def book(self, exchange_ts_ms: int, recv_wall_ns: int) -> None:
+    def book(self, exchange_ts_ms: int, recv_wall_ns: int, recv_mono_ns: int,
+             published_mono_ns: int) -> None:
         if exchange_ts_ms > 0:
             self.add("exchange→marketdata", recv_wall_ns / 1e6 - exchange_ts_ms)
+        if recv_mono_ns > 0:
+            self.add("marketdata", (published_mono_ns - recv_mono_ns) / 1e6)
 
     def intent(self, intent_id: str, published_mono_ns: int, book_mono_ns: int) -> None:
         if book_mono_ns > 0:

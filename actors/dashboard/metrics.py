@@ -139,8 +139,9 @@ class StatusCollector(Collector):
         pnl = GaugeMetricFamily("btcbot_pnl_try", "PnL in TRY as status reports it",
                                 labels=["symbol", "part"])
         for row in doc.get("pnl", []):
-            for part in ("realized", "unrealized", "fees"):
-                pnl.add_metric([row["symbol"], part], float(Decimal(str(row[part]))))
+            for part in ("realized", "unrealized", "fees", "net"):
+                if row.get(part) is not None:  # "net" only from a supervisor that has it
+                    pnl.add_metric([row["symbol"], part], float(Decimal(str(row[part]))))
         total = total_pnl(doc)
         if total is not None:
             for part, value in total.items():

@@ -134,6 +134,8 @@ class BusModel:
         body = packet.body
         now = self.wall()
         if isinstance(body, BookSnapshot):
+            self.hops.book(body.exchange_ts_ms, body.recv_wall_ns, body.recv_mono_ns,
+                           packet.env.mono_ns)
             self._book(body, now)
         elif isinstance(body, FeedStatus):
             self.feed[body.symbol] = body
@@ -161,7 +163,6 @@ class BusModel:
         bid = b.bids[0][0] if b.bids else None
         ask = b.asks[0][0] if b.asks else None
         self.books[b.symbol] = BookTop(bid, ask, now, b.age_ms, b.source)
-        self.hops.book(b.exchange_ts_ms, b.recv_wall_ns)
         if bid is None or ask is None:
             return
         if now - self._last_mid_t.get(b.symbol, 0.0) < MID_SAMPLE_S:

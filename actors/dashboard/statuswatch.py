@@ -13,6 +13,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from actors.dashboard.equitylog import EquityLog
 from actors.dashboard.model import Series
 
 LATCHES = ("kill_switch", "safety_latch", "paused")
@@ -40,8 +41,10 @@ def total_pnl(doc: dict[str, Any]) -> dict[str, Decimal] | None:
 
 
 class StatusWatch:
-    def __init__(self, *, points: int = 3600, wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, points: int = 3600, wall: Callable[[], float] = time.time,
+                 day_log: EquityLog | None = None) -> None:
         self.doc: dict[str, Any] | None = None
+        self.day_log = day_log  # the trading day's curve, kept across restarts
         self.wall = wall
         self.updated_wall = 0.0
         self.failures = 0  # consecutive polls the supervisor did not answer
@@ -58,6 +61,8 @@ class StatusWatch:
         total = total_pnl(doc)
         if total is not None:
             self.equity.add(now, float(total["net"]))
+            if self.day_log is not None:
+                self.day_log.add(now, float(total["net"]))
         latch = doc.get("latch") or {}
         for name in LATCHES:
             if latch.get(name):

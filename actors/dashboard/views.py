@@ -90,8 +90,16 @@ def link(text: str, href: str) -> dict[str, str]:
     return {"t": text, "href": href}
 
 
+def side(s: str) -> dict[str, str]:
+    return cls(s, "buy" if s == "buy" else "sell")
+
+
 def order_href(coid: str) -> str:
     return "/order/" + quote(coid, safe="")
+
+
+def why_href(ident: str) -> str:
+    return "/why/" + quote(ident, safe="")
 
 
 def cls(text: str, css: str) -> dict[str, str]:
@@ -166,6 +174,10 @@ def _exchange_items(doc: dict[str, Any], model: BusModel) -> list[tuple[str, str
     if "reachable" in ex:  # the supervisor's own verdict, when it has one
         items.append(("reachable", "yes" if ex["reachable"] else f"NO {ex.get('reason', '')}",
                       "good" if ex["reachable"] else "bad"))
+    ex_actor = _actor(doc, "executor")
+    if ex_actor is not None:  # the one actor that talks to the exchange with our keys
+        ok = ex_actor["ready"] and ex_actor["state"] in ("READY", "EVALUATING", "EXECUTING")
+        items.append(("executor", ex_actor["state"], "good" if ok else "bad"))
     sim = _actor(doc, "exchange-sim")
     if sim is not None:
         ok = sim["ready"]
@@ -177,16 +189,32 @@ def _exchange_items(doc: dict[str, Any], model: BusModel) -> list[tuple[str, str
     return items
 
 
+def _mb(n: Any) -> str:
+    return "-" if n is None else f"{int(n) / 1e6:,.1f} MB"
+
+
 def _recorder_items(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     rec = _actor(doc, "recorder")
     if rec is None:
         return [("recorder", "not in this pipeline", "bad")]
     c = rec.get("counters", {})
-    return [("state", rec["state"], "good" if rec["ready"] else "bad"),
-            ("records", str(c.get("records", "-")), ""),
-            ("bytes", str(c.get("bytes", "-")), ""),
-            ("flush lag", f"{c.get('flush_lag_ms', '-')} ms", ""),
-            ("segment", rec.get("info", {}).get("segment", "-"), "")]
+    items: list[tuple[str, str, str]] = [("actor", rec["state"],
+                                          "good" if rec["ready"] else "bad")]
+    r = doc.get("recordings")
+    if r:  # the supervisor's reading of the recorder's own figures
+        items += [("recording", "yes" if r["recording"] else f"NO: {r['reason']}",
+                   "good" if r["recording"] else "bad"),
+                  ("size", f"{_mb(r['bytes'])} in {r['segments']} segments", ""),
+                  ("oldest record", str(r.get("oldest_record") or "-"), ""),
+                  ("disk free", _mb(r["free_bytes"]) + (f" — {r['warning']}" if r["disk_low"]
+                                                        else ""),
+                   "bad" if r["disk_low"] else ""),
+                  ("dropped / write errors", f"{r['dropped']} / {r['write_errors']}",
+                   "bad" if r["dropped"] or r["write_errors"] else "")]
+    items += [("records this run", str(c.get("records", "-")), ""),
+              ("flush lag", f"{c.get('flush_lag_ms', '-')} ms", ""),
+              ("segment", rec.get("info", {}).get("segment", "-"), "")]
+    return items
 
 
 def _pnl_items(doc: dict[str, Any], limits: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -307,7 +335,17 @@ def _positions(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
                    "net"], rows, empty="no PnL reported yet"),
             {"id": "equity", "kind": "chart", "title": "Net PnL over this dashboard session "
              "(TRY, UTC)", "series": ["net PnL"], "x": list(eq.t), "y": [list(eq.v)]},
+            *_day_chart(watch),
             table("balances", "Balances", ["asset", "free", "locked"], balances)]
+
+
+def _day_chart(watch: StatusWatch) -> list[Card]:
+    if watch.day_log is None:
+        return []
+    pts = watch.day_log.points
+    return [{"id": "equity-day", "kind": "chart", "title": "Net PnL over the trading day "
+             "(TRY, UTC; a point every 30 s, kept across restarts)", "series": ["net PnL"],
+             "x": [t for t, _ in pts], "y": [[v for _, v in pts]]}]
 
 
 def _orders(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
@@ -315,7 +353,7 @@ def _orders(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
     orders: list[list[Cell]] = []
     for o in reversed(model.orders.values()):
         orders.append([clock(o.first_wall), link(o.client_order_id, order_href(o.client_order_id)),
-                       o.symbol, o.side, dec(o.price), dec(o.quantity), dec(o.filled),
+                       o.symbol, side(o.side), dec(o.price), dec(o.quantity), dec(o.filled),
                        cls(o.state, "bad" if o.state in ("UNKNOWN", "FAILED", "REJECTED")
                            else ""), o.reason])
     open_orders = [[o["symbol"], o["side"], dec(o["price"]), dec(o["quantity"]),
@@ -323,7 +361,8 @@ def _orders(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
                     link(o["client_order_id"], order_href(o['client_order_id']))]
                    for o in doc.get("open_orders", [])]
     fills = [[clock(f.wall), f.trade_id, link(f.client_order_id, order_href(f.client_order_id)),
-              f.symbol, f.side, dec(f.price), dec(f.quantity), f"{dec(f.fee)} {f.fee_asset}"]
+              f.symbol, side(f.side), dec(f.price), dec(f.quantity),
+              f"{dec(f.fee)} {f.fee_asset}"]
              for f in reversed(model.fills)]
     return [table("open", "Open orders (executor)", ["symbol", "side", "price", "qty", "filled",
                                                      "state", "client order id"], open_orders,
@@ -347,7 +386,9 @@ def order_detail(coid: str, model: BusModel) -> list[Card]:
     cards: list[Card] = [kv("order", f"Order {coid}", [
         ("symbol", o.symbol), ("side", o.side), ("price", dec(o.price)),
         ("quantity", dec(o.quantity)), ("filled", dec(o.filled)), ("state", o.state),
-        ("exchange order id", str(o.exchange_order_id or "-")), ("intent", o.intent_id)])]
+        ("exchange order id", str(o.exchange_order_id or "-")), ("intent", o.intent_id)]),
+        table("links", "The full story", ["from the DB and the recordings"],
+              [[link(f"why {coid}", why_href(coid))]])]
     timeline: list[list[Cell]] = []
     for d in model.decisions_of(o.intent_id):
         timeline.append([clock(d.wall), d.kind, d.verdict or "-", d.reasons])
@@ -367,9 +408,11 @@ def _decisions(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
     rows: list[list[Cell]] = []
     for d in reversed(model.decisions):
         verdict = d.verdict or "-"
-        rows.append([clock(d.wall), d.kind, d.symbol, d.side, dec(d.price), dec(d.quantity),
+        rows.append([clock(d.wall), d.kind, d.symbol, side(d.side), dec(d.price),
+                     dec(d.quantity),
                      cls(verdict, "good" if verdict in ("approved", "resized")
-                         else "bad" if verdict == "rejected" else ""), d.reasons, d.intent_id])
+                         else "bad" if verdict == "rejected" else ""), d.reasons,
+                     link(d.intent_id, why_href(d.intent_id))])
     return [table("decisions", "Intents and risk decisions", ["time", "kind", "symbol", "side",
                                                               "price", "qty", "verdict",
                                                               "reasons", "intent"], rows,

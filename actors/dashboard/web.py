@@ -3,7 +3,8 @@ commands, behind the access token.
 
 Routes (all need the token: ``?token=`` once, which sets a SameSite=Strict cookie, or
 ``Authorization: Bearer`` for scrapers):
-- ``/`` → ``/overview``; ``/<page>`` for each page; ``/order/<client order id>``;
+- ``/`` → ``/overview``; ``/<page>`` for each page; ``/order/<client order id>`` (the
+  order as the bus told it); ``/why/<order or intent id>`` (``btcbot-supervisor why``);
 - ``/events?page=P``: server-sent events, the page's view as JSON at every status poll;
 - ``/api/view/<page>``: the same view once, as JSON;
 - ``/metrics``: Prometheus text format;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +44,9 @@ KEEPALIVE_S = 15.0
 
 # command name → coroutine sending it; returns the supervisor's answer or raises
 Sender = Callable[[str, bool, str], Awaitable[str]]
+# an order or intent id → (found, the text timeline of `btcbot-supervisor why`)
+Explainer = Callable[[str], Awaitable[tuple[bool, str]]]
+WHY_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Hub:
     metrics: Metrics
     audit: AuditLog
     send: Sender
+    explain: Explainer
     limits: dict[str, str]
     counters: dict[str, int]
     confirms: ConfirmTokens = field(default_factory=ConfirmTokens)
@@ -154,6 +160,17 @@ def build_app(hub: Hub) -> web.Application:
                 "cards": order_detail(coid, hub.model)}
         return page_html("order", f"Order {coid}", view)
 
+    async def why(request: web.Request) -> web.StreamResponse:
+        ident = request.match_info["ident"]
+        if not WHY_ID.match(ident):
+            raise web.HTTPBadRequest(text="not an order or intent id")
+        hub.counters["why"] += 1
+        found, text = await hub.explain(ident)
+        view = {"page": "why", "header": header(hub.watch), "cards": [
+            {"id": "why", "kind": "pre", "title": f"why {ident}", "text": text,
+             "c": "" if found else "bad"}]}
+        return page_html("why", f"why {ident}", view)
+
     async def api_view(request: web.Request) -> web.StreamResponse:
         name = request.match_info["page"]
         if name not in PAGE_NAMES:
@@ -246,6 +263,7 @@ def build_app(hub: Hub) -> web.Application:
     app.router.add_post("/api/confirm", confirm)
     app.router.add_post("/api/command", command)
     app.router.add_get("/order/{coid}", order)
+    app.router.add_get("/why/{ident}", why)
     app.router.add_static("/static/", HERE / "static", show_index=False)
     app.router.add_get("/{page}", page)
     logger.debug("dashboard: routes ready")

@@ -30,6 +30,8 @@ from bus.messages import (
     CancelOrder,
     CommandRequest,
     Control,
+    ExecutorCommand,
+    ExecutorInfo,
     Msg,
     Packet,
     Ping,
@@ -47,6 +49,7 @@ from shared.fsm import State
 class ExecutorActor(Actor):
     name = "executor"
     serves_commands = True
+    commands = ExecutorCommand
 
     def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
         self.db_path = cfg.path(cfg.executor.db_path)
@@ -100,7 +103,7 @@ class ExecutorActor(Actor):
             db.close()  # touch a closed DB
 
     # --- commands ----------------------------------------------------------------------
-    async def handle_command(self, request: CommandRequest) -> Msg | None:
+    async def handle_command(self, request: CommandRequest[ExecutorCommand]) -> Msg | None:
         body = request.body
         match body:
             case SubmitOrder(order=order):
@@ -140,7 +143,7 @@ class ExecutorActor(Actor):
     def heartbeat_counters(self) -> dict[str, int]:
         return self.snapshots.heartbeat_counters()
 
-    def heartbeat_info(self) -> dict[str, str]:
+    def heartbeat_info(self) -> ExecutorInfo:
         return self.snapshots.heartbeat_info(str(self.db_path))
 
 

@@ -6,14 +6,13 @@ heartbeat's counters and info, and the housekeeping loops that keep the DB small
 from __future__ import annotations
 
 import asyncio
-import os
 
 from loguru import logger
 
 from actors.executor.db import NON_TERMINAL_ORDER_STATES
 from actors.executor.gates import Gates
 from actors.executor.state import ExecState
-from bus.messages import Balance, KeyCounts, OpenOrder, PortfolioSnapshot, Position
+from bus.messages import Balance, ExecutorInfo, KeyCounts, OpenOrder, PortfolioSnapshot, Position
 
 CHECKPOINT_INTERVAL_S = 2.0
 PUBLISH_INTERVAL_S = 0.5
@@ -94,23 +93,20 @@ class Snapshots:
             counts = s.db.key_counts()
             base.update(keys_pending=counts["PENDING"], keys_unknown=counts["UNKNOWN"],
                         keys_failed=counts["FAILED"], keys_committed=counts["COMMITTED"])
+        base.update({f"http_{code}": n for code, n in s.venue.http_statuses().items()})
         return base
 
-    def heartbeat_info(self, db_path: str) -> dict[str, str]:
+    def heartbeat_info(self, db_path: str) -> ExecutorInfo:
         s = self.s
-
-        def flag(v: bool) -> str:
-            return "true" if v else "false"
         latches = self.gates.view()
-        return {
-            "kill_switch": flag(latches.kill_switch),
-            "safety_latch": flag(latches.safety_latch),
-            "paused": flag(latches.paused),
-            "latch_reason": latches.reason,
-            "recovering": flag(s.recovering),
-            "mode": s.mode,
-            "db": db_path,
-            "pid": str(os.getpid()),
-            "unresolvable_keys": str(len(s.unresolvable)),
-            "private_ws": s.venue.status(),
-        }
+        return ExecutorInfo(
+            kill_switch=latches.kill_switch,
+            safety_latch=latches.safety_latch,
+            paused=latches.paused,
+            latch_reason=latches.reason,
+            recovering=s.recovering,
+            mode=s.mode,
+            db=db_path,
+            unresolvable_keys=len(s.unresolvable),
+            private_ws=s.venue.status(),
+        )

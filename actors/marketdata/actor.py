@@ -25,7 +25,13 @@ from actors.marketdata.book import LocalBook, is_sane
 from actors.marketdata.freshness import FreshnessTracker, needs_rest
 from actors.marketdata.rules import UnknownSymbols, rules_for
 from actors.runtime import EXIT_CONFIG, Actor, FatalActorError, main_for
-from bus.messages import BookSnapshot, FeedStatus, SymbolRules
+from bus.messages import (
+    BookSnapshot,
+    FeedStatus,
+    MarketdataInfo,
+    SymbolFreshness,
+    SymbolRules,
+)
 from shared.btcturk.client import BtcTurkClient
 from shared.btcturk.errors import BtcTurkError
 from shared.btcturk.ws import (
@@ -280,18 +286,21 @@ class MarketdataActor(Actor):
         elif not any_fresh and state == State.READY:
             self.fsm.to(State.PAUSED_DATA, "all symbols stale")
 
-    def heartbeat_info(self) -> dict[str, str]:
+    def heartbeat_info(self) -> MarketdataInfo:
         now = time.monotonic_ns()
-        info = {"source": self.md.source, "ws_connected": str(self.ws_connected)}
+        symbols = []
         for s in self.symbols:
             st = self.freshness.status(s, now)
-            info[f"fresh.{s}"] = f"{st.fresh}:{st.source}:{st.age_ms}"
-        return info
+            symbols.append(SymbolFreshness(symbol=s, fresh=st.fresh, source=st.source,
+                                           age_ms=st.age_ms))
+        return MarketdataInfo(source=self.md.source, ws_connected=self.ws_connected,
+                              symbols=symbols)
 
     def heartbeat_counters(self) -> dict[str, int]:
-        if self.ws is None:
-            return {}
-        return {f"ws_{k}": v for k, v in self.ws.counters.items()}
+        out = {} if self.ws is None else {f"ws_{k}": v for k, v in self.ws.counters.items()}
+        if self.client is not None:  # REST answers by status code (429s included)
+            out.update({f"http_{code}": n for code, n in self.client.http_statuses.items()})
+        return out
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from bus.messages import (
     ReconcileQuery,
     ReconcileReport,
     ReconcileResult,
+    ReconcilerInfo,
     SetLatch,
     SnapshotQuery,
     StateTransition,
@@ -176,8 +177,8 @@ class ReconcilerActor(Actor):
     def heartbeat_counters(self) -> dict[str, int]:
         return {"max_consecutive_failures": max(self.failures.values(), default=0)}
 
-    def heartbeat_info(self) -> dict[str, str]:
-        return {"latched": "true" if self.latch_confirmed else "false"}
+    def heartbeat_info(self) -> ReconcilerInfo:
+        return ReconcilerInfo(latched=self.latch_confirmed)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from loguru import logger
 
 from actors.recorder.housekeeping import Housekeeper
 from actors.runtime import Actor, main_for
-from bus.messages import SCHEMA_VERSION, Envelope
+from bus.messages import SCHEMA_VERSION, RecorderInfo, envelope_decoder
 from bus.transport import SequenceTracker, SubscriberStats
 from shared.fsm import State
 from shared.recording import SegmentWriter, ensure_private_dir, free_bytes
@@ -45,16 +45,6 @@ BATCH = 4096  # frames drained per wake-up before the loop looks at the clock ag
 # on a disk that is still full would fail at its first flush, over and over.
 RESUME_FREE_BYTES = 256 * 1024
 MAX_RETRY_S = 60.0
-
-
-class _EnvelopeOnly(msgspec.Struct, array_like=True):
-    """A Packet with its body left undecoded: all the recorder needs to know."""
-
-    env: Envelope
-    body: msgspec.Raw
-
-
-_envelope_decoder = msgspec.msgpack.Decoder(_EnvelopeOnly)
 
 
 class RecorderActor(Actor):
@@ -128,7 +118,7 @@ class RecorderActor(Actor):
         assert self.writer is not None
         writer = self.writer
         append = writer.append
-        decode = _envelope_decoder.decode
+        decode = envelope_decoder.decode
         observe = self.tracker.observe
         recv = sock.recv_multipart
         noblock = zmq.NOBLOCK
@@ -266,7 +256,7 @@ class RecorderActor(Actor):
             "disk_low": int(u is not None and free < self.disk_warn_bytes),
         }
 
-    def heartbeat_info(self) -> dict[str, str]:
+    def heartbeat_info(self) -> RecorderInfo:
         w = self.writer
         hk = self.housekeeper
         u = hk.usage if hk else None
@@ -274,14 +264,14 @@ class RecorderActor(Actor):
         if u is not None and u.free_bytes < self.disk_warn_bytes:
             warning = (f"low disk: {u.free_bytes} bytes free on the recordings' filesystem "
                        f"(warning below {self.disk_warn_bytes})")
-        return {
-            "segment": str(w.path) if w and w.path and w.is_open else "",
-            "recording": "true" if self.recording else "false",
-            "recording_reason": self.not_recording_reason,
-            "disk_warning": warning,
-            "housekeeping_error": hk.last_error if hk else "",
-            "directory": str(getattr(self, "directory", "")),
-        }
+        return RecorderInfo(
+            segment=str(w.path) if w and w.path and w.is_open else "",
+            recording=self.recording,
+            recording_reason=self.not_recording_reason,
+            disk_warning=warning,
+            housekeeping_error=hk.last_error if hk else "",
+            directory=str(getattr(self, "directory", "")),
+        )
 
 
 def main() -> None:

@@ -64,7 +64,9 @@ from bus.messages import (
     Packet,
     Ping,
     PortfolioSnapshot,
+    RiskCommand,
     RiskDecision,
+    RiskInfo,
     SnapshotQuery,
     SubmitIntent,
     SubmitOrder,
@@ -82,6 +84,7 @@ class RiskActor(Actor):
     name = "risk"
     subscriptions = ("md.", "order.", "portfolio")
     serves_commands = True
+    commands = RiskCommand
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -226,7 +229,7 @@ class RiskActor(Actor):
             self.fsm.to(target, why)
 
     # --- commands --------------------------------------------------------------------
-    async def handle_command(self, request: CommandRequest) -> Msg | None:
+    async def handle_command(self, request: CommandRequest[RiskCommand]) -> Msg | None:
         body = request.body
         if isinstance(body, SubmitIntent):
             return await self.on_intent(body.intent)
@@ -327,13 +330,13 @@ class RiskActor(Actor):
             logger.info("risk: {} {} {} {}@{} -> {} ({})", verdict.verdict, intent.symbol,
                         intent.side, verdict.quantity, verdict.price, cid, status)
 
-    def heartbeat_info(self) -> dict[str, str]:
+    def heartbeat_info(self) -> RiskInfo:
         gates = global_gates(self.cfg, self.state, self.message_clock())
-        return {"gates": ",".join(gates) or "open",
-                "fresh": ",".join(s for s, f in sorted(self.state.feed.items()) if f),
-                # the dashboard's daily-loss budget: risk's own count, not a recomputation
-                "daily_loss": str(self.state.daily_loss()),
-                "max_daily_loss": str(self.cfg.risk.max_daily_loss_try)}
+        return RiskInfo(gates=list(gates),
+                        fresh=[s for s, f in sorted(self.state.feed.items()) if f],
+                        # the dashboard's daily-loss budget: risk's own count
+                        daily_loss=self.state.daily_loss(),
+                        max_daily_loss=self.cfg.risk.max_daily_loss_try)
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ from bus.messages import (
     Packet,
     PortfolioSnapshot,
     SnapshotQuery,
+    StrategyInfo,
     SubmitIntent,
     SymbolRules,
 )
@@ -300,11 +301,11 @@ class StrategyActor(Actor):
     def _after_rejection(self, symbol: str, clock_ns: int) -> None:
         gating.rejected(self.gate, symbol, clock_ns, int(self.params.reject_backoff_s * 1e9))
 
-    def heartbeat_info(self) -> dict[str, str]:
-        return {"synced": str(self.synced), "pending": ",".join(sorted(self.gate.pending)),
-                "plugin": self.host.strategy.name, "boot": str(self.host.boot),
-                "plugin_paused": ",".join(sorted(self.host.failed)),
-                "trade_every_tick": str(self.unthrottled)}
+    def heartbeat_info(self) -> StrategyInfo:
+        return StrategyInfo(synced=self.synced, pending=sorted(self.gate.pending),
+                            plugin=self.host.strategy.name, boot=self.host.boot,
+                            plugin_paused=sorted(self.host.failed),
+                            trade_every_tick=self.unthrottled)
 
 
 def main() -> None:

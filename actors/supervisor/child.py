@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import psutil
 
 from actors.runtime import set_parent_death_signal
 from actors.supervisor.policy import RestartTracker
+from bus.messages import ActorInfo
 from shared.config import Config
 
 
@@ -46,7 +48,8 @@ class Heard:
     state: str = "STARTING"
     ready: bool = False
     counters: dict[str, int] = field(default_factory=dict)
-    info: dict[str, str] = field(default_factory=dict)
+    info: ActorInfo | None = None
+    log_sink: str = ""
     last_mono: float = 0.0
 
 
@@ -139,7 +142,7 @@ class Child:
             "cpu_percent": round(self.cpu_percent, 2),
             "rss_bytes": self.rss_bytes,
             "counters": dict(self.heard.counters),
-            "info": dict(self.heard.info),
+            "info": msgspec.to_builtins(self.heard.info) if self.heard.info else {},
             "last_exit": self.last_exit,
             "gave_up": self.tracker.gave_up,
         }

@@ -393,3 +393,9 @@ cli.add_command(why)
 from actors.supervisor.paper_cli import paper  # noqa: E402
 
 cli.add_command(paper)
+
+# Strategy research (actors/supervisor/backtest_cli.py): backtest, record-market.
+from actors.supervisor.backtest_cli import backtest, record_market  # noqa: E402
+
+cli.add_command(backtest)
+cli.add_command(record_market)

@@ -33,6 +33,7 @@ from bus.messages import (
     SnapshotQuery,
     StateTransition,
     StatusReply,
+    SupervisorChannel,
     SupervisorCommand,
 )
 from bus.transport import (
@@ -181,7 +182,7 @@ class Supervisor:
 
     def _open_sockets(self) -> None:
         self._control_server = RequestServer(self.ctx, self.cfg.supervisor_endpoint,
-                                             self._handle_command)
+                                             self._handle_command, commands=SupervisorChannel)
         self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
                               ["hb.", "md.status", "reconcile.report", "portfolio"],
                               name="supervisor", reconnect_ivl_ms=20)
@@ -270,6 +271,7 @@ class Supervisor:
             logger.info("{} ready in {:.3f}s", child.name, now - child.started_mono)
         child.heard.state, child.heard.ready = hb.state, hb.ready
         child.heard.counters, child.heard.info = hb.counters, hb.info
+        child.heard.log_sink = hb.log_sink
         child.heard.last_mono = now
 
     async def _monitor(self) -> None:
@@ -387,7 +389,7 @@ class Supervisor:
         logger.info("{} ready in {:.3f}s", child.name, time.monotonic() - child.started_mono)
 
     # --- commands --------------------------------------------------------------------
-    async def _handle_command(self, request: CommandRequest) -> Msg | None:
+    async def _handle_command(self, request: CommandRequest[SupervisorChannel]) -> Msg | None:
         cmd = request.body
         if not isinstance(cmd, SupervisorCommand):
             raise CommandError(f"supervisor does not handle {type(cmd).__name__}")

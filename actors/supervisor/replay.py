@@ -43,11 +43,13 @@ import zmq
 
 from bus.messages import (
     Envelope,
+    EnvelopeOnly,
     Heartbeat,
     Intent,
     OrderEvent,
     PortfolioSnapshot,
     RiskDecision,
+    envelope_decoder,
     packet_decoder,
 )
 from bus.transport import Publisher, new_incarnation
@@ -123,12 +125,6 @@ def _primers(target: str | os.PathLike[str], topics: Sequence[str], from_ns: int
 # --- re-framing ----------------------------------------------------------------------
 
 
-class _EnvelopeOnly(msgspec.Struct, array_like=True):
-    env: Envelope
-    body: msgspec.Raw
-
-
-_env_decoder = msgspec.msgpack.Decoder(_EnvelopeOnly)
 _env_encoder = msgspec.msgpack.Encoder()
 
 
@@ -153,7 +149,7 @@ class Reframer:
 
     def __call__(self, topic: str, payload: bytes) -> bytes | None:
         try:
-            packet = _env_decoder.decode(payload)
+            packet = envelope_decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self.malformed += 1  # recorded as received, but not worth feeding anyone
             return None
@@ -162,7 +158,7 @@ class Reframer:
         seq = self._seq.get(source, 0) + 1
         self._seq[source] = seq
         new_env = Envelope(env.schema, source, self.incarnation, seq, env.wall_ns, env.mono_ns)
-        return _env_encoder.encode(_EnvelopeOnly(new_env, packet.body))
+        return _env_encoder.encode(EnvelopeOnly(new_env, packet.body))
 
 
 # --- feeding ---------------------------------------------------------------------------

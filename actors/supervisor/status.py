@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from bus.messages import PortfolioSnapshot, SymbolPnl
+from bus.messages import (
+    ActorInfo,
+    AlertsInfo,
+    ExecutorInfo,
+    PortfolioSnapshot,
+    RecorderInfo,
+    SymbolPnl,
+)
 from shared import pnl
 from shared.config import OBSERVER_ACTORS
 
@@ -22,23 +29,19 @@ if TYPE_CHECKING:
     from actors.supervisor.core import Supervisor
 
 
-def _flag(info: dict[str, str], key: str) -> bool | None:
-    value = info.get(key)
-    return None if value is None else value == "true"
-
-
 def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
                  now: float) -> dict[str, Any]:
     cfg = sup.cfg
     actors = [child.as_status(now) for child in sup.children.values()]
     executor = sup.children.get("executor")
-    ex_info = executor.heard.info if executor is not None else {}
+    heard = executor.heard.info if executor is not None else None
+    ex_info = heard if isinstance(heard, ExecutorInfo) else None
     ex_counters = executor.heard.counters if executor is not None else {}
     latch = {
-        "kill_switch": _flag(ex_info, "kill_switch"),
-        "safety_latch": _flag(ex_info, "safety_latch"),
-        "paused": _flag(ex_info, "paused"),
-        "reason": ex_info.get("latch_reason", "") or sup.kill_switch_reason,
+        "kill_switch": ex_info.kill_switch if ex_info else None,
+        "safety_latch": ex_info.safety_latch if ex_info else None,
+        "paused": ex_info.paused if ex_info else None,
+        "reason": (ex_info.latch_reason if ex_info else "") or sup.kill_switch_reason,
         "supervisor_kill_switch": sup.kill_switch_reason,
     }
     live_problems = cfg.live_arming_problems() if cfg.mode == "live" else []
@@ -72,8 +75,8 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "idempotency": idempotency,
         "recordings": recordings_status(sup),
         # Actors whose log file stopped taking writes (full or broken logs disk).
-        "log_sinks_failing": {c.name: c.heard.info["log_sink"] for c in sup.children.values()
-                              if c.running and c.heard.info.get("log_sink")},
+        "log_sinks_failing": {c.name: c.heard.log_sink for c in sup.children.values()
+                              if c.running and c.heard.log_sink},
         "generated_at": time.time(),
     }
     doc.update(_portfolio(snapshot, sup))
@@ -82,7 +85,7 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
     return doc
 
 
-def alerts_status(counters: dict[str, int], info: dict[str, str],
+def alerts_status(counters: dict[str, int], info: ActorInfo | None,
                   running: bool) -> dict[str, Any]:
     """Webhook delivery as the alerts actor last reported it."""
     return {"running": running, "events": counters.get("alerts_events", 0),
@@ -90,7 +93,7 @@ def alerts_status(counters: dict[str, int], info: dict[str, str],
             "failed_attempts": counters.get("alerts_failed", 0),
             "dropped": counters.get("alerts_dropped", 0),
             "pending": counters.get("alerts_pending", 0),
-            "last_error": info.get("last_error", "")}
+            "last_error": info.last_error if isinstance(info, AlertsInfo) else ""}
 
 
 def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
@@ -111,8 +114,10 @@ def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
     if gates["stale_symbols"]:
         reasons.append("market_data:stale " + ",".join(gates["stale_symbols"]))
     rec = sup.children.get("recorder")
-    if rec is not None and rec.running and rec.heard.info.get("recording") == "false":
-        reasons.append("recorder:NOT RECORDING " + rec.heard.info.get("recording_reason", ""))
+    rec_info = rec.heard.info if rec is not None else None
+    if rec is not None and rec.running and isinstance(rec_info, RecorderInfo) \
+            and not rec_info.recording:
+        reasons.append("recorder:NOT RECORDING " + rec_info.recording_reason)
     for child in sup.children.values():
         if not (child.running and child.heard.ready):
             kind = "observer" if child.name in OBSERVER_ACTORS else "actor"
@@ -129,19 +134,20 @@ def recordings_status(sup: Supervisor) -> dict[str, Any] | None:
     rec = sup.children.get("recorder")
     if rec is None or not rec.heard.counters:
         return None
-    c, info = rec.heard.counters, rec.heard.info
+    c = rec.heard.counters
+    info = rec.heard.info if isinstance(rec.heard.info, RecorderInfo) else RecorderInfo(segment="")
     oldest = c.get("oldest_record_ns", 0)
     return {
-        "recording": info.get("recording", "true") == "true",
-        "reason": info.get("recording_reason", ""),
-        "directory": info.get("directory", ""),
+        "recording": info.recording,
+        "reason": info.recording_reason,
+        "directory": info.directory,
         "bytes": c.get("recordings_bytes", 0),
         "segments": c.get("recordings_segments", 0),
         "oldest_record": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(oldest / 1e9))
                           if oldest else None),
         "free_bytes": c.get("disk_free_bytes", 0),
         "disk_low": bool(c.get("disk_low", 0)),
-        "warning": info.get("disk_warning", ""),
+        "warning": info.disk_warning,
         "dropped": c.get("dropped", 0),
         "write_errors": c.get("write_errors", 0),
         "pruned": c.get("pruned", 0),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import Container, Mapping
 from decimal import Decimal
 from types import TracebackType
@@ -153,6 +154,8 @@ class BtcTurkClient:
         self.timeout_s = timeout_s
         self.connect_timeout_s = min(connect_timeout_s, timeout_s)
         self.clock = StampClock()
+        # Every HTTP answer by status code (429s included), for heartbeats and metrics.
+        self.http_statuses: Counter[int] = Counter()
         self._pool: HttpPool | None = None
         self._read_attempts = max(1, read_attempts)
         self._backoff_s = retry_backoff_s
@@ -301,6 +304,7 @@ class BtcTurkClient:
             await self._limiter.acquire(group)
             try:
                 resp = await self._send_once(method, path, params, body, private)
+                self.http_statuses[resp.status] += 1
                 self._raise_for_status(resp.status, resp.body, resp.headers, write)
                 return resp.body
             except (RetryableError, AmbiguousError) as exc:

@@ -19,13 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shared.files import ensure_private_dir
 from shared.recording.format import _CONTENT, _FRAME, encode_header, segment_name
 from shared.recording.index import SegmentIndex, write_index
-
-
-def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
 
 
 class SegmentWriter:

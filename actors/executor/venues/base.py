@@ -15,7 +15,7 @@ Capabilities instead of mode branches:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Container, Coroutine
+from collections.abc import Awaitable, Callable, Container, Coroutine, Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -87,6 +87,11 @@ class Venue(Protocol):
 
     def status(self) -> str:
         """The private event source: off / connected / down."""
+        ...
+
+    def http_statuses(self) -> Mapping[int, int]:
+        """The exchange's HTTP answers so far by status code (429s included); empty for
+        a venue that makes no HTTP calls."""
         ...
 
     # --- bus input and snapshot source (dry-run fills, the replay mirror) -----------
