@@ -65,6 +65,18 @@ def ratios(result: Result, period_s: float) -> tuple[float | None, float | None]
     return sharpe, sortino
 
 
+def inventory_series(result: Result, period_s: float) -> list[dict[str, Any]]:
+    """Held quantity per symbol and equity, every ``period_s`` of message clock."""
+    out: list[dict[str, Any]] = []
+    step, next_t = int(period_s * 1e9), 0
+    for i, s in enumerate(result.samples):
+        if s.ts_ns >= next_t or i == len(result.samples) - 1:
+            out.append({"ts_ns": s.ts_ns, "equity": _f(s.equity),
+                        "inventory": {k: _f(v) for k, v in sorted(s.inventory.items())}})
+            next_t = s.ts_ns + step
+    return out
+
+
 def summary(result: Result, period_s: float = 60.0) -> dict[str, Any]:
     total = pnl.total(result.pnl_rows.values())
     equity = [s.equity for s in result.samples]
@@ -100,5 +112,6 @@ def summary(result: Result, period_s: float = 60.0) -> dict[str, Any]:
         "plugin_errors": result.plugin_errors,
         "final_inventory": {s: _f(r) for s, r in (
             result.samples[-1].inventory.items() if result.samples else [])},
+        "inventory": inventory_series(result, period_s),
         "balances": {a: _f(v) for a, v in result.balances.items()},
     }

@@ -146,8 +146,11 @@ OrderState = Literal[
     "REJECTED",
     "FAILED",  # never reached the exchange (probe proved it); safe to decide anew
     "UNKNOWN",  # ambiguous outcome, being probed
+    "VANISHED",  # held open here, unknown to the exchange after the settle window:
+    # terminal until an operator resolves it (ResolveOrder) as CANCELED or FILLED
 ]
-TERMINAL_ORDER_STATES: frozenset[str] = frozenset({"FILLED", "CANCELED", "REJECTED", "FAILED"})
+TERMINAL_ORDER_STATES: frozenset[str] = frozenset({"FILLED", "CANCELED", "REJECTED", "FAILED",
+                                                   "VANISHED"})
 
 
 class OrderEvent(Msg):
@@ -270,6 +273,8 @@ class ExecutorInfo(Msg):
     db: str = ""
     unresolvable_keys: int = 0
     private_ws: str = ""
+    halt: str = ""  # why submits are halted now (exchange unreachable, disk), "" if not
+    venue: str = ""
 
 
 class RiskInfo(Msg):
@@ -413,6 +418,30 @@ class Ping(Msg):
     pass
 
 
+class ResolveOrder(Msg):
+    """Operator → executor: settle an order the executor could not (VANISHED) as
+    cancelled or filled (at its limit price, no fee), audited in the DB."""
+
+    client_order_id: str
+    resolution: Literal["cancelled", "filled"]
+    reason: str
+    operator: str = ""
+
+
+class Incident(Msg):
+    """Surprising venue data, recorded by the executor instead of crashing on it (id
+    collision, an order the venue no longer knows, a fill of no order of ours, a venue
+    outage, a disk fault, a breached hard cap). Topic ``incident.<kind>``. ``latch``:
+    the latch it set ("" if none)."""
+
+    id: int
+    kind: str
+    detail: str
+    symbol: str = ""
+    client_order_id: str = ""
+    latch: str = ""
+
+
 class SupervisorCommand(Msg):
     """CLI → supervisor control socket."""
 
@@ -477,10 +506,12 @@ DataBody = (
     | StateTransition
     | Heartbeat
     | ReconcileReport
+    | Incident
 )
 """The data plane (PUB/SUB through the proxy; also what the recorder records)."""
 
-ExecutorCommand = SubmitOrder | CancelOrder | SnapshotQuery | ReconcileQuery | SetLatch | Ping
+ExecutorCommand = (SubmitOrder | CancelOrder | SnapshotQuery | ReconcileQuery | SetLatch | Ping
+                   | ResolveOrder)
 """Commands the executor serves on ``cmd.executor``."""
 
 RiskCommand = SubmitIntent | Ping
@@ -582,4 +613,6 @@ def topic_for(body: Msg, source: str) -> str:
             return f"hb.{source}"
         case ReconcileReport():
             return "reconcile.report"
+        case Incident(kind=k):
+            return f"incident.{k}"
     raise ValueError(f"{type(body).__name__} has no data-plane topic")

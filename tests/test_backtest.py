@@ -162,6 +162,9 @@ def test_cli_text_json_and_report(market, tmp_path):
     for key in ("max_drawdown", "sharpe", "sortino", "turnover", "fill_ratio", "fees_paid",
                 "orders", "fills", "final_inventory"):
         assert key in doc
+    series = doc["inventory"]
+    assert len(series) >= 5 and series[-1]["inventory"] == doc["final_inventory"]
+    assert [x["ts_ns"] for x in series] == sorted(x["ts_ns"] for x in series)
     page = (tmp_path / "r.html").read_text()
     assert "data:image/png;base64," in page and doc["pnl_total"]["net"] in page
     r = cli(str(market), "--report", str(tmp_path / "r.png"))
@@ -196,3 +199,39 @@ def test_cli_bad_input_exits_2_naming_it(market, args, message):
 def test_cli_a_missing_recording_exits_2(tmp_path):
     r = cli(str(tmp_path / "nope"))
     assert r.returncode == 2 and "nope" in r.stderr
+
+
+def test_record_market_records_market_data_only_and_a_backtest_reads_it(tmp_path):
+    from collections import Counter
+
+    from shared.recording import read_recording
+    from tests.helpers import base_config, write_config
+
+    cfg = write_config(tmp_path, base_config(tmp_path))
+    out = tmp_path / "market"
+    r = subprocess.run([*SUPERVISOR, "--config", str(cfg), "record-market", "--symbols",
+                        "BTCTRY,ETHTRY", "--duration", "12", "--out", str(out)],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    topics = Counter(rec.topic for rec in read_recording(out))
+    assert topics["md.book.BTCTRY"] > 0 and topics["md.book.ETHTRY"] > 0
+    assert topics["md.rules.BTCTRY"] > 0
+    assert "md.book.SOLTRY" not in topics  # only the symbols asked for
+    traded = [t for t in topics if t.split(".")[0] in (
+        "intent", "decision", "order", "fill", "portfolio")]
+    assert traded == []  # no strategy, risk or executor ran
+    # and nothing was left running (its own runtime dir, beside the bot's)
+    assert not (tmp_path / "run" / "record-market" / "supervisor.pid").exists()
+    r = cli(str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["books"] == topics["md.book.BTCTRY"] + topics["md.book.ETHTRY"]
+
+
+def test_the_fast_book_decoding_gives_the_bus_decoders_messages(market):
+    from bus.messages import packet_decoder
+    from shared.recording import read_recording
+
+    fast = [b for _, b in market_messages([market]) if isinstance(b, BookSnapshot)]
+    slow = [packet_decoder.decode(r.payload).body
+            for r in read_recording(market, ("md.book.",))]
+    assert len(fast) == len(slow) > 0 and fast == slow

@@ -109,4 +109,6 @@ class Snapshots:
             db=db_path,
             unresolvable_keys=len(s.unresolvable),
             private_ws=s.venue.status(),
+            halt=self.gates.halt_reason(),
+            venue=s.venue.name,
         )

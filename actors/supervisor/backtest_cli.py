@@ -9,11 +9,13 @@ import signal
 import socket
 import sys
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 import click
+import msgspec
 
 from actors.supervisor.cli import EXIT_USAGE, fail, load, run_supervisor
-from shared.config import ConfigError
+from shared.config import Config, ConfigError, load_config, to_toml
 from shared.logging import setup_logging
 
 MARKET_ACTORS = ("bus", "exchange-sim", "marketdata", "recorder")
@@ -88,6 +90,30 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _derived(cfg: Config) -> Config:
+    """``cfg`` written to ``<its runtime dir>/record-market.toml`` (every path made
+    absolute, so it means the same from there) and loaded back: the supervisor hands its
+    children the file, not the object."""
+    doc = msgspec.to_builtins(cfg)
+    for key in ("base_dir", "source_path"):
+        doc.pop(key, None)
+    for key in ("runtime_dir", "log_dir", "data_dir"):
+        doc[key] = str(cfg.path(doc[key]))
+    doc["recorder"]["path"] = str(cfg.path(cfg.recorder.path))
+    doc["simulator"]["state_file"] = str(cfg.path(cfg.simulator.state_file))
+    doc["executor"]["db_path"] = str(cfg.path(cfg.executor.db_path))
+    if cfg.exchange.api_secret_file:
+        doc["exchange"]["api_secret_file"] = str(cfg.path(cfg.exchange.api_secret_file))
+    runtime = Path(doc["runtime_dir"])
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = runtime / "record-market.toml"
+    path.write_text(to_toml(doc))
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        fail(f"config error: {exc}", EXIT_USAGE)
+
+
 @click.command("record-market")
 @click.option("--symbols", required=True, help="comma separated, e.g. BTCTRY,ETHTRY")
 @click.option("--out", default="recordings/market", show_default=True,
@@ -120,6 +146,7 @@ def record_market(ctx: click.Context, symbols: str, out: str, duration: float,
         # executor runs), so live arming is not asked for.
         cfg.exchange.rest_url, cfg.exchange.ws_url = cfg.rest_url, cfg.ws_url
         cfg.mode = "dry-run"
+    cfg = _derived(cfg)  # the children read their config from a file: write this one
     setup_logging(cfg, "supervisor", stderr=True)
     if duration > 0:
         signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGTERM))

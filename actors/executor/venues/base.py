@@ -105,3 +105,16 @@ class Venue(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+async def find_by_client_id(venue: Venue, symbol: str, client_order_id: str,
+                            since_s: float) -> ExchangeOrder | None:
+    """Open orders first (cheap, current), then all orders since ``since_s`` less two
+    minutes; None when the venue lists neither."""
+    for eo in await venue.open_orders(symbol):
+        if eo.client_order_id == client_order_id:
+            return eo
+    for eo in await venue.all_orders(symbol, int((since_s - 120) * 1000)):
+        if eo.client_order_id == client_order_id:
+            return eo
+    return None
