@@ -72,6 +72,7 @@ class AdminApi:
             "random_walk": sim.random_walk,
             "faults": sim.faults.describe(),
             "ws_clients": len(sim.ws.clients),
+            "rate_limited": sim.rate_limiter.refused,  # 429s answered so far
         }
         return web.Response(body=encode(body), content_type="application/json")
 
