@@ -4,6 +4,8 @@ the simulator's account, and `paper reset` archives it together with the executo
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tomllib
 import urllib.request
 from pathlib import Path
@@ -36,6 +38,11 @@ def test_three_starts_on_the_same_data_each_trade(make_pipeline, tmp_path: Path)
         doc = p.status()
         executor = next(a for a in doc["actors"] if a["name"] == "executor")
         assert executor["restarts"] == 0, executor
+        # The simulator enforces BTCTurk's rate limits; a normal session never trips them.
+        for actor in doc["actors"]:
+            if actor["name"] in ("executor", "marketdata"):
+                assert int(actor["counters"].get("http_429", 0)) == 0, actor
+        assert _sim_get(port, "/sim/state")["rate_limited"] == 0
         order_ids += [o["order_id"] for o in accepted]
         client_ids += [o["newOrderClientId"] for o in accepted]
         p.stop()
@@ -76,3 +83,26 @@ def test_paper_reset_archives_both_and_refuses_while_running(make_pipeline,
     p.start()
     wait_for(lambda: _accepted(port), timeout=60, interval=1.0, what="an order after reset")
     assert _sim_get(port, "/sim/state")["orders_total"] == len(_accepted(port))
+
+
+def test_sigkilled_simulator_continues_the_same_account(make_pipeline) -> None:
+    """SIGKILL the exchange-sim mid-session: the supervisor restarts it on the same state
+    file, the account continues (no order it answered is lost, no id is reused) and
+    orders are accepted again, without an executor restart."""
+    p = make_pipeline()
+    p.start()
+    port = _config_port(p.config)
+    wait_for(lambda: _accepted(port), timeout=60, interval=1.0, what="an accepted order")
+    old_pid = p.pids()["exchange-sim"]
+    old_ids = {o["order_id"] for o in _accepted(port)}
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(lambda: p.pids().get("exchange-sim") not in (None, old_pid), timeout=30,
+             interval=0.5, what="the supervisor restarting exchange-sim")
+    wait_for(lambda: _accepted(port), timeout=60, interval=1.0,
+             what="an order accepted by the restarted simulator")
+    new_ids = {o["order_id"] for o in _accepted(port)}
+    assert min(new_ids) > max(old_ids)  # ids go on from the durable ceiling
+    state = _sim_get(port, "/sim/state")
+    assert state["orders_total"] >= len(old_ids) + len(new_ids)  # the old orders are kept
+    executor = next(a for a in p.status()["actors"] if a["name"] == "executor")
+    assert executor["restarts"] == 0, executor

@@ -16,8 +16,14 @@ This module is wiring and dispatch only; each concern has its own module:
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import apsw
 from loguru import logger
 
+from actors.executor import dbmarker
 from actors.executor.db import ExecutorDB, LockHeld, acquire_lock
 from actors.executor.faults import CrashHook
 from actors.executor.gates import Gates
@@ -49,9 +55,13 @@ from bus.messages import (
     SubmitOrder,
 )
 from bus.transport import CommandError
+from shared import pending_latches
 from shared.clock import Clock, LiveClock
 from shared.config import Config
 from shared.fsm import State
+
+# A DB write that failed because of the disk (not of our data): ENOSPC, EIO.
+DISK_ERRORS = (apsw.FullError, apsw.IOError)
 
 
 class ExecutorActor(Actor):
@@ -77,7 +87,8 @@ class ExecutorActor(Actor):
         venue = make_venue(cfg, self.counters, clock, faults)
         self.subscriptions = venue.subscriptions  # type: ignore[misc]
         self.s = ExecState(cfg=cfg, venue=venue, clock=clock, faults=faults,
-                           counters=self.counters, publish=self.publish, spawn=self.spawn)
+                           counters=self.counters, publish=self.publish,
+                           spawn=self._spawn_guarded)
         self.gates = Gates(self.s, self.fsm)
         self.incidents = Incidents(self.s, self.gates)
         self.outage = Outage(self.s, self.gates, self.incidents)
@@ -94,7 +105,14 @@ class ExecutorActor(Actor):
     # --- lifecycle ---------------------------------------------------------------------
     async def setup(self) -> None:
         s = self.s
-        s.db_or_none = ExecutorDB(self.db_path, synchronous=self.cfg.executor.db_synchronous)
+        try:
+            remembered = dbmarker.check_before_open(self.db_path)
+            s.db_or_none = ExecutorDB(self.db_path, synchronous=self.cfg.executor.db_synchronous,
+                                      vfs=self.s.faults.db_vfs())
+            dbmarker.check_after_open(self.db_path, remembered, s.db.db_id())
+        except dbmarker.DbRefused as exc:
+            raise FatalActorError(str(exc), EXIT_CONFIG) from None
+        self._apply_pending_latches()
         self.gates.load()
         if not s.venue.follows:
             # Nothing to recover: nothing is ever sent, and no loop may publish.
@@ -111,14 +129,57 @@ class ExecutorActor(Actor):
             self.spawn(self.sync.poll_loop(), "poll")
             self.sync.start_events()
 
+    def _apply_pending_latches(self) -> None:
+        """Latch requests the supervisor kept while this executor was unreachable come
+        first, before recovery or any order (durable, then the file goes)."""
+        path = pending_latches.path_in(self.cfg.data_path)
+        try:
+            items = pending_latches.load(path)
+        except (OSError, ValueError) as exc:
+            raise FatalActorError(f"cannot read pending latch requests {path}: {exc}; fix or "
+                                  "remove the file (it holds latches an operator or the "
+                                  "supervisor asked for)", EXIT_CONFIG) from None
+        if not self.cfg.executor.replay_mirror:
+            for item in items:
+                self.s.db.set_latch(item.latch, item.value,
+                                    f"{item.reason} (pending since {item.at:.0f})", item.at)
+                logger.warning("executor: applied pending latch request {}={} ({})",
+                               item.latch, item.value, item.reason)
+            if items:
+                path.unlink()
+
     async def teardown(self) -> None:
         await self.s.venue.close()
         if self.s.db_or_none is not None:
             db, self.s.db_or_none = self.s.db_or_none, None  # the final heartbeat must not
             db.close()  # touch a closed DB
 
+    # --- disk faults -------------------------------------------------------------------
+    def _disk_fault(self, exc: BaseException, where: str) -> None:
+        """A DB write failed (ENOSPC, EIO): stop trading, say "disk", keep answering.
+        Only a restart (after the disk is fixed) lifts it: what the failed write meant
+        to record is re-learnt from the exchange by recovery."""
+        self.counters["disk_errors"] += 1
+        self.gates.halt("disk", f"DB write failed in {where}: {type(exc).__name__}: {exc}; "
+                        f"fix the disk under {self.db_path.parent}, then restart the executor")
+
+    def _spawn_guarded(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        async def guarded() -> None:
+            try:
+                await coro
+            except DISK_ERRORS as exc:
+                self._disk_fault(exc, name)
+        return self.spawn(guarded(), name)
+
     # --- commands ----------------------------------------------------------------------
     async def handle_command(self, request: CommandRequest[ExecutorCommand]) -> Msg | None:
+        try:
+            return await self._dispatch(request)
+        except DISK_ERRORS as exc:
+            self._disk_fault(exc, type(request.body).__name__)
+            raise CommandError(f"disk: {exc}") from None
+
+    async def _dispatch(self, request: CommandRequest[ExecutorCommand]) -> Msg | None:
         body = request.body
         match body:
             case SubmitOrder(order=order):
@@ -153,7 +214,10 @@ class ExecutorActor(Actor):
             self.stop()
 
     async def on_message(self, topic: str, packet: Packet) -> None:
-        self.sync.on_bus(packet.body)
+        try:
+            self.sync.on_bus(packet.body)
+        except DISK_ERRORS as exc:
+            self._disk_fault(exc, f"message {topic}")
 
     # --- observability -----------------------------------------------------------------
     def heartbeat_counters(self) -> dict[str, int]:

@@ -26,6 +26,7 @@ import fcntl
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -147,6 +148,11 @@ MIGRATIONS: list[str] = [
         reason TEXT NOT NULL,
         operator TEXT NOT NULL DEFAULT ''
     );
+    """,
+    # v4: the DB's identity, mirrored in a marker file beside it (dbmarker.py), so that
+    # a DB that went missing or empty is refused instead of silently recreated.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
 ]
 
@@ -536,6 +542,16 @@ class ExecutorDB:
         return [(i, at, mode, bool(armed), report) for (i, at, mode, armed, report) in
                 self.conn.execute("SELECT id, at, mode, armed, report FROM arming_records "
                                   "ORDER BY id")]
+
+    def db_id(self) -> str:
+        """This DB's identity (made on first call, durable)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='db_id'").fetchone()
+        if row is not None:
+            return str(row[0])
+        new = uuid.uuid4().hex
+        with self._durable():
+            self.conn.execute("INSERT INTO meta(key, value) VALUES ('db_id', ?)", (new,))
+        return new
 
     # --- incidents and resolutions ----------------------------------------------------
     def record_incident(self, kind: str, detail: str, *, symbol: str = "",

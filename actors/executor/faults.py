@@ -30,12 +30,17 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import apsw
 from loguru import logger
 
 if TYPE_CHECKING:
     from actors.executor.venues.base import Venue
 
 ENV = "BTCBOT_TEST_CRASH_AT"
+# BTCBOT_TEST_DB_FAULT=<trigger file>: the DB is opened through DiskFaultVFS, whose writes
+# fail with ENOSPC (SQLITE_FULL) while the trigger file exists and holds "enospc", or
+# with EIO (SQLITE_IOERR) while it holds "eio". Unset: the default VFS, nothing wrapped.
+DB_FAULT_ENV = "BTCBOT_TEST_DB_FAULT"
 POINTS = frozenset({"after_reserve", "after_send", "after_response", "during_recovery"})
 
 
@@ -43,9 +48,16 @@ class Faults:
     """Where the order flow reports its fault points (no-op unless a test asks)."""
 
     active = False
+    db_trigger: str | None = None
 
     def hit(self, point: str) -> None:
         return None
+
+    def db_vfs(self) -> str | None:
+        """The VFS name to open the DB with (None: SQLite's default)."""
+        if not self.db_trigger:
+            return None
+        return DiskFaultVFS.register(self.db_trigger)
 
     def wrap(self, venue: Venue, sim_base_url: str) -> Venue:
         return venue
@@ -70,7 +82,12 @@ class CrashHook(Faults):
     @staticmethod
     def from_env() -> Faults:
         spec = os.environ.get(ENV)
-        return CrashHook(spec) if spec else NO_FAULTS
+        trigger = os.environ.get(DB_FAULT_ENV)
+        if not spec and not trigger:
+            return NO_FAULTS
+        faults = CrashHook(spec) if spec else Faults()
+        faults.db_trigger = trigger or None
+        return faults
 
     def wrap(self, venue: Venue, sim_base_url: str) -> Venue:
         if self.point != "after_send":
@@ -118,6 +135,49 @@ class CrashAfterSendVenue:
                                                         client_order_id))
         await self._hook.after_send(self._url, client_order_id)
         return await task
+
+
+class DiskFaultVFS(apsw.VFS):
+    """SQLite's default VFS, except that writes fail while a trigger file says so."""
+
+    NAME = "btcbot-disk-fault"
+    _registered: DiskFaultVFS | None = None
+
+    def __init__(self, trigger: str) -> None:
+        self.trigger = trigger
+        super().__init__(self.NAME, "")
+
+    @classmethod
+    def register(cls, trigger: str) -> str:
+        if cls._registered is None:
+            cls._registered = cls(trigger)
+        return cls.NAME
+
+    def xOpen(self, name: Any, flags: list[int]) -> apsw.VFSFile:
+        return _DiskFaultFile(self.trigger, name, flags)
+
+
+class _DiskFaultFile(apsw.VFSFile):
+    def __init__(self, trigger: str, name: Any, flags: list[int]) -> None:
+        self.trigger = trigger
+        super().__init__("", name, flags)
+
+    def _fault(self) -> None:
+        try:
+            kind = open(self.trigger).read().strip()  # noqa: SIM115 - tiny, test only
+        except OSError:
+            return
+        if kind == "eio":
+            raise apsw.IOError("injected EIO")
+        raise apsw.FullError("injected ENOSPC")
+
+    def xWrite(self, data: bytes, offset: int) -> None:
+        self._fault()
+        super().xWrite(data, offset)
+
+    def xSync(self, flags: int) -> None:
+        self._fault()
+        super().xSync(flags)
 
 
 async def _wait_received(base_url: str, cid: str, timeout_s: float = 3.0) -> None:

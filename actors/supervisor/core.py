@@ -45,6 +45,7 @@ from bus.transport import (
     Subscriber,
     new_incarnation,
 )
+from shared import pending_latches
 from shared.actorspec import spec as actor_spec
 from shared.config import Config
 from shared.files import ensure_private_dir
@@ -423,21 +424,32 @@ class Supervisor:
 
     async def _set_latch(self, latch: str, value: bool, reason: str) -> str:
         """A request to the executor, the one writer of latches: it persists the change
-        and then announces it (its portfolio snapshot), which risk and status follow."""
+        and then announces it (its portfolio snapshot), which risk and status follow.
+        When it cannot be reached the request waits in data/pending-latches.json, which
+        the executor applies first thing on its next start (shared/pending_latches.py)."""
         if latch == "kill_switch" and not value:
             self.kill_switch_reason = ""
         if "executor" not in self.children:
             raise CommandError("no executor in this pipeline: nothing can persist the latch")
+        if not self.children["executor"].running:
+            return self._pending_latch(latch, value, reason, "executor not running")
         client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"), "supervisor",
                                timeout_s=2.0, retries=2)
         try:
             await client.request(SetLatch(latch=latch, value=value,  # type: ignore[arg-type]
                                           reason=reason or "operator"))
         except RequestFailed as exc:
-            raise CommandError(f"{latch} broadcast but NOT persisted: executor: {exc}") from None
+            return self._pending_latch(latch, value, reason, f"executor unreachable: {exc}")
         finally:
             client.close()
         return f"{latch} {'set' if value else 'cleared'}"
+
+    def _pending_latch(self, latch: str, value: bool, reason: str, why: str) -> str:
+        path = pending_latches.path_in(self.cfg.data_path)
+        pending_latches.append(path, latch, value, reason or "operator")
+        logger.warning("{} request kept in {} ({})", latch, path, why)
+        return (f"{latch} {'set' if value else 'cleared'}: pending-persist ({why}; the "
+                f"executor applies it first on its next start, from {path})")
 
     async def _query_snapshot(self) -> PortfolioSnapshot | None:
         if "executor" not in self.children or not self.children["executor"].running:

@@ -22,7 +22,7 @@ import apsw
 
 from shared.config import Config
 
-SQLITE_SIDE_FILES = ("", "-wal", "-shm")
+SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-id")  # -id: the executor's DB marker
 LIVE_TABLES = ("orders", "fills", "idempotency_keys")
 
 

@@ -22,10 +22,21 @@ from bus.messages import (
     RecorderInfo,
     SymbolPnl,
 )
-from shared import pnl
+from shared import pending_latches, pnl
+from shared.config import Config
 
 if TYPE_CHECKING:
     from actors.supervisor.core import Supervisor
+
+
+def _pending(cfg: Config) -> dict[str, Any]:
+    """Latch requests the executor has not applied yet (shared/pending_latches.py)."""
+    try:
+        items = pending_latches.load(pending_latches.path_in(cfg.data_path))
+    except (OSError, ValueError) as exc:
+        return {"unreadable": str(exc)}
+    return {name: {"value": p.value, "reason": p.reason, "at": p.at}
+            for name, p in pending_latches.effective(items).items()}
 
 
 def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
@@ -43,6 +54,7 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "reason": (ex_info.latch_reason if ex_info else "") or sup.kill_switch_reason,
         "supervisor_kill_switch": sup.kill_switch_reason,
         "executor_halt": ex_info.halt if ex_info else "",
+        "pending_persist": _pending(cfg),
     }
     live_problems = cfg.live_arming_problems() if cfg.mode == "live" else []
     stale = sorted(s for s, f in sup.feed.items() if not f.fresh)
@@ -109,6 +121,9 @@ def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
         reasons.append("gate:safety_latch")
     if latch["paused"]:
         reasons.append("gate:paused")
+    for name, p in (latch.get("pending_persist") or {}).items():
+        if name == "unreadable" or p["value"]:
+            reasons.append(f"gate:{name} (pending-persist)")
     if latch.get("executor_halt"):
         reasons.append(f"executor:halted ({latch['executor_halt']})")
     if sup.cfg.mode == "live" and not gates["live_armed"]:
