@@ -230,6 +230,11 @@ class ExecutorConfig(_Section):
     # order_poll_interval_s. false: REST polling only.
     private_ws: bool = True
     ws_poll_interval_s: float = 5.0
+    # Balance drift (exchange base-asset total vs position from fills, less a baseline
+    # persisted at a quiet moment): beyond this many units of the asset for this many
+    # reconciles in a row, the safety latch is set with the amounts in its reason.
+    balance_drift_tolerance: Decimal = Decimal("0")
+    balance_drift_reconciles: int = 3
 
 
 class ReconcilerConfig(_Section):
