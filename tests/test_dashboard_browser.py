@@ -266,9 +266,15 @@ def confirm_command(page: Any, command: str) -> str:
     page.locator("#confirm-reason").fill(f"browser test {command}")
     page.locator("#confirm-ok").click()
     result = page.locator("#command-result")
-    wait_for(lambda: "sending" not in result.inner_text() and result.inner_text(),
-             timeout=40, what=f"{command} answered")
-    return str(result.inner_text())
+
+    def answered() -> str | None:
+        # the line reads "<command>: confirm?" while the dialog is open, then
+        # "<command>: sending…", then the supervisor's answer (or FAILED: why)
+        text = str(result.inner_text())
+        done = text.startswith(f"{command}: ") and not text.endswith(("sending…", "confirm?"))
+        return text if done else None
+
+    return str(wait_for(answered, timeout=40, what=f"{command} answered"))
 
 
 def test_pause_button_halts_trading_and_status_agrees(page: Any, dash: Dash) -> None:

@@ -31,7 +31,7 @@ from actors.dashboard.statuswatch import StatusWatch
 from actors.dashboard.web import Hub, build_app
 from actors.runtime import Actor, main_for
 from bus.control import fetch_status, supervisor_request
-from bus.messages import Ack, DashboardInfo, Packet
+from bus.messages import Ack, Control, DashboardInfo, Packet
 from shared.fsm import State
 from shared.tradingday import TradingDay
 
@@ -149,7 +149,7 @@ class DashboardActor(Actor):
     async def on_message(self, topic: str, packet: Packet) -> None:
         self.model.apply(topic, packet, time.monotonic_ns())
 
-    async def on_control(self, control) -> None:  # type: ignore[no-untyped-def]
+    async def on_control(self, control: Control) -> None:
         # A pause is for trading actors; the dashboard keeps showing (and obeys shutdown).
         if control.command == "shutdown":
             self.stop()

@@ -228,6 +228,7 @@
         const offer = await post("/api/confirm", { command: command });
         if (!offer.ok) { result.textContent = "refused: " + offer.error; return; }
         document.getElementById("confirm-prompt").textContent = offer.prompt;
+        result.textContent = command + ": confirm?";
         dialog.returnValue = "";
         dialog.onclose = async () => {
           if (dialog.returnValue !== "ok") { result.textContent = command + ": cancelled"; return; }
