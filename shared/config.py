@@ -235,6 +235,13 @@ class ExecutorConfig(_Section):
     # reconciles in a row, the safety latch is set with the amounts in its reason.
     balance_drift_tolerance: Decimal = Decimal("0")
     balance_drift_reconciles: int = 3
+    # Hard caps checked by the executor itself before any order, whatever risk approved
+    # (actors/executor/caps.py). 0 = off (benchmarks only). allowed_symbols empty: the
+    # configured marketdata.symbols.
+    max_order_notional: Decimal = Decimal("10000")
+    max_open_orders_per_symbol: int = 20
+    max_orders_per_minute: int = 120
+    allowed_symbols: list[str] = []
 
 
 class ReconcilerConfig(_Section):
