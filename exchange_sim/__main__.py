@@ -33,6 +33,8 @@ async def _serve(host: str, port: int, options: dict[str, object]) -> None:
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--api-key", "api_keys", multiple=True, help="repeatable; pairs with --api-secret")
 @click.option("--api-secret", "api_secrets", multiple=True, help="base64 secret")
+@click.option("--read-only-key", "read_only_keys", multiple=True,
+              help="repeatable; a configured key that may read but not place or cancel orders")
 @click.option("--book-interval-ms", default=250, show_default=True, type=int)
 @click.option("--balances", default=None, help="e.g. TRY=100000,BTC=0.5 (a new account only)")
 @click.option("--no-random-walk", is_flag=True, help="start with the book walk paused")
@@ -88,6 +90,7 @@ def main(
     state_path: str | None,
     allow_remote: bool,
     admin_token: str | None,
+    read_only_keys: tuple[str, ...],
 ) -> None:
     """Simulated BTCTurk exchange on loopback (REST + WebSocket + /sim admin API)."""
     if len(api_keys) != len(api_secrets):
@@ -127,6 +130,7 @@ def main(
         "state_path": state_path,
         "allow_remote": allow_remote,
         "admin_token": admin_token if allow_remote else None,
+        "read_only_keys": frozenset(read_only_keys),
     }
     try:
         asyncio.run(_serve(host, port, options))

@@ -225,10 +225,14 @@ class Simulator:
             return resp
         if path.startswith("/api/v1/") and path not in PUBLIC_V1:
             try:
-                self.auth.check(request.headers, self.now_ms())
+                key = self.auth.check(request.headers, self.now_ms())
             except AuthFailure as exc:
                 set_outcome(ctx, "unauthorized", None, 401)
                 return error(exc.message, exc.code, 401, success=True)
+            if (key in self.options.read_only_keys and path == "/api/v1/order"
+                    and request.method in ("POST", "DELETE")):
+                set_outcome(ctx, "unauthorized:read_only_key", None, 401)
+                return error("Unauthorized - Invalid Request", 1040, 401, success=True)
         response = await handler(request, ctx)
         self.persist()
         return await post_faults(fired, request, response, ctx)

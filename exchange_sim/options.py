@@ -53,6 +53,10 @@ class SimOptions:
     allow_remote: bool = False  # listen on a non-loopback address (needs admin_token)
     # Set only with --allow-remote: then every /sim/ request must carry it (Bearer).
     admin_token: str | None = None
+    # Keys allowed to read but not to trade: POST/DELETE /api/v1/order answers 401. BTCTurk
+    # keys carry permissions but the exact refusal is undocumented; 401 with a documented
+    # message is the closest known answer (for rehearsing `preflight`).
+    read_only_keys: frozenset[str] = frozenset()
 
     @classmethod
     def from_kwargs(cls, **kw: Any) -> SimOptions:

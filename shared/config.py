@@ -174,6 +174,15 @@ def split_strategy_table(doc: dict[str, Any]) -> None:
     table["params"] = params
 
 
+class BacktestConfig(_Section):
+    """Defaults of ``btcbot-supervisor backtest`` (its flags override them). The fee
+    schedule defaults to the simulator's; set your BTCTurk tier's here."""
+
+    maker_fee_bps: Decimal = Decimal("5")
+    taker_fee_bps: Decimal = Decimal("10")
+    balances: str = "TRY=100000"  # starting balances, ASSET=AMOUNT,...
+
+
 class RiskConfig(_Section):
     max_open_orders_per_symbol: int = 1
     cooldown_s: float = 60.0
@@ -335,6 +344,7 @@ class Config(_Section):
     marketdata: MarketDataConfig = msgspec.field(default_factory=MarketDataConfig)
     strategy: StrategyConfig = msgspec.field(default_factory=StrategyConfig)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
+    backtest: BacktestConfig = msgspec.field(default_factory=BacktestConfig)
     executor: ExecutorConfig = msgspec.field(default_factory=ExecutorConfig)
     reconciler: ReconcilerConfig = msgspec.field(default_factory=ReconcilerConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
@@ -527,6 +537,10 @@ def _validate(cfg: Config) -> None:
         if value <= 0:
             raise ConfigError(f"{field}: must be positive (got {value})")
     _validate_recorder(cfg.recorder)
+    for field, fee in (("backtest.maker_fee_bps", cfg.backtest.maker_fee_bps),
+                       ("backtest.taker_fee_bps", cfg.backtest.taker_fee_bps)):
+        if not fee.is_finite() or fee < 0:
+            raise ConfigError(f"{field}: must be a number >= 0 (got {fee})")
     try:
         zone(cfg.risk.day_boundary_tz)
     except BadTimeZone as exc:

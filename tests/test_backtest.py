@@ -235,3 +235,25 @@ def test_the_fast_book_decoding_gives_the_bus_decoders_messages(market):
     slow = [packet_decoder.decode(r.payload).body
             for r in read_recording(market, ("md.book.",))]
     assert len(fast) == len(slow) > 0 and fast == slow
+
+
+def test_the_fee_schedule_comes_from_the_config_and_flags_override_it(market, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[backtest]\nmaker_fee_bps = "2"\ntaker_fee_bps = "20"\n')
+
+    def fees(*extra: str) -> dict:
+        r = subprocess.run([*SUPERVISOR, "--config", str(cfg), "backtest", str(market),
+                            "--json", *extra], capture_output=True, text=True, cwd=REPO,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        paid = sum(D(row["fees"]) for row in doc["pnl"].values())
+        assert paid == D(doc["fees_paid"]) and paid > 0
+        return doc["fees"]
+
+    assert fees() == {"maker": "0.0002", "taker": "0.002"}
+    assert fees("--taker-fee-bps", "7") == {"maker": "0.0002", "taker": "0.0007"}
+    cfg.write_text('[backtest]\ntaker_fee_bps = "-1"\n')
+    r = subprocess.run([*SUPERVISOR, "--config", str(cfg), "backtest", str(market)],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 2 and "backtest.taker_fee_bps" in r.stderr

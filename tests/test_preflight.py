@@ -28,7 +28,7 @@ from actors.supervisor.preflight import (
 from actors.supervisor.preflight_probe import db_facts
 from shared.btcturk.client import BtcTurkClient
 from tests.helpers import Pipeline, base_config, write_config
-from tests.sim_fixtures import SimProcess
+from tests.sim_fixtures import SimProcess, start_sim_process
 
 # --- pure verdicts -----------------------------------------------------------------------
 
@@ -225,3 +225,24 @@ def test_preflight_fails_without_a_key(tmp_path: Path, sim: SimProcess,
                                     "BTCTURK_API_SECRET": sim.api_secret})
     rc, doc = _preflight(wrong)
     assert rc == 1 and "refused" in _checks(doc)["api_key"]["reason"]
+
+
+def test_preflight_finds_a_key_that_cannot_trade(tmp_path: Path) -> None:
+    """A read-only key: the signed read passes, the harmless cancel is refused."""
+    secret = "YnRjYm90LWV4Y2hhbmdlLXNpbS1zZWNyZXQtdjEhIQ=="
+    sim = start_sim_process("--api-key", "ro-key-123456", "--api-secret", secret,
+                            "--read-only-key", "ro-key-123456")
+    try:
+        p = Pipeline(_live_config(tmp_path, sim),
+                     env={"BTCTURK_API_KEY": "ro-key-123456", "BTCTURK_API_SECRET": secret})
+        rc, doc = _preflight(p)
+        checks = _checks(doc)
+        assert rc == 1
+        assert checks["api_key"]["verdict"] == "PASS"
+        perm = checks["trade_permission"]
+        assert perm["verdict"] == "FAIL" and "no trade permission" in perm["reason"], perm
+        assert "inferred from DELETE /api/v1/order?id=0" in perm["reason"]
+        assert not sim.received_orders() or all(
+            o.get("outcome", "").startswith("unauthorized") for o in sim.received_orders())
+    finally:
+        sim.stop()

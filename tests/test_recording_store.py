@@ -362,3 +362,38 @@ def test_writer_on_a_full_disk_keeps_what_it_flushed_readable(tiny_fs: Path) -> 
     w.append(T0 + 10**9, b"md.x", b"after")
     w.close()
     assert [r.payload for r in read_recording(tiny_fs)] == [b"after"]
+
+
+def test_primers_for_a_window_in_the_last_segment_open_only_that_segment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What replay --from needs before the window (the last rules/status of each topic)
+    comes from walking back through the indexes, not from reading every segment."""
+    from shared.recording import last_before
+
+    for seg in range(4):
+        w = SegmentWriter(tmp_path, schema_version=1, max_bytes=2**40, max_s=1e9)
+        for i in range(50):
+            t = T0 + seg * HOUR + i * SEC
+            w.append(t, b"md.rules.BTCTRY", b"rules-%d-%d" % (seg, i))
+            w.append(t, b"md.book.BTCTRY", b"book")
+        w.close()
+    paths = segment_paths(tmp_path)
+    compress_segment(paths[0])
+    paths = segment_paths(tmp_path)
+    opened: list[str] = []
+    real = directory_mod.SegmentReader
+
+    class Spy(real):  # type: ignore[misc, valid-type]
+        def __init__(self, path: str | os.PathLike[str]) -> None:
+            opened.append(Path(path).name)
+            super().__init__(path)
+
+    monkeypatch.setattr(directory_mod, "SegmentReader", Spy)
+    got = last_before(tmp_path, ["md.rules."], T0 + 3 * HOUR + 10 * SEC)
+    assert opened == [paths[-1].name]
+    assert got["md.rules.BTCTRY"].payload == b"rules-3-9"
+    # A window starting with the last segment's first record: only the one before it.
+    opened.clear()
+    got = last_before(tmp_path, ["md.rules."], T0 + 3 * HOUR)
+    assert opened == [paths[-2].name]
+    assert got["md.rules.BTCTRY"].payload == b"rules-2-49"

@@ -12,6 +12,7 @@ segment is intact and the next sweep tries again.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -76,6 +77,12 @@ class Housekeeper:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        # On Linux a thread has its own nice value: compression yields the CPU to the
+        # hot loop (and to the rest of the bot) instead of competing with it.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
         while True:
             self.sweep()
             if self._stop.is_set():

@@ -173,6 +173,9 @@ class StrategyActor(Actor):
                 if self.host.apply_order_event(body, self.clock.mono_ns()):
                     self._refresh.set()
             case Fill():
+                # The position moved: no decision on it before a snapshot that reflects
+                # it (also before the first sync); the plug-in hears of it when it may act.
+                gating.mark_dirty(self.gate, body.symbol, self.clock.mono_ns())
                 self._refresh.set()
                 if self.synced and not self.paused:
                     self._act(self.host.on_fill(body, self.clock.mono_ns()))

@@ -40,11 +40,12 @@ def _fee(bps: str, name: str) -> Decimal:
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
               help="run every combination in parallel processes and rank them")
 @click.option("--symbols", default="", help="only these symbols (comma separated)")
-@click.option("--maker-fee-bps", default="5", show_default=True,
-              help="maker fee (the simulator's default schedule)")
-@click.option("--taker-fee-bps", default="10", show_default=True, help="taker fee")
-@click.option("--balances", default="TRY=100000", show_default=True,
-              help="starting balances ASSET=AMOUNT,...")
+@click.option("--maker-fee-bps", default=None,
+              help="maker fee (default: backtest.maker_fee_bps, 5)")
+@click.option("--taker-fee-bps", default=None,
+              help="taker fee (default: backtest.taker_fee_bps, 10)")
+@click.option("--balances", default=None,
+              help="starting balances ASSET=AMOUNT,... (default: backtest.balances)")
 @click.option("--json", "as_json", is_flag=True, help="the summary as JSON")
 @click.option("--report", "report_path", default=None, metavar="PATH.html|PATH.png",
               help="plots: equity, drawdown, prices with fills, inventory")
@@ -52,7 +53,8 @@ def _fee(bps: str, name: str) -> Decimal:
 @click.pass_context
 def backtest(ctx: click.Context, recordings: tuple[str, ...], plugin: str | None,
              sets: tuple[str, ...], sweeps: tuple[str, ...], symbols: str,
-             maker_fee_bps: str, taker_fee_bps: str, balances: str, as_json: bool,
+             maker_fee_bps: str | None, taker_fee_bps: str | None, balances: str | None,
+             as_json: bool,
              report_path: str | None, workers: int | None) -> None:
     """Run a strategy over recorded market data (RECORDINGS: segment files or
     directories) with the backtest fill model; print net PnL, drawdown, Sharpe,
@@ -64,9 +66,11 @@ def backtest(ctx: click.Context, recordings: tuple[str, ...], plugin: str | None
         opts = runner.Options(
             recordings=list(recordings), plugin=plugin, sets=runner.parse_sets(sets),
             symbols=[s.strip().upper() for s in symbols.split(",") if s.strip()],
-            maker_fee=_fee(maker_fee_bps, "--maker-fee-bps"),
-            taker_fee=_fee(taker_fee_bps, "--taker-fee-bps"),
-            balances=runner.parse_balances(balances))
+            maker_fee=_fee(maker_fee_bps or str(cfg.backtest.maker_fee_bps),
+                           "--maker-fee-bps"),
+            taker_fee=_fee(taker_fee_bps or str(cfg.backtest.taker_fee_bps),
+                           "--taker-fee-bps"),
+            balances=runner.parse_balances(balances or cfg.backtest.balances))
         if sweeps:
             rows = sweep.sweep(cfg, opts, sweeps, workers)
             if as_json:

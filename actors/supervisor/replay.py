@@ -58,6 +58,7 @@ from shared.recording import (
     ReadReport,
     Record,
     SegmentReader,
+    last_before,
     read_recording,
     segment_paths,
 )
@@ -111,14 +112,9 @@ def _primers(target: str | os.PathLike[str], topics: Sequence[str], from_ns: int
                                               for t in topics)]
     if not wanted:
         return []
-    last: dict[str, Record] = {}
-    for path in segment_paths(target):
-        with SegmentReader(path) as reader:
-            if reader.header.start_ns > from_ns:
-                break
-            for rec in reader.records(wanted, None, from_ns - 1):
-                if _matches(rec.topic, topics):
-                    last[rec.topic] = rec
+    # Walks back from the window through the segment indexes: a window late in a long
+    # recording opens only the segments that hold the state it needs.
+    last = last_before(target, wanted, from_ns, keep=lambda topic: _matches(topic, topics))
     return sorted(last.values(), key=lambda r: r.recv_ns)
 
 

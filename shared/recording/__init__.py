@@ -14,6 +14,7 @@ from shared.recording.directory import (
     cleanup,
     delete_segment,
     free_bytes,
+    last_before,
     read_recording,
     seek_segments,
     segment_facts,
@@ -45,7 +46,7 @@ __all__ = [
     "FORMAT_VERSION", "FRAME_OVERHEAD", "MAGIC", "SUFFIX", "ZSUFFIX", "Header", "ReadReport",
     "Record", "RecordingError", "SegmentFacts", "SegmentInfo", "SegmentReader",
     "SegmentWriter", "cleanup", "decode_header", "delete_segment", "encode_header",
-    "encode_record", "ensure_private_dir", "free_bytes", "is_compressed", "iso_ns",
+    "encode_record", "ensure_private_dir", "free_bytes", "is_compressed", "iso_ns", "last_before",
     "iter_frames", "parse_time", "read_recording", "scan_segment", "seek_segments",
     "segment_facts", "segment_name", "segment_paths", "start_of",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +112,41 @@ def read_recording(
             yield from reader.records(topics, from_ns, to_ns)
             if reports is not None:
                 reports[str(path)] = reader.report
+
+
+def last_before(
+    target: str | os.PathLike[str],
+    prefixes: Iterable[str],
+    before_ns: int,
+    keep: Callable[[str], bool] = lambda topic: True,
+) -> dict[str, Record]:
+    """The last record before ``before_ns`` of every topic under ``prefixes`` (that
+    ``keep`` accepts): the state a window starting at ``before_ns`` needs first.
+
+    Walks the segments backwards from the window and stops as soon as every such topic
+    the indexes know of has been found, so a window late in a long recording opens
+    only the segments it must (usually just one)."""
+    prefixes = tuple(prefixes)
+    candidates = [s for s in spans(segment_paths(target)) if s.first_ns < before_ns]
+    needed: set[str] = set()
+    for s in candidates:
+        if s.index is not None:
+            needed.update(t for t in s.index.topics if t.startswith(prefixes) and keep(t))
+    found: dict[str, Record] = {}
+    for s in reversed(candidates):
+        if needed and needed <= found.keys():
+            break
+        if s.index is not None and not any(
+                t in needed and t not in found for t in s.index.topics):
+            continue  # nothing this segment holds is still missing
+        here: dict[str, Record] = {}
+        with SegmentReader(s.path) as reader:
+            for rec in reader.records(prefixes, None, before_ns - 1):
+                if keep(rec.topic):
+                    here[rec.topic] = rec
+        for topic, rec in here.items():
+            found.setdefault(topic, rec)
+    return found
 
 
 # --- removing ------------------------------------------------------------------------

@@ -60,18 +60,26 @@ class SegmentInfo:
 def decompress_file(path: str | os.PathLike[str]) -> tuple[bytes, str]:
     """The decompressed bytes of a compressed segment, and "" or why they end early.
 
-    A damaged frame (disk corruption: our own writer never exposes a partial file)
-    yields what decompressed before the damage, so the parser reports a torn tail there
-    instead of losing the whole segment."""
+    Our compressor writes one frame that declares its content size, so the fast path is
+    a single allocation. A damaged file (disk corruption: our own writer never exposes
+    a partial one) is decompressed again in small steps, yielding what came before the
+    damage, so the parser reports a torn tail there instead of losing the segment."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return zstandard.ZstdDecompressor().decompress(data), ""
+    except zstandard.ZstdError:
+        pass
     out = bytearray()
     problem = ""
-    with open(path, "rb") as f:
-        reader = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
-        try:
-            while chunk := reader.read(_CHUNK):
-                out += chunk
-        except zstandard.ZstdError as exc:
-            problem = f"compressed data damaged: {exc}"
+    reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+    try:
+        while chunk := reader.read(_CHUNK):
+            out += chunk
+    except zstandard.ZstdError as exc:
+        problem = f"compressed data damaged: {exc}"
+    if not problem:  # whole after all (e.g. a frame without a content size)
+        return bytes(out), ""
     return bytes(out), problem
 
 
