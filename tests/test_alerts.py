@@ -245,3 +245,22 @@ def test_alerts_config_errors_name_the_field(tmp_path) -> None:
 def p_port(p: object) -> int:
     config: Path = p.config  # type: ignore[attr-defined]
     return int(tomllib.loads(config.read_text())["simulator"]["port"])
+
+
+def test_executor_halt_changes() -> None:
+    d = Detector(on_fill=False, repeat_s=60)
+
+    def hb(halt: str) -> Heartbeat:
+        return Heartbeat(actor="executor", pid=1, state="READY", ready=True, uptime_s=1.0,
+                         counters={}, info=ExecutorInfo(halt=halt))
+
+    assert _kinds(d, hb("")) == []
+    down = d.observe(hb("exchange: connection refused"), 1)
+    assert [e.kind for e in down] == ["exchange_unreachable"]
+    assert "connection refused" in down[0].summary
+    assert _kinds(d, hb("exchange: connection refused")) == []
+    assert _kinds(d, hb("")) == ["exchange_reachable"]
+    assert _kinds(d, hb("disk: DB write failed")) == ["trading_halted"]
+    assert _kinds(d, hb("")) == ["trading_resumed"]
+    # already halted when alerts starts: said once
+    assert _kinds(Detector(on_fill=False, repeat_s=60), hb("disk: full")) == ["trading_halted"]

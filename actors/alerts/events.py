@@ -12,7 +12,9 @@ Sources, all on the bus (the alerts actor needs nothing else):
 - the exchange unreachable: an actor's transition into a DEGRADED (or ERROR_RETRYABLE)
   state whose trigger names the exchange or a connection failure, and back out of it;
   and, independent of any actor, the alerts actor's own probe of the exchange's public
-  server time (``Reachability``: ``exchange_probe_failures`` failures in a row);
+  server time (``Reachability``: ``exchange_probe_failures`` failures in a row); and the
+  executor's heartbeat ``halt`` (``exchange: ...`` → unreachable, anything else such as
+  ``disk: ...`` → trading_halted), on each change;
 - drift: a ``reconcile.report`` with ``drift_found > 0``;
 - the daily-loss limit: a risk decision carrying ``limit:daily_loss``;
 - fills (``alerts.on_fill``): every ``fill.*``.
@@ -41,7 +43,8 @@ _EXCHANGE_TRIGGER = re.compile(r"(?i)exchange|unreachable|connect|timeout|\b5\d\
 
 class AlertEvent(msgspec.Struct, frozen=True, kw_only=True):
     kind: str  # latch_set, latch_cleared, kill_switch_on, kill_switch_off, actor_gave_up,
-    # exchange_unreachable, exchange_reachable, drift, daily_loss_limit, fill
+    # exchange_unreachable, exchange_reachable, trading_halted, trading_resumed, drift,
+    # daily_loss_limit, fill
     severity: Severity
     summary: str
     at: float  # unix seconds
@@ -54,6 +57,7 @@ class Detector:
         self.repeat_s = repeat_s
         self.latches: dict[str, bool] | None = None  # None until the first heartbeat
         self.degraded: dict[str, bool] = {}
+        self.halt: str | None = None  # the executor's halt reason; None until first heard
         self._last_level: dict[str, float] = {}
 
     def observe(self, body: object, now: float) -> list[AlertEvent]:
@@ -83,10 +87,10 @@ class Detector:
         info = hb.info
         if not isinstance(info, ExecutorInfo):
             return []
+        out = self._halt(info.halt, now)
         seen: dict[str, bool] = {n: getattr(info, n) for n in LATCHES}
         reason = info.latch_reason
         before, self.latches = self.latches, {**(self.latches or {}), **seen}
-        out = []
         for name, value in seen.items():
             was = None if before is None else before.get(name)
             if was == value or (was is None and not value):
@@ -102,6 +106,10 @@ class Detector:
                                                                else ""),
                                   detail={"latch": name, "reason": reason}))
         return out
+
+    def _halt(self, halt: str, now: float) -> list[AlertEvent]:
+        before, self.halt = self.halt, halt
+        return _halt_event(before, halt, now)
 
     def _transition(self, t: StateTransition, now: float) -> list[AlertEvent]:
         if t.to_state == "GAVE_UP":
@@ -161,3 +169,23 @@ class Reachability:
                            summary=f"exchange unreachable: {self.failures} probes of {url} "
                                    f"failed, last: {error}",
                            detail={"source": "alerts probe", "error": error})]
+
+
+def _halt_kind(reason: str, halted: bool) -> str:
+    if reason.startswith("exchange"):
+        return "exchange_unreachable" if halted else "exchange_reachable"
+    return "trading_halted" if halted else "trading_resumed"
+
+
+def _halt_event(before: str | None, after: str, now: float) -> list[AlertEvent]:
+    """The executor's ``halt`` (why submits stop: ``exchange: ...``, ``disk: ...``), on
+    each change; a halt already on when first heard is announced once."""
+    if before == after or (before is None and not after):
+        return []
+    if after:
+        return [AlertEvent(kind=_halt_kind(after, True), severity="critical", at=now,
+                           summary=f"executor halted submits: {after}",
+                           detail={"source": "executor", "halt": after})]
+    return [AlertEvent(kind=_halt_kind(before or "", False), severity="info", at=now,
+                       summary=f"executor resumed submits (was: {before})",
+                       detail={"source": "executor", "was": before or ""})]
