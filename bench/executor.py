@@ -81,6 +81,7 @@ def main() -> None:
     sim = start_sim_process()
     tmp = Path(tempfile.mkdtemp(prefix="bench-exec-"))
     rig = Rig(tmp, sim, executor={"db_synchronous": args.sync, "client_rate_limit": False,
+                                  "max_orders_per_minute": 0, "max_open_orders_per_symbol": 0,
                                   "order_poll_interval_s": 5.0},
               exchange={"rest_url": sim.base_url, "api_key": sim.api_key,
                         "api_secret": sim.api_secret, "timeout_s": 5.0})

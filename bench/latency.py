@@ -95,6 +95,8 @@ def latency_config(tmp: Path, sync: str) -> dict[str, Any]:
               "max_position_try_per_symbol": "1000000000", "max_daily_loss_try": "1000000000",
               "try_cash_reserve": "0"},
         executor={"client_rate_limit": False, "db_synchronous": sync,
+                  "max_orders_per_minute": 0, "max_open_orders_per_symbol": 0,
+                  "max_order_notional": "0",
                   "stale_order_ttl_s": 3600.0},
     )
 

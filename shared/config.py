@@ -230,6 +230,18 @@ class ExecutorConfig(_Section):
     # order_poll_interval_s. false: REST polling only.
     private_ws: bool = True
     ws_poll_interval_s: float = 5.0
+    # Balance drift (exchange base-asset total vs position from fills, less a baseline
+    # persisted at a quiet moment): beyond this many units of the asset for this many
+    # reconciles in a row, the safety latch is set with the amounts in its reason.
+    balance_drift_tolerance: Decimal = Decimal("0")
+    balance_drift_reconciles: int = 3
+    # Hard caps checked by the executor itself before any order, whatever risk approved
+    # (actors/executor/caps.py). 0 = off (benchmarks only). allowed_symbols empty: the
+    # configured marketdata.symbols.
+    max_order_notional: Decimal = Decimal("10000")
+    max_open_orders_per_symbol: int = 20
+    max_orders_per_minute: int = 120
+    allowed_symbols: list[str] = []
 
 
 class ReconcilerConfig(_Section):

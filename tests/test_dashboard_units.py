@@ -186,6 +186,19 @@ def test_reasons_in_words() -> None:
     assert "stale for BTCTRY" in reason_in_words("market_data:stale BTCTRY")
     assert reason_in_words("actor:risk:BACKOFF") == "Actor risk is BACKOFF, not ready."
     assert reason_in_words("something:new") == "something:new"
+    assert "exchange unreachable" in reason_in_words(
+        "executor:halted (exchange unreachable)")
+
+
+def test_exchange_card_shows_the_executors_halt() -> None:
+    watch = StatusWatch()
+    doc = status_doc()
+    doc["latch"]["executor_halt"] = "exchange unreachable: 503"
+    watch.update(doc)
+    view = build("overview", watch, BusModel(), {}, time.monotonic())
+    items = {i["k"]: i for i in next(c for c in view["cards"] if c["id"] == "exchange")["items"]}
+    assert items["submits"]["v"] == "HALTED: exchange unreachable: 503"
+    assert items["submits"]["c"] == "bad"
 
 
 def evil_model() -> BusModel:

@@ -287,3 +287,43 @@ def test_exchange_outage_halts_then_trades_again_without_an_operator(
         watch.close()
     finally:
         rig.close()
+
+
+def test_balance_drift_latches_after_n_reconciles_with_a_persisted_baseline(
+        tmp_path: Path, sim: SimProcess) -> None:  # noqa: F811
+    from bus.messages import ReconcileQuery, ReconcileResult
+    sim.reset({"TRY": "100000", "BTC": "0.5"})
+    rig = Rig(tmp_path, sim, executor={"balance_drift_tolerance": "0.00000001",
+                                       "balance_drift_reconciles": 3})
+    try:
+        rig.start_bus()
+        rig.start_executor()
+
+        def reconcile() -> ReconcileResult:
+            r = rig.request(ReconcileQuery(symbol="BTCTRY"), timeout=10)
+            assert isinstance(r, ReconcileResult)
+            return r
+        assert reconcile().ok  # quiet: no orders, no keys → the baseline (0.5 BTC) is taken
+        db = ExecutorDB(rig.cfg.path(rig.cfg.executor.db_path))
+        try:
+            assert db.get_meta("balance_baseline:paper") == '{"BTC": "0.5"}'
+        finally:
+            db.close()
+        # Money moves that no fill explains: 0.1 BTC more on the exchange.
+        sim.reset({"TRY": "100000", "BTC": "0.6"})
+        rig.kill("executor")
+        rig.start_executor()  # a restart must not re-take the baseline
+        first = reconcile()
+        assert not any("balance BTC" in d for d in first.details)  # once may be a fill
+        assert not rig.snapshot().latches.safety_latch
+        second = reconcile()
+        assert any("balance BTC: exchange differs from fills by 0.1" in d
+                   for d in second.details), second.details
+        assert not rig.snapshot().latches.safety_latch
+        reconcile()
+        snap = rig.snapshot()
+        assert snap.latches.safety_latch
+        assert "balance_drift" in snap.latches.reason
+        assert "exchange 0.6" in snap.latches.reason and "drift 0.1" in snap.latches.reason
+    finally:
+        rig.close()

@@ -42,6 +42,8 @@ def reason_in_words(code: str) -> str:
     if code.startswith("actor:"):
         _, name, state = (code.split(":", 2) + ["", ""])[:3]
         return f"Actor {name} is {state}, not ready."
+    if code.startswith("executor:halted"):
+        return f"The executor halted submits {code.partition(' ')[2] or ''}".rstrip() + "."
     if code.startswith("mode:dry-run"):
         return "Dry-run mode: fills are simulated, nothing reaches an exchange."
     return code
@@ -174,6 +176,11 @@ def _exchange_items(doc: dict[str, Any], model: BusModel) -> list[tuple[str, str
     if "reachable" in ex:  # the supervisor's own verdict, when it has one
         items.append(("reachable", "yes" if ex["reachable"] else f"NO {ex.get('reason', '')}",
                       "good" if ex["reachable"] else "bad"))
+    latch = doc.get("latch") or {}
+    if "executor_halt" in latch:  # the executor's own verdict: exchange unreachable, disk
+        halt = latch["executor_halt"]
+        items.append(("submits", f"HALTED: {halt}" if halt else "allowed",
+                      "bad" if halt else "good"))
     ex_actor = _actor(doc, "executor")
     if ex_actor is not None:  # the one actor that talks to the exchange with our keys
         ok = ex_actor["ready"] and ex_actor["state"] in ("READY", "EVALUATING", "EXECUTING")

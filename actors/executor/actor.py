@@ -2,6 +2,7 @@
 This module is wiring and dispatch only; each concern has its own module:
 
 - orders.py: intake, gates at request and send time, the submit/cancel flow
+- caps.py: hard caps checked before any reservation, whatever risk said (pure)
 - probes.py: resolving keys of unknown outcome, startup recovery
 - sync.py: following the venue (order and fill import, TTL cancels, balances, private
   events, dry-run fills) and reconcile

@@ -543,6 +543,15 @@ class ExecutorDB:
                 self.conn.execute("SELECT id, at, mode, armed, report FROM arming_records "
                                   "ORDER BY id")]
 
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._durable():
+            self.conn.execute("INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) "
+                              "DO UPDATE SET value=excluded.value", (key, value))
+
     def db_id(self) -> str:
         """This DB's identity (made on first call, durable)."""
         row = self.conn.execute("SELECT value FROM meta WHERE key='db_id'").fetchone()

@@ -25,6 +25,7 @@ durable transaction → reply "accepted" → send in a background task → COMMI
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 from loguru import logger
 
 from actors.executor import idempotency as idem
+from actors.executor.caps import Caps, breach
 from actors.executor.db import OrderRow
 from actors.executor.gates import Gates
 from actors.executor.idempotency import Key
@@ -52,6 +54,10 @@ class Orders:
         self.incidents = incidents
         self._collisions: set[tuple[str, int]] = set()  # (cid, exchange id) reported
         ex = s.cfg.executor
+        self.caps = Caps(ex.max_order_notional, ex.max_open_orders_per_symbol,
+                         ex.max_orders_per_minute,
+                         frozenset(ex.allowed_symbols or s.cfg.marketdata.symbols))
+        self._recent: deque[float] = deque()  # reservation times (mono), last minute
         self.policy = idem.Policy(ex.settle_window_s, ex.probe_backoff_initial_s,
                                   ex.probe_backoff_max_s, ex.max_send_attempts)
         # Dry-run keys were never sent anywhere: they resolve at once.
@@ -111,6 +117,16 @@ class Orders:
             return self.reject(cid, "recovering")
         if (block := self.gates.write_block(SUBMIT)) is not None:
             return self.reject(cid, block)
+        open_on_symbol = len(s.db.open_orders(s.mode, o.symbol))
+        if (hit := breach(self.caps, o.symbol, o.price, o.quantity, open_on_symbol,
+                          self._recent, s.mono())) is not None:
+            name, detail = hit
+            s.counters["cap_breaches"] += 1
+            s.counters[f"cap_breach.{name}"] += 1
+            self.incidents.record("cap_breach", f"{cid} refused: {name}: {detail}",
+                                  symbol=o.symbol, client_order_id=cid)
+            return self.reject(cid, f"cap:{name}")
+        self._recent.append(s.mono())
         s.db.reserve_order(self._row(o, now), retention_s=s.cfg.executor.key_retention_s)
         s.keys[(SUBMIT, cid)] = idem.reserve(now)
         s.key_modes[(SUBMIT, cid)] = s.mode

@@ -14,6 +14,7 @@ private events are trusted, see venues/btcturk.py).
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -57,8 +58,8 @@ class Sync:
         self._unknown_fills: set[str] = set()  # trade ids already reported
         self.trade_window = TradeWindow()
         self._last_balance_fetch = 0.0
-        self._balance_baseline: dict[str, Decimal] = {}
-        self._balance_suspect: dict[str, Decimal] = {}
+        self._balance_baseline: dict[str, Decimal] | None = None  # loaded on first use
+        self._drift_runs: dict[str, int] = {}  # asset -> reconciles in a row beyond tolerance
         self._refresh_cids: set[str] = set()
         self._refresh_wanted = asyncio.Event()
 
@@ -439,10 +440,12 @@ class Sync:
         details: list[str] = []
         found = fixed = 0
         lookback_s = s.cfg.executor.reconcile_trade_lookback_s
+        imported = 0
         for sym in symbols:
             try:
                 fixes = await self.apply_open_orders(await s.venue.open_orders(sym), sym)
                 n = await self.read_trades(sym, lookback_s)
+                imported += n
             except BtcTurkError as exc:
                 failed.append(sym)
                 details.append(f"{sym}: {exc}")
@@ -453,7 +456,11 @@ class Sync:
             fixed += len(fixes)
             details.extend(fixes)
         try:
-            drift = self._balance_check(await self.fetch_balances(), symbols)
+            # Quiet: nothing open, nothing in flight, no fill just imported; only then
+            # may a missing baseline be taken (one taken mid-fill latched falsely before).
+            quiet = (not failed and imported == 0 and not s.keys
+                     and not s.db.open_orders(s.mode))
+            drift = self._balance_check(await self.fetch_balances(), symbols, quiet)
         except BtcTurkError as exc:
             failed.extend(sym for sym in symbols if sym not in failed)
             details.append(f"balances: {exc}")
@@ -470,22 +477,48 @@ class Sync:
         return ReconcileResult(ok=not failed, drift_found=found, drift_fixed=fixed,
                                failed_symbols=failed, details=details[:100])
 
+    def _baseline(self) -> dict[str, Decimal]:
+        if self._balance_baseline is None:
+            raw = self.s.db.get_meta(f"balance_baseline:{self.s.mode}")
+            self._balance_baseline = ({a: Decimal(v) for a, v in json.loads(raw).items()}
+                                      if raw else {})
+        return self._balance_baseline
+
     def _balance_check(self, balances: list[tuple[str, Decimal, Decimal]],
-                       symbols: list[str]) -> list[str]:
-        """Base-asset balance vs position from fills; a difference must be seen on two
-        consecutive reconciles before it is reported (a fill may land between the two
-        fetches)."""
+                       symbols: list[str], quiet: bool) -> list[str]:
+        """Base-asset balance vs position from fills, less a persisted baseline (holdings
+        from outside our fills), taken per asset at the first quiet reconcile. A drift is
+        reported once seen on two reconciles in a row (a fill may land between the two
+        fetches), and latches the bot after ``balance_drift_reconciles`` in a row."""
         s = self.s
+        ex = s.cfg.executor
         totals = {a: f + lk for a, f, lk in balances}
         positions = {sym[:-3]: p.quantity for sym, p in s.db.positions(s.mode).items()
                      if sym.endswith("TRY")}
+        baseline = self._baseline()
+        new = {}
         for sym in symbols:
             base = sym[:-3] if sym.endswith("TRY") else sym
-            if base not in self._balance_baseline:
-                self._balance_baseline[base] = (totals.get(base, Decimal(0))
-                                                - positions.get(base, Decimal(0)))
-        drift = balance_drift(totals, positions, self._balance_baseline)
-        out = [f"balance {a}: exchange differs from fills by {d}" for a, d in drift.items()
-               if self._balance_suspect.get(a) == d]
-        self._balance_suspect = drift
+            if base not in baseline and quiet:
+                new[base] = totals.get(base, Decimal(0)) - positions.get(base, Decimal(0))
+        if new:
+            baseline.update(new)
+            s.db.set_meta(f"balance_baseline:{s.mode}",
+                          json.dumps({a: str(v) for a, v in baseline.items()}))
+            logger.info("executor: balance baseline taken at a quiet moment: {}", new)
+        drift = {a: d for a, d in balance_drift(totals, positions, baseline).items()
+                 if abs(d) > ex.balance_drift_tolerance}
+        self._drift_runs = {a: self._drift_runs.get(a, 0) + 1 for a in drift}
+        out = [f"balance {a}: exchange differs from fills by {d} ({self._drift_runs[a]} "
+               "reconciles in a row)" for a, d in drift.items() if self._drift_runs[a] >= 2]
+        over = {a: d for a, d in drift.items()
+                if self._drift_runs[a] >= ex.balance_drift_reconciles}
+        if over and not self.gates.latch("safety_latch"):
+            amounts = ", ".join(
+                f"{a}: exchange {totals.get(a, Decimal(0))}, fills {positions.get(a, Decimal(0))}"
+                f", baseline {baseline[a]}, drift {d}" for a, d in sorted(over.items()))
+            self.incidents.record(
+                "balance_drift", f"balance drift beyond {ex.balance_drift_tolerance} for "
+                f"{ex.balance_drift_reconciles} reconciles in a row: {amounts}",
+                latch="safety_latch")
         return out
