@@ -184,17 +184,18 @@ def overlaps(a0: int, a1: int, b0: int, b1: int) -> bool:
     return a0 <= b1 and b0 <= a1
 
 
-def sequence_gaps(envs: Iterable[tuple[str, str, int, int]],
+def sequence_gaps(envs: Iterable[tuple[str, str, str, int, int]],
                   windows: list[tuple[str, int, int]]) -> GapReport:
-    """``envs``: (source, incarnation, seq, wall_ns) as recorded. ``windows``: (actor,
+    """``envs``: (source, topic, incarnation, seq, wall_ns) as recorded (a publisher
+    numbers each topic on its own). ``windows``: (actor,
     start_ns, end_ns) out-of-action windows. A gap is excluded when a window of its own
     source, of the bus or of the recorder overlaps the time between the two records
     around it."""
-    streams: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
-    for source, inc, seq, wall in envs:
-        streams[(source, inc)].append((seq, wall))
+    streams: dict[tuple[str, str, str], list[tuple[int, int]]] = defaultdict(list)
+    for source, topic, inc, seq, wall in envs:
+        streams[(source, topic, inc)].append((seq, wall))
     rep = GapReport(streams=len(streams))
-    for (source, inc), items in streams.items():
+    for (source, topic, inc), items in streams.items():
         items.sort()
         if items[0][0] > 1:
             rep.head_losses += 1
@@ -211,7 +212,7 @@ def sequence_gaps(envs: Iterable[tuple[str, str, int, int]],
                 continue
             rep.unexplained_gaps += 1
             rep.records_lost += missing
-            rep.details.append(f"{source}/{inc} seq {s0}->{s1} ({missing} lost, "
+            rep.details.append(f"{source}/{topic}/{inc} seq {s0}->{s1} ({missing} lost, "
                                f"{(w1 - w0) / 1e6:.0f} ms)")
     return rep
 
@@ -643,8 +644,8 @@ def analyse(run: Run, tmp: Path) -> tuple[list[str], list[str]]:
     now = time.time_ns()
     windows = [(w.actor, w.start_ns, (w.ready_ns or now) + WINDOW_MARGIN_NS)
                for w in run.windows]
-    gaps = sequence_gaps(((p.env.source, p.env.incarnation, p.env.seq, p.env.wall_ns)
-                          for _, _, p in packets), windows)
+    gaps = sequence_gaps(((p.env.source, t, p.env.incarnation, p.env.seq, p.env.wall_ns)
+                          for _, t, p in packets), windows)
     figure("recorder sequence gaps outside kill windows", gaps.unexplained_gaps,
            detail=gaps.details)
     lines.append(f"records lost outside kill windows: {gaps.records_lost} (inside windows: "

@@ -54,7 +54,9 @@ class Publisher:
     ) -> None:
         self.source = source
         self.incarnation = incarnation
-        self.seq = 0
+        # One sequence per topic: a subscriber sees only the topics it subscribed to, so
+        # a per-publisher sequence would show every topic it filtered out as a "gap".
+        self._seqs: dict[str, int] = {}
         # Owned by ``ctx`` (so ctx.destroy() closes it), sent through a plain shadow:
         # an asyncio socket's send would cost a future per message for nothing.
         self._owner = ctx.socket(zmq.PUB)
@@ -63,16 +65,17 @@ class Publisher:
         self._sock.setsockopt(zmq.LINGER, 200)
         self._sock.connect(endpoint)
 
-    def envelope(self) -> Envelope:
-        self.seq += 1
+    def envelope(self, topic: str) -> Envelope:
+        seq = self._seqs.get(topic, 0) + 1
+        self._seqs[topic] = seq
         return Envelope(
-            SCHEMA_VERSION, self.source, self.incarnation, self.seq, time.time_ns(),
+            SCHEMA_VERSION, self.source, self.incarnation, seq, time.time_ns(),
             time.monotonic_ns(),
         )
 
     def publish(self, body: Msg, topic: str | None = None) -> None:
         topic = topic or topic_for(body, self.source)
-        payload = packet_encoder.encode(Packet(self.envelope(), body))
+        payload = packet_encoder.encode(Packet(self.envelope(topic), body))
         self.publish_raw(topic.encode(), payload)
 
     def publish_raw(self, topic: bytes, payload: bytes) -> None:
@@ -112,17 +115,19 @@ class SubscriberStats:
 
 
 class SequenceTracker:
-    """Gap and restart detection from (source, incarnation, seq)."""
+    """Gap and restart detection from (source, topic, incarnation, seq): a publisher
+    numbers each topic on its own (see ``Publisher.envelope``)."""
 
     def __init__(self, stats: SubscriberStats) -> None:
         self.stats = stats
-        self.streams: dict[str, StreamState] = {}
+        self.streams: dict[tuple[str, str], StreamState] = {}
 
-    def observe(self, env: Envelope) -> int:
+    def observe(self, env: Envelope, topic: str) -> int:
         """Returns how many messages were skipped before this one (0 = in order)."""
-        state = self.streams.get(env.source)
+        key = (env.source, topic)
+        state = self.streams.get(key)
         if state is None:
-            self.streams[env.source] = StreamState(env.incarnation, env.seq)
+            self.streams[key] = StreamState(env.incarnation, env.seq)
             return 0
         if state.incarnation != env.incarnation:
             self.stats.restarts += 1
@@ -188,7 +193,7 @@ class Subscriber:
             self._malformed(type(exc).__name__, str(exc))
             return None
         self.stats.received += 1
-        self.tracker.observe(packet.env)
+        self.tracker.observe(packet.env, topic)
         return topic, packet
 
     def _malformed(self, kind: str, detail: str) -> None:

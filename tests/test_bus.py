@@ -79,7 +79,7 @@ def test_gap_detection_counts_exactly_the_missing(seqs: list[int]) -> None:
     stats = SubscriberStats()
     tracker = SequenceTracker(stats)
     for s in seqs:
-        tracker.observe(env(s))
+        tracker.observe(env(s), "t")
     expected_lost = (seqs[-1] - seqs[0] + 1) - len(seqs)
     assert stats.lost == expected_lost
     assert stats.restarts == 0
@@ -89,8 +89,8 @@ def test_restart_is_not_a_gap() -> None:
     stats = SubscriberStats()
     tracker = SequenceTracker(stats)
     for s in (1, 2, 3):
-        tracker.observe(env(s, inc="a"))
-    tracker.observe(env(1, inc="b"))
+        tracker.observe(env(s, inc="a"), "t")
+    tracker.observe(env(1, inc="b"), "t")
     assert stats.restarts == 1 and stats.gaps == 0
 
 
@@ -217,3 +217,31 @@ def test_after_send_runs_once_before_the_reply_even_across_retries(tmp_path: Pat
         assert seen == [0], "after_send ran late or more than once"
 
     asyncio.run(go())
+
+
+def test_sequences_are_per_topic_so_a_filtering_subscriber_sees_no_gap() -> None:
+    """A publisher numbers each topic on its own: a subscriber of md.book.* only must not
+    count the md.status or hb messages it never asked for as lost (the reconciler used to
+    reconcile every second on such "gaps")."""
+    import zmq as _zmq
+
+    from bus.transport import Publisher, SequenceTracker, SubscriberStats
+
+    ctx = _zmq.Context()
+    try:
+        pub = Publisher(ctx, "inproc://seq-test", "marketdata", "inc")
+        envs = [(t, pub.envelope(t)) for t in
+                ["md.book.A", "md.status", "hb.marketdata", "md.book.A", "md.book.A"]]
+        stats = SubscriberStats()
+        tracker = SequenceTracker(stats)
+        for topic, env in envs:
+            if topic.startswith("md.book"):
+                assert tracker.observe(env, topic) == 0
+        assert (stats.gaps, stats.lost) == (0, 0)
+        # a real loss on the subscribed topic is still counted
+        pub.envelope("md.book.A")
+        assert tracker.observe(pub.envelope("md.book.A"), "md.book.A") == 1
+        assert (stats.gaps, stats.lost) == (1, 1)
+        pub.close()
+    finally:
+        ctx.term()

@@ -46,9 +46,10 @@ def test_duplicate_sends_counts_only_outcomes_that_may_have_created_an_order() -
 
 
 def test_sequence_gaps_excluded_only_by_an_overlapping_window() -> None:
-    envs = [("risk", "i1", 1, 1 * S), ("risk", "i1", 2, 2 * S), ("risk", "i1", 5, 3 * S),
-            ("risk", "i1", 9, 10 * S),
-            ("executor", "e1", 3, 1 * S), ("executor", "e1", 4, 2 * S)]
+    envs = [("risk", "d", "i1", 1, 1 * S), ("risk", "d", "i1", 2, 2 * S),
+            ("risk", "d", "i1", 5, 3 * S), ("risk", "d", "i1", 9, 10 * S),
+            ("risk", "hb", "i1", 1, 1 * S),  # another topic of risk: its own sequence
+            ("executor", "o", "e1", 3, 1 * S), ("executor", "o", "e1", 4, 2 * S)]
     # no window: both risk gaps unexplained; the executor stream lost its head
     rep = sequence_gaps(envs, [])
     assert (rep.gaps, rep.unexplained_gaps, rep.records_lost) == (2, 2, 5)

@@ -13,7 +13,7 @@ same full disk and crash-loop. The recorder cuts the segment back to its last co
 record, closes it, and reports NOT RECORDING (heartbeat info ``recording=false`` with
 the reason, FSM ERROR_RETRYABLE) while it keeps draining the bus (each message dropped
 is counted), heartbeating and obeying ``control``. Every ``retry_s`` (doubling up to
-a minute while it keeps failing) it tries a new segment once the filesystem has room,
+5 s while it keeps failing) it tries a new segment once the filesystem has room,
 and reports RECORDING again when that works. A malformed frame is counted, stored
 anyway (it is what was on the bus) when it has the [topic, payload] shape, and never
 stops the loop.
@@ -45,7 +45,9 @@ BATCH = 4096  # frames drained per wake-up before the loop looks at the clock ag
 # A retry after a write error waits for at least this much free space: a new segment
 # on a disk that is still full would fail at its first flush, over and over.
 RESUME_FREE_BYTES = 256 * 1024
-MAX_RETRY_S = 60.0
+# A retry is cheap (a free-space check first), and an operator who frees space expects
+# recording to resume at once: the backoff stays short.
+MAX_RETRY_S = 5.0
 
 
 class RecorderActor(Actor):
@@ -145,7 +147,7 @@ class RecorderActor(Actor):
                             self.malformed += 1
                             continue
                         try:
-                            observe(decode(frames[1]).env)
+                            observe(decode(frames[1]).env, frames[0].decode("utf-8", "replace"))
                         except (msgspec.DecodeError, msgspec.ValidationError):
                             self.malformed += 1
                         if self.recording:
