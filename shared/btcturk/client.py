@@ -86,9 +86,14 @@ class SlidingWindow:
     refill) and trip a 429; a sliding log never does, whatever the server's window phase.
     """
 
+    # The server counts a request when it arrives, we when we send it: a request held up on
+    # the way (a loaded machine, a slow connection) lands in a later server window than ours.
+    # A margin on our window absorbs that delay; it costs a little throughput, never a 429.
+    MARGIN_S = 0.25
+
     def __init__(self, capacity: int, period_s: float) -> None:
         self.capacity = capacity
-        self.period_s = period_s
+        self.period_s = period_s + self.MARGIN_S
         self.sent: deque[float] = deque()
         self._lock = asyncio.Lock()
 
