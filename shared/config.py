@@ -406,10 +406,8 @@ class Config(_Section):
 
     def credentials(self) -> tuple[str, str]:
         """(api_key, api_secret) for the authenticated client of this mode."""
-        if self.mode == "paper":
-            key = self.exchange.api_key or self.simulator.api_key
-            secret = self.exchange.api_secret or self.simulator.api_secret
-            return key, secret
+        if self.mode == "paper":  # never live keys against the simulator
+            return self.simulator.api_key, self.simulator.api_secret
         return self.exchange.api_key, self.exchange.api_secret
 
     @property

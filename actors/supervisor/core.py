@@ -19,6 +19,7 @@ import zmq.asyncio
 from loguru import logger
 
 from actors.supervisor.child import Child
+from actors.supervisor.env import child_environment, ignored_live_credentials
 from actors.supervisor.policy import RestartTracker
 from actors.supervisor.status import build_status
 from bus.messages import (
@@ -147,6 +148,9 @@ class Supervisor:
             loop.add_signal_handler(sig, self.request_stop)
         logger.info("supervisor {} starting in {} mode: {}", os.getpid(), self.cfg.mode,
                     ", ".join(self.children))
+        if ignored_live_credentials(os.environ, self.cfg.mode, self.cfg.exchange.api_key):
+            logger.warning("paper mode: live exchange credentials are set and IGNORED; the "
+                           "simulator's own keys are used, and no child sees the live ones")
         try:
             self._open_sockets()
             self._tasks = [
@@ -207,7 +211,7 @@ class Supervisor:
         return False
 
     def _spawn(self, child: Child) -> None:
-        child.spawn(self.cfg, self._env)
+        child.spawn(self.cfg, child_environment(self._env, child.spec, self.cfg.mode))
         logger.info("started {} (pid {})", child.name, child.pid)
         if child.spec.infrastructure:
             self._grace_after_infrastructure_start()

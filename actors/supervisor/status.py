@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from actors.supervisor.trading_state import ActorView, TradingInputs
+from actors.supervisor.trading_state import derive_trading_state as pure_trading_state
 from bus.messages import (
     ActorInfo,
     AlertsInfo,
@@ -110,38 +112,37 @@ def alerts_status(counters: dict[str, int], info: ActorInfo | None,
 
 def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
                          latch: dict[str, Any]) -> dict[str, Any]:
-    reasons = []
-    if sup.cfg.mode == "dry-run":
-        reasons.append("mode:dry-run (simulated fills only)")
-    if gates["kill_switch"]:
-        reasons.append("gate:kill_switch")
-    if gates["safe_mode"]:
-        reasons.append("gate:safe_mode")
-    if latch["safety_latch"]:
-        reasons.append("gate:safety_latch")
-    if latch["paused"]:
-        reasons.append("gate:paused")
-    for name, p in (latch.get("pending_persist") or {}).items():
-        if name == "unreadable" or p["value"]:
-            reasons.append(f"gate:{name} (pending-persist)")
-    if latch.get("executor_halt"):
-        reasons.append(f"executor:halted ({latch['executor_halt']})")
-    if sup.cfg.mode == "live" and not gates["live_armed"]:
-        reasons.append("gate:live_not_armed")
-    if gates["stale_symbols"]:
-        reasons.append("market_data:stale " + ",".join(gates["stale_symbols"]))
+    """Gathers the inputs of the pure ``trading_state.derive_trading_state``. Latches are
+    unknown (None) while the executor is not up: last seen clear is not clear now."""
+    cfg = sup.cfg
+    executor = sup.children.get("executor")
+    ex_up = executor is not None and executor.running and executor.heard.ready
+    pending = latch.get("pending_persist") or {}
     rec = sup.children.get("recorder")
-    rec_info = rec.heard.info if rec is not None else None
-    if rec is not None and rec.running and isinstance(rec_info, RecorderInfo) \
-            and not rec_info.recording:
-        reasons.append("recorder:NOT RECORDING " + rec_info.recording_reason)
-    for child in sup.children.values():
-        if not (child.running and child.heard.ready):
-            kind = "actor" if child.spec.critical(sup.cfg) else "observer"
-            reasons.append(f"{kind}:{child.name}:{child.display_state()}")
-    # An observer (alerts) being down is reported but never halts trading.
-    blocking = [r for r in reasons if not r.startswith(("mode:dry-run", "observer:"))]
-    return {"state": "HALTED" if blocking else "TRADING", "reasons": reasons}
+    rec_info = rec.heard.info if rec is not None and rec.running else None
+    recording = rec_info.recording if isinstance(rec_info, RecorderInfo) else None
+    state = pure_trading_state(TradingInputs(
+        mode=cfg.mode,
+        actors=tuple(ActorView(c.name, c.display_state(), c.running and c.heard.ready,
+                               c.spec.critical(cfg)) for c in sup.children.values()),
+        config_kill_switch=cfg.gates.kill_switch,
+        safe_mode=cfg.gates.safe_mode,
+        live_problems=tuple(gates["live_problems"]),
+        kill_switch=latch["kill_switch"] if ex_up else None,
+        safety_latch=latch["safety_latch"] if ex_up else None,
+        paused=latch["paused"] if ex_up else None,
+        pending_latches=tuple(n for n, p in pending.items()
+                              if n == "unreadable" or p["value"]),
+        submits_failing=bool(latch.get("executor_halt")) and ex_up,
+        submit_reason=latch.get("executor_halt") or "",
+        stale_symbols=tuple(gates["stale_symbols"]),
+        feed_heard=bool(sup.feed) or "marketdata" not in sup.children,
+        recorder_required=cfg.recorder.required,
+        recorder_recording=recording,
+        recorder_reason=rec_info.recording_reason if isinstance(rec_info, RecorderInfo)
+        else "",
+    ))
+    return {"state": state.state, "reasons": list(state.reasons)}
 
 
 def recordings_status(sup: Supervisor) -> dict[str, Any] | None:

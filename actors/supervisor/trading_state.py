@@ -72,7 +72,7 @@ def _latch(name: str, value: bool | None) -> str | None:
 
 def derive_trading_state(x: TradingInputs) -> TradingState:
     blocking: list[str] = []
-    if x.config_kill_switch and not x.kill_switch:
+    if x.config_kill_switch and x.kill_switch is not True:
         blocking.append("gate:kill_switch")
     if x.safe_mode:
         blocking.append("gate:safe_mode")
@@ -86,7 +86,7 @@ def derive_trading_state(x: TradingInputs) -> TradingState:
         if (why := _latch(name, value)) is not None:
             blocking.append(why)
     for latch in x.pending_latches:
-        blocking.append(f"gate:{latch}:pending-persist")
+        blocking.append(f"gate:{latch} (pending-persist)")
     if x.mode != "dry-run":  # dry-run makes no exchange call
         if x.exchange_reachable is False:
             blocking.append("exchange:unreachable" + (f" ({x.exchange_reason})"
