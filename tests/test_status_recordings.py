@@ -8,17 +8,21 @@ from typing import Any
 
 from actors.supervisor.status import derive_trading_state, recordings_status
 from bus.messages import RecorderInfo
+from shared.actorspec import SPECS
+from shared.config import Config
 
 
 def _sup(counters: dict[str, int], info: dict[str, Any], log_sink: str = "") -> Any:
     heard = SimpleNamespace(counters=counters, info=RecorderInfo(segment="", **info), ready=True,
                             state="READY", log_sink=log_sink)
-    rec = SimpleNamespace(name="recorder", running=True, heard=heard,
+    spec = next(s for s in SPECS if s.name == "recorder")
+    rec = SimpleNamespace(name="recorder", running=True, heard=heard, spec=spec,
                           display_state=lambda: heard.state)
-    return SimpleNamespace(cfg=SimpleNamespace(mode="paper"), children={"recorder": rec})
+    return SimpleNamespace(cfg=Config(mode="paper"), children={"recorder": rec}, feed={})
 
 
-GATES = {"kill_switch": False, "safe_mode": False, "live_armed": False, "stale_symbols": []}
+GATES = {"kill_switch": False, "safe_mode": False, "live_armed": False, "stale_symbols": [],
+         "live_problems": []}
 LATCH = {"safety_latch": False, "paused": False}
 
 
@@ -32,7 +36,10 @@ def test_recording_and_disk_figures_are_shown() -> None:
     assert doc["recording"] and doc["bytes"] == 12_000_000 and doc["segments"] == 3
     assert doc["oldest_record"] == "2023-11-14T22:13:20Z"
     assert doc["disk_low"] and doc["warning"] == "low disk: x"
-    assert derive_trading_state(sup, GATES, LATCH)["state"] == "TRADING"
+    # a recording recorder is no reason to halt (the executor is absent in this fake,
+    # so latches are unknown and the state is HALTED for that reason alone)
+    reasons = derive_trading_state(sup, GATES, LATCH)["reasons"]
+    assert reasons and not any(r.startswith("recorder") for r in reasons)
 
 
 def test_not_recording_is_never_trading_and_says_why() -> None:
@@ -40,7 +47,7 @@ def test_not_recording_is_never_trading_and_says_why() -> None:
                                   "recording_reason": "disk: ENOSPC (No space left)"})
     state = derive_trading_state(sup, GATES, LATCH)
     assert state["state"] == "HALTED"
-    assert any(r.startswith("recorder:NOT RECORDING disk: ENOSPC") for r in state["reasons"])
+    assert any(r.startswith("recorder:NOT RECORDING (disk: ENOSPC") for r in state["reasons"])
     doc = recordings_status(sup)
     assert doc is not None and not doc["recording"] and "ENOSPC" in doc["reason"]
 
