@@ -213,8 +213,11 @@ OrderState = Literal[
     "REJECTED",
     "FAILED",  # never reached the exchange (probe proved it); safe to decide anew
     "UNKNOWN",  # ambiguous outcome, being probed
+    "VANISHED",  # held open here, unknown to the exchange after the settle window:
+    # terminal until an operator resolves it (ResolveOrder) as CANCELED or FILLED
 ]
-TERMINAL_ORDER_STATES: frozenset[str] = frozenset({"FILLED", "CANCELED", "REJECTED", "FAILED"})
+TERMINAL_ORDER_STATES: frozenset[str] = frozenset({"FILLED", "CANCELED", "REJECTED", "FAILED",
+                                                   "VANISHED"})
 
 
 class OrderEvent(Msg):
@@ -362,6 +365,8 @@ class ExecutorInfo(Msg):
     db: Text = ""
     unresolvable_keys: int = 0
     private_ws: Text = ""
+    halt: Text = ""  # why submits are halted now (exchange unreachable, disk), "" if not
+    venue: Str = ""
 
 
 class RiskInfo(Msg):
@@ -518,6 +523,30 @@ class Ping(Msg):
     pass
 
 
+class ResolveOrder(Msg):
+    """Operator → executor: settle an order the executor could not (VANISHED) as
+    cancelled or filled (at its limit price, no fee), audited in the DB."""
+
+    client_order_id: Str
+    resolution: Literal["cancelled", "filled"]
+    reason: Text
+    operator: Str = ""
+
+
+class Incident(Msg):
+    """Surprising venue data, recorded by the executor instead of crashing on it (id
+    collision, an order the venue no longer knows, a fill of no order of ours, a venue
+    outage, a disk fault, a breached hard cap). Topic ``incident.<kind>``. ``latch``:
+    the latch it set ("" if none)."""
+
+    id: int
+    kind: Str
+    detail: Text
+    symbol: Str = ""
+    client_order_id: Str = ""
+    latch: Str = ""
+
+
 class SupervisorCommand(Msg):
     """CLI → supervisor control socket."""
 
@@ -582,10 +611,12 @@ DataBody = (
     | StateTransition
     | Heartbeat
     | ReconcileReport
+    | Incident
 )
 """The data plane (PUB/SUB through the proxy; also what the recorder records)."""
 
-ExecutorCommand = SubmitOrder | CancelOrder | SnapshotQuery | ReconcileQuery | SetLatch | Ping
+ExecutorCommand = (SubmitOrder | CancelOrder | SnapshotQuery | ReconcileQuery | SetLatch | Ping
+                   | ResolveOrder)
 """Commands the executor serves on ``cmd.executor``."""
 
 RiskCommand = SubmitIntent | Ping
@@ -614,8 +645,7 @@ class CommandRequest(msgspec.Struct, Generic[B], array_like=True):
     """A command. ``request_id`` is reused on every retry of the same command so the
     server can answer a retry from its reply cache instead of executing twice.
     Parametrised by the channel's union: ``CommandRequest[ExecutorCommand]``.
-    ``sender`` is what the caller says it is; the server trusts only the identity its
-    ZAP handler authenticated (bus/security.py)."""
+    ``sender`` is what the caller says it is: a claim, not an authenticated identity."""
 
     request_id: Str
     sender: Str
@@ -689,4 +719,6 @@ def topic_for(body: Msg, source: str) -> str:
             return f"hb.{source}"
         case ReconcileReport():
             return "reconcile.report"
+        case Incident(kind=k):
+            return f"incident.{k}"
     raise ValueError(f"{type(body).__name__} has no data-plane topic")

@@ -10,6 +10,7 @@ import sys
 import click
 
 from .app import ExposureError, start_simulator
+from .fees import FeeScheduleError, parse_schedule
 from .options import DEFAULT_API_KEY, DEFAULT_API_SECRET, parse_balances
 from .state_store import StateError
 
@@ -43,6 +44,17 @@ async def _serve(host: str, port: int, options: dict[str, object]) -> None:
     help="accept out-of-order unique stamps this far back (0 = strictly increasing)",
 )
 @click.option(
+    "--fee-schedule",
+    default=None,
+    help="maker/taker tiers by 30-day quote volume, VOLUME:MAKER/TAKER,... "
+    "(default 0:0.0005/0.001)",
+)
+@click.option(
+    "--no-rate-limits",
+    is_flag=True,
+    help="turn off BTCTurk's documented rate limits (429); on by default",
+)
+@click.option(
     "--state",
     "state_path",
     default=None,
@@ -71,6 +83,8 @@ def main(
     balances: str | None,
     no_random_walk: bool,
     nonce_window_ms: int,
+    fee_schedule: str | None,
+    no_rate_limits: bool,
     state_path: str | None,
     allow_remote: bool,
     admin_token: str | None,
@@ -85,11 +99,15 @@ def main(
         parsed_balances = parse_balances(balances)
     except (ValueError, ArithmeticError) as exc:
         raise click.UsageError(f"--balances: {exc}") from exc
+    try:
+        tiers = parse_schedule(fee_schedule) if fee_schedule else None
+    except FeeScheduleError as exc:
+        raise click.UsageError(f"--fee-schedule: {exc}") from exc
     shown = ", ".join(f"{k}={v}" for k, v in parsed_balances.items())
     click.echo(
         f"exchange-sim: seed={seed} book_interval_ms={book_interval_ms} "
         f"random_walk={not no_random_walk} nonce_window_ms={nonce_window_ms} "
-        f"state={state_path or 'memory'}\n"
+        f"rate_limits={not no_rate_limits} state={state_path or 'memory'}\n"
         f"exchange-sim: api keys={list(credentials)} "
         f"(default key {DEFAULT_API_KEY!r} secret {DEFAULT_API_SECRET!r})\n"
         f"exchange-sim: balances {shown}"
@@ -104,6 +122,8 @@ def main(
         "balances": parsed_balances,
         "random_walk": not no_random_walk,
         "nonce_window_ms": nonce_window_ms,
+        "rate_limits": not no_rate_limits,
+        "fee_tiers": tiers,
         "state_path": state_path,
         "allow_remote": allow_remote,
         "admin_token": admin_token if allow_remote else None,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
+from .engine import SimReject
 from .fault_injection import apply_ws_fault, clear_ws_faults
 from .faults import WS_KINDS, FaultSpecError
 from .options import parse_balances
@@ -43,6 +44,7 @@ class AdminApi:
             ("POST", "/sim/market"): self.a_market,
             ("GET", "/sim/book-events"): self.a_book_events,
             ("POST", "/sim/reset"): self.a_reset,
+            ("POST", "/sim/forget-order"): self.a_forget_order,
         }
 
     async def a_received_orders(self, request: web.Request, ctx: dict[str, Any]) -> web.Response:
@@ -70,6 +72,7 @@ class AdminApi:
             "random_walk": sim.random_walk,
             "faults": sim.faults.describe(),
             "ws_clients": len(sim.ws.clients),
+            "rate_limited": sim.rate_limiter.refused,  # 429s answered so far
         }
         return web.Response(body=encode(body), content_type="application/json")
 
@@ -121,6 +124,20 @@ class AdminApi:
         symbol = pair_param(request, "symbol") or ""
         events = self.sim.ws.book_events.get(symbol, deque())
         return web.json_response([{"change_set": cs, "published_mono_ns": ns} for cs, ns in events])
+
+    async def a_forget_order(self, request: web.Request, ctx: dict[str, Any]) -> web.Response:
+        """Test fault: drop an open order (by ``client_order_id``) as if the exchange
+        had lost it: gone from open orders, all orders and order-by-id."""
+        spec = await _json(request)
+        cid = spec.get("client_order_id") if isinstance(spec, dict) else None
+        if not isinstance(cid, str) or not cid:
+            return web.json_response({"error": "client_order_id required"}, status=400)
+        try:
+            order = self.sim.engine.forget(cid)
+        except SimReject as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        self.sim.persist()
+        return web.json_response({"forgotten": order.id})
 
     async def a_reset(self, request: web.Request, ctx: dict[str, Any]) -> web.Response:
         spec = await _json(request)

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from .admin import AdminApi
 from .auth_check import AuthChecker, AuthFailure
+from .catalog import Catalog, template_pattern
 from .engine import Engine
 from .fault_injection import clear_ws_faults, post_faults, pre_faults
 from .faults import FaultRegistry
@@ -31,11 +32,14 @@ from .options import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimOptions, parse_bala
 from .order_log import OrderLog, set_outcome
 from .private_api import PrivateApi
 from .public_api import PublicApi
-from .responses import Handler, decode_body, error
+from .rate_limits import RateLimiter
+from .responses import Handler, decode_body, encode, error
 from .state_store import StateStore
 from .ws import WsClient, WsHub
 
-MARKET_SAVE_S = 5.0  # how much random walk a SIGKILL may lose (no client saw it as a promise)
+# v1 paths that need no API key (public trades also answer under v1).
+PUBLIC_V1 = frozenset({"/api/v1/trades"})
+MARKET_SAVE_S = 30.0  # how much random walk a SIGKILL may lose (nothing a client relies on)
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -65,15 +69,18 @@ class Simulator:
             now_ms=self.now_ms,
             taker_fee=options.taker_fee,
             maker_fee=options.maker_fee,
+            fee_tiers=options.fee_tiers,
         )
         self.auth = AuthChecker(options.credentials, options.nonce_window_ms)
         self.random_walk = options.random_walk
         self.order_log = OrderLog()
+        self.rate_limiter = RateLimiter(enabled=options.rate_limits)
         self.ws = WsHub(self.market, self.engine, self.auth, self.faults, options.ws_heartbeat_s)
         self.engine.emit_private = self.ws.publish_private
         self.engine.emit_trade = self.ws.publish_trade
         self._tasks: set[asyncio.Task[Any]] = set()
         now = self.now_ms()
+        self.market.seed_history(now)
         for book in self.market.books.values():
             self.market.regenerate(book, now)
         self.store: StateStore | None = None
@@ -81,11 +88,15 @@ class Simulator:
             self._open_store(Path(options.state_path))
         self.public = PublicApi(self.market, self.now_ms)
         self.private = PrivateApi(self.engine)
+        self.catalog = Catalog()
+        routes = {**self.public.routes(), **self.private.routes()}
+        # Exact paths in a dict (the hot path); ``{id}`` templates matched in order.
         self.routes: dict[tuple[str, str], Handler] = {
-            **self.public.routes(),
-            **self.private.routes(),
+            (m, t.lower()): h for (m, t), h in routes.items() if "{" not in t
         }
-        self.prefix_routes = self.private.prefix_routes()
+        self.templated_routes = [
+            ((m, template_pattern(t)), h) for (m, t), h in routes.items() if "{" in t
+        ]
         self.admin_routes = AdminApi(self).routes()
 
     # ------------------------------------------------------------------ persistence
@@ -156,6 +167,7 @@ class Simulator:
         if self.store is not None:
             self.store.initialize(self.engine.account, self.options.seed, self._ceilings())
         self.order_log.clear()
+        self.rate_limiter.reset()
         self.faults.clear()
         self.auth.reset()
         clear_ws_faults(self.ws)
@@ -198,26 +210,54 @@ class Simulator:
         early = await pre_faults(fired, ctx)
         if early is not None:
             return early
-        if path.startswith("/api/v1/"):
+        handler, status = self._route(request.method, path)
+        if handler is None:
+            return self._unrouted(status)
+        refusal = self.rate_limiter.check(
+            request.method, path, request.remote or "", request.headers.get("X-PCK", ""),
+            time.monotonic(),
+        )
+        if refusal is not None:
+            set_outcome(ctx, "rate_limited", None, 429)
+            resp = web.Response(body=encode(refusal.body()), status=429,
+                                content_type="application/json")
+            resp.headers["Retry-After"] = str(refusal.retry_after_s)
+            return resp
+        if path.startswith("/api/v1/") and path not in PUBLIC_V1:
             try:
                 self.auth.check(request.headers, self.now_ms())
             except AuthFailure as exc:
                 set_outcome(ctx, "unauthorized", None, 401)
                 return error(exc.message, exc.code, 401, success=True)
-        handler = self._route(request.method, path)
-        if handler is None:
-            return error("NOT_FOUND", 404, 404)
         response = await handler(request, ctx)
         self.persist()
         return await post_faults(fired, request, response, ctx)
 
-    def _route(self, method: str, path: str) -> Handler | None:
+    def _route(self, method: str, path: str) -> tuple[Handler | None, int]:
+        """(handler, 0), or (None, 404 | 405 | 501) saying why there is none."""
         handler = self.routes.get((method, path))
-        if handler is None:
-            for (m, prefix), candidate in self.prefix_routes.items():
-                if m == method and path.startswith(prefix) and len(path) > len(prefix):
-                    return candidate
-        return handler
+        if handler is not None:
+            return handler, 0
+        for (m, pattern), candidate in self.templated_routes:
+            if m == method and pattern.match(path):
+                return candidate, 0
+        documented = self.catalog.methods_for(path)
+        if method in documented:
+            return None, 501
+        implemented = any(p == path for _, p in self.routes) or any(
+            pattern.match(path) for (_, pattern), _ in self.templated_routes
+        )
+        return None, 405 if documented or implemented else 404
+
+    @staticmethod
+    def _unrouted(status: int) -> web.Response:
+        if status == 501:
+            # Documented by BTCTurk but outside what the simulator models (the web/mobile
+            # API, deposits, withdrawals, KYC...): fail loudly, never pretend.
+            return error("NOT_MODELLED_BY_SIMULATOR", 501, 501)
+        if status == 405:
+            return error("METHOD_NOT_ALLOWED", 405, 405)
+        return error("NOT_FOUND", 404, 404)
 
     @staticmethod
     async def _order_fields(request: web.Request) -> dict[str, Any]:
@@ -260,7 +300,8 @@ class Simulator:
             self.engine.match_resting(symbol)
             self.persist()
             self.ws.publish_book(symbol)
-        self.ws.publish_ticker()
+            self.ws.publish_obdiff(symbol)
+        self.ws.publish_ticker(now)
 
 
 @dataclass

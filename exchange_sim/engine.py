@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Decimal, InvalidOperation
 from typing import Any
 
+from .fees import FeeSchedule, Tier
 from .ids import IdAllocator, Reserve
 from .market import Book, Market, SymbolSpec
 
@@ -24,7 +26,13 @@ FEE_QUANTUM = Decimal("1e-8")
 MARKET_BAND = Decimal("0.05")  # market orders fill at most 5 % away from the touch
 METHOD_BY_INT = {0: "limit", 1: "market", 2: "stoplimit", 3: "stopmarket"}
 SIDE_BY_INT = {0: "buy", 1: "sell"}
-METHOD_CODE = {"limit": 0, "market": 1}
+METHOD_CODE = {"limit": 0, "market": 1, "stoplimit": 2, "stopmarket": 3}
+STOP_METHODS = ("stoplimit", "stopmarket")
+# A stop's child order once triggered (ISS#616: a new order, same client id, new id).
+STOP_CHILD = {"stoplimit": "limit", "stopmarket": "market"}
+ASSET_NAMES = {"TRY": "Türk Lirası", "BTC": "Bitcoin", "ETH": "Ethereum", "SOL": "Solana",
+               "USDT": "Tether"}
+LIMIT_BAND = Decimal(10)  # limit prices within [last / 10, last x 10] (ORDER_MIN/MAX_PRICE)
 FIRST_ORDER_ID = 9_000_000_001
 FIRST_FILL_ID = 1_100_000_000_000_000_001
 
@@ -51,6 +59,11 @@ class SimOrder:
     update_ms: int
     locked: Decimal  # funds still reserved for this order (quote for buys, base for sells)
     status: str = "Untouched"
+    stop_price: Decimal = Decimal(0)  # stoplimit / stopmarket only
+
+    @property
+    def is_stop(self) -> bool:
+        return self.method in STOP_METHODS
 
     @property
     def is_open(self) -> bool:
@@ -81,6 +94,7 @@ class OrderRequest:
     price: Decimal | None
     quantity: Decimal | None
     client_id: str
+    stop_price: Decimal | None = None
 
 
 @dataclass
@@ -148,12 +162,12 @@ class Engine:
         now_ms: Callable[[], int],
         taker_fee: Decimal = Decimal("0.001"),
         maker_fee: Decimal = Decimal("0.0005"),
+        fee_tiers: tuple[Tier, ...] | None = None,
         user_id: int = 424242,
     ) -> None:
         self.market = market
         self.now_ms = now_ms
-        self.taker_fee = taker_fee
-        self.maker_fee = maker_fee
+        self.fees = FeeSchedule(fee_tiers or (Tier(Decimal(0), maker_fee, taker_fee),))
         self.user_id = user_id
         self.initial_balances = dict(balances)
         self.emit_private: Emit = lambda _t, _b: None
@@ -174,7 +188,9 @@ class Engine:
                 self.account.free.setdefault(asset, Decimal(0))
         self.orders: dict[int, SimOrder] = {}
         self.open_orders: dict[str, list[SimOrder]] = {s: [] for s in self.market.books}
+        self.stops: dict[str, list[SimOrder]] = {s: [] for s in self.market.books}
         self.fills: list[Fill] = []
+        self.fees.clear()
         if self.changes is not None:
             self.changes = Changes()
 
@@ -201,10 +217,14 @@ class Engine:
         self.account = account
         self.orders = {o.id: o for o in sorted(orders, key=lambda o: o.id)}
         self.open_orders = {s: [] for s in self.market.books}
+        self.stops = {s: [] for s in self.market.books}
         for order in self.orders.values():
             if order.is_open and order.symbol in self.open_orders:
-                self.open_orders[order.symbol].append(order)
+                (self.stops if order.is_stop else self.open_orders)[order.symbol].append(order)
         self.fills = sorted(fills, key=lambda f: f.id)
+        self.fees.clear()
+        for fill in self.fills:
+            self.fees.record(fill.timestamp_ms, fill.price * fill.amount)
         for alloc in (self._order_ids, self._fill_ids):
             start = next_ids.get(alloc.name)
             if start is not None:
@@ -225,7 +245,8 @@ class Engine:
         pair = str(low.get("pairsymbol") or "").replace("_", "").upper()
         side = self._enum(low.get("ordertype"), SIDE_BY_INT)
         method = self._enum(low.get("ordermethod"), METHOD_BY_INT)
-        client_id = str(low.get("neworderclientid") or "")
+        # BTCTurk fills in a GUID when the client sends no id (DOCS, SWG).
+        client_id = str(low.get("neworderclientid") or "") or str(uuid.uuid4())
         return OrderRequest(
             pair=pair,
             side=side,
@@ -233,6 +254,7 @@ class Engine:
             price=to_decimal(low.get("price")),
             quantity=to_decimal(low.get("quantity")),
             client_id=client_id[:50],
+            stop_price=to_decimal(low.get("stopprice")),
         )
 
     @staticmethod
@@ -247,29 +269,33 @@ class Engine:
         if book is None:
             raise SimReject("FAILED_ORDER_PARAMETER", 1000)
         spec = book.spec
-        if req.method not in ("limit", "market"):
+        if req.method not in ("limit", "market", *STOP_METHODS):
             raise SimReject("ORDER_METHOD_NOT_SUPPORTED", 1134)
         if req.side not in ("buy", "sell"):
             raise SimReject("ORDER_TYPE_NOT_SUPPORTED", 1193)
         if req.quantity is None or req.quantity <= 0:
             raise SimReject("FAILED_ORDER_PARAMETER", 1000)
-        if req.method == "limit":
+        price_scale = spec.denominator_scale if spec.has_fraction else 0
+        if req.method in ("limit", "stoplimit"):
             if req.price is None or req.price <= 0:
                 raise SimReject("FAILED_LIMIT_ORDER", 1120)
-            if decimals_of(req.price) > (spec.denominator_scale if spec.has_fraction else 0):
+            if decimals_of(req.price) > price_scale:
                 raise SimReject("FAILED_INVALID_PRICE_SCALE", 1126)
-        market_buy = req.method == "market" and req.side == "buy"
+        if req.method in STOP_METHODS:
+            self._validate_stop(req, book, price_scale)
+        market_buy = req.method in ("market", "stopmarket") and req.side == "buy"
         qty_scale = spec.denominator_scale if market_buy else spec.numerator_scale
         if decimals_of(req.quantity) > qty_scale:
             raise SimReject("FAILED_INVALID_QUANTITY_SCALE", 1127)
         total = self._order_total(req, book)
         if total < spec.min_total:
             raise SimReject("FAILED_MIN_TOTAL_AMOUNT", 1123)
-        if req.method == "limit":
+        if req.method in ("limit", "stoplimit"):
             assert req.price is not None
-            if req.price > spec.max_price:
+            low, high = limit_bounds(book)
+            if req.price > high:
                 raise SimReject("PRICE_MUST_BE_LESS_THAN_MAXPRICE", 1226)
-            if req.price < spec.min_price:
+            if req.price < low:
                 raise SimReject("PRICE_MUST_BE_LESS_THAN_MINPRICE", 1227)
         lock_amount, lock_asset = self._lock_for(req, spec)
         if self.account.free.get(lock_asset, Decimal(0)) < lock_amount:
@@ -277,13 +303,31 @@ class Engine:
         return book, lock_amount, lock_asset
 
     @staticmethod
+    def _validate_stop(req: OrderRequest, book: Book, price_scale: int) -> None:
+        """A stop must not trigger at once: a buy stop above the best ask, a sell stop
+        below the best bid (how we read codes 1124/1125: the names state the rule)."""
+        stop = req.stop_price
+        if stop is None or stop <= 0:
+            raise SimReject("FAILED_ORDER_PARAMETER", 1000)
+        if decimals_of(stop) > price_scale:
+            raise SimReject("FAILED_INVALID_STOP_PRICE_SCALE", 1128)
+        ask, bid = book.best_ask(), book.best_bid()
+        if req.side == "buy" and ask is not None and stop <= ask:
+            raise SimReject("FAILED_STOP_PRICE_GREATER_THAN_BEST_ASK", 1124)
+        if req.side == "sell" and bid is not None and stop >= bid:
+            raise SimReject("FAILED_STOP_PRICE_LESS_THAN_BEST_BID", 1125)
+
+    @staticmethod
     def _order_total(req: OrderRequest, book: Book) -> Decimal:
         assert req.quantity is not None
-        if req.method == "limit":
+        if req.method in ("limit", "stoplimit"):
             assert req.price is not None
             return req.price * req.quantity
         if req.side == "buy":
             return req.quantity  # market buy quantity is already the quote amount
+        if req.method == "stopmarket":
+            assert req.stop_price is not None
+            return req.stop_price * req.quantity  # valued where it will trigger
         bid = book.best_bid()
         if bid is None:
             raise SimReject("FAILED_MARKET_ORDER", 1118)
@@ -293,11 +337,11 @@ class Engine:
         assert req.quantity is not None
         if req.side == "sell":
             return req.quantity, spec.numerator
-        if req.method == "market":
+        if req.method in ("market", "stopmarket"):
             return req.quantity, spec.denominator
         assert req.price is not None
         # Reserve at the taker rate so no fill can ever cost more than what is locked.
-        reserve = req.price * req.quantity * (1 + self.taker_fee)
+        reserve = req.price * req.quantity * (1 + self.fees.max_taker)
         return reserve.quantize(FEE_QUANTUM, rounding=ROUND_UP), spec.denominator
 
     # ------------------------------------------------------------------ orders
@@ -314,18 +358,23 @@ class Engine:
             symbol=req.pair,
             side=req.side,
             method=req.method,
-            price=req.price if req.method == "limit" and req.price is not None else Decimal(0),
+            price=req.price if req.method in ("limit", "stoplimit") and req.price is not None
+            else Decimal(0),
             amount=req.quantity,
             left=req.quantity,
             time_ms=now,
             update_ms=now,
             locked=lock_amount,
+            stop_price=req.stop_price if req.method in STOP_METHODS and req.stop_price
+            else Decimal(0),
         )
         self.account.lock(lock_asset, lock_amount)
         self.orders[order.id] = order
         self._changed(order)
         self.emit_private(451, self._order_event(order, 451))
-        if req.method == "market":
+        if order.is_stop:
+            self.stops[order.symbol].append(order)  # waits for its trigger
+        elif req.method == "market":
             self._fill_market(order, book)
         else:
             self._take_limit(order, book)
@@ -347,6 +396,16 @@ class Engine:
         self.emit_private(452, self._order_event(order, 452))
         return order
 
+    def forget(self, client_id: str) -> SimOrder:
+        """Test fault: the exchange loses an open order without a trace (no event, no
+        history), its reserved funds released, as a venue that lost state would."""
+        order = next((o for o in self.orders.values() if o.client_id == client_id), None)
+        if order is None or not order.is_open:
+            raise SimReject("NO_ORDER_MATCHES_YOUR_REQUEST", 1052)
+        self._finish(order)
+        del self.orders[order.id]
+        return order
+
     def _finish(self, order: SimOrder) -> None:
         """Leave the book: give back whatever is still reserved."""
         spec = self.market.books[order.symbol].spec
@@ -355,9 +414,9 @@ class Engine:
             self.account.unlock(asset, order.locked)
             order.locked = Decimal(0)
         order.update_ms = self.now_ms()
-        resting = self.open_orders.get(order.symbol, [])
-        if order in resting:
-            resting.remove(order)
+        for waiting in (self.open_orders.get(order.symbol, []), self.stops.get(order.symbol, [])):
+            if order in waiting:
+                waiting.remove(order)
 
     # ------------------------------------------------------------------ matching
 
@@ -386,7 +445,7 @@ class Engine:
             if (order.side == "buy" and price > limit) or (order.side == "sell" and price < limit):
                 break
             if order.side == "buy":
-                affordable = order.left / (price * (1 + self.taker_fee))
+                affordable = order.left / (price * (1 + self.fees.rates(self.now_ms()).taker))
                 qty = min(levels[0][1], affordable.quantize(spec.qty_quantum, ROUND_DOWN))
             else:
                 qty = min(levels[0][1], order.left)
@@ -413,6 +472,8 @@ class Engine:
     def match_resting(self, symbol: str) -> int:
         """Fill resting orders the book now crosses (price-time priority). Returns fills."""
         book = self.market.books[symbol]
+        if self.stops.get(symbol):
+            self.trigger_stops(symbol)
         resting = self.open_orders.get(symbol, [])
         if not resting:
             return 0
@@ -426,6 +487,44 @@ class Engine:
         if fills:
             book.touch(self.now_ms())
         return fills
+
+    def trigger_stops(self, symbol: str) -> list[SimOrder]:
+        """Stops whose price the last trade reached: each becomes Canceled and a new limit
+        or market order takes its place, same client id, new id (ISS#616). Returns the
+        children (a child that fails validation is dropped; its stop stays Canceled)."""
+        book = self.market.books[symbol]
+        last = book.tape.last_price
+        if last is None:
+            return []
+        fired = [
+            o for o in self.stops[symbol]
+            if (o.side == "buy" and last >= o.stop_price)
+            or (o.side == "sell" and last <= o.stop_price)
+        ]
+        children = []
+        for stop in sorted(fired, key=lambda o: o.id):  # time priority among stops
+            stop.status = "Canceled"
+            self._finish(stop)
+            self._changed(stop)
+            self.emit_private(452, self._order_event(stop, 452))
+            child = OrderRequest(symbol, stop.side, STOP_CHILD[stop.method],
+                                 stop.price if stop.method == "stoplimit" else None,
+                                 stop.amount, stop.client_id)
+            try:
+                children.append(self.submit(child))
+            except SimReject:
+                continue
+        return children
+
+    def open_orders_of(self, symbol: str | None) -> list[SimOrder]:
+        """Resting orders and untriggered stops (both are open orders on BTCTurk)."""
+        return [
+            o
+            for book in (self.open_orders, self.stops)
+            for sym, waiting in book.items()
+            if symbol is None or sym == symbol
+            for o in waiting
+        ]
 
     def _maker_fill(
         self, order: SimOrder, levels: list[list[Decimal]], crosses: Callable[[Decimal], bool]
@@ -443,7 +542,8 @@ class Engine:
         spec = book.spec
         now = self.now_ms()
         notional = price * qty
-        fee = (notional * (self.maker_fee if maker else self.taker_fee)).quantize(
+        tier = self.fees.rates(now)
+        fee = (notional * (tier.maker if maker else tier.taker)).quantize(
             FEE_QUANTUM, rounding=ROUND_UP
         )
         if order.side == "buy":
@@ -474,6 +574,7 @@ class Engine:
             maker=maker,
         )
         self.fills.append(fill)
+        self.fees.record(now, notional)
         self._changed(order)
         if self.changes is not None:
             self.changes.fills.append(fill)
@@ -484,6 +585,9 @@ class Engine:
         trade = self.market.record_trade(book, price, qty, 0 if order.side == "buy" else 1, now)
         self.emit_private(441, self._match_event(order, fill))
         self.emit_private(423, self.fill_json(fill))
+        # BalanceUpdated: clients refresh balances over REST when it arrives (WSPDF).
+        self.emit_private(201, {"type": 201, "userId": self.user_id,
+                                "payload": f"{spec.numerator},{spec.denominator}"})
         self.emit_trade(order.symbol, trade)
 
     # ------------------------------------------------------------------ JSON views
@@ -495,7 +599,7 @@ class Engine:
             "price": fmt(order.price),
             "amount": fmt(order.amount),
             "quantity": fmt(order.amount),
-            "stopPrice": "0",
+            "stopPrice": fmt(order.stop_price),
             "pairSymbol": order.symbol,
             "pairSymbolNormalized": f"{spec.numerator}_{spec.denominator}",
             "type": order.side,
@@ -513,7 +617,7 @@ class Engine:
             "id": order.id,
             "quantity": fmt(order.amount),
             "price": fmt(order.price),
-            "stopPrice": None,
+            "stopPrice": fmt(order.stop_price),
             "newOrderClientId": order.client_id,
             "type": order.side,
             "method": order.method,
@@ -539,11 +643,15 @@ class Engine:
             "orderType": fill.side,
         }
 
+    def pair_id(self, symbol: str) -> int:
+        """The pair's id everywhere (exchangeinfo ``id``, ticker ``PId``, WS ``pairId``)."""
+        return list(self.market.books).index(symbol) + 1
+
     def _order_event(self, order: SimOrder, msg_type: int) -> dict[str, Any]:
-        left = order.left if order.method == "limit" else Decimal(0)
+        left = order.left if order.method in ("limit", "stoplimit") else Decimal(0)
         return {
             "type": msg_type,
-            "pairId": list(self.market.books).index(order.symbol),
+            "pairId": self.pair_id(order.symbol),
             "symbol": order.symbol,
             "id": order.id,
             "method": METHOD_CODE.get(order.method, 0),
@@ -563,7 +671,7 @@ class Engine:
             "user": self.user_id,
             "isBid": order.side == "buy",
             "method": METHOD_CODE.get(order.method, 0),
-            "pair": list(self.market.books).index(order.symbol),
+            "pair": self.pair_id(order.symbol),
             "symbol": order.symbol,
             "amount": f"{fill.amount:.10f}",
             "price": f"{fill.price:.10f}",
@@ -578,14 +686,24 @@ class Engine:
             out.append(
                 {
                     "asset": asset,
-                    "assetname": asset,
+                    "assetname": ASSET_NAMES.get(asset, asset),
                     "balance": fmt(free + locked),
                     "locked": fmt(locked),
                     "free": fmt(free),
                     "orderFund": "0",
                     "requestFund": "0",
-                    "precision": 8,
+                    "precision": self.market.asset_precision(asset),
                     "timestamp": self.now_ms(),
                 }
             )
         return out
+
+
+def limit_bounds(book: Book) -> tuple[Decimal, Decimal]:
+    """Limit prices BTCTurk accepts now: the static PRICE_FILTER bounds, narrowed to
+    [last / 10, last x 10] (ORDER_MIN_PRICE_EXCEEDED: "less than 1/10 of current price")."""
+    spec = book.spec
+    last = book.last_price()
+    low = max(spec.min_price, (last / LIMIT_BAND).quantize(spec.price_quantum, ROUND_UP))
+    high = min(spec.max_price, last * LIMIT_BAND)
+    return low, high

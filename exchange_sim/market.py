@@ -1,4 +1,4 @@
-"""Simulated market: symbol specs, seeded random-walk order books and public trades.
+"""Simulated market: symbol specs, seeded history, random-walk order books, public trades.
 
 The simulated book is the exchange's outside liquidity. It is regenerated around a
 random-walking mid price every tick; user orders consume it (aggressive) or get filled
@@ -11,12 +11,15 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
 from typing import Any
 
+from .history import Tape
 from .ids import IdAllocator
 
 DEPTH = 20
+HISTORY_MINUTES = 24 * 60
+HISTORY_VOLATILITY = Decimal("0.0012")  # per minute: a calm day's path (about 4.5 %/day)
 FIRST_TRADE_ID = 100_000_000_001
 
 
@@ -31,8 +34,9 @@ class SymbolSpec:
     start_price: Decimal
     tick_size: Decimal
     min_total: Decimal = Decimal("99.91")
-    min_price: Decimal = Decimal("0.0001")
-    max_price: Decimal = Decimal("100000000")
+    # PRICE_FILTER bounds as BTCTurk shows them for BTCTRY (btcturk-api.md 4.2).
+    min_price: Decimal = Decimal("0.0000000000001")
+    max_price: Decimal = Decimal("10000000")
     level_notional: Decimal = Decimal("40000")  # typical quote value per book level
 
     @property
@@ -43,14 +47,27 @@ class SymbolSpec:
     def qty_quantum(self) -> Decimal:
         return Decimal(1).scaleb(-self.numerator_scale)
 
+    @property
+    def grid(self) -> Decimal:
+        """The price grid the simulated liquidity quotes on: the UI tick (BTCTurk does not
+        enforce it on orders, but the book and the prints sit on it)."""
+        return max(self.price_quantum, self.tick_size)
 
-# Realistic shapes: BTCTRY has integer prices (hasFraction false, the staff-documented quirk).
+
+# Realistic shapes: BTCTRY has integer prices (hasFraction false, the staff-documented
+# quirk) while its denominatorScale is 2, as BTCTurk reports it (a display format only).
 DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
-    SymbolSpec("BTCTRY", "BTC", "TRY", 8, 0, False, Decimal("3600000"), Decimal("10")),
+    SymbolSpec("BTCTRY", "BTC", "TRY", 8, 2, False, Decimal("3600000"), Decimal("10")),
     SymbolSpec("ETHTRY", "ETH", "TRY", 8, 2, True, Decimal("140000"), Decimal("1")),
     SymbolSpec("SOLTRY", "SOL", "TRY", 4, 2, True, Decimal("7500"), Decimal("0.1")),
     SymbolSpec("USDTTRY", "USDT", "TRY", 2, 2, True, Decimal("41.50"), Decimal("0.01")),
 )
+
+
+def on_grid(price: Decimal, grid: Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:
+    """``price`` as a multiple of ``grid`` (quantize alone only sets decimals: 10 is 1e1)."""
+    return ((price / grid).to_integral_value(rounding=rounding) * grid).quantize(
+        grid if grid < 1 else Decimal(1))
 
 
 @dataclass
@@ -71,10 +88,10 @@ class Book:
     change_set: int = 0
     timestamp_ms: int = 0
     trades: deque[PublicTrade] = field(default_factory=lambda: deque(maxlen=100))
-    open_price: Decimal = Decimal(0)
-    high: Decimal = Decimal(0)
-    low: Decimal = Decimal(0)
-    volume: Decimal = Decimal(0)
+    tape: Tape = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tape = Tape(self.spec.price_quantum)
 
     def best_bid(self) -> Decimal | None:
         return self.bids[0][0] if self.bids else None
@@ -95,7 +112,8 @@ class Book:
             self.mid = bid if bid is not None else ask  # type: ignore[assignment]
 
     def last_price(self) -> Decimal:
-        return self.trades[-1].price if self.trades else self.mid
+        last = self.tape.last_price
+        return last if last is not None else on_grid(self.mid, self.spec.grid)
 
 
 class Market:
@@ -116,9 +134,18 @@ class Market:
         self.books: dict[str, Book] = {}
         self.trade_ids = IdAllocator("trade_id", FIRST_TRADE_ID)
         for spec in symbols:
-            book = Book(spec=spec, mid=spec.start_price, open_price=spec.start_price)
-            book.high = book.low = spec.start_price
-            self.books[spec.name] = book
+            self.books[spec.name] = Book(spec=spec, mid=spec.start_price)
+
+    def asset_precision(self, asset: str) -> int:
+        """Decimals an asset is counted in: a base asset's quantity scale, a quote
+        asset's price decimals (TRY 2), 8 for anything else."""
+        for book in self.books.values():
+            if book.spec.numerator == asset:
+                return book.spec.numerator_scale
+        for book in self.books.values():
+            if book.spec.denominator == asset:
+                return book.spec.denominator_scale
+        return 8
 
     def _rand(self, lo: float, hi: float) -> Decimal:
         return Decimal(str(round(self.rng.uniform(lo, hi), 6)))
@@ -126,11 +153,11 @@ class Market:
     def regenerate(self, book: Book, now_ms: int) -> None:
         """Fresh DEPTH levels each side around ``book.mid`` (liquidity replenishes)."""
         spec = book.spec
-        q = spec.price_quantum
-        step = max(q, (book.mid * self.step).quantize(q, rounding=ROUND_UP))
-        half = max(q, (book.mid * self.spread / 2).quantize(q, rounding=ROUND_UP))
-        best_bid = (book.mid - half).quantize(q, rounding=ROUND_DOWN)
-        best_ask = (book.mid + half).quantize(q, rounding=ROUND_UP)
+        q = spec.grid
+        step = max(q, on_grid(book.mid * self.step, q, ROUND_UP))
+        half = max(q, on_grid(book.mid * self.spread / 2, q, ROUND_UP))
+        best_bid = on_grid(book.mid - half, q, ROUND_DOWN)
+        best_ask = on_grid(book.mid + half, q, ROUND_UP)
         if best_ask <= best_bid:
             best_ask = best_bid + q
         bid_prices = [best_bid - i * step for i in range(DEPTH)]
@@ -171,10 +198,41 @@ class Market:
     ) -> PublicTrade:
         trade = PublicTrade(self.trade_ids(), price, amount, side, now_ms)
         book.trades.append(trade)
-        book.high = max(book.high, price)
-        book.low = min(book.low, price)
-        book.volume += amount
+        book.tape.add(price, amount, now_ms)
         return trade
+
+    def seed_history(self, now_ms: int, minutes: int = HISTORY_MINUTES) -> None:
+        """A plausible, seeded past for every pair: ``minutes`` of trades ending at the
+        start price, on the price grid, so a fresh market already has a coherent tape,
+        24 h figures and candles (all derived from these same trades)."""
+        for book in self.books.values():
+            self._seed_book(book, now_ms, minutes)
+
+    def _seed_book(self, book: Book, now_ms: int, minutes: int) -> None:
+        spec, grid = book.spec, book.spec.grid
+        # Walk backwards from the start price so the history ends where the market opens.
+        path = [book.mid]
+        for _ in range(minutes - 1):
+            shock = Decimal(str(round(self.rng.gauss(0.0, 1.0), 6))) * HISTORY_VOLATILITY
+            path.append(max(grid, path[-1] / (1 + shock)))
+        path.reverse()
+        # Minute-aligned, so one seed gives the same candles whenever it starts.
+        start_ms = (now_ms // 60_000 - minutes) * 60_000
+        for minute, price in enumerate(path):
+            for k in range(1 + self.rng.randrange(3)):
+                jitter = Decimal(str(round(self.rng.uniform(-1.0, 1.0), 6))) * self.spread
+                at = on_grid(price * (1 + jitter), grid)
+                if minute == minutes - 1 and k == 0:
+                    at = on_grid(book.mid, grid)  # the last print is the opening price
+                amount = (spec.level_notional * self._rand(0.005, 0.05) / at).quantize(
+                    spec.qty_quantum, rounding=ROUND_DOWN)
+                if at <= 0 or amount <= 0:
+                    continue
+                ts = start_ms + minute * 60_000 + k * 10_000 + self.rng.randrange(10_000)
+                self.record_trade(book, at, amount, self.rng.randrange(2), ts)
+        last = book.tape.last_price
+        if last is not None:
+            book.mid = last
 
     def set_book(
         self,
@@ -200,10 +258,7 @@ class Market:
             "books": {
                 name: {
                     "mid": str(b.mid),
-                    "open": str(b.open_price),
-                    "high": str(b.high),
-                    "low": str(b.low),
-                    "volume": str(b.volume),
+                    "tape": b.tape.snapshot(),
                     "trades": [
                         [t.trade_id, str(t.price), str(t.amount), t.side, t.timestamp_ms]
                         for t in b.trades
@@ -226,9 +281,7 @@ class Market:
             if book is None:
                 continue  # a symbol no longer listed
             book.mid = Decimal(data["mid"])
-            book.open_price = Decimal(data["open"])
-            book.high, book.low = Decimal(data["high"]), Decimal(data["low"])
-            book.volume = Decimal(data["volume"])
+            book.tape.restore(data["tape"])
             book.trades.clear()
             for tid, price, amount, side, ts in data["trades"]:
                 book.trades.append(PublicTrade(tid, Decimal(price), Decimal(amount), side, ts))

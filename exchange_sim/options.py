@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from .fees import Tier
+
 DEFAULT_API_KEY = "sim-api-key"
 DEFAULT_API_SECRET = "YnRjYm90LWV4Y2hhbmdlLXNpbS1zZWNyZXQtdjEhIQ=="
 DEFAULT_BALANCES = {
@@ -43,7 +45,10 @@ class SimOptions:
     clock_offset_ms: int = 0
     taker_fee: Decimal = Decimal("0.001")
     maker_fee: Decimal = Decimal("0.0005")
+    # Volume tiers (fees.py); None: one tier of maker_fee/taker_fee.
+    fee_tiers: tuple[Tier, ...] | None = None
     ws_heartbeat_s: float = 20.0
+    rate_limits: bool = True  # BTCTurk's documented limits (429); off for benchmarks
     state_path: str | None = None  # None: the account lives in memory only
     allow_remote: bool = False  # listen on a non-loopback address (needs admin_token)
     # Set only with --allow-remote: then every /sim/ request must carry it (Bearer).

@@ -8,8 +8,8 @@ client has been (or is about to be) told — an accepted order, a fill, a cancel
 ceiling — is made with ``synchronous=FULL``, so it is fsynced before the HTTP answer or
 the WebSocket event leaves the process. Saves run synchronously inside the handler, with
 no ``await`` between the engine's change and the commit, so no frame about a change can be
-written before the change is durable. The market walk is saved less strictly (every few
-seconds and at shutdown): losing a few seconds of random walk loses nothing a client saw
+written before the change is durable. The market walk is saved less strictly (every 30 s
+and at shutdown): losing a few seconds of random walk loses nothing a client saw
 as a commitment.
 """
 

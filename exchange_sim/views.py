@@ -5,11 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from .engine import limit_bounds
+from .history import Stats
 from .market import Book
 
 
 def symbol_json(index: int, book: Book) -> dict[str, Any]:
     s = book.spec
+    low, high = limit_bounds(book)
     return {
         "id": index + 1,
         "name": s.name,
@@ -39,28 +42,32 @@ def symbol_json(index: int, book: Book) -> dict[str, Any]:
         "isNew": False,
         "marketPriceWarningThresholdPercentage": "0.25",
         "maximumOrderAmount": None,
-        "maximumLimitOrderPrice": str(s.max_price),
-        "minimumLimitOrderPrice": str(s.min_price),
+        "maximumLimitOrderPrice": str(high),
+        "minimumLimitOrderPrice": str(low),
     }
 
 
-def ticker_row(index: int, book: Book) -> dict[str, Any]:
+def ticker_row(index: int, book: Book, now_ms: int) -> dict[str, Any]:
+    """24 h figures from the pair's trade tape (history.py): all from the same trades."""
     s = book.spec
-    last = book.last_price()
-    daily = last - book.open_price
-    pct = (daily / book.open_price * 100).quantize(Decimal("0.01")) if book.open_price else 0
+    stats = book.tape.stats(now_ms)
+    if stats is None:  # no trade ever: a flat day at the mid
+        mid = book.mid.quantize(s.grid)
+        stats = Stats(mid, mid, mid, mid, Decimal(0), mid)
+    daily = stats.last - stats.open
+    pct = (daily / stats.open * 100).quantize(Decimal("0.01")) if stats.open else Decimal(0)
     return {
         "pair": s.name,
         "pairNormalized": f"{s.numerator}_{s.denominator}",
         "timestamp": book.timestamp_ms,
-        "last": last,
-        "high": book.high,
-        "low": book.low,
+        "last": stats.last,
+        "high": stats.high,
+        "low": stats.low,
         "bid": book.best_bid() or Decimal(0),
         "ask": book.best_ask() or Decimal(0),
-        "open": book.open_price,
-        "volume": book.volume,
-        "average": book.mid.quantize(s.price_quantum),
+        "open": stats.open,
+        "volume": stats.volume,
+        "average": stats.average,
         "daily": daily,
         "dailyPercent": pct,
         "denominatorSymbol": s.denominator,

@@ -21,12 +21,18 @@ from aiohttp import WSMsgType, web
 from .auth_check import AuthChecker
 from .engine import Engine
 from .faults import FaultRegistry
+from .history import DAY_S
 from .market import Book, Market, PublicTrade
 from .responses import encode
 from .views import ticker_row
 
 WS_VERSION = {"type": 991, "current": "6.0.0", "min": "2.3.0"}
 WS_QUEUE_MAX = 20000
+BOOK_LEVELS = 25
+# tradeview (428) resolutions BTCTurk documents; a month is not a fixed-length bucket,
+# so "1M" is refused (ok:false) rather than approximated.
+TRADEVIEW_RESOLUTIONS = {"1": 60, "5": 300, "15": 900, "30": 1800, "60": 3600, "240": 14400,
+                         "1D": DAY_S, "1W": 7 * DAY_S}
 
 
 class WsClient:
@@ -35,6 +41,8 @@ class WsClient:
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
         self.subs: set[tuple[str, str]] = set()
+        # obdiff: the levels this client was last sent per pair, {side: {price: amount}}.
+        self.ob_base: dict[str, dict[str, dict[Decimal, Decimal]]] = {}
         self.logged_in = False
         self.stalled = False
         self.queue: asyncio.Queue[tuple[str, Callable[[], None] | None]] = asyncio.Queue(
@@ -65,6 +73,19 @@ class WsClient:
 
 def _frame(msg_type: int, body: dict[str, Any]) -> str:
     return encode([msg_type, body]).decode()
+
+
+def _levels(book: Book) -> dict[str, dict[Decimal, Decimal]]:
+    """The top of the book as published (25 levels a side), by price."""
+    return {"asks": {p: a for p, a in book.asks[:BOOK_LEVELS]},
+            "bids": {p: a for p, a in book.bids[:BOOK_LEVELS]}}
+
+
+def _diff(old: dict[Decimal, Decimal], new: dict[Decimal, Decimal]) -> list[dict[str, Any]]:
+    rows = [{"A": str(a), "P": str(p), "CP": 1 if p not in old else 0}
+            for p, a in new.items() if old.get(p) != a]
+    rows += [{"A": str(a), "P": str(p), "CP": 3} for p, a in old.items() if p not in new]
+    return rows
 
 
 class WsHub:
@@ -129,9 +150,10 @@ class WsHub:
     def _subscribe(self, client: WsClient, body: dict[str, Any]) -> None:
         channel = str(body.get("channel", ""))
         event = str(body.get("event", "")).replace("_", "").upper()
+        if channel == "tradeview":  # BTCTRY_60: keep the resolution's underscore
+            event = str(body.get("event", "")).upper()
         join = body.get("join", True) is not False
-        known = event in self.market.books or (channel == "ticker" and event == "ALL")
-        ok = channel in ("orderbook", "ticker", "trade") and known
+        ok = self._known(channel, event)
         word = "join" if join else "leave"
         key = (channel, "all" if event == "ALL" else event)
         reply = {"type": 100, "id": 0, "ok": ok, "message": f"{word}|{channel}:{key[1]}"}
@@ -140,12 +162,28 @@ class WsHub:
             return
         if not join:
             client.subs.discard(key)
+            if channel == "obdiff":
+                client.ob_base.pop(event, None)
             return
         client.subs.add(key)
         if channel == "orderbook":
             client.send(self._book_frame(self.market.books[event]))
+        elif channel == "obdiff":
+            book = self.market.books[event]
+            client.ob_base[event] = _levels(book)
+            client.send(self._book_frame(book))  # one full 431, then 432 diffs
         elif channel == "trade":
             client.send(self._trade_snapshot(self.market.books[event]))
+
+    def _known(self, channel: str, event: str) -> bool:
+        if channel in ("orderbook", "obdiff", "trade"):
+            return event in self.market.books
+        if channel == "ticker":
+            return event == "ALL" or event in self.market.books
+        if channel == "tradeview":
+            pair, _, resolution = event.partition("_")
+            return pair in self.market.books and resolution in TRADEVIEW_RESOLUTIONS
+        return False
 
     def _login(self, client: WsClient, body: dict[str, Any]) -> None:
         ok = self.auth.check_ws_login(
@@ -171,8 +209,8 @@ class WsHub:
         body = {
             "CS": book.change_set,
             "PS": s,
-            "AO": [{"A": str(a), "P": str(p)} for p, a in book.asks[:25]],
-            "BO": [{"A": str(a), "P": str(p)} for p, a in book.bids[:25]],
+            "AO": [{"A": str(a), "P": str(p)} for p, a in book.asks[:BOOK_LEVELS]],
+            "BO": [{"A": str(a), "P": str(p)} for p, a in book.bids[:BOOK_LEVELS]],
             "channel": "orderbook",
             "event": s,
             "type": 431,
@@ -195,6 +233,25 @@ class WsHub:
         for client in clients:
             client.send(frame, published)
 
+    def publish_obdiff(self, symbol: str) -> None:
+        """432 to each obdiff subscriber: the rows that changed since what it was sent.
+        CP 0 = amount updated, 1 = new level, 3 = level deleted (its last amount kept:
+        A never becomes 0 on BTCTurk)."""
+        clients = self._subscribers(("obdiff", symbol))
+        if not clients:
+            return
+        book = self.market.books[symbol]
+        now = _levels(book)
+        for client in clients:
+            base = client.ob_base.get(symbol, {"asks": {}, "bids": {}})
+            rows = {side: _diff(base[side], now[side]) for side in ("asks", "bids")}
+            client.ob_base[symbol] = now
+            if not rows["asks"] and not rows["bids"]:
+                continue
+            body = {"CS": book.change_set, "PS": symbol, "AO": rows["asks"], "BO": rows["bids"],
+                    "channel": "obdiff", "event": symbol, "type": 432}
+            client.send(_frame(432, body))
+
     # ------------------------------------------------------------------ trades
 
     @staticmethod
@@ -215,6 +272,7 @@ class WsHub:
                             "type": 421})
 
     def publish_trade(self, symbol: str, trade: PublicTrade) -> None:
+        self.publish_tradeview(symbol, trade)
         clients = self._subscribers(("trade", symbol))
         if not clients:
             return
@@ -223,12 +281,32 @@ class WsHub:
         for client in clients:
             client.send(frame)
 
+    def publish_tradeview(self, symbol: str, trade: PublicTrade) -> None:
+        """428: the candle of each subscribed resolution that this trade updated."""
+        book = self.market.books[symbol]
+        for resolution, seconds in TRADEVIEW_RESOLUTIONS.items():
+            event = f"{symbol}_{resolution}"
+            clients = self._subscribers(("tradeview", event))
+            if not clients:
+                continue
+            start = trade.timestamp_ms // 1000 // seconds * seconds
+            candles = book.tape.candles(seconds, from_s=start)
+            if not candles:
+                continue
+            c = candles[-1]
+            body = {"D": c.start_s, "P": symbol, "R": resolution, "O": str(c.open),
+                    "H": str(c.high), "L": str(c.low), "C": str(c.close), "V": str(c.volume),
+                    "channel": "tradeview", "event": event, "type": 428}
+            frame = _frame(428, body)
+            for client in clients:
+                client.send(frame)
+
     # ------------------------------------------------------------------ ticker
 
-    def publish_ticker(self) -> None:
+    def publish_ticker(self, now_ms: int) -> None:
         rows = []
         for index, book in enumerate(self.market.books.values()):
-            row = self._ticker_row(index, book)
+            row = self._ticker_row(index, book, now_ms)
             rows.append(row)
             symbol = book.spec.name
             clients = self._subscribers(("ticker", symbol))
@@ -243,8 +321,8 @@ class WsHub:
                 client.send(frame)
 
     @staticmethod
-    def _ticker_row(index: int, book: Book) -> dict[str, Any]:
-        r = ticker_row(index, book)
+    def _ticker_row(index: int, book: Book, now_ms: int) -> dict[str, Any]:
+        r = ticker_row(index, book, now_ms)
         bid_amt = book.bids[0][1] if book.bids else Decimal(0)
         ask_amt = book.asks[0][1] if book.asks else Decimal(0)
         return {

@@ -87,6 +87,8 @@ class SimulatorConfig(_Section):
     # Paper mode keeps the simulator's account here, so stop/start continues it
     # (`btcbot-supervisor paper reset` archives it together with the executor DB).
     state_file: str = "data/exchange-sim.db"
+    rate_limits: bool = True  # BTCTurk's documented limits, answered with 429 like it does
+    fee_schedule: str = ""  # VOLUME:MAKER/TAKER,... (empty: 0.05 % maker / 0.1 % taker)
 
 
 # Actors off the tick-to-order path run at a lower CPU priority, so that on a small

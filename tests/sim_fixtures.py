@@ -111,9 +111,13 @@ def _wait_accepting(host: str, port: int, deadline: float) -> None:
 
 
 def start_sim_process(
-    *extra_args: str, host: str = "127.0.0.1", timeout_s: float = 10.0
+    *extra_args: str, host: str = "127.0.0.1", timeout_s: float = 10.0,
+    rate_limits: bool = False,
 ) -> SimProcess:
-    """Start ``python -m exchange_sim`` on a free port and wait until it accepts."""
+    """Start ``python -m exchange_sim`` on a free port and wait until it accepts.
+
+    Server-side rate limits are off unless asked for: one simulator serves a whole test
+    session (and benchmarks), far beyond what one BTCTurk account may send a minute."""
     cmd = [
         sys.executable,
         "-m",
@@ -126,6 +130,7 @@ def start_sim_process(
         "7",
         "--book-interval-ms",
         "100",
+        *([] if rate_limits else ["--no-rate-limits"]),
         *extra_args,
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}

@@ -226,6 +226,8 @@ def test_429_on_read_is_retried_after_retry_after(sim: SimProcess) -> None:
         started = time.monotonic()
         assert await c.ticker("BTCTRY")
         assert time.monotonic() - started >= 0.2
+        # every answer counted by status (heartbeats, the dashboard's metrics)
+        assert c.http_statuses == {429: 1, 200: 1}
 
     with_client(sim, go)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -311,9 +312,44 @@ def test_metrics_parse_and_move(dash: Dash) -> None:
                    ("btcbot_actor_ready", (("actor", "executor"),)),
                    ("btcbot_orders_total", (("outcome", "submitted"),)),
                    ("btcbot_risk_decisions_total", (("verdict", "approved"),)),
-                   ("btcbot_latch", (("latch", "kill_switch"),)), books):
+                   ("btcbot_latch", (("latch", "kill_switch"),)),
+                   ("btcbot_exchange_http_responses_total", (("actor", "executor"),
+                                                              ("code", "200"))), books):
         assert needed in first, needed
     assert first[("btcbot_status_up", ())] == 1
     wait_for(lambda: scrape()[books] > first[books], timeout=10, what="book counter moving")
     hb = ("btcbot_hop_latency_seconds_count", (("hop", "bus→dashboard"),))
     wait_for(lambda: scrape()[hb] > first[hb], timeout=10, what="hop histogram moving")
+
+
+def test_a_port_it_cannot_bind_never_stops_trading(dash: Dash) -> None:
+    """Last in the module: SIGKILL the dashboard and take its port before the restarted
+    one binds it. It must stay up in ERROR_RETRYABLE saying why, trading must carry on,
+    and once the port is free it serves again."""
+    cfg = load_config(dash.pipeline.config)
+    before = dash.pipeline.actor("dashboard")
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    os.kill(before["pid"], signal.SIGKILL)
+    wait_for(lambda: _try_bind(squatter, cfg.dashboard.port), timeout=10, interval=0.01,
+             what="the dashboard's port")
+    try:
+        squatter.listen(1)
+        doc = wait_for(lambda: (d := dash.pipeline.status()) and (a := next(
+            x for x in d["actors"] if x["name"] == "dashboard"))["state"] == "ERROR_RETRYABLE"
+            and a["pid"] != before["pid"] and d, timeout=30, what="dashboard ERROR_RETRYABLE")
+        me = next(x for x in doc["actors"] if x["name"] == "dashboard")
+        assert "cannot listen" in me["info"]["bind_error"]
+        assert not any("dashboard" in r for r in doc["trading"]["reasons"]), doc["trading"]
+    finally:
+        squatter.close()
+    wait_for(lambda: dash.get("/overview")[0] == 200, timeout=30, what="serving again")
+    assert dash.pipeline.actor("dashboard")["state"] == "READY"
+
+
+def _try_bind(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True

@@ -247,3 +247,34 @@ def test_decisions_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeyp
     assert first[0].created_wall_ns == t0 and first[1].created_wall_ns == t0 + 6 * 10**9
     assert first[0].intent_id == first[1].intent_id  # same state, same decision
     assert runs[1] == first and runs[2] == first
+
+
+def test_a_raising_plugin_is_logged_counted_and_paused_and_the_actor_lives(tmp_path):
+    actor, _ = make_actor(tmp_path)
+    from actors.strategy.host import StrategyHost
+    from tests.test_strategy_plugins import Fragile
+
+    actor.host = StrategyHost(Fragile(Fragile.Params()), boot=1)
+    btc_rules = msgspec.structs.replace(RULES, symbol="BTCTRY")
+    up = asyncio.Event()
+    up.set()
+
+    async def scenario(intents):
+        for _ in range(100):
+            if actor.synced:
+                break
+            await asyncio.sleep(0.02)
+        await actor.on_message("md.rules.BTCTRY", pkt(btc_rules))
+        await actor.on_message("md.rules.ETHTRY", pkt(RULES))
+        await actor.on_message("md.book.BTCTRY", pkt(msgspec.structs.replace(
+            book(1), symbol="BTCTRY")))
+        await actor.on_message("md.book.ETHTRY", pkt(book(2)))
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if intents:
+                break
+
+    intents = asyncio.run(run_with(actor, up, scenario))
+    assert actor.counters["plugin_errors"] == 1
+    assert actor.heartbeat_info().plugin_paused == ["BTCTRY"]
+    assert [i.symbol for i in intents] == ["ETHTRY"]  # the other symbol still trades

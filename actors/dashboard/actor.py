@@ -75,8 +75,10 @@ class DashboardActor(Actor):
                        explain=self._why,
                        limits={"max_daily_loss_try": str(risk.max_daily_loss_try)},
                        counters=self.web_counters)
+        # Open event streams never end by themselves: on stop, give them a second, not
+        # aiohttp's default minute (the runtime allows teardown five).
         self.runner = web.AppRunner(build_app(self.hub), access_log=None,
-                                    handler_cancellation=True)
+                                    handler_cancellation=True, shutdown_timeout=1.0)
         await self.runner.setup()
         if not await self._bind():
             self.fsm.to(State.ERROR_RETRYABLE, self.bind_error[:200])

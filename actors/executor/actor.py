@@ -7,7 +7,10 @@ This module is wiring and dispatch only; each concern has its own module:
   events, dry-run fills) and reconcile
 - snapshot.py: the portfolio snapshot, heartbeat info, housekeeping loops
 - gates.py: gates and latches (the executor's DB is the one writer of latches)
+- incidents.py: surprising venue data recorded (table + bus) and latched, never crashed on
+- resolve.py: the operator's settlement of VANISHED orders (audited)
 - venues/: where orders go (BTCTurk/simulator, dry-run, replay mirror), chosen once
+- outage.py: exchange unreachable → halt, drift checks paused, reconcile, resume
 - faults.py: test-only fault injection (BTCBOT_TEST_CRASH_AT), wired in at start
 """
 
@@ -18,12 +21,16 @@ from loguru import logger
 from actors.executor.db import ExecutorDB, LockHeld, acquire_lock
 from actors.executor.faults import CrashHook
 from actors.executor.gates import Gates
+from actors.executor.incidents import Incidents
 from actors.executor.orders import Orders
+from actors.executor.outage import Outage
 from actors.executor.probes import Probes
+from actors.executor.resolve import Resolver
 from actors.executor.snapshot import Snapshots
 from actors.executor.state import ExecState
 from actors.executor.sync import Sync
 from actors.executor.venues import make_venue
+from actors.executor.venues.watched import WatchedVenue
 from actors.runtime import EXIT_CONFIG, EXIT_LOCKED, Actor, FatalActorError, main_for
 from bus.messages import (
     Ack,
@@ -36,6 +43,7 @@ from bus.messages import (
     Packet,
     Ping,
     ReconcileQuery,
+    ResolveOrder,
     SetLatch,
     SnapshotQuery,
     SubmitOrder,
@@ -71,10 +79,17 @@ class ExecutorActor(Actor):
         self.s = ExecState(cfg=cfg, venue=venue, clock=clock, faults=faults,
                            counters=self.counters, publish=self.publish, spawn=self.spawn)
         self.gates = Gates(self.s, self.fsm)
-        self.orders = Orders(self.s, self.gates)
-        self.sync = Sync(self.s, self.gates, self.orders)
+        self.incidents = Incidents(self.s, self.gates)
+        self.outage = Outage(self.s, self.gates, self.incidents)
+        if venue.read_block is None:  # a venue that can be down: watch every call
+            self.s.venue = WatchedVenue(venue, self.outage.ok,  # type: ignore[assignment]
+                                        self.outage.unreachable)
+        self.orders = Orders(self.s, self.gates, self.incidents)
+        self.sync = Sync(self.s, self.gates, self.orders, self.incidents, self.outage)
         self.probes = Probes(self.s, self.gates, self.orders, self.sync.poll_once)
+        self.resolver = Resolver(self.s, self.gates, self.orders, self.incidents)
         self.snapshots = Snapshots(self.s, self.gates)
+        self.gates.on_change = self.snapshots.publish_now
 
     # --- lifecycle ---------------------------------------------------------------------
     async def setup(self) -> None:
@@ -122,12 +137,13 @@ class ExecutorActor(Actor):
                 return await self.sync.reconcile(symbol)
             case SetLatch():
                 return self._on_set_latch(body.latch, body.value, body.reason)
+            case ResolveOrder():
+                return self.resolver.resolve(body)
         raise CommandError(f"executor does not handle {type(body).__name__}")
 
     def _on_set_latch(self, latch: str, value: bool, reason: str) -> Ack:
         """The one writer of the latches: durable first, then announced."""
         self.gates.set_latch(latch, value, reason)
-        self.snapshots.publish_now()
         return Ack(detail=f"{latch}={'on' if value else 'off'}")
 
     async def on_control(self, control: Control) -> None:

@@ -125,6 +125,28 @@ MIGRATIONS: list[str] = [
         report TEXT NOT NULL
     );
     """,
+    # v3: incidents (surprising venue data recorded instead of crashing on it) and the
+    # operator's resolutions of orders the executor could not settle itself (VANISHED).
+    """
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        symbol TEXT NOT NULL DEFAULT '',
+        client_order_id TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL,
+        latch TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE order_resolutions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        client_order_id TEXT NOT NULL,
+        old_state TEXT NOT NULL,
+        new_state TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        operator TEXT NOT NULL DEFAULT ''
+    );
+    """,
 ]
 
 LATCH_NAMES = ("kill_switch", "safety_latch", "paused")
@@ -514,6 +536,44 @@ class ExecutorDB:
         return [(i, at, mode, bool(armed), report) for (i, at, mode, armed, report) in
                 self.conn.execute("SELECT id, at, mode, armed, report FROM arming_records "
                                   "ORDER BY id")]
+
+    # --- incidents and resolutions ----------------------------------------------------
+    def record_incident(self, kind: str, detail: str, *, symbol: str = "",
+                        client_order_id: str = "", latch: str = "",
+                        now: float | None = None) -> int:
+        with self._durable():
+            self.conn.execute(
+                "INSERT INTO incidents(at, kind, symbol, client_order_id, detail, latch) "
+                "VALUES (?,?,?,?,?,?)", (now if now is not None else time.time(), kind,
+                                         symbol, client_order_id, detail[:1000], latch))
+            return int(self.conn.last_insert_rowid())
+
+    def incidents(self, limit: int = 100) -> list[tuple[int, float, str, str, str, str, str]]:
+        return list(self.conn.execute(
+            "SELECT id, at, kind, symbol, client_order_id, detail, latch FROM incidents "
+            "ORDER BY id DESC LIMIT ?", (limit,)))
+
+    def resolve_order(self, cid: str, old_state: str, new_state: str, reason: str,
+                      operator: str, now: float, fill: FillRow | None = None,
+                      position: PositionState | None = None) -> None:
+        """The operator's word on an order, its audit row and (as filled) its fill, in
+        one durable transaction."""
+        with self._durable():
+            order = self.get_order(cid)
+            assert order is not None, f"no order {cid}"
+            self._update_order(cid, now, state=new_state, reason=f"resolved:{reason}"[:500],
+                               **({"filled_quantity": order.quantity} if fill else {}))
+            self.conn.execute(
+                "INSERT INTO order_resolutions(at, client_order_id, old_state, new_state, "
+                "reason, operator) VALUES (?,?,?,?,?,?)",
+                (now, cid, old_state, new_state, reason[:500], operator))
+            if fill is not None and position is not None:
+                self.insert_fill(fill, order.mode, position, now)  # nested: a savepoint
+
+    def resolutions(self) -> list[tuple[int, float, str, str, str, str, str]]:
+        return list(self.conn.execute(
+            "SELECT id, at, client_order_id, old_state, new_state, reason, operator "
+            "FROM order_resolutions ORDER BY id"))
 
     def latches(self) -> dict[str, tuple[bool, str]]:
         out = {n: (False, "") for n in LATCH_NAMES}

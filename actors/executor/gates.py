@@ -9,6 +9,8 @@ latch writes: a ``kill_switch_on`` broadcast is ignored here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from loguru import logger
 
 from actors.executor.state import SUBMIT, ExecState
@@ -21,6 +23,13 @@ class Gates:
         self.s = s
         self.fsm = fsm
         self.latches: dict[str, tuple[bool, str]] = {}
+        # Announces a durable change (wired to the snapshot publisher).
+        self.on_change: Callable[[], None] = lambda: None
+        # Halts: conditions of the moment, in memory only (they must work when the disk
+        # does not): "exchange" (unreachable) and "disk" (a DB write failed). Each stops
+        # submits with its name as the reason; they lift themselves when the condition
+        # ends (exchange) or need a restart (disk).
+        self.halts: dict[str, str] = {}
 
     def load(self) -> None:
         self.latches = self.s.db.latches()
@@ -48,6 +57,8 @@ class Gates:
         if cfg.gates.safe_mode:
             return "safe_mode"
         if action == SUBMIT:
+            for name in self.halts:
+                return name
             if self.kill_switch_on():
                 return "kill_switch"
             if self.latch("safety_latch"):
@@ -57,15 +68,37 @@ class Gates:
         return None
 
     def set_latch(self, latch: str, value: bool, reason: str) -> None:
-        """Durable first, then announced (the caller publishes the snapshot)."""
+        """Durable first, then announced (the portfolio snapshot, at once)."""
         self.s.db.set_latch(latch, value, reason, self.s.now())
         self.latches = self.s.db.latches()
         logger.warning("executor: latch {} = {} ({})", latch, value, reason)
         self.sync_fsm(f"latch {latch}={value}")
         self.s.dirty = True
+        self.on_change()
+
+    def halt(self, name: str, detail: str) -> bool:
+        """True when this is a new halt (the caller says so once)."""
+        new = name not in self.halts
+        self.halts[name] = detail
+        if new:
+            logger.error("executor: halted ({}): {}", name, detail)
+            self.sync_fsm(f"halt {name}: {detail}")
+            self.s.dirty = True
+        return new
+
+    def lift(self, name: str, why: str) -> bool:
+        if self.halts.pop(name, None) is None:
+            return False
+        logger.warning("executor: halt {} lifted: {}", name, why)
+        self.sync_fsm(f"{name} halt lifted: {why}")
+        self.s.dirty = True
+        return True
+
+    def halt_reason(self) -> str:
+        return "; ".join(f"{name}: {detail}" for name, detail in self.halts.items())
 
     def sync_fsm(self, trigger: str) -> None:
-        if self.s.recovering:
+        if self.s.recovering or self.halts:
             target = State.DEGRADED_RECOVERY
         elif self.kill_switch_on() or self.latch("safety_latch") or self.latch("paused"):
             target = State.PAUSED_SAFETY

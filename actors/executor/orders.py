@@ -35,6 +35,7 @@ from actors.executor import idempotency as idem
 from actors.executor.db import OrderRow
 from actors.executor.gates import Gates
 from actors.executor.idempotency import Key
+from actors.executor.incidents import Incidents
 from actors.executor.recovery import exchange_view
 from actors.executor.state import CANCEL, SUBMIT, ExecState, KeyId
 from bus.messages import TERMINAL_ORDER_STATES, OrderAck, OrderEvent, OrderRequest
@@ -45,9 +46,11 @@ from shared.ids import client_order_id
 
 
 class Orders:
-    def __init__(self, s: ExecState, gates: Gates) -> None:
+    def __init__(self, s: ExecState, gates: Gates, incidents: Incidents) -> None:
         self.s = s
         self.gates = gates
+        self.incidents = incidents
+        self._collisions: set[tuple[str, int]] = set()  # (cid, exchange id) reported
         ex = s.cfg.executor
         self.policy = idem.Policy(ex.settle_window_s, ex.probe_backoff_initial_s,
                                   ex.probe_backoff_max_s, ex.max_send_attempts)
@@ -150,6 +153,22 @@ class Orders:
         return OrderAck(client_order_id=cid, status="accepted", key_status="PENDING",
                         reason=reason)
 
+    def id_collision(self, cid: str, oid: int, symbol: str) -> bool:
+        """True (and an incident, once, with the safety latch) when exchange id ``oid``
+        already belongs to another of our orders: the venue reissued an id (e.g. a fresh
+        simulator account) and the DB cannot hold both. Nothing is written for it."""
+        other = self.s.db.order_by_exchange_id(oid)
+        if other is None or other.client_order_id == cid:
+            return False
+        if (cid, oid) not in self._collisions:
+            self._collisions.add((cid, oid))
+            self.incidents.record(
+                "id_collision", f"exchange order id {oid} reported for {cid} is already "
+                f"held by {other.client_order_id} ({other.state}, created "
+                f"{other.created_at:.0f})", symbol=symbol, client_order_id=cid,
+                latch="safety_latch")
+        return True
+
     # --- key transitions --------------------------------------------------------------
     def key_event(self, k: KeyId, event: idem.Event, *, persist: bool = True,
                   **order_update: Any) -> Key:
@@ -241,6 +260,12 @@ class Orders:
                            state="UNKNOWN", reason=f"ambiguous:{reason}")
             return
         s.faults.hit("after_response")
+        if self.id_collision(cid, oid, order.symbol):
+            # On the venue, but its id is taken here: the key is settled (never re-sent),
+            # the row stays without the id, the bot is latched until an operator looks.
+            self.key_event(k, idem.SendSucceeded(s.now(), oid), state="OPEN",
+                           reason="id_collision")
+            return
         self.key_event(k, idem.SendSucceeded(s.now(), oid), state="OPEN",
                        exchange_order_id=oid)
 
@@ -288,6 +313,8 @@ class Orders:
         self.record_exchange_order(order, eo)
 
     def record_exchange_order(self, order: OrderRow, eo: ExchangeOrder) -> bool:
+        if self.id_collision(order.client_order_id, eo.id, order.symbol):
+            return False
         state, filled = exchange_view(eo)
         if (state, filled, eo.id) == (order.state, order.filled_quantity,
                                       order.exchange_order_id):

@@ -20,12 +20,12 @@ from typing import Any
 from loguru import logger
 
 from actors.executor import idempotency as idem
-from actors.executor.db import OrderRow
 from actors.executor.gates import Gates
 from actors.executor.idempotency import KeyStatus, Phase
 from actors.executor.orders import Orders
 from actors.executor.recovery import exchange_view
 from actors.executor.state import SUBMIT, ExecState, KeyId
+from actors.executor.venues.base import find_by_client_id
 from bus.messages import TERMINAL_ORDER_STATES
 from shared.btcturk.errors import BtcTurkError
 from shared.btcturk.models import ExchangeOrder
@@ -97,7 +97,8 @@ class Probes:
             return
         try:
             if k[0] == SUBMIT:
-                eo = await self._find(order)
+                eo = await find_by_client_id(s.venue, order.symbol, order.client_order_id,
+                                             order.created_at)
             else:
                 assert order.exchange_order_id is not None
                 eo = await s.venue.get_order(order.exchange_order_id)
@@ -118,9 +119,14 @@ class Probes:
         s = self.s
         now = s.now()
         cid = k[1]
+        if found and oid is not None and self.orders.id_collision(cid, oid, eo.pair if eo
+                                                                 else ""):
+            oid = None  # settled as found, but the taken id is not written
         if found:
             update: dict[str, Any] = {}
-            if k[0] == SUBMIT:
+            if k[0] == SUBMIT and oid is None and eo is not None:
+                update = {"state": exchange_view(eo)[0], "filled_quantity": eo.filled}
+            elif k[0] == SUBMIT:
                 state, filled = exchange_view(eo) if eo is not None else ("OPEN", Decimal(0))
                 update = {"state": state, "filled_quantity": filled, "exchange_order_id": oid}
             elif eo is not None:
@@ -134,19 +140,6 @@ class Probes:
             s.db.update_order(cid, now, state="FAILED", reason=new.reason)
             self.orders.publish_order(cid, new.reason)
             logger.info("executor: {} not on the exchange after the settle window: FAILED", cid)
-
-    async def _find(self, order: OrderRow) -> ExchangeOrder | None:
-        """Open orders first (cheap, current), then all orders since just before the key."""
-        venue = self.s.venue
-        cid = order.client_order_id
-        for eo in await venue.open_orders(order.symbol):
-            if eo.client_order_id == cid:
-                return eo
-        start_ms = int((order.created_at - 120) * 1000)
-        for eo in await venue.all_orders(order.symbol, start_ms):
-            if eo.client_order_id == cid:
-                return eo
-        return None
 
     async def _try_finish_recovery(self) -> None:
         s = self.s

@@ -93,6 +93,7 @@ class Snapshots:
             counts = s.db.key_counts()
             base.update(keys_pending=counts["PENDING"], keys_unknown=counts["UNKNOWN"],
                         keys_failed=counts["FAILED"], keys_committed=counts["COMMITTED"])
+        base.update({f"http_{code}": n for code, n in s.venue.http_statuses().items()})
         return base
 
     def heartbeat_info(self, db_path: str) -> ExecutorInfo:
@@ -108,4 +109,6 @@ class Snapshots:
             db=db_path,
             unresolvable_keys=len(s.unresolvable),
             private_ws=s.venue.status(),
+            halt=self.gates.halt_reason(),
+            venue=s.venue.name,
         )

@@ -24,7 +24,9 @@ from actors.executor.accounting import PositionState, apply_fill
 from actors.executor.db import FillRow, OrderRow
 from actors.executor.gates import Gates
 from actors.executor.idempotency import KeyStatus, Phase
+from actors.executor.incidents import VANISHED_PREFIX, Incidents
 from actors.executor.orders import Orders
+from actors.executor.outage import LIVENESS_S, Outage
 from actors.executor.recovery import (
     Drift,
     balance_drift,
@@ -35,17 +37,24 @@ from actors.executor.recovery import (
 )
 from actors.executor.state import CANCEL, SUBMIT, ExecState
 from actors.executor.tradewindow import TradeWindow
+from actors.executor.venues.base import find_by_client_id
 from bus.messages import Fill, Msg, ReconcileResult
-from shared.btcturk.errors import BtcTurkError
+from shared.btcturk.errors import BtcTurkError, RejectedError
 from shared.btcturk.models import ExchangeOrder, UserTrade
 from shared.btcturk.ws import OrderDelete, OrderInsert, OrderMatch
 
 
 class Sync:
-    def __init__(self, s: ExecState, gates: Gates, orders: Orders) -> None:
+    def __init__(self, s: ExecState, gates: Gates, orders: Orders,
+                 incidents: Incidents, outage: Outage) -> None:
         self.s = s
         self.gates = gates
         self.orders = orders
+        self.incidents = incidents
+        self.outage = outage
+        # Orders held open here that the venue could not find: since when (wall s).
+        self._missing_since: dict[str, float] = {}
+        self._unknown_fills: set[str] = set()  # trade ids already reported
         self.trade_window = TradeWindow()
         self._last_balance_fetch = 0.0
         self._balance_baseline: dict[str, Decimal] = {}
@@ -62,19 +71,48 @@ class Sync:
         while True:
             now = s.mono()
             s.venue.check(now)
-            due = last + s.venue.poll_interval()
-            if now < due:
-                await asyncio.sleep(min(0.25, due - now))
+            if self.outage.active:
+                interval = s.cfg.executor.order_poll_interval_s
+            else:
+                interval = s.venue.poll_interval()
+            due = last + interval
+            quiet_since = self.outage.last_ok_mono
+            if now < due and now - quiet_since < LIVENESS_S:
+                await asyncio.sleep(min(0.25, due - now, LIVENESS_S - (now - quiet_since)))
                 continue
-            last = now
             if self.gates.read_block() is not None or s.recovering:
+                last = now
+                await asyncio.sleep(0.25)
                 continue
             try:
-                await self.poll_once(watch=True)
-                s.counters["polls"] += 1
+                if self.outage.active:
+                    last = now
+                    await self._try_back()
+                elif now >= due:
+                    last = now
+                    await self.poll_once(watch=True)
+                    s.counters["polls"] += 1
+                else:
+                    # Nothing heard for LIVENESS_S: one cheap read proves the venue is
+                    # there (an outage shows within seconds even between slow polls).
+                    await self.fetch_balances()
+                    s.counters["liveness_reads"] += 1
             except BtcTurkError as exc:
                 s.counters["poll_errors"] += 1
-                logger.warning("executor: poll failed: {}", exc)
+                if not self.outage.active:
+                    logger.warning("executor: poll failed: {}", exc)
+                await asyncio.sleep(0.25)  # never spin on a failing venue
+
+    async def _try_back(self) -> None:
+        """While the exchange is unreachable: a full reconcile is the test of its return;
+        trading resumes only after one succeeds."""
+        result = await self._compare("")
+        if result.ok:
+            logger.warning("executor: exchange answers again; reconciled ({} drift): "
+                           "trading resumes", result.drift_found)
+            self.outage.back()
+        else:
+            self.s.counters["outage_reconcile_failures"] += 1
 
     def _in_resolution(self) -> frozenset[str]:
         return frozenset(k[1] for k in self.s.keys if k[0] == SUBMIT)
@@ -136,6 +174,10 @@ class Sync:
     async def _fix(self, d: Drift, row: OrderRow | None) -> str:
         s = self.s
         now = s.now()
+        if d.exchange_order is not None and self.orders.id_collision(
+                d.client_order_id, d.exchange_order.id, d.exchange_order.pair):
+            return f"not applied {d.client_order_id}: exchange id {d.exchange_order.id} " \
+                   "held by another order (incident)"
         if d.kind == "orphan":
             assert d.exchange_order is not None
             eo = d.exchange_order
@@ -170,9 +212,45 @@ class Sync:
             return f"updated {row.client_order_id}: {d.detail}"
         # missing: the order ended; find out how
         assert row.exchange_order_id is not None
-        eo = await s.venue.get_order(row.exchange_order_id)
+        try:
+            eo = await s.venue.get_order(row.exchange_order_id)
+        except RejectedError as exc:
+            if exc.kind != "order_not_found":
+                raise
+            return await self._not_found(row, d.detail)
+        self._missing_since.pop(row.client_order_id, None)
         self.orders.record_exchange_order(row, eo)
         return f"closed {row.client_order_id}: {d.detail} -> {exchange_view(eo)[0]}"
+
+    async def _not_found(self, row: OrderRow, detail: str) -> str:
+        """The venue does not know an order we hold open (by exchange id). Asked again by
+        client id (open orders, all orders); still unknown after the settle window, it is
+        VANISHED: terminal, an incident, the safety latch, until an operator resolves it."""
+        s = self.s
+        cid = row.client_order_id
+        eo = await find_by_client_id(s.venue, row.symbol, cid, row.created_at)
+        if eo is not None:
+            self._missing_since.pop(cid, None)
+            if not self.orders.id_collision(cid, eo.id, row.symbol):
+                self.orders.record_exchange_order(row, eo)
+            return f"found {cid} by client id as {eo.id}"
+        now = s.now()
+        since = self._missing_since.setdefault(cid, now)
+        window = s.cfg.executor.settle_window_s
+        if now - since < window:
+            return f"{cid}: {detail}; unknown to the exchange for {now - since:.1f} s"
+        self._missing_since.pop(cid, None)
+        why = (f"order {cid} ({row.symbol} {row.side} {row.quantity} @ {row.price}, exchange "
+               f"id {row.exchange_order_id}) is open here but unknown to the exchange "
+               f"after {window:.0f} s (open orders, all orders, order id)")
+        s.db.update_order(cid, now, state="VANISHED", reason="vanished")
+        self.orders.publish_order(cid, "vanished")
+        s.counters["vanished"] += 1
+        self.incidents.record("vanished", why, symbol=row.symbol, client_order_id=cid,
+                              latch="safety_latch", latch_reason=f"{VANISHED_PREFIX} {why}; "
+                              f"settle it with: btcbot-supervisor orders resolve {cid} "
+                              "--as cancelled|filled --reason TEXT")
+        return f"vanished {cid}: {why}"
 
     def import_trades(self, trades: list[UserTrade], changed: list[str] | None = None) -> int:
         s = self.s
@@ -187,7 +265,10 @@ class Sync:
             if row is None and is_ours(t.client_order_id, prefix):
                 row = s.db.get_order(t.client_order_id or "")
             if row is None:
-                s.counters["foreign_trades"] += 1
+                if is_ours(t.client_order_id, prefix):
+                    self._unknown_fill(t)
+                else:
+                    s.counters["foreign_trades"] += 1
                 continue
             # Foreign trades are not remembered: one seen before its order's exchange
             # id was recorded must be matched again on the next read.
@@ -199,6 +280,17 @@ class Sync:
                 if changed is not None:
                     changed.append(row.client_order_id)
         return imported
+
+    def _unknown_fill(self, t: UserTrade) -> None:
+        """A trade under our client-id prefix for an order we hold no row of: money
+        moved that nothing here accounts for."""
+        if str(t.id) in self._unknown_fills:
+            return
+        self._unknown_fills.add(str(t.id))
+        self.incidents.record(
+            "unknown_fill", f"trade {t.id} ({t.pair} {t.side} {t.amount} @ {t.price}) of "
+            f"order {t.order_id} / {t.client_order_id}, which this executor has no record of",
+            symbol=t.pair, client_order_id=t.client_order_id or "", latch="safety_latch")
 
     def record_fill(self, f: FillRow) -> bool:
         s = self.s
@@ -329,6 +421,18 @@ class Sync:
             syms = [symbol] if symbol else list(s.cfg.marketdata.symbols)
             return ReconcileResult(ok=False, drift_found=0, drift_fixed=0,
                                    failed_symbols=syms, details=[f"blocked: {block}"])
+        if not self.outage.active:
+            result = await self._compare(symbol)
+            if not self.outage.active:
+                return result
+        # Drift checks are paused while the exchange is unreachable, and say so: the
+        # executor already halted submits and resumes after a reconcile of its own.
+        s.counters["reconciles_paused"] += 1
+        return ReconcileResult(ok=True, drift_found=0, drift_fixed=0, failed_symbols=[],
+                               details=[f"paused: {self.gates.halts.get('exchange', '')}"])
+
+    async def _compare(self, symbol: str) -> ReconcileResult:
+        s = self.s
         symbols = [symbol] if symbol else sorted(set(s.cfg.marketdata.symbols)
                                                  | set(s.db.order_symbols(s.mode)))
         failed: list[str] = []

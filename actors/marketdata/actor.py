@@ -297,9 +297,10 @@ class MarketdataActor(Actor):
                               symbols=symbols)
 
     def heartbeat_counters(self) -> dict[str, int]:
-        if self.ws is None:
-            return {}
-        return {f"ws_{k}": v for k, v in self.ws.counters.items()}
+        out = {} if self.ws is None else {f"ws_{k}": v for k, v in self.ws.counters.items()}
+        if self.client is not None:  # REST answers by status code (429s included)
+            out.update({f"http_{code}": n for code, n in self.client.http_statuses.items()})
+        return out
 
 
 def main() -> None:

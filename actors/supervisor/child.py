@@ -29,7 +29,9 @@ def child_argv(cfg: Config, name: str) -> list[str]:
                 "--seed", str(sim.seed), "--api-key", sim.api_key, "--api-secret",
                 sim.api_secret, "--book-interval-ms", str(sim.book_interval_ms),
                 "--balances", sim.balances,
-                *(["--state", str(cfg.path(sim.state_file))] if cfg.mode == "paper" else [])]
+                *(["--state", str(cfg.path(sim.state_file))] if cfg.mode == "paper" else []),
+                *([] if sim.rate_limits else ["--no-rate-limits"]),
+                *(["--fee-schedule", sim.fee_schedule] if sim.fee_schedule else [])]
     module = "bus" if name == "bus" else f"actors.{name}"
     return [py, "-m", module, "--config", cfg.source_path, "--mode", cfg.mode]
 

@@ -393,3 +393,14 @@ cli.add_command(why)
 from actors.supervisor.paper_cli import paper  # noqa: E402
 
 cli.add_command(paper)
+
+# Settling orders the executor could not (actors/supervisor/orders_cli.py): orders resolve.
+from actors.supervisor.orders_cli import orders  # noqa: E402
+
+cli.add_command(orders)
+
+# Strategy research (actors/supervisor/backtest_cli.py): backtest, record-market.
+from actors.supervisor.backtest_cli import backtest, record_market  # noqa: E402
+
+cli.add_command(backtest)
+cli.add_command(record_market)

@@ -43,6 +43,7 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "paused": ex_info.paused if ex_info else None,
         "reason": (ex_info.latch_reason if ex_info else "") or sup.kill_switch_reason,
         "supervisor_kill_switch": sup.kill_switch_reason,
+        "executor_halt": ex_info.halt if ex_info else "",
     }
     live_problems = cfg.live_arming_problems() if cfg.mode == "live" else []
     stale = sorted(s for s, f in sup.feed.items() if not f.fresh)
@@ -109,6 +110,8 @@ def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
         reasons.append("gate:safety_latch")
     if latch["paused"]:
         reasons.append("gate:paused")
+    if latch.get("executor_halt"):
+        reasons.append(f"executor:halted ({latch['executor_halt']})")
     if sup.cfg.mode == "live" and not gates["live_armed"]:
         reasons.append("gate:live_not_armed")
     if gates["stale_symbols"]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter, deque
 from collections.abc import Container, Mapping
 from decimal import Decimal
 from types import TracebackType
@@ -77,34 +78,36 @@ RATE_LIMITS: dict[str, list[tuple[int, float]]] = {
 }
 
 
-class TokenBucket:
-    """Classic token bucket; waiters are served in arrival order (the lock is FIFO)."""
+class SlidingWindow:
+    """At most ``capacity`` requests in ANY ``period_s`` window; waiters in arrival order.
+
+    BTCTurk counts in fixed windows that start at the first request. A token bucket of the
+    same capacity could send almost twice that in one such window (a full bucket, then the
+    refill) and trip a 429; a sliding log never does, whatever the server's window phase.
+    """
 
     def __init__(self, capacity: int, period_s: float) -> None:
-        self.capacity = float(capacity)
-        self.rate = capacity / period_s
-        self.tokens = float(capacity)
-        self.updated = time.monotonic()
+        self.capacity = capacity
+        self.period_s = period_s
+        self.sent: deque[float] = deque()
         self._lock = asyncio.Lock()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
 
     async def acquire(self) -> None:
         async with self._lock:
-            self._refill()
-            while self.tokens < 1.0:
-                await asyncio.sleep((1.0 - self.tokens) / self.rate)
-                self._refill()
-            self.tokens -= 1.0
+            while True:
+                now = time.monotonic()
+                while self.sent and now - self.sent[0] >= self.period_s:
+                    self.sent.popleft()
+                if len(self.sent) < self.capacity:
+                    self.sent.append(now)
+                    return
+                await asyncio.sleep(self.period_s - (now - self.sent[0]))
 
 
 class RateLimiter:
     def __init__(self, limits: dict[str, list[tuple[int, float]]] | None) -> None:
-        self._groups: dict[str, list[TokenBucket]] = {
-            name: [TokenBucket(cap, period) for cap, period in spec]
+        self._groups: dict[str, list[SlidingWindow]] = {
+            name: [SlidingWindow(cap, period) for cap, period in spec]
             for name, spec in (limits or {}).items()
         }
 
@@ -153,12 +156,19 @@ class BtcTurkClient:
         self.timeout_s = timeout_s
         self.connect_timeout_s = min(connect_timeout_s, timeout_s)
         self.clock = StampClock()
+        # Every HTTP answer by status code (429s included), for heartbeats and metrics.
+        self.http_statuses: Counter[int] = Counter()
         self._pool: HttpPool | None = None
         self._read_attempts = max(1, read_attempts)
         self._backoff_s = retry_backoff_s
         self._retry_after_cap_s = retry_after_cap_s
         # rate_limits=False disables client-side limiting (benchmarks against the simulator).
         self._limiter = RateLimiter({} if rate_limits is False else (rate_limits or RATE_LIMITS))
+
+    @property
+    def rate_limited(self) -> int:
+        """HTTP 429 answers received (the exchange's rate limits): a normal session has 0."""
+        return self.http_statuses[429]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -301,6 +311,7 @@ class BtcTurkClient:
             await self._limiter.acquire(group)
             try:
                 resp = await self._send_once(method, path, params, body, private)
+                self.http_statuses[resp.status] += 1
                 self._raise_for_status(resp.status, resp.body, resp.headers, write)
                 return resp.body
             except (RetryableError, AmbiguousError) as exc:

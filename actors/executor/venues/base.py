@@ -15,7 +15,7 @@ Capabilities instead of mode branches:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Container, Coroutine
+from collections.abc import Awaitable, Callable, Container, Coroutine, Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -89,6 +89,11 @@ class Venue(Protocol):
         """The private event source: off / connected / down."""
         ...
 
+    def http_statuses(self) -> Mapping[int, int]:
+        """The exchange's HTTP answers so far by status code (429s included); empty for
+        a venue that makes no HTTP calls."""
+        ...
+
     # --- bus input and snapshot source (dry-run fills, the replay mirror) -----------
     def on_bus(self, body: Msg, open_orders: OpenRows) -> list[tuple[OrderRow, SimFill, str]]:
         """A message on one of ``subscriptions``; returns fills it simulates (dry-run:
@@ -100,3 +105,16 @@ class Venue(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+async def find_by_client_id(venue: Venue, symbol: str, client_order_id: str,
+                            since_s: float) -> ExchangeOrder | None:
+    """Open orders first (cheap, current), then all orders since ``since_s`` less two
+    minutes; None when the venue lists neither."""
+    for eo in await venue.open_orders(symbol):
+        if eo.client_order_id == client_order_id:
+            return eo
+    for eo in await venue.all_orders(symbol, int((since_s - 120) * 1000)):
+        if eo.client_order_id == client_order_id:
+            return eo
+    return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from decimal import Decimal
 
 from loguru import logger
@@ -143,6 +143,9 @@ class BtcTurkVenue:
     def on_poll_changes(self, client_order_ids: list[str], now_mono: float,
                         was_up: bool) -> None:
         self.watch.on_poll_changes(client_order_ids, now_mono, was_up and self.events_up())
+
+    def http_statuses(self) -> Mapping[int, int]:
+        return self.client.http_statuses
 
     def status(self) -> str:
         if not self._enabled:

@@ -9,7 +9,7 @@ fills happen; the fee is ``fee_bps`` of the notional, in the quote currency.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -110,6 +110,9 @@ class DryRunVenue:
 
     def events_up(self) -> bool:
         return False
+
+    def http_statuses(self) -> Mapping[int, int]:
+        return {}
 
     def status(self) -> str:
         return "off"

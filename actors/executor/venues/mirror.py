@@ -16,7 +16,7 @@ one, as the live executor's answer would have reflected the change.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -83,6 +83,9 @@ class MirrorVenue:
 
     def events_up(self) -> bool:
         return False
+
+    def http_statuses(self) -> Mapping[int, int]:
+        return {}
 
     def status(self) -> str:
         return "off"
