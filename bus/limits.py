@@ -14,8 +14,9 @@ MAX_PAYLOAD_BYTES = 1 << 20
 # libzmq refuses (and disconnects) above this, before Python ever sees the bytes.
 MAX_WIRE_BYTES = 2 * MAX_PAYLOAD_BYTES
 
-MAX_STR_LEN = 256  # names, ids, reasons
-MAX_TEXT_LEN = 65_536  # free text documents (the status JSON)
+MAX_STR_LEN = 256  # names, ids, symbols, states
+MAX_REASON_LEN = 8_192  # reasons, error messages, paths
+MAX_TEXT_LEN = MAX_PAYLOAD_BYTES  # a whole document (the status JSON)
 MAX_LIST_LEN = 1_000  # book levels, open orders, reasons, positions...
 MAX_MAP_LEN = 1_000  # counters
 

@@ -13,10 +13,14 @@ transport, counted and logged.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
+from msgspec import Meta
+
+from bus.limits import MAX_LIST_LEN, MAX_MAP_LEN, MAX_REASON_LEN, MAX_STR_LEN, MAX_TEXT_LEN
 
 SCHEMA_VERSION = 1
 
@@ -24,14 +28,52 @@ Side = Literal["buy", "sell"]
 OrderType = Literal["limit", "market"]
 Level = tuple[Decimal, Decimal]  # (price, amount)
 
+# Bounds on every variable-size field, checked by msgspec while decoding (bus/limits.py).
+_BOUNDED = Meta(max_length=MAX_LIST_LEN)
+Str = Annotated[str, Meta(max_length=MAX_STR_LEN)]  # names, ids, symbols, states
+Text = Annotated[str, Meta(max_length=MAX_REASON_LEN)]  # reasons, errors, paths
+Doc = Annotated[str, Meta(max_length=MAX_TEXT_LEN)]  # a whole document (status JSON)
+Texts = Annotated[list[Text], _BOUNDED]
+Levels = Annotated[list[Level], _BOUNDED]
+Counts = Annotated[dict[Str, int], Meta(max_length=MAX_MAP_LEN)]
+
+
+def _finite(name: str, value: Decimal) -> None:
+    # "NaN" and "Infinity" decode into Decimal; no price or quantity may be either.
+    if not value.is_finite():
+        raise ValueError(f"{name} must be finite, got {value}")
+
+
+def _nonneg(name: str, value: Decimal) -> None:
+    _finite(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _positive(name: str, value: Decimal) -> None:
+    _finite(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def _finite_float(name: str, value: float, *, minimum: float = 0.0) -> None:
+    if not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be finite and >= {minimum}, got {value}")
+
+
+def _levels(name: str, levels: list[Level]) -> None:
+    for price, amount in levels:
+        _positive(f"{name} price", price)
+        _nonneg(f"{name} amount", amount)
+
 
 class Envelope(msgspec.Struct, array_like=True, frozen=True):
     """Who sent a message and when. (source, incarnation, seq) lets a subscriber
     detect gaps and restarts: seq restarts at 1 for every new incarnation."""
 
     schema: int
-    source: str
-    incarnation: str
+    source: Str
+    incarnation: Str
     seq: int
     wall_ns: int
     mono_ns: int
@@ -47,9 +89,9 @@ class Msg(msgspec.Struct, tag=True, kw_only=True):
 class BookSnapshot(Msg):
     """Top-N order book for one symbol. Topic ``md.book.<SYMBOL>``."""
 
-    symbol: str
-    bids: list[Level]
-    asks: list[Level]
+    symbol: Str
+    bids: Levels
+    asks: Levels
     source: Literal["ws", "rest", "replay"]
     exchange_ts_ms: int
     recv_wall_ns: int
@@ -57,31 +99,41 @@ class BookSnapshot(Msg):
     age_ms: int
     change_set: int | None = None
 
+    def __post_init__(self) -> None:
+        _levels("bids", self.bids)
+        _levels("asks", self.asks)
+
 
 class FeedStatus(Msg):
     """Freshness of one symbol's data. Topic ``md.status``. Consumers fail closed
     on ``fresh=False``."""
 
-    symbol: str
+    symbol: Str
     fresh: bool
-    source: str
+    source: Str
     age_ms: int | None
-    reason: str = ""
+    reason: Text = ""
 
 
 class SymbolRules(Msg):
     """Exchange rules for a symbol (from exchangeinfo). Topic ``md.rules``."""
 
-    symbol: str
-    base: str
-    quote: str
+    symbol: Str
+    base: Str
+    quote: Str
     price_scale: int
     qty_scale: int
     tick_size: Decimal
     min_price: Decimal
     max_price: Decimal
     min_total: Decimal
-    status: str = "TRADING"
+    status: Str = "TRADING"
+
+    def __post_init__(self) -> None:
+        _positive("tick_size", self.tick_size)
+        _nonneg("min_price", self.min_price)
+        _nonneg("max_price", self.max_price)
+        _nonneg("min_total", self.min_total)
 
 
 # --- trading flow ------------------------------------------------------------------
@@ -91,49 +143,64 @@ class Intent(Msg):
     """What the strategy wants. Topic ``intent.<SYMBOL>``; also sent to risk by REQ.
     ``intent_id`` is deterministic: the same decision yields the same id."""
 
-    intent_id: str
-    symbol: str
+    intent_id: Str
+    symbol: Str
     side: Side
     order_type: OrderType
     price: Decimal
     quantity: Decimal
-    reason: str
+    reason: Text
     ttl_s: float
-    strategy: str
+    strategy: Str
     created_wall_ns: int
     book_mono_ns: int = 0  # receive time of the book that triggered it (latency)
+
+    def __post_init__(self) -> None:
+        _nonneg("price", self.price)  # 0: a market order names no price
+        _positive("quantity", self.quantity)
+        _finite_float("ttl_s", self.ttl_s)
     boot: int = 0  # the strategy host's boot number, part of the id (a replay reuses it)
 
 
 class RiskDecision(Msg):
     """Risk's verdict on an intent. Topic ``decision.<SYMBOL>``."""
 
-    intent_id: str
-    symbol: str
+    intent_id: Str
+    symbol: Str
     verdict: Literal["approved", "resized", "rejected"]
-    reasons: list[str]
+    reasons: Texts
     side: Side
     order_type: OrderType
     price: Decimal
     quantity: Decimal
     requested_quantity: Decimal
-    client_order_id: str = ""
-    executor_status: str = ""
+    client_order_id: Str = ""
+    executor_status: Str = ""
+
+    def __post_init__(self) -> None:
+        _nonneg("price", self.price)
+        _nonneg("quantity", self.quantity)  # 0 when rejected
+        _nonneg("requested_quantity", self.requested_quantity)
 
 
 class OrderRequest(Msg):
     """An approved order, risk → executor by reliable request."""
 
-    intent_id: str
-    client_order_id: str
-    symbol: str
+    intent_id: Str
+    client_order_id: Str
+    symbol: Str
     side: Side
     order_type: OrderType
     price: Decimal
     quantity: Decimal
     ttl_s: float
-    reason: str
+    reason: Text
     book_mono_ns: int = 0
+
+    def __post_init__(self) -> None:
+        _nonneg("price", self.price)
+        _positive("quantity", self.quantity)
+        _finite_float("ttl_s", self.ttl_s)
 
 
 OrderState = Literal[
@@ -156,60 +223,85 @@ TERMINAL_ORDER_STATES: frozenset[str] = frozenset({"FILLED", "CANCELED", "REJECT
 class OrderEvent(Msg):
     """Every order state change. Topic ``order.<SYMBOL>``."""
 
-    client_order_id: str
-    intent_id: str
-    symbol: str
+    client_order_id: Str
+    intent_id: Str
+    symbol: Str
     side: Side
     state: OrderState
     price: Decimal
     quantity: Decimal
     filled_quantity: Decimal
     exchange_order_id: int | None = None
-    reason: str = ""
+    reason: Text = ""
+
+    def __post_init__(self) -> None:
+        _nonneg("price", self.price)
+        _nonneg("quantity", self.quantity)
+        _nonneg("filled_quantity", self.filled_quantity)
 
 
 class Fill(Msg):
     """One execution. Topic ``fill.<SYMBOL>``."""
 
-    trade_id: str
+    trade_id: Str
     exchange_order_id: int
-    client_order_id: str
-    symbol: str
+    client_order_id: Str
+    symbol: Str
     side: Side
     price: Decimal
     quantity: Decimal
     fee: Decimal
-    fee_asset: str
+    fee_asset: Str
     ts_ms: int
+
+    def __post_init__(self) -> None:
+        _positive("price", self.price)
+        _positive("quantity", self.quantity)
+        _finite("fee", self.fee)
 
 
 class Position(msgspec.Struct, kw_only=True):
     """``realized_pnl`` is GROSS of fees; ``fees`` separately (shared/pnl.py)."""
 
-    symbol: str
+    symbol: Str
     quantity: Decimal
     avg_cost: Decimal
     realized_pnl: Decimal = Decimal(0)
     fees: Decimal = Decimal(0)
 
+    def __post_init__(self) -> None:
+        _finite("quantity", self.quantity)
+        _nonneg("avg_cost", self.avg_cost)
+        _finite("realized_pnl", self.realized_pnl)
+        _finite("fees", self.fees)
+
 
 class Balance(msgspec.Struct, kw_only=True):
-    asset: str
+    asset: Str
     free: Decimal
     locked: Decimal
 
+    def __post_init__(self) -> None:
+        _nonneg("free", self.free)
+        _nonneg("locked", self.locked)
+
 
 class OpenOrder(msgspec.Struct, kw_only=True):
-    client_order_id: str
-    intent_id: str
-    symbol: str
+    client_order_id: Str
+    intent_id: Str
+    symbol: Str
     side: Side
     price: Decimal
     quantity: Decimal
     filled_quantity: Decimal
-    state: str
+    state: Str
     exchange_order_id: int | None = None
     created_wall_ns: int = 0
+
+    def __post_init__(self) -> None:
+        _nonneg("price", self.price)
+        _nonneg("quantity", self.quantity)
+        _nonneg("filled_quantity", self.filled_quantity)
 
 
 class KeyCounts(msgspec.Struct, kw_only=True):
@@ -223,16 +315,16 @@ class Latches(msgspec.Struct, kw_only=True):
     kill_switch: bool = False
     safety_latch: bool = False
     paused: bool = False
-    reason: str = ""
+    reason: Text = ""
 
 
 class PortfolioSnapshot(Msg):
     """Positions, balances, open orders, latches and key counts as the executor
     knows them. Topic ``portfolio``; also the reply to ``SnapshotQuery``."""
 
-    positions: list[Position]
-    balances: list[Balance]
-    open_orders: list[OpenOrder]
+    positions: Annotated[list[Position], _BOUNDED]
+    balances: Annotated[list[Balance], _BOUNDED]
+    open_orders: Annotated[list[OpenOrder], _BOUNDED]
     latches: Latches
     keys: KeyCounts
     recovering: bool = False
@@ -246,17 +338,17 @@ class Control(Msg):
     or ``*``."""
 
     command: Literal["pause", "resume", "kill_switch_on", "kill_switch_off", "shutdown"]
-    target: str = "*"
-    reason: str = ""
+    target: Str = "*"
+    reason: Text = ""
 
 
 class StateTransition(Msg):
     """An FSM transition. Topic ``state.<actor>``."""
 
-    actor: str
-    from_state: str
-    to_state: str
-    trigger: str
+    actor: Str
+    from_state: Str
+    to_state: Str
+    trigger: Text
 
 
 # What each actor says about itself in its heartbeat: one typed struct per actor (the
@@ -267,52 +359,56 @@ class ExecutorInfo(Msg):
     kill_switch: bool = False
     safety_latch: bool = False
     paused: bool = False
-    latch_reason: str = ""
+    latch_reason: Text = ""
     recovering: bool = False
-    mode: str = ""
-    db: str = ""
+    mode: Str = ""
+    db: Text = ""
     unresolvable_keys: int = 0
-    private_ws: str = ""
-    halt: str = ""  # why submits are halted now (exchange unreachable, disk), "" if not
-    venue: str = ""
+    private_ws: Text = ""
+    halt: Text = ""  # why submits are halted now (exchange unreachable, disk), "" if not
+    venue: Str = ""
 
 
 class RiskInfo(Msg):
-    gates: list[str]  # closed global gates; empty when open
-    fresh: list[str]  # symbols with fresh data
+    gates: Texts  # closed global gates; empty when open
+    fresh: Texts  # symbols with fresh data
     daily_loss: Decimal = Decimal(0)  # risk's own count of today's realised loss
     max_daily_loss: Decimal = Decimal(0)
 
+    def __post_init__(self) -> None:
+        _finite("daily_loss", self.daily_loss)
+        _finite("max_daily_loss", self.max_daily_loss)
+
 
 class SymbolFreshness(msgspec.Struct, kw_only=True):
-    symbol: str
+    symbol: Str
     fresh: bool
-    source: str
+    source: Str
     age_ms: int | None
 
 
 class MarketdataInfo(Msg):
-    source: str
+    source: Str
     ws_connected: bool
-    symbols: list[SymbolFreshness]
+    symbols: Annotated[list[SymbolFreshness], _BOUNDED]
 
 
 class StrategyInfo(Msg):
     synced: bool
-    pending: list[str]
+    pending: Texts
     trade_every_tick: bool
-    plugin: str = ""
+    plugin: Str = ""
     boot: int = 0
-    plugin_paused: list[str] = []
+    plugin_paused: Texts = []
 
 
 class RecorderInfo(Msg):
-    segment: str
+    segment: Text
     recording: bool = True
-    recording_reason: str = ""
-    disk_warning: str = ""
-    housekeeping_error: str = ""
-    directory: str = ""
+    recording_reason: Text = ""
+    disk_warning: Text = ""
+    housekeeping_error: Text = ""
+    directory: Text = ""
 
 
 class ReconcilerInfo(Msg):
@@ -320,12 +416,12 @@ class ReconcilerInfo(Msg):
 
 
 class DashboardInfo(Msg):
-    url: str
-    bind_error: str = ""
+    url: Text
+    bind_error: Text = ""
 
 
 class AlertsInfo(Msg):
-    last_error: str = ""
+    last_error: Text = ""
 
 
 ActorInfo = (
@@ -343,21 +439,24 @@ ActorInfo = (
 class Heartbeat(Msg):
     """Liveness, every second. Topic ``hb.<actor>``."""
 
-    actor: str
+    actor: Str
     pid: int
-    state: str
+    state: Str
     ready: bool
     uptime_s: float
-    counters: dict[str, int]
+    counters: Counts
     info: ActorInfo | None = None
-    log_sink: str = ""  # non-empty: the actor's log file is failing, and why
+    log_sink: Text = ""  # non-empty: the actor's log file is failing, and why
+
+    def __post_init__(self) -> None:
+        _finite_float("uptime_s", self.uptime_s)
 
 
 class SymbolPnl(msgspec.Struct, kw_only=True):
     """One symbol's PnL by the definition in shared/pnl.py: realized gross of fees,
     unrealized at ``mark`` (the mid; None: no book), net = realized + unrealized - fees."""
 
-    symbol: str
+    symbol: Str
     position: Decimal
     avg_cost: Decimal
     realized: Decimal
@@ -365,6 +464,12 @@ class SymbolPnl(msgspec.Struct, kw_only=True):
     fees: Decimal
     mark: Decimal | None = None
     net: Decimal = Decimal(0)
+
+    def __post_init__(self) -> None:
+        for name in ("position", "avg_cost", "realized", "unrealized", "fees", "net"):
+            _finite(name, getattr(self, name))
+        if self.mark is not None:
+            _finite("mark", self.mark)
 
 
 class ReconcileReport(Msg):
@@ -374,9 +479,9 @@ class ReconcileReport(Msg):
     keys: KeyCounts
     drift_found: int
     drift_fixed: int
-    failures: dict[str, int]  # consecutive failures per symbol
-    pnl: list[SymbolPnl]
-    details: list[str] = []
+    failures: Counts  # consecutive failures per symbol
+    pnl: Annotated[list[SymbolPnl], _BOUNDED]
+    details: Texts = []
     latch_set: bool = False
 
 
@@ -396,8 +501,8 @@ class SubmitOrder(Msg):
 
 
 class CancelOrder(Msg):
-    client_order_id: str
-    reason: str = ""
+    client_order_id: Str
+    reason: Text = ""
 
 
 class SnapshotQuery(Msg):
@@ -405,13 +510,13 @@ class SnapshotQuery(Msg):
 
 
 class ReconcileQuery(Msg):
-    symbol: str = ""  # empty: every symbol
+    symbol: Str = ""  # empty: every symbol
 
 
 class SetLatch(Msg):
     latch: Literal["kill_switch", "safety_latch", "paused"]
     value: bool
-    reason: str = ""
+    reason: Text = ""
 
 
 class Ping(Msg):
@@ -422,10 +527,10 @@ class ResolveOrder(Msg):
     """Operator → executor: settle an order the executor could not (VANISHED) as
     cancelled or filled (at its limit price, no fee), audited in the DB."""
 
-    client_order_id: str
+    client_order_id: Str
     resolution: Literal["cancelled", "filled"]
-    reason: str
-    operator: str = ""
+    reason: Text
+    operator: Str = ""
 
 
 class Incident(Msg):
@@ -435,11 +540,11 @@ class Incident(Msg):
     the latch it set ("" if none)."""
 
     id: int
-    kind: str
-    detail: str
-    symbol: str = ""
-    client_order_id: str = ""
-    latch: str = ""
+    kind: Str
+    detail: Text
+    symbol: Str = ""
+    client_order_id: Str = ""
+    latch: Str = ""
 
 
 class SupervisorCommand(Msg):
@@ -448,44 +553,44 @@ class SupervisorCommand(Msg):
     command: Literal[
         "status", "stop", "restart", "kill_switch", "pause", "resume", "latch_clear"
     ]
-    actor: str = ""
+    actor: Str = ""
     value: bool = False
-    reason: str = ""
+    reason: Text = ""
 
 
 class Ack(Msg):
-    detail: str = ""
+    detail: Text = ""
 
 
 class OrderAck(Msg):
     """executor → risk: the order's idempotency state after the request."""
 
-    client_order_id: str
+    client_order_id: Str
     status: Literal["accepted", "duplicate", "rejected"]
-    key_status: str  # PENDING / COMMITTED / UNKNOWN / FAILED
-    reason: str = ""
+    key_status: Str  # PENDING / COMMITTED / UNKNOWN / FAILED
+    reason: Text = ""
 
 
 class IntentAck(Msg):
     """risk → strategy."""
 
-    intent_id: str
+    intent_id: Str
     verdict: Literal["approved", "resized", "rejected"]
-    reasons: list[str]
+    reasons: Texts
 
 
 class ReconcileResult(Msg):
     ok: bool
     drift_found: int
     drift_fixed: int
-    failed_symbols: list[str]
-    details: list[str] = []
+    failed_symbols: Texts
+    details: Texts = []
 
 
 class StatusReply(Msg):
     """supervisor → CLI; ``json`` is the status document."""
 
-    json: str
+    json: Doc
 
 
 # --- channels --------------------------------------------------------------------------
@@ -539,17 +644,18 @@ class Packet(msgspec.Struct, array_like=True):
 class CommandRequest(msgspec.Struct, Generic[B], array_like=True):
     """A command. ``request_id`` is reused on every retry of the same command so the
     server can answer a retry from its reply cache instead of executing twice.
-    Parametrised by the channel's union: ``CommandRequest[ExecutorCommand]``."""
+    Parametrised by the channel's union: ``CommandRequest[ExecutorCommand]``.
+    ``sender`` is what the caller says it is: a claim, not an authenticated identity."""
 
-    request_id: str
-    sender: str
+    request_id: Str
+    sender: Str
     body: B
 
 
 class CommandReply(msgspec.Struct, array_like=True):
-    request_id: str
+    request_id: Str
     ok: bool
-    error: str
+    error: Text
     body: ReplyBody | None = None
 
 

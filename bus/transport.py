@@ -21,8 +21,15 @@ import zmq
 import zmq.asyncio
 from loguru import logger
 
+from bus.limits import (
+    DEFAULT_MAX_FUTURE_SKEW_NS,
+    MAX_PAYLOAD_BYTES,
+    MAX_TOPIC_BYTES,
+    MAX_WIRE_BYTES,
+)
 from bus.messages import (
     SCHEMA_VERSION,
+    BookSnapshot,
     CommandReply,
     CommandRequest,
     Envelope,
@@ -102,6 +109,8 @@ class SubscriberStats:
     gaps: int = 0  # number of gap events
     lost: int = 0  # messages missing inside gaps
     restarts: int = 0  # incarnation changes seen
+    oversize: int = 0  # frames over bus.limits (also counted as malformed)
+    future_stamps: int = 0  # stamps beyond the allowed skew (also counted as malformed)
     malformed_kinds: set[str] = field(default_factory=set)
 
     def as_counters(self, prefix: str = "bus_") -> dict[str, int]:
@@ -111,6 +120,8 @@ class SubscriberStats:
             f"{prefix}gaps": self.gaps,
             f"{prefix}lost": self.lost,
             f"{prefix}peer_restarts": self.restarts,
+            f"{prefix}oversize": self.oversize,
+            f"{prefix}future_stamps": self.future_stamps,
         }
 
 
@@ -156,14 +167,17 @@ class Subscriber:
         hwm: int = 100_000,
         name: str = "",
         reconnect_ivl_ms: int = 100,
+        max_future_skew_ns: int = DEFAULT_MAX_FUTURE_SKEW_NS,
     ) -> None:
         self.name = name
+        self.max_future_skew_ns = max_future_skew_ns
         self.stats = SubscriberStats()
         self.tracker = SequenceTracker(self.stats)
         self._sock = ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RECONNECT_IVL, reconnect_ivl_ms)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
         for t in topics:
             self._sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         self._sock.connect(endpoint)
@@ -186,11 +200,23 @@ class Subscriber:
         if len(frames) != 2:
             self._malformed("frame_count", f"{len(frames)} frames")
             return None
+        if len(frames[0]) > MAX_TOPIC_BYTES or len(frames[1]) > MAX_PAYLOAD_BYTES:
+            self.stats.oversize += 1
+            self._malformed("oversize", f"topic {len(frames[0])} B, payload {len(frames[1])} B")
+            return None
         try:
             topic = frames[0].decode()
             packet = packet_decoder.decode(frames[1])
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             self._malformed(type(exc).__name__, str(exc))
+            return None
+        stamp = _latest_stamp_ns(packet)
+        limit = time.time_ns() + self.max_future_skew_ns
+        if stamp > limit:
+            # A stamp from the future would look fresh for as long as it stays ahead (and
+            # move a message clock forward): refused, counted.
+            self.stats.future_stamps += 1
+            self._malformed("future_stamp", f"{topic}: {(stamp - limit) / 1e9:.3f}s past skew")
             return None
         self.stats.received += 1
         self.tracker.observe(packet.env, topic)
@@ -204,6 +230,15 @@ class Subscriber:
 
     def close(self) -> None:
         self._sock.close()
+
+
+def _latest_stamp_ns(packet: Packet) -> int:
+    """The latest wall-clock stamp a packet claims: its envelope's, or a book's receive
+    time (what freshness is judged by downstream)."""
+    body = packet.body
+    if isinstance(body, BookSnapshot):
+        return max(packet.env.wall_ns, body.recv_wall_ns)
+    return packet.env.wall_ns
 
 
 class RequestFailed(Exception):
@@ -340,9 +375,11 @@ class RequestServer:
         self._replies: OrderedDict[str, bytes] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.stats = {"requests": 0, "duplicates": 0, "malformed": 0, "errors": 0}
+        self.stats = {"requests": 0, "duplicates": 0, "malformed": 0, "oversize": 0,
+                      "errors": 0}
         self._sock = ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
         if endpoint.startswith("ipc://"):
             _unlink_stale_ipc(endpoint)
         self._sock.bind(endpoint)
@@ -359,6 +396,12 @@ class RequestServer:
             task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, identity: bytes, payload: bytes) -> None:
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            self.stats["malformed"] += 1
+            self.stats["oversize"] += 1
+            await self._send(identity, packet_encoder.encode(
+                CommandReply("", False, f"refused: request of {len(payload)} bytes")))
+            return
         try:
             request = self._decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -48,7 +48,8 @@ def env(seq: int = 1, source: str = "t", inc: str = "i1") -> Envelope:
     return Envelope(1, source, inc, seq, time.time_ns(), time.monotonic_ns())
 
 
-@given(price=decimals, qty=decimals, ttl=st.floats(0, 1e6), reason=st.text(max_size=30))
+@given(price=decimals.map(abs), qty=decimals.map(abs).filter(bool), ttl=st.floats(0, 1e6),
+       reason=st.text(max_size=30))
 def test_intent_round_trip_keeps_decimals_exact(price, qty, ttl, reason) -> None:
     body = Intent(intent_id="x", symbol="BTCTRY", side="buy", order_type="limit", price=price,
                   quantity=qty, reason=reason, ttl_s=ttl, strategy="s", created_wall_ns=1)

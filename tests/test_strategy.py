@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from actors.strategy import gating
 from actors.strategy.host import StrategyHost, position_anchor
 from actors.strategy.plugins.profit_aware import ProfitAware, ProfitAwareParams
@@ -119,7 +121,9 @@ def test_no_intent_while_open_order_or_pending():
 
 
 def test_bad_books_are_ignored():
-    assert decide(view("0", "100"), P, T0) is None
+    # A zero price never reaches a strategy: the message itself refuses it (bus/messages.py).
+    with pytest.raises(ValueError, match="bids price must be > 0"):
+        decide(view("0", "100"), P, T0)
     assert decide(view("101", "100"), P, T0) is None  # crossed
 
 
