@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import msgspec
 
-from actors.supervisor.cli import EXIT_USAGE, fail, load, run_supervisor
+from actors.supervisor.cli_common import EXIT_USAGE, fail, load, run_supervisor
 from shared.config import Config, ConfigError, load_config, to_toml
 from shared.logging import setup_logging
 

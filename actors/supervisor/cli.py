@@ -14,14 +14,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import zmq.asyncio
-from loguru import logger
 
 from actors.strategy.loader import load_strategy
-from actors.supervisor.core import AlreadyRunning, InstanceLock, Supervisor, read_pid
+from actors.supervisor.backtest_cli import backtest, record_market
+from actors.supervisor.cli_common import (
+    EXIT_FAILURE,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_USAGE,
+    fail,
+    load,
+    run_supervisor,
+)
+from actors.supervisor.core import InstanceLock, read_pid
 from actors.supervisor.logtail import Follower, format_line, last_lines
 from actors.supervisor.ops_cli import arm_live, incident, preflight, why
 from actors.supervisor.status import render_text
@@ -31,22 +40,8 @@ from bus.transport import RequestFailed
 from replay.cli import replay
 from replay.recordings_cli import recordings
 from shared.actorspec import spec as actor_spec
-from shared.config import Config, ConfigError, load_config
+from shared.config import Config, ConfigError
 from shared.logging import setup_logging
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
-
-
-def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    click.echo(f"btcbot-supervisor: {message}", err=True)
-    sys.exit(code)
-
-
-def load(ctx: click.Context, mode: str | None = None) -> Config:
-    try:
-        return load_config(ctx.obj["config"], mode=mode)
-    except ConfigError as exc:
-        fail(f"config error: {exc}", EXIT_USAGE)
 
 
 def send(cfg: Config, command: str, *, timeout_s: float = 5.0, **kwargs: Any) -> Any:
@@ -103,30 +98,6 @@ def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool
         sys.exit(start_detached(cfg, ctx.obj["config"]))
     setup_logging(cfg, "supervisor", stderr=not daemon_child)
     sys.exit(asyncio.run(run_supervisor(cfg, foreground=not daemon_child)))
-
-
-async def run_supervisor(cfg: Config, *, foreground: bool) -> int:
-    sup = Supervisor(cfg, foreground=foreground)
-    printer = asyncio.create_task(print_logs(cfg, list(sup.children))) if foreground else None
-    try:
-        return await sup.run()
-    except AlreadyRunning as exc:
-        logger.error(str(exc))
-        return EXIT_LOCKED
-    finally:
-        if printer is not None:
-            printer.cancel()
-
-
-async def print_logs(cfg: Config, names: list[str]) -> None:
-    """Foreground mode: every actor's log lines, prefixed and coloured."""
-    width = max(len(n) for n in names)
-    followers = {n: Follower(cfg.log_path / actor_spec(n).log_name) for n in names}
-    while True:
-        for i, (name, follower) in enumerate(followers.items()):
-            for line in follower.poll():
-                click.echo(format_line(name, line, width, i))
-        await asyncio.sleep(0.1)
 
 
 def start_detached(cfg: Config, config_path: str) -> int:
@@ -399,7 +370,6 @@ from actors.supervisor.orders_cli import orders  # noqa: E402
 cli.add_command(orders)
 
 # Strategy research (actors/supervisor/backtest_cli.py): backtest, record-market.
-from actors.supervisor.backtest_cli import backtest, record_market  # noqa: E402
 
 cli.add_command(backtest)
 cli.add_command(record_market)
