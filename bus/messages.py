@@ -130,7 +130,7 @@ class SymbolRules(Msg):
     status: Str = "TRADING"
 
     def __post_init__(self) -> None:
-        _positive("tick_size", self.tick_size)
+        _nonneg("tick_size", self.tick_size)  # 0: exchangeinfo named no tick (scale rules only)
         _nonneg("min_price", self.min_price)
         _nonneg("max_price", self.max_price)
         _nonneg("min_total", self.min_total)

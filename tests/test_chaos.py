@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -81,14 +82,14 @@ def _pkt(wall_ns: int, body: object) -> tuple[int, str, object]:
 
 def _intent(iid: str, created: int) -> Intent:
     return Intent(intent_id=iid, symbol="BTCTRY", side="buy", order_type="limit",
-                  price=1, quantity=1, reason="r", ttl_s=1, strategy="s",
+                  price=Decimal(1), quantity=Decimal(1), reason="r", ttl_s=1, strategy="s",
                   created_wall_ns=created)
 
 
 def _approved(iid: str) -> RiskDecision:
     return RiskDecision(intent_id=iid, symbol="BTCTRY", verdict="approved", reasons=[],
-                        side="buy", order_type="limit", price=1, quantity=1,
-                        requested_quantity=1)
+                        side="buy", order_type="limit", price=Decimal(1), quantity=Decimal(1),
+                        requested_quantity=Decimal(1))
 
 
 def test_approval_violations_finds_stale_and_latched_approvals() -> None:
