@@ -9,6 +9,7 @@ variables override secrets and gates only, never trading parameters.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import tomllib
@@ -20,6 +21,7 @@ import msgspec
 
 from shared.actorspec import ACTOR_NAMES, start_order
 from shared.actorspec import spec as actor_spec
+from shared.hops import BOUNDABLE
 from shared.sizes import parse_size
 from shared.tradingday import BadTimeZone, zone
 
@@ -97,6 +99,11 @@ class ActorSettings(_Section):
     nice: int | None = None
 
 
+# The hops that include the exchange's REST round trip (and, for books, its clock offset):
+# not ours to make fast, so their default bound is wider (a configured one wins).
+EXCHANGE_HOP_BOUNDS_MS = {"exchange→marketdata": 2000.0, "executor→exchange": 2000.0}
+
+
 class SupervisorConfig(_Section):
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
@@ -105,6 +112,16 @@ class SupervisorConfig(_Section):
     stable_after_s: float = 10.0
     stop_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
+    # Bus health (status's bus_health): a hop whose p99 over the last minute exceeds its
+    # bound is flagged and noted (a warning, not a halt: docs/operator-tools.md). The
+    # per-hop table overrides the default for the hops it names (shared/hops.py).
+    hop_p99_bound_ms: float = 250.0
+    hop_p99_bounds_ms: dict[str, float] = msgspec.field(default_factory=dict)
+
+    def hop_bounds(self) -> dict[str, float]:
+        """The p99 bound of every hop that has one (shared.hops.BOUNDABLE)."""
+        named = {**EXCHANGE_HOP_BOUNDS_MS, **self.hop_p99_bounds_ms}
+        return {hop: named.get(hop, self.hop_p99_bound_ms) for hop in BOUNDABLE}
 
 
 class MarketDataConfig(_Section):
@@ -530,6 +547,7 @@ def _validate(cfg: Config) -> None:
         if value <= 0:
             raise ConfigError(f"{field}: must be positive (got {value})")
     _validate_recorder(cfg.recorder)
+    _validate_hop_bounds(cfg.supervisor)
     for field, fee in (("backtest.maker_fee_bps", cfg.backtest.maker_fee_bps),
                        ("backtest.taker_fee_bps", cfg.backtest.taker_fee_bps)):
         if not fee.is_finite() or fee < 0:
@@ -549,6 +567,19 @@ def _validate(cfg: Config) -> None:
         if spec.nice is not None and not 0 <= spec.nice <= 19:
             # Negative values need privileges the supervisor should not ask for.
             raise ConfigError(f"actors.{name}.nice: must be 0..19 (got {spec.nice})")
+
+
+def _validate_hop_bounds(sup: SupervisorConfig) -> None:
+    bounds = {"supervisor.hop_p99_bound_ms": sup.hop_p99_bound_ms}
+    for hop, value in sup.hop_p99_bounds_ms.items():
+        if hop not in BOUNDABLE:
+            raise ConfigError(f"supervisor.hop_p99_bounds_ms.{hop}: unknown hop (known: "
+                              f"{', '.join(BOUNDABLE)})")
+        bounds[f"supervisor.hop_p99_bounds_ms.{hop}"] = value
+    for field, value in bounds.items():
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{field}: must be a positive number of milliseconds "
+                              f"(got {value})")
 
 
 def _validate_dashboard(d: DashboardConfig) -> None:
