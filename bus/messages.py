@@ -104,6 +104,25 @@ class BookSnapshot(Msg):
         _levels("asks", self.asks)
 
 
+class PublicTrade(Msg):
+    """A trade on the exchange's public tape (anyone's, not only ours), as the WebSocket
+    ``trade`` channel reports it live. Topic ``md.trade.<SYMBOL>``. The join snapshot's
+    recent trades and the REST fallback are not published: a strategy hears each trade
+    once, when it happens, or not at all."""
+
+    symbol: Str
+    trade_id: Str
+    price: Decimal
+    quantity: Decimal
+    side: Literal["buy", "sell"]  # the taker's side
+    exchange_ts_ms: int
+    recv_wall_ns: int
+
+    def __post_init__(self) -> None:
+        _positive("price", self.price)
+        _positive("quantity", self.quantity)
+
+
 class FeedStatus(Msg):
     """Freshness of one symbol's data. Topic ``md.status``. Consumers fail closed
     on ``fresh=False``."""
@@ -602,6 +621,7 @@ class StatusReply(Msg):
 
 DataBody = (
     BookSnapshot
+    | PublicTrade
     | FeedStatus
     | SymbolRules
     | Intent
@@ -699,6 +719,8 @@ def topic_for(body: Msg, source: str) -> str:
     match body:
         case BookSnapshot(symbol=s):
             return f"md.book.{s}"
+        case PublicTrade(symbol=s):
+            return f"md.trade.{s}"
         case FeedStatus():
             return "md.status"
         case SymbolRules(symbol=s):
