@@ -391,12 +391,14 @@ class ExecutorInfo(Msg):
 class RiskInfo(Msg):
     gates: Texts  # closed global gates; empty when open
     fresh: Texts  # symbols with fresh data
-    daily_loss: Decimal = Decimal(0)  # risk's own count of today's realised loss
+    daily_loss: Decimal = Decimal(0)  # drop of net PnL since the day's baseline (>0: loss)
     max_daily_loss: Decimal = Decimal(0)
+    day_start_net: Decimal = Decimal(0)  # the baseline: net PnL when today's count began
 
     def __post_init__(self) -> None:
         _finite("daily_loss", self.daily_loss)
         _finite("max_daily_loss", self.max_daily_loss)
+        _finite("day_start_net", self.day_start_net)
 
 
 class SymbolFreshness(msgspec.Struct, kw_only=True):
