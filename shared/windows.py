@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
 
 PER_SECOND = 32  # values kept per second: 15 min × 32 × 8 B = 230 kB per window at most
-LONG_S = 60  # a window longer than this reuses its figures for a 60th of its span
 
 
 def nearest_rank(sorted_values: list[float] | array, q: float) -> float:
@@ -112,17 +111,14 @@ class Window:
         """Count, rate, p50, p99 and max over the last ``last_s`` seconds (the current
         second and the ``last_s - 1`` before it); the whole span by default.
 
-        A result is reused while nothing was added in the same second, and a window
-        longer than a minute reuses its figures for ``last_s / 60`` seconds (15 s for
-        15 minutes): status may be asked by several watchers every second, and a full
-        15-minute window costs tens of milliseconds to sort on a loaded machine."""
+        A result is reused while nothing was added in the same second (status may be
+        asked by several watchers in one second)."""
         last = self.span_s if last_s is None else min(last_s, self.span_s)
         second = math.floor(now_s)
         cached = self._cache.get(last)
         if cached is not None:
             (at, total), result = cached
-            if (at == second and total == self.total) or (
-                    last > LONG_S and 0 <= second - at < last // LONG_S):
+            if at == second and total == self.total:
                 return result
         result = self._compute(now_s, second, last)
         self._cache[last] = ((second, self.total), result)
