@@ -426,6 +426,16 @@ class Config(_Section):
     def log_path(self) -> Path:
         return self.path(self.log_dir)
 
+    def private_dirs(self) -> dict[str, Path]:
+        """Every directory btcbot writes, by the config field that names it (owner-only:
+        shared/files.py)."""
+        dirs = {"runtime_dir": self.runtime_path, "log_dir": self.log_path,
+                "data_dir": self.data_path, "recorder.path": self.path(self.recorder.path),
+                "executor.db_path": self.path(self.executor.db_path).parent,
+                "simulator.state_file": self.path(self.simulator.state_file).parent}
+        seen: set[Path] = set()
+        return {k: v for k, v in dirs.items() if not (v in seen or seen.add(v))}
+
     def ipc(self, name: str) -> str:
         return f"ipc://{self.runtime_path / name}"
 
