@@ -56,13 +56,22 @@ QUEUE_DEPTH_NOTE = ("not exposed: libzmq has no socket option or counter for the
 
 class HopMatcher:
     """Turns messages into hop samples: ``on_sample(hop, ms, recv_mono_ns)`` for each.
-    Remembers the last ``PENDING`` intents and orders to match their later events."""
+    Remembers the last ``PENDING`` intents and orders to match their later events.
+
+    Pairing intents with decisions allows for arrival out of order: the strategy
+    announces an intent just after sending it to risk, so risk's decision can reach an
+    observer first. Each intent publication pairs with one decision, whichever comes
+    first; a strategy repeats a rejected intent under the same id, and matching a decision
+    with the previous round's publication would report seconds of latency that never
+    happened."""
 
     def __init__(self, observer: str, on_sample: Callable[[str, float, int], None]) -> None:
         self.transit_hop = hops.transit(observer)
         self._emit = on_sample
-        self._intent_mono: OrderedDict[str, int] = OrderedDict()
-        self._ordered: set[str] = set()
+        self._intent_open: OrderedDict[str, int] = OrderedDict()  # awaiting its decision
+        self._decision_early: OrderedDict[str, int] = OrderedDict()  # before its intent
+        self._intent_mono: OrderedDict[str, int] = OrderedDict()  # latest, for orders
+        self._ordered: OrderedDict[str, None] = OrderedDict()  # first order event seen
         self._order_mono: OrderedDict[str, int] = OrderedDict()  # reserved, not answered
 
     def observe(self, packet: Packet, recv_mono_ns: int) -> None:
@@ -95,31 +104,47 @@ class HopMatcher:
                at_ns: int) -> None:
         if book_mono_ns > 0:
             self.add(hops.BOOK_TO_INTENT, (published_mono_ns - book_mono_ns) / 1e6, at_ns)
-        self._intent_mono[intent_id] = published_mono_ns
-        if len(self._intent_mono) > PENDING:
-            old, _ = self._intent_mono.popitem(last=False)
-            self._ordered.discard(old)
+        _remember(self._intent_mono, intent_id, published_mono_ns)
+        decided = self._decision_early.pop(intent_id, None)
+        if decided is not None:  # its decision came first: this round is complete
+            self._intent_open.pop(intent_id, None)
+            # Published before the announcement even (risk answered the request before
+            # the strategy's loop announced it): faster than the stamps can tell, so 0,
+            # not dropped (dropping the fast ones would push the quantiles up).
+            self.add(hops.INTENT_TO_DECISION,
+                     max(0.0, (decided - published_mono_ns) / 1e6), at_ns)
+        else:
+            _remember(self._intent_open, intent_id, published_mono_ns)
 
     def decision(self, intent_id: str, published_mono_ns: int, at_ns: int) -> None:
-        start = self._intent_mono.get(intent_id)
+        start = self._intent_open.pop(intent_id, None)
         if start is not None:
             self.add(hops.INTENT_TO_DECISION, (published_mono_ns - start) / 1e6, at_ns)
+        else:
+            _remember(self._decision_early, intent_id, published_mono_ns)
 
     def order(self, intent_id: str, client_order_id: str, state: str,
               published_mono_ns: int, at_ns: int) -> None:
-        start = self._intent_mono.get(intent_id)
-        if start is not None and intent_id not in self._ordered:
-            self._ordered.add(intent_id)
-            self.add(hops.INTENT_TO_ORDER, (published_mono_ns - start) / 1e6, at_ns)
+        if intent_id not in self._ordered:  # only an intent's first order event is the hop
+            _remember(self._ordered, intent_id, None)
+            start = self._intent_mono.get(intent_id)
+            if start is not None:
+                self.add(hops.INTENT_TO_ORDER, (published_mono_ns - start) / 1e6, at_ns)
         sent = self._order_mono.get(client_order_id)
         if state in UNANSWERED:
             if sent is None:
-                self._order_mono[client_order_id] = published_mono_ns
-                if len(self._order_mono) > PENDING:
-                    self._order_mono.popitem(last=False)
+                _remember(self._order_mono, client_order_id, published_mono_ns)
         elif sent is not None:  # the first answer: later changes are not this hop
             del self._order_mono[client_order_id]
             self.add(hops.EXECUTOR_TO_EXCHANGE, (published_mono_ns - sent) / 1e6, at_ns)
+
+
+def _remember(table: OrderedDict[str, Any], key: str, value: Any) -> None:
+    """Insert or replace; the oldest entry goes beyond ``PENDING`` (bounded memory)."""
+    table[key] = value
+    table.move_to_end(key)
+    if len(table) > PENDING:
+        table.popitem(last=False)
 
 
 class _Flow:

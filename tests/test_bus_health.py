@@ -182,6 +182,36 @@ def test_matcher_names_each_hop_once_in_pipeline_order() -> None:
     assert [v for h, v in seen if h == "bus→x"] == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 
 
+def test_each_intent_round_pairs_with_its_own_decision_in_any_arrival_order() -> None:
+    # A rejected intent is repeated under the same id every few seconds, and its
+    # announcement can reach us after risk's decision: no decision may pair with the
+    # previous round's announcement (seconds that never happened).
+    seen: list[float] = []
+    m = HopMatcher("x", lambda hop, ms, at: seen.append(ms)
+                   if hop == hops.INTENT_TO_DECISION else None)
+    ms = 1_000_000
+    m.intent("i", 0, 0, 0)
+    m.decision("i", 1 * ms, 1 * ms)  # round 1 in order: 1 ms
+    m.decision("i", 5001 * ms, 5001 * ms)  # round 2: the decision first…
+    m.intent("i", 5000 * ms, 0, 5001 * ms)  # …then its announcement: 1 ms, not 5000
+    m.decision("i", 10_001 * ms, 10_001 * ms)  # round 3: decided before announced
+    m.intent("i", 10_002 * ms, 0, 10_002 * ms)  # faster than the stamps tell: 0
+    m.intent("i", 15_000 * ms, 0, 15_000 * ms)  # round 4: never decided (a duplicate)
+    m.intent("i", 20_000 * ms, 0, 20_000 * ms)  # round 5 replaces it
+    m.decision("i", 20_003 * ms, 20_003 * ms)
+    assert seen == [1.0, 1.0, 0.0, 3.0]
+
+
+def test_an_intents_first_order_event_is_the_only_intent_to_order_sample() -> None:
+    seen: list[tuple[str, float]] = []
+    m = HopMatcher("x", lambda hop, ms, at: seen.append((hop, ms)))
+    ms = 1_000_000
+    m.order("i", "c", "PENDING", 3 * ms, 3 * ms)  # before its intent reached us
+    m.intent("i", 2 * ms, 0, 3 * ms)
+    m.order("i", "c", "OPEN", 9 * ms, 9 * ms)  # not an intent→order sample
+    assert [h for h, _ in seen] == [hops.EXECUTOR_TO_EXCHANGE]
+
+
 def test_negative_latencies_are_not_samples() -> None:
     seen: list[str] = []
     m = HopMatcher("x", lambda hop, ms, at: seen.append(hop))
