@@ -1,7 +1,10 @@
 """Tick-to-order latency of the pipeline, against the raw-transport floor.
 
     .venv/bin/python bench/latency.py [--orders 1000] [--sync FULL|NORMAL] [--profile DIR]
-                                      [--dashboard]
+                                      [--dashboard] [--against CHECKOUT [--rounds 3]]
+
+``--against CHECKOUT``: only ours, from another checkout and from this one, alternating
+for ``--rounds`` pairs, and the mean difference: what a change costs tick-to-order.
 
 ``--dashboard``: only ours, twice — without, then with the dashboard actor and two
 headless chromium browsers on its Markets and Overview pages — and the difference.
@@ -58,6 +61,7 @@ import zmq.asyncio  # noqa: E402
 
 from bench.browsers import browsers  # noqa: E402
 from bus.messages import OrderEvent, RiskDecision, packet_decoder  # noqa: E402
+from replay.pipeline import SupervisedPipeline  # noqa: E402
 from shared.config import SimulatorConfig, load_config  # noqa: E402
 from tests.helpers import Pipeline, base_config, free_port, kill_all, write_config  # noqa: E402
 from tests.sim_fixtures import start_sim_process  # noqa: E402
@@ -192,13 +196,18 @@ async def _await_outcome(sub: zmq.asyncio.Socket, price: Decimal) -> str:
 
 
 def run_pipeline(tmp: Path, n: int, sync: str, profile: Path | None,
-                 gap_s: float, dashboard: bool = False) -> list[float]:
+                 gap_s: float, dashboard: bool = False, tree: Path | None = None
+                 ) -> list[float]:
+    """``tree``: another checkout of btcbot whose supervisor (and so every actor) runs the
+    pipeline instead of this one's (``--against``)."""
     doc = latency_config(tmp, sync)
     if dashboard:
         doc["actors"]["dashboard"] = {"enabled": True}
         doc["dashboard"] = {"port": free_port()}
     env = {"BTCBOT_PROFILE_DIR": str(profile)} if profile else None
-    p = Pipeline(write_config(tmp, doc), env=env)
+    p: SupervisedPipeline = Pipeline(write_config(tmp, doc), env=env)
+    if tree is not None:  # `python -m actors.supervisor` from there: its code, not ours
+        p = SupervisedPipeline(p.config, {**os.environ, **(env or {})}, cwd=tree)
     p.start()
     try:
         with (browsers(p.cli("dashboard").stdout.strip(), ["markets", "overview"])
@@ -481,6 +490,32 @@ def compare_dashboard(tmp: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_trees(tmp: Path, args: argparse.Namespace) -> int:
+    """Tick-to-order of this checkout against another (e.g. ``git worktree add /tmp/base
+    <commit>``), alternating for ``--rounds`` pairs so that the machine's drift hits both:
+    what a change costs the hot path."""
+    other = args.against.resolve()
+    if not (other / "actors" / "supervisor" / "__main__.py").exists():
+        print(f"--against {other}: not a btcbot checkout", file=sys.stderr)
+        return 2
+    gap = args.gap_ms / 1000
+    runs: dict[str, list[dict[str, float]]] = {"this": [], "other": []}
+    for i in range(args.rounds):
+        for name, tree in (("other", other), ("this", None)):
+            d = tmp / f"{name}-{i}"
+            d.mkdir()
+            label = f"ours [{name}: {tree or REPO}] round {i + 1}"
+            runs[name].append(summarize(label, run_pipeline(d, args.orders, args.sync, None,
+                                                            gap, tree=tree)))
+    for q in ("p50", "p99"):
+        this = statistics.mean(r[q] for r in runs["this"])
+        that = statistics.mean(r[q] for r in runs["other"])
+        spread = max(r[q] for r in runs["other"]) - min(r[q] for r in runs["other"])
+        print(f"mean {q}: this {this:.3f} ms, other {that:.3f} ms, difference "
+              f"{this - that:+.3f} ms (the other's own run-to-run spread: {spread:.3f} ms)")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--orders", type=int, default=1000)
@@ -492,6 +527,10 @@ def main() -> int:
     ap.add_argument("--dashboard", action="store_true",
                     help="run ours twice, without and with the dashboard actor and two "
                          "headless chromium browsers on it; print both and the difference")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="another btcbot checkout: run ours from it and from this one, "
+                         "alternating, and print the difference")
+    ap.add_argument("--rounds", type=int, default=3, help="pairs of runs with --against")
     ap.add_argument("--raw-role", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--endpoints", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -503,6 +542,8 @@ def main() -> int:
           f"{os.cpu_count()} CPUs")
     if args.dashboard:
         return compare_dashboard(tmp, args)
+    if args.against:
+        return compare_trees(tmp, args)
     fsync_cost(tmp)
     ours = summarize("ours (book publish -> order received)",
                      run_pipeline(tmp, args.orders, args.sync, args.profile,

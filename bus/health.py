@@ -37,7 +37,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bus.messages import BookSnapshot, Intent, OrderEvent, Packet, RiskDecision
+import msgspec
+
+from bus.limits import MAX_PAYLOAD_BYTES, MAX_TOPIC_BYTES
+from bus.messages import (
+    BookSnapshot,
+    Envelope,
+    EnvelopeOnly,
+    Intent,
+    OrderEvent,
+    Packet,
+    RiskDecision,
+    Str,
+)
 from bus.transport import SequenceTracker, SubscriberStats
 from shared import hops
 from shared.windows import Window, WindowStats
@@ -46,6 +58,8 @@ WINDOWS_S: tuple[tuple[str, int], ...] = (("1m", 60), ("15m", 900))
 SPAN_S = max(s for _, s in WINDOWS_S)
 PENDING = 4096  # intents and orders remembered for matching their later events
 MIN_SAMPLES_TO_FLAG = 5  # a "p99" of fewer samples is one outlier, not a slow hop
+MAX_FLOWS = 64  # publishers tracked one by one; any more are summed as OTHER_SOURCES
+OTHER_SOURCES = "(others)"
 UNANSWERED = frozenset({"PENDING", "SUBMITTED"})  # order states before the exchange's answer
 
 QUEUE_DEPTH_NOTE = ("not exposed: libzmq has no socket option or counter for the number "
@@ -147,6 +161,41 @@ def _remember(table: OrderedDict[str, Any], key: str, value: Any) -> None:
         table.popitem(last=False)
 
 
+# --- light decoding: only the stamps and ids a hop needs ------------------------------
+# The observer of the whole bus decodes every message; a full strict decode of a book
+# (every level a validated Decimal) costs ~10x these, on every tick, beside the hot path.
+# Tags are the bodies' class names (bus.messages.Msg is tag=True); other fields ignored.
+
+class _BookStamps(msgspec.Struct, tag="BookSnapshot", kw_only=True):
+    exchange_ts_ms: int = 0
+    recv_wall_ns: int = 0
+    recv_mono_ns: int = 0
+
+
+class _IntentIds(msgspec.Struct, tag="Intent", kw_only=True):
+    intent_id: Str
+    book_mono_ns: int = 0
+
+
+class _DecisionIds(msgspec.Struct, tag="RiskDecision", kw_only=True):
+    intent_id: Str
+
+
+class _OrderIds(msgspec.Struct, tag="OrderEvent", kw_only=True):
+    intent_id: Str
+    client_order_id: Str
+    state: Str
+
+
+_envelope_decoder = msgspec.msgpack.Decoder(EnvelopeOnly)
+_LIGHT: dict[str, msgspec.msgpack.Decoder[Any]] = {
+    "md.book.": msgspec.msgpack.Decoder(_BookStamps),
+    "intent.": msgspec.msgpack.Decoder(_IntentIds),
+    "decision.": msgspec.msgpack.Decoder(_DecisionIds),
+    "order.": msgspec.msgpack.Decoder(_OrderIds),
+}
+
+
 class _Flow:
     """One publishing actor as the observer sees it."""
 
@@ -167,21 +216,61 @@ class BusHealth:
             for i, h in enumerate((*hops.PIPELINE, hops.transit(observer)))}
         self.flows: dict[str, _Flow] = {}
         self.matcher = HopMatcher(observer, self._sample)
+        self.malformed = 0  # frames observe_raw could not read (counted, skipped)
 
     def _sample(self, hop: str, ms: float, at_ns: int) -> None:
         self.hops[hop].add(at_ns / 1e9, ms)
 
+    def observe_raw(self, frames: list[bytes], recv_mono_ns: int) -> bool:
+        """One message as it came off the socket, decoded only as far as bus health
+        needs (envelope, and a hop's stamps and ids). False: malformed, counted."""
+        if (len(frames) != 2 or len(frames[0]) > MAX_TOPIC_BYTES
+                or len(frames[1]) > MAX_PAYLOAD_BYTES):
+            self.malformed += 1
+            return False
+        try:
+            topic = frames[0].decode()
+            env = _envelope_decoder.decode(frames[1])
+            light = next((d for prefix, d in _LIGHT.items() if topic.startswith(prefix)),
+                         None)
+            body = light.decode(env.body) if light is not None else None
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            self.malformed += 1
+            return False
+        self._flow(topic, env.env, recv_mono_ns)
+        m, e = self.matcher, env.env
+        m.add(m.transit_hop, (recv_mono_ns - e.mono_ns) / 1e6, recv_mono_ns)
+        if isinstance(body, _BookStamps):
+            m.book(body.exchange_ts_ms, body.recv_wall_ns, body.recv_mono_ns, e.mono_ns,
+                   recv_mono_ns)
+        elif isinstance(body, _IntentIds):
+            m.intent(body.intent_id, e.mono_ns, body.book_mono_ns, recv_mono_ns)
+        elif isinstance(body, _DecisionIds):
+            m.decision(body.intent_id, e.mono_ns, recv_mono_ns)
+        elif isinstance(body, _OrderIds):
+            m.order(body.intent_id, body.client_order_id, body.state, e.mono_ns,
+                    recv_mono_ns)
+        return True
+
     def observe(self, topic: str, packet: Packet, recv_mono_ns: int) -> None:
-        env = packet.env
-        flow = self.flows.get(env.source)
+        """One decoded message (what a ``bus.transport.Subscriber`` returns)."""
+        self._flow(topic, packet.env, recv_mono_ns)
+        self.matcher.observe(packet, recv_mono_ns)
+
+    def _flow(self, topic: str, env: Envelope, recv_mono_ns: int) -> None:
+        source = env.source
+        flow = self.flows.get(source)
         if flow is None:
-            flow = self.flows[env.source] = _Flow(self.started_s)
+            if len(self.flows) >= MAX_FLOWS:  # a source is a claim: bounded all the same
+                source = OTHER_SOURCES
+                flow = self.flows.get(source)
+            if flow is None:
+                flow = self.flows[source] = _Flow(self.started_s)
         flow.stats.received += 1
         flow.seq.observe(env, topic)
         transit = (recv_mono_ns - env.mono_ns) / 1e6
         if transit >= 0:
             flow.transit.add(recv_mono_ns / 1e9, transit)
-        self.matcher.observe(packet, recv_mono_ns)
 
     def report(self, now_mono_ns: int, bounds_ms: Mapping[str, float],
                heartbeats: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
@@ -219,6 +308,7 @@ class BusHealth:
             "proxy": _proxy(heartbeats.get("bus", {})),
             "recorder": _recorder(heartbeats.get("recorder")),
             "queue_depth": {"available": False, "why": QUEUE_DEPTH_NOTE},
+            "malformed": self.malformed,
         }
 
 

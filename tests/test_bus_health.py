@@ -379,3 +379,36 @@ def test_weighted_quantiles_equal_a_slow_reference(samples: list[tuple[int, floa
     s = w.stats(10.0)
     assert s.count == n == len(samples)
     assert (s.p50, s.p99) == (ref(0.50), ref(0.99))
+
+
+def test_light_decoding_sees_what_a_full_decode_sees() -> None:
+    # The supervisor reads the bus with observe_raw (envelope, stamps and ids only);
+    # the figures must equal those of full decoding.
+    from bus.messages import packet_encoder
+    ms = 1_000_000
+    msgs = [("md.book.BTCTRY", book(recv_mono_ns=10 * ms), 11 * ms, "marketdata", 1),
+            ("intent.BTCTRY", intent("i1", book_mono_ns=10 * ms), 14 * ms, "strategy", 1),
+            ("order.BTCTRY", order("i1", "c1", "PENDING"), 16 * ms, "executor", 1),
+            ("decision.BTCTRY", decision("i1"), 17 * ms, "risk", 1),
+            ("order.BTCTRY", order("i1", "c1", "OPEN"), 20 * ms, "executor", 3),  # a gap
+            ("hb.risk", decision("x"), 21 * ms, "risk", 1)]  # any body: envelope only
+    full, light = BusHealth("s", 0), BusHealth("s", 0)
+    for topic, body, mono, source, seq in msgs:
+        p = pkt(body, mono, source=source, seq=seq)
+        full.observe(topic, p, mono + ms)
+        assert light.observe_raw([topic.encode(), packet_encoder.encode(p)], mono + ms)
+    a, b = full.report(30 * ms, {}, {}), light.report(30 * ms, {}, {})
+    assert a == b
+    assert {h["hop"]: h["1m"]["count"] for h in a["hops"]}[hops.EXECUTOR_TO_EXCHANGE] == 1
+    assert {x["actor"]: x["gaps"] for x in a["actors"]}["executor"] == 1
+    assert not light.observe_raw([b"md.book.X", b"\xc1garbage"], 40 * ms)
+    assert not light.observe_raw([b"only one frame"], 40 * ms)
+    assert light.malformed == 2
+
+
+def test_forged_sources_cannot_grow_the_flows_without_bound() -> None:
+    h = BusHealth("s", 0)
+    for i in range(500):
+        h.observe("hb.x", pkt(decision("x"), 1, source=f"forger{i}"), 2)
+    assert len(h.flows) == 65
+    assert h.flows["(others)"].stats.received == 500 - 64

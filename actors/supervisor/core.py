@@ -21,6 +21,7 @@ from loguru import logger
 
 from actors.supervisor.child import Child
 from actors.supervisor.env import child_environment, ignored_live_credentials
+from actors.supervisor.healthwatch import HealthListener
 from actors.supervisor.policy import RestartTracker
 from actors.supervisor.status import build_status
 from actors.supervisor.symbols import check_symbols, judge
@@ -132,8 +133,11 @@ class Supervisor:
         self.last_report: ReconcileReport | None = None
         self.last_snapshot: PortfolioSnapshot | None = None
         # Bus health for status (bus/health.py): the supervisor lives as long as the
-        # pipeline and sees the whole bus, so its windows span restarts of any actor.
+        # pipeline, so its windows span restarts of any actor. Its view of the whole bus
+        # is a thread of its own (healthwatch.py), off this event loop.
         self.health = BusHealth("supervisor", time.monotonic_ns())
+        self.health_listener = HealthListener(cfg.bus_sub_endpoint, self.health,
+                                              hwm=cfg.bus.hwm)
         self.ctx = zmq.asyncio.Context()
         self.incarnation = new_incarnation()
         self.pub: Publisher | None = None
@@ -178,6 +182,7 @@ class Supervisor:
             for closable in (self._control_server, self.sub, self.pub):
                 if closable is not None:
                     closable.close()
+            self.health_listener.stop()
             self.ctx.destroy(linger=0)
             self.lock.release()
             logger.info("supervisor stopped")
@@ -194,11 +199,10 @@ class Supervisor:
     def _open_sockets(self) -> None:
         self._control_server = RequestServer(self.ctx, self.cfg.supervisor_endpoint,
                                              self._handle_command, commands=SupervisorChannel)
-        # Everything, like the recorder: bus health needs every publisher's stamps and
-        # sequences (bench/latency.py: no measurable cost to tick-to-order; see
-        # docs/operator-tools.md).
-        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint, [""],
+        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
+                              ["hb.", "md.status", "reconcile.report", "portfolio"],
                               name="supervisor", reconnect_ivl_ms=20)
+        self.health_listener.start()
         self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, "supervisor", self.incarnation)
 
     async def _start_all(self) -> None:
@@ -285,8 +289,7 @@ class Supervisor:
     async def _listen(self) -> None:
         assert self.sub is not None
         while True:
-            topic, packet = await self.sub.recv()
-            self.health.observe(topic, packet, time.monotonic_ns())
+            _topic, packet = await self.sub.recv()
             body = packet.body
             if isinstance(body, Heartbeat):
                 self._on_heartbeat(body)
