@@ -29,7 +29,6 @@ so it never trips there unless the recorded session had the same silence.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
 from decimal import Decimal
 from typing import Any
@@ -72,7 +71,8 @@ from bus.messages import (
     SubmitOrder,
     SymbolRules,
 )
-from bus.transport import CommandError, RequestClient, RequestFailed
+from bus.transport import CommandError, RequestFailed
+from bus.wiring import ClientLike
 from shared.fsm import State
 from shared.ids import client_order_id
 from shared.tradingday import TradingDay
@@ -97,8 +97,8 @@ class RiskActor(Actor):
         self.clock_ns = 0  # latest envelope wall_ns seen on md.* / portfolio
         self.md_seen_mono: int | None = None  # local receipt of the latest md.* message
         self._stamp_pending = False  # a snapshot arrived before any message clock
-        self.exec_client: RequestClient | None = None
-        self.snap_client: RequestClient | None = None
+        self.exec_client: ClientLike | None = None
+        self.snap_client: ClientLike | None = None
         self._refresh = asyncio.Event()
         # Always present in the heartbeat, also while zero.
         self.counters.update({"approved": 0, "rejected": 0, "resized": 0})
@@ -107,10 +107,9 @@ class RiskActor(Actor):
     async def setup(self) -> None:
         endpoint = self.cfg.command_endpoint("executor")
         rc = self.cfg.risk
-        self.exec_client = RequestClient(self.ctx, endpoint, self.name,
-                                         timeout_s=rc.executor_timeout_s,
-                                         retries=rc.executor_retries)
-        self.snap_client = RequestClient(self.ctx, endpoint, self.name, timeout_s=2.0, retries=0)
+        self.exec_client = self.request_client(endpoint, timeout_s=rc.executor_timeout_s,
+                                               retries=rc.executor_retries)
+        self.snap_client = self.request_client(endpoint, timeout_s=2.0, retries=0)
         self.fsm.to(State.DEGRADED_RECOVERY, "waiting for executor snapshot")
         self.spawn(self._snapshot_loop(), "snapshot")
         self.spawn(self._fsm_loop(), "fsm")
@@ -126,7 +125,7 @@ class RiskActor(Actor):
         if topic.startswith(("md.", "portfolio")):
             self._advance_clock(packet.env.wall_ns)
             if topic.startswith("md."):
-                self.md_seen_mono = time.monotonic_ns()
+                self.md_seen_mono = self.clock.mono_ns()
         match body:
             case BookSnapshot():
                 apply_book(self.state, body)
@@ -174,7 +173,7 @@ class RiskActor(Actor):
                          or (since_clock >= 0 and clock >= since_clock))
         apply_snapshot(self.state, snap, now_ns, self.cfg.risk.cash_asset, keep)
         self._stamp_pending = now_ns == 0
-        horizon = time.monotonic_ns() - 60 * 1_000_000_000
+        horizon = self.clock.mono_ns() - 60 * 1_000_000_000
         self.approved_at = {c: t for c, t in self.approved_at.items() if t[0] >= horizon}
         self.counters["snapshots"] += 1
         self._update_fsm()
@@ -183,7 +182,7 @@ class RiskActor(Actor):
         backoff = 0.2
         while True:
             assert self.snap_client is not None
-            started = time.monotonic_ns()
+            started = self.clock.mono_ns()
             try:
                 reply = await self.snap_client.request(SnapshotQuery())
             except RequestFailed as exc:
@@ -251,7 +250,7 @@ class RiskActor(Actor):
         if verdict.approved:
             record_approval(self.state, intent.symbol, cid, intent.side, verdict.price,
                             verdict.quantity, intent.created_wall_ns)
-            self.approved_at[cid] = (time.monotonic_ns(), intent.created_wall_ns)
+            self.approved_at[cid] = (self.clock.mono_ns(), intent.created_wall_ns)
             verdict, executor_status = await self._forward(intent, verdict, cid)
         self._publish_decision(intent, verdict, cid, executor_status)
         ack = IntentAck(intent_id=intent.intent_id, verdict=verdict.verdict,  # type: ignore[arg-type]
@@ -272,7 +271,7 @@ class RiskActor(Actor):
         # can come). None: nothing received yet, and then no FeedStatus either, so the
         # data gate is closed anyway.
         if (self.md_seen_mono is not None
-                and time.monotonic_ns() - self.md_seen_mono > max_age_ns):
+                and self.clock.mono_ns() - self.md_seen_mono > max_age_ns):
             return Verdict("rejected", ["market_data:silent"], intent.price, Decimal(0))
         return decide(intent, self.state, self.cfg, intent.created_wall_ns)
 

@@ -53,7 +53,8 @@ from bus.messages import (
     SubmitIntent,
     SymbolRules,
 )
-from bus.transport import RequestClient, RequestFailed
+from bus.transport import RequestFailed
+from bus.wiring import ClientLike
 from shared.boot import BootCounterError, next_boot
 from shared.clock import Clock, LiveClock
 from shared.config import ConfigError
@@ -81,9 +82,8 @@ class StrategyActor(Actor):
     subscriptions = ("md.book.", "md.rules.", "order.", "fill.", "portfolio")
 
     def __init__(self, *args: Any, clock: Clock | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, clock=clock or LiveClock(), **kwargs)
         self.params = self.cfg.strategy
-        self.clock: Clock = clock or LiveClock()
         try:
             plugin = load_strategy(self.params)
         except ConfigError as exc:
@@ -93,8 +93,8 @@ class StrategyActor(Actor):
         self._trailing: dict[str, asyncio.TimerHandle] = {}
         self._last_tick: dict[str, int] = {}
         self._refresh = asyncio.Event()
-        self.risk: RequestClient | None = None
-        self.executor: RequestClient | None = None
+        self.risk: ClientLike | None = None
+        self.executor: ClientLike | None = None
         logger.info("strategy: plug-in {} ({}), boot {}", plugin.name, self.params.plugin,
                     self.host.boot)
 
@@ -110,10 +110,10 @@ class StrategyActor(Actor):
         rc = self.cfg.risk
         # Risk may wait for the executor (timeout x attempts) before answering.
         risk_timeout = rc.executor_timeout_s * (rc.executor_retries + 1) + 2.0
-        self.risk = RequestClient(self.ctx, self.cfg.command_endpoint("risk"), self.name,
-                                  timeout_s=risk_timeout, retries=1)
-        self.executor = RequestClient(self.ctx, self.cfg.command_endpoint("executor"),
-                                      self.name, timeout_s=2.0, retries=0)
+        self.risk = self.request_client(self.cfg.command_endpoint("risk"),
+                                        timeout_s=risk_timeout, retries=1)
+        self.executor = self.request_client(self.cfg.command_endpoint("executor"),
+                                            timeout_s=2.0, retries=0)
         self.fsm.to(State.DEGRADED_RECOVERY, "waiting for executor snapshot")
         self.spawn(self._snapshot_loop(), "snapshot")
 
