@@ -49,30 +49,18 @@ def new_incarnation() -> str:
     return f"{os.getpid():x}-{uuid.uuid4().hex[:12]}"
 
 
-class Publisher:
-    """Publishes ``[topic, Packet]`` frames to the bus proxy's XSUB side.
+class PacketStamper:
+    """What every publisher does before sending, whatever carries the frames: the
+    envelope (source, incarnation, a sequence per topic, the clock's stamps) and the
+    encoding. ``publish_raw`` is the carrier's."""
 
-    A plain (non-asyncio) PUB socket: PUB never blocks (it drops at the high-water
-    mark), so sending inline from the event loop is both safe and fastest.
-    """
-
-    def __init__(
-        self, ctx: zmq.Context, endpoint: str, source: str, incarnation: str, *,
-        hwm: int = 100_000, clock: Clock | None = None,
-    ) -> None:
+    def __init__(self, source: str, incarnation: str, clock: Clock | None = None) -> None:
         self.source = source
         self.incarnation = incarnation
         self.clock: Clock = clock or LiveClock()
         # One sequence per topic: a subscriber sees only the topics it subscribed to, so
         # a per-publisher sequence would show every topic it filtered out as a "gap".
         self._seqs: dict[str, int] = {}
-        # Owned by ``ctx`` (so ctx.destroy() closes it), sent through a plain shadow:
-        # an asyncio socket's send would cost a future per message for nothing.
-        self._owner = ctx.socket(zmq.PUB)
-        self._sock = zmq.Socket.shadow(self._owner.underlying)
-        self._sock.setsockopt(zmq.SNDHWM, hwm)
-        self._sock.setsockopt(zmq.LINGER, 200)
-        self._sock.connect(endpoint)
 
     def envelope(self, topic: str) -> Envelope:
         seq = self._seqs.get(topic, 0) + 1
@@ -86,6 +74,30 @@ class Publisher:
         topic = topic or topic_for(body, self.source)
         payload = packet_encoder.encode(Packet(self.envelope(topic), body))
         self.publish_raw(topic.encode(), payload)
+
+    def publish_raw(self, topic: bytes, payload: bytes) -> None:
+        raise NotImplementedError
+
+
+class Publisher(PacketStamper):
+    """Publishes ``[topic, Packet]`` frames to the bus proxy's XSUB side.
+
+    A plain (non-asyncio) PUB socket: PUB never blocks (it drops at the high-water
+    mark), so sending inline from the event loop is both safe and fastest.
+    """
+
+    def __init__(
+        self, ctx: zmq.Context, endpoint: str, source: str, incarnation: str, *,
+        hwm: int = 100_000, clock: Clock | None = None,
+    ) -> None:
+        super().__init__(source, incarnation, clock)
+        # Owned by ``ctx`` (so ctx.destroy() closes it), sent through a plain shadow:
+        # an asyncio socket's send would cost a future per message for nothing.
+        self._owner = ctx.socket(zmq.PUB)
+        self._sock = zmq.Socket.shadow(self._owner.underlying)
+        self._sock.setsockopt(zmq.SNDHWM, hwm)
+        self._sock.setsockopt(zmq.LINGER, 200)
+        self._sock.connect(endpoint)
 
     def publish_raw(self, topic: bytes, payload: bytes) -> None:
         """Send an encoded payload (replay forwards recorded ones with this)."""

@@ -26,7 +26,7 @@ from loguru import logger
 
 from actors.executor import dbmarker
 from actors.executor.db import ExecutorDB, LockHeld, acquire_lock
-from actors.executor.faults import CrashHook
+from actors.executor.faults import CrashHook, Faults
 from actors.executor.gates import Gates
 from actors.executor.incidents import Incidents
 from actors.executor.orders import Orders
@@ -72,9 +72,11 @@ class ExecutorActor(Actor):
     commands = ExecutorCommand
 
     def __init__(self, cfg: Config, clock: Clock | None = None, *,
-                 http: HttpTransport | None = None, **kwargs: Any) -> None:
+                 http: HttpTransport | None = None, faults: Faults | None = None,
+                 **kwargs: Any) -> None:
         """``http``: the simulation's in-process exchange under the venue's real client
-        (real sockets otherwise); ``kwargs`` go to the runtime (the simulation's bus)."""
+        (real sockets otherwise); ``faults``: the simulation's fault seam (the test hook
+        from the environment otherwise); ``kwargs`` go to the runtime (its bus)."""
         self.db_path = cfg.path(cfg.executor.db_path)
         # The lock comes first: before the command socket is bound (binding unlinks the
         # ipc path, which would steal the running executor's endpoint).
@@ -88,7 +90,7 @@ class ExecutorActor(Actor):
             raise FatalActorError(
                 f"executor.replay_mirror = true needs mode dry-run (mode is {cfg.mode}): "
                 "it is only for replay --verify", EXIT_CONFIG)
-        faults = CrashHook.from_env()
+        faults = faults or CrashHook.from_env()
         venue = make_venue(cfg, self.counters, clock, faults, http=http)
         self.subscriptions = venue.subscriptions  # type: ignore[misc]
         self.s = ExecState(cfg=cfg, venue=venue, clock=clock, faults=faults,

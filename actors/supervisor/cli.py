@@ -373,3 +373,8 @@ cli.add_command(orders)
 
 cli.add_command(backtest)
 cli.add_command(record_market)
+
+# The deterministic simulation (actors/supervisor/simulate_cli.py, simulate/).
+from actors.supervisor.simulate_cli import simulate  # noqa: E402
+
+cli.add_command(simulate)
