@@ -34,6 +34,7 @@ from actors.supervisor.core import InstanceLock, read_pid
 from actors.supervisor.logtail import Follower, format_line, interleave, last_lines, log_paths
 from actors.supervisor.ops_cli import arm_live, incident, preflight, why
 from actors.supervisor.status import render_text
+from actors.supervisor.watch import watch as watch_status
 from bus.control import fetch_status, supervisor_request
 from bus.messages import Ack
 from bus.transport import RequestFailed
@@ -295,10 +296,24 @@ def _wait_unlocked(cfg: Config, timeout_s: float) -> bool:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="one JSON object")
+@click.option("--watch", "watching", is_flag=True,
+              help="redraw every --interval seconds, like top (Ctrl-C quits)")
+@click.option("--interval", "interval_s", type=click.FloatRange(min=0.1), default=1.0,
+              show_default=True, help="seconds between redraws with --watch")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """Actors, states, gates, latches, keys, positions and PnL. Exit 1 when not running."""
+def status(ctx: click.Context, as_json: bool, watching: bool, interval_s: float) -> None:
+    """Actors, states, gates, latches, keys, positions, PnL and bus health. Exit 1 when
+    not running (with --watch: keeps watching, exit 0 on Ctrl-C)."""
     cfg = load(ctx)
+    if watching:
+        def fetch() -> dict[str, Any] | None:
+            return _try_status(cfg, timeout_s=5.0) if is_running(cfg) else None
+
+        def render(doc: dict[str, Any]) -> str:
+            return json.dumps(doc, indent=2) if as_json else render_text(doc)
+
+        sys.exit(watch_status(fetch, render, sys.stdout, interval_s=interval_s,
+                              tty=sys.stdout.isatty()))
     # A busy supervisor is not a stopped one: wait longer than start's polling does.
     doc = _try_status(cfg, timeout_s=5.0) if is_running(cfg) else None
     if doc is None:

@@ -24,6 +24,7 @@ from actors.supervisor.env import child_environment, ignored_live_credentials
 from actors.supervisor.policy import RestartTracker
 from actors.supervisor.status import build_status
 from actors.supervisor.symbols import check_symbols, judge
+from bus.health import BusHealth
 from bus.messages import (
     Ack,
     CommandRequest,
@@ -130,6 +131,9 @@ class Supervisor:
         self.feed: dict[str, FeedStatus] = {}
         self.last_report: ReconcileReport | None = None
         self.last_snapshot: PortfolioSnapshot | None = None
+        # Bus health for status (bus/health.py): the supervisor lives as long as the
+        # pipeline and sees the whole bus, so its windows span restarts of any actor.
+        self.health = BusHealth("supervisor", time.monotonic_ns())
         self.ctx = zmq.asyncio.Context()
         self.incarnation = new_incarnation()
         self.pub: Publisher | None = None
@@ -190,8 +194,10 @@ class Supervisor:
     def _open_sockets(self) -> None:
         self._control_server = RequestServer(self.ctx, self.cfg.supervisor_endpoint,
                                              self._handle_command, commands=SupervisorChannel)
-        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
-                              ["hb.", "md.status", "reconcile.report", "portfolio"],
+        # Everything, like the recorder: bus health needs every publisher's stamps and
+        # sequences (bench/latency.py: no measurable cost to tick-to-order; see
+        # docs/operator-tools.md).
+        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint, [""],
                               name="supervisor", reconnect_ivl_ms=20)
         self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, "supervisor", self.incarnation)
 
@@ -279,7 +285,8 @@ class Supervisor:
     async def _listen(self) -> None:
         assert self.sub is not None
         while True:
-            _topic, packet = await self.sub.recv()
+            topic, packet = await self.sub.recv()
+            self.health.observe(topic, packet, time.monotonic_ns())
             body = packet.body
             if isinstance(body, Heartbeat):
                 self._on_heartbeat(body)
