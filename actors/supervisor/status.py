@@ -8,6 +8,7 @@ freshness of market data.
 from __future__ import annotations
 
 import os
+import textwrap
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -209,15 +210,16 @@ def render_text(doc: dict[str, Any]) -> str:
         f"trading {doc['trading']['state']}"
         + (f"  ({'; '.join(doc['trading']['reasons'])})" if doc["trading"]["reasons"] else ""),
         "",
-        f"{'actor':<13}{'pid':>8}  {'state':<18}{'restarts':>8}{'uptime':>10}{'hb age':>8}"
+        # 79 columns: the longest state (DEGRADED_RECOVERY) and pid (7 digits) fit
+        f"{'actor':<13}{'pid':>8} {'state':<18}{'restarts':>8}{'uptime':>9}{'hb age':>7}"
         f"{'cpu%':>7}{'rss MB':>8}",
     ]
     for a in doc["actors"]:
         rss = f"{a['rss_bytes'] / 1e6:.1f}" if a["rss_bytes"] else "-"
         cpu = "-" if a["cpu_percent"] is None else f"{a['cpu_percent']:.1f}"
         lines.append(
-            f"{a['name']:<13}{a['pid'] or '-':>8}  {a['state']:<18}{a['restarts']:>8}"
-            f"{a['uptime_s']:>9.0f}s{_fmt_age(a['heartbeat_age_s']):>8}"
+            f"{a['name'][:12]:<13}{a['pid'] or '-':>8} {a['state'][:17]:<18}{a['restarts']:>8}"
+            f"{a['uptime_s']:>8.0f}s{_fmt_age(a['heartbeat_age_s']):>7}"
             f"{cpu:>7}{rss:>8}"
         )
     g, latch, keys = doc["gates"], doc["latch"], doc["idempotency"]
@@ -247,7 +249,24 @@ def render_text(doc: dict[str, Any]) -> str:
     lines += _render_portfolio(doc)
     if doc.get("bus_health"):
         lines += ["", *render_bus_health(doc["bus_health"])]
-    return "\n".join(lines)
+    return "\n".join(fit(lines))
+
+
+WIDTH = 80  # status fits an 80-column terminal
+
+
+def fit(lines: list[str], width: int = WIDTH) -> list[str]:
+    """Tables are laid out to fit; free text (reasons, paths, symbol lists) is wrapped,
+    never cut, its continuation indented under the line it continues."""
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = " " * min(len(line) - len(line.lstrip(" ")) + 4, 20)
+        out += textwrap.wrap(line, width, subsequent_indent=indent,
+                             break_on_hyphens=False) or [""]
+    return out
 
 
 def _ms(value: float | None) -> str:
@@ -308,12 +327,13 @@ def _render_portfolio(doc: dict[str, Any]) -> list[str]:
             lines.append(f"  {o['symbol']:<8} {o['side']:<4} {o['quantity']} @ {o['price']} "
                          f"filled {o['filled_quantity']} {o['state']} {o['client_order_id']}")
     if doc.get("pnl"):
-        lines += ["", "positions and PnL (TRY; realised gross of fees, unrealised at the "
-                  "mid; net = realised + unrealised - fees):"]
+        lines += ["", "positions and PnL (TRY; realised gross of fees, unrealised at the mid;",
+                  "net = realised + unrealised - fees):"]
         for p in doc["pnl"]:
             lines.append(f"  {p['symbol']:<8} qty {p['position']} avg {p['avg_cost']} "
-                         f"mark {p.get('mark') or '-'} realised {p['realized']} "
-                         f"unrealised {p['unrealized']} fees {p['fees']} net {p.get('net')}")
+                         f"mark {p.get('mark') or '-'}")
+            lines.append(f"  {'':<8} realised {p['realized']} unrealised {p['unrealized']} "
+                         f"fees {p['fees']} net {p.get('net')}")
         t = doc.get("pnl_total")
         if t:
             lines.append(f"  total: realised {t['realized']} unrealised {t['unrealized']} "
