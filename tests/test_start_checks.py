@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from actors.supervisor.symbols import SymbolCheck, judge, unknown_symbols
 from shared.files import audit_private_dirs
-from tests.helpers import kill_all, processes_using
+from tests.helpers import REPO, SUPERVISOR, base_config, kill_all, processes_using, write_config
 
 # --- directories (unit) --------------------------------------------------------------
 
@@ -150,3 +151,28 @@ def test_a_started_pipeline_writes_only_owner_only_files(make_pipeline: Any) -> 
     finally:
         p.stop()
         kill_all(p.config)
+
+
+def test_live_start_refuses_an_unknown_symbol_before_preflight(tmp_path: Any, sim: Any) -> None:
+    """Live mode has no embedded simulator to wait for: `start` asks the exchange itself
+    (here the simulator standing in for BTCTurk) before preflight and before any process."""
+    doc = base_config(tmp_path, mode="live",
+                      gates={"live_trading": True, "live_trading_ack": "I_UNDERSTAND"},
+                      exchange={"rest_url": sim.base_url, "ws_url": sim.ws_url},
+                      marketdata={"symbols": ["BTCTRY", "NOPETRY"]})
+    cfg = write_config(tmp_path, doc)
+    env = {**os.environ, "BTCTURK_API_KEY": sim.api_key, "BTCTURK_API_SECRET": sim.api_secret}
+    r = subprocess.run([*SUPERVISOR, "--config", str(cfg), "start", "--detach"], env=env,
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "marketdata.symbols: not listed by the exchange's exchangeinfo" in r.stderr
+    assert "NOPETRY" in r.stderr and "preflight" not in r.stdout + r.stderr
+    assert not (tmp_path / "run" / "supervisor.pid").exists()
+    # unreachable in live mode: refused, exit 1, naming the URL
+    doc["exchange"]["rest_url"] = "http://127.0.0.1:9"
+    write_config(tmp_path, doc)
+    r = subprocess.run([*SUPERVISOR, "--config", str(cfg), "start", "--detach"], env=env,
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "cannot check marketdata.symbols: exchangeinfo at http://127.0.0.1:9" in r.stderr
+    assert "not starting (live mode)" in r.stderr

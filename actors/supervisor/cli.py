@@ -34,6 +34,7 @@ from actors.supervisor.core import InstanceLock, read_pid
 from actors.supervisor.logtail import Follower, format_line, interleave, last_lines, log_paths
 from actors.supervisor.ops_cli import arm_live, incident, preflight, why
 from actors.supervisor.status import render_text
+from actors.supervisor.symbols import check_symbols, judge
 from actors.supervisor.watch import watch as watch_status
 from bus.control import fetch_status, supervisor_request
 from bus.messages import Ack
@@ -160,6 +161,15 @@ def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool
     if is_running(cfg):
         fail(f"already running (pid {read_pid(cfg.runtime_path / 'supervisor.pid')}, "
              f"runtime dir {cfg.runtime_path})", EXIT_LOCKED)
+    if not daemon_child and not cfg.runs_simulator and "marketdata" in cfg.enabled_actors():
+        # The exchange is already there (live; dry-run on a configured URL): ask it now,
+        # before preflight (whose exit 1 would hide a config error) and before any
+        # process starts. With the embedded simulator the supervisor asks once it is up.
+        action, message = judge(cfg.mode, asyncio.run(check_symbols(cfg)))
+        if action == "warn":
+            click.echo(f"btcbot-supervisor: warning: {message}", err=True)
+        elif action != "start":
+            fail(message, EXIT_USAGE if action == "refuse_usage" else EXIT_FAILURE)
     if cfg.mode == "live" and not daemon_child:
         arm_live(cfg)  # preflight; exits 1 on a FAIL, the report stored in the DB
     if detach:
