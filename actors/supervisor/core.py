@@ -22,6 +22,7 @@ from actors.supervisor.child import Child
 from actors.supervisor.env import child_environment, ignored_live_credentials
 from actors.supervisor.policy import RestartTracker
 from actors.supervisor.status import build_status
+from bus.auth import BusAuth, KeysError, ensure_keys, keys_dir_of
 from bus.messages import (
     Ack,
     CommandRequest,
@@ -37,6 +38,7 @@ from bus.messages import (
     SupervisorChannel,
     SupervisorCommand,
 )
+from bus.roles import IDENTITIES, SUPERVISOR
 from bus.transport import (
     CommandError,
     Publisher,
@@ -128,6 +130,8 @@ class Supervisor:
         self.last_report: ReconcileReport | None = None
         self.last_snapshot: PortfolioSnapshot | None = None
         self.ctx = zmq.asyncio.Context()
+        self.auth: BusAuth | None = None  # loaded in run(), under the instance lock
+        self.heartbeat_mismatches = 0
         self.incarnation = new_incarnation()
         self.pub: Publisher | None = None
         self.sub: Subscriber | None = None
@@ -143,6 +147,15 @@ class Supervisor:
     # --- lifecycle -------------------------------------------------------------------
     async def run(self) -> int:
         self.lock.acquire()  # raises AlreadyRunning
+        try:
+            # First start: a keypair per identity and the roster (bus/auth.py).
+            ensure_keys(keys_dir_of(self.cfg.data_path), IDENTITIES)
+            self.auth = BusAuth.load(keys_dir_of(self.cfg.data_path), SUPERVISOR)
+        except KeysError as exc:
+            logger.error("supervisor: bus keys: {}", exc)
+            self.lock.release()
+            self.ctx.destroy(linger=0)
+            return 2
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.request_stop)
@@ -171,6 +184,7 @@ class Supervisor:
             for closable in (self._control_server, self.sub, self.pub):
                 if closable is not None:
                     closable.close()
+            self._auth().close()
             self.ctx.destroy(linger=0)
             self.lock.release()
             logger.info("supervisor stopped")
@@ -185,12 +199,15 @@ class Supervisor:
         self._stop_event.set()
 
     def _open_sockets(self) -> None:
+        assert self.auth is not None
         self._control_server = RequestServer(self.ctx, self.cfg.supervisor_endpoint,
-                                             self._handle_command, commands=SupervisorChannel)
+                                             self._handle_command, commands=SupervisorChannel,
+                                             auth=self.auth)
         self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
                               ["hb.", "md.status", "reconcile.report", "portfolio"],
-                              name="supervisor", reconnect_ivl_ms=20)
-        self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, "supervisor", self.incarnation)
+                              name="supervisor", reconnect_ivl_ms=20, auth=self.auth)
+        self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, "supervisor", self.incarnation,
+                             auth=self.auth)
 
     async def _start_all(self) -> None:
         """Start in dependency order (cfg.enabled_actors), each waiting for READY."""
@@ -252,9 +269,16 @@ class Supervisor:
     async def _listen(self) -> None:
         assert self.sub is not None
         while True:
-            _topic, packet = await self.sub.recv()
+            topic, packet = await self.sub.recv()
             body = packet.body
             if isinstance(body, Heartbeat):
+                # The proxy lets only actor X publish hb.X; a body naming another actor
+                # on X's topic is X lying about someone else, ignored and counted.
+                if topic != f"hb.{body.actor}":
+                    self.heartbeat_mismatches += 1
+                    logger.warning("supervisor: ignored a heartbeat for {!r} on {!r}",
+                                   body.actor, topic)
+                    continue
                 self._on_heartbeat(body)
             elif isinstance(body, FeedStatus):
                 self.feed[body.symbol] = body
@@ -437,8 +461,8 @@ class Supervisor:
             raise CommandError("no executor in this pipeline: nothing can persist the latch")
         if not self.children["executor"].running:
             return self._pending_latch(latch, value, reason, "executor not running")
-        client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"), "supervisor",
-                               timeout_s=2.0, retries=2)
+        client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"), self._auth(),
+                               server="executor", timeout_s=2.0, retries=2)
         try:
             await client.request(SetLatch(latch=latch, value=value,  # type: ignore[arg-type]
                                           reason=reason or "operator"))
@@ -447,6 +471,19 @@ class Supervisor:
         finally:
             client.close()
         return f"{latch} {'set' if value else 'cleared'}"
+
+    def security_counters(self) -> dict[str, int]:
+        """The supervisor's own refusals (its control socket is a CURVE server too)."""
+        counters = dict(self.auth.counters) if self.auth is not None else {}
+        if self._control_server is not None:
+            counters["cmd_unauthorized"] = self._control_server.stats["unauthorized"]
+            counters["cmd_malformed"] = self._control_server.stats["malformed"]
+        counters["heartbeat_mismatches"] = self.heartbeat_mismatches
+        return counters
+
+    def _auth(self) -> BusAuth:
+        assert self.auth is not None, "keys are loaded before any socket opens"
+        return self.auth
 
     def _pending_latch(self, latch: str, value: bool, reason: str, why: str) -> str:
         path = pending_latches.path_in(self.cfg.data_path)
@@ -458,8 +495,8 @@ class Supervisor:
     async def _query_snapshot(self) -> PortfolioSnapshot | None:
         if "executor" not in self.children or not self.children["executor"].running:
             return self.last_snapshot
-        client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"), "supervisor",
-                               timeout_s=0.5, retries=0)
+        client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"), self._auth(),
+                               server="executor", timeout_s=0.5, retries=0)
         try:
             reply = await client.request(SnapshotQuery())
             if isinstance(reply, PortfolioSnapshot):
