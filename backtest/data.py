@@ -19,13 +19,14 @@ from bus.messages import (
     Envelope,
     FeedStatus,
     Packet,
+    PublicTrade,
     SymbolRules,
     packet_decoder,
     packet_encoder,
 )
 from shared.recording import encode_header, encode_record, read_recording, segment_name
 
-MARKET_TOPICS = ("md.book.", "md.rules.", "md.status")
+MARKET_TOPICS = ("md.book.", "md.trade.", "md.rules.", "md.status")
 
 
 class _RawBook(msgspec.Struct, tag="BookSnapshot", kw_only=True):
@@ -85,9 +86,12 @@ def market_messages(targets: Sequence[str | os.PathLike[str]],
 def write_synthetic(directory: str | os.PathLike[str], *, symbols: Sequence[str],
                     seconds: float, interval_ms: int = 250, seed: int = 7,
                     start_ns: int = 1_700_000_000 * 10**9, depth: int = 10,
-                    vol_bps: float = 8.0) -> Path:
+                    vol_bps: float = 8.0, trade_every: int = 0) -> Path:
     """One segment of rules, feed status and random-walk books for ``symbols``, each
-    updated every ``interval_ms``: what a recorded market looks like to a backtest."""
+    updated every ``interval_ms``: what a recorded market looks like to a backtest.
+    ``trade_every`` N > 0: after every Nth book of a symbol, a public trade of a tenth
+    of the touch, alternately hitting the bid and lifting the ask (drawn without the
+    random generator, so the books are the same with or without trades)."""
     rng = random.Random(seed)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,4 +133,12 @@ def write_synthetic(directory: str | os.PathLike[str], *, symbols: Sequence[str]
                 f.write(frame(ts, f"md.book.{s}", BookSnapshot(
                     symbol=s, bids=bids, asks=asks, source="ws", exchange_ts_ms=ts // 10**6,
                     recv_wall_ns=ts, recv_mono_ns=ts, age_ms=0, change_set=i)))
+                if trade_every > 0 and i % trade_every == 0:
+                    sell = (i // trade_every) % 2 == 1
+                    price, qty = bids[0] if sell else asks[0]
+                    f.write(frame(ts, f"md.trade.{s}", PublicTrade(
+                        symbol=s, trade_id=f"{s}-{i}", price=price,
+                        quantity=max(Decimal("1e-8"), (qty / 10).quantize(Decimal("1e-8"))),
+                        side="sell" if sell else "buy", exchange_ts_ms=ts // 10**6,
+                        recv_wall_ns=ts)))
     return path

@@ -104,6 +104,25 @@ class BookSnapshot(Msg):
         _levels("asks", self.asks)
 
 
+class PublicTrade(Msg):
+    """A trade on the exchange's public tape (anyone's, not only ours), as the WebSocket
+    ``trade`` channel reports it live. Topic ``md.trade.<SYMBOL>``. The join snapshot's
+    recent trades and the REST fallback are not published: a strategy hears each trade
+    once, when it happens, or not at all."""
+
+    symbol: Str
+    trade_id: Str
+    price: Decimal
+    quantity: Decimal
+    side: Literal["buy", "sell"]  # the taker's side
+    exchange_ts_ms: int
+    recv_wall_ns: int
+
+    def __post_init__(self) -> None:
+        _positive("price", self.price)
+        _positive("quantity", self.quantity)
+
+
 class FeedStatus(Msg):
     """Freshness of one symbol's data. Topic ``md.status``. Consumers fail closed
     on ``fresh=False``."""
@@ -372,12 +391,14 @@ class ExecutorInfo(Msg):
 class RiskInfo(Msg):
     gates: Texts  # closed global gates; empty when open
     fresh: Texts  # symbols with fresh data
-    daily_loss: Decimal = Decimal(0)  # risk's own count of today's realised loss
+    daily_loss: Decimal = Decimal(0)  # drop of net PnL since the day's baseline (>0: loss)
     max_daily_loss: Decimal = Decimal(0)
+    day_start_net: Decimal = Decimal(0)  # the baseline: net PnL when today's count began
 
     def __post_init__(self) -> None:
         _finite("daily_loss", self.daily_loss)
         _finite("max_daily_loss", self.max_daily_loss)
+        _finite("day_start_net", self.day_start_net)
 
 
 class SymbolFreshness(msgspec.Struct, kw_only=True):
@@ -600,6 +621,7 @@ class StatusReply(Msg):
 
 DataBody = (
     BookSnapshot
+    | PublicTrade
     | FeedStatus
     | SymbolRules
     | Intent
@@ -698,6 +720,8 @@ def topic_for(body: Msg, source: str) -> str:
     match body:
         case BookSnapshot(symbol=s):
             return f"md.book.{s}"
+        case PublicTrade(symbol=s):
+            return f"md.trade.{s}"
         case FeedStatus():
             return "md.status"
         case SymbolRules(symbol=s):

@@ -40,7 +40,7 @@ PUBLISH: Mapping[str, tuple[str, ...]] = {
     "bus": (),
     "recorder": (),
     "executor": ("order.", "fill.", "portfolio", "incident."),
-    "marketdata": ("md.book.", "md.status", "md.rules."),
+    "marketdata": ("md.book.", "md.trade.", "md.status", "md.rules."),
     "risk": ("decision.",),
     "strategy": ("intent.",),
     "reconciler": ("reconcile.report",),

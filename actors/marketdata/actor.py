@@ -6,7 +6,9 @@ data is down or older than ``ws_stale_s`` when ``rest_fallback`` is on).
 
 Publishes ``BookSnapshot`` on ``md.book.<SYMBOL>`` for every new book, ``FeedStatus``
 on ``md.status`` on every change and every ``status_interval_s``, and ``SymbolRules``
-on ``md.rules.<SYMBOL>`` (exchangeinfo at start, refreshed and republished).
+on ``md.rules.<SYMBOL>`` (exchangeinfo at start, refreshed and republished), and each
+live public trade of the WebSocket ``trade`` channel as ``PublicTrade`` on
+``md.trade.<SYMBOL>`` (REST polling has no trade feed: in fallback no trades are heard).
 
 Fail closed: a symbol without new data for ``max_data_age_s`` is published stale; the
 FSM is PAUSED_DATA while every symbol is stale. A REST answer identical to the last one
@@ -29,6 +31,7 @@ from bus.messages import (
     BookSnapshot,
     FeedStatus,
     MarketdataInfo,
+    PublicTrade,
     SymbolFreshness,
     SymbolRules,
 )
@@ -38,6 +41,7 @@ from shared.btcturk.ws import (
     BtcTurkWebSocket,
     OrderBookDiff,
     OrderBookSnapshot,
+    TradeEvent,
     WsConnected,
     WsDisconnected,
 )
@@ -45,6 +49,9 @@ from shared.fsm import State
 
 Level = tuple[Any, Any]
 EXCHANGEINFO_ATTEMPTS = 5
+
+
+TRADE_IDS_KEPT = 512  # per symbol: more than a join snapshot (50) can repeat
 
 
 def norm_symbol(pair: str) -> str:
@@ -69,6 +76,7 @@ class MarketdataActor(Actor):
         self.ws_connected = False
         self._ws_up = asyncio.Event()
         self._ws_joining: set[str] = set()  # symbols whose join snapshot is still due
+        self._trade_ids: dict[str, dict[str, None]] = {}  # per symbol, recent published ids
 
     # --- lifecycle -----------------------------------------------------------------
     async def setup(self) -> None:
@@ -130,7 +138,8 @@ class MarketdataActor(Actor):
     async def _start_ws(self) -> None:
         self.ws = BtcTurkWebSocket(
             self.cfg.ws_url,
-            subscriptions=[("orderbook", s) for s in self.symbols],
+            subscriptions=[(channel, s) for s in self.symbols
+                           for channel in ("orderbook", "trade")],
             on_event=self._on_ws_event,
             stall_timeout_s=max(self.md.ws_stale_s, 1.0) * 2,
         )
@@ -151,6 +160,8 @@ class MarketdataActor(Actor):
                 self._on_ws_snapshot(event)
             case OrderBookDiff():
                 self._on_ws_diff(event)
+            case TradeEvent():
+                self._on_ws_trade(event)
             case WsConnected():
                 self._ws_joining = set(self.symbols)
                 self.ws_connected = True
@@ -193,6 +204,35 @@ class MarketdataActor(Actor):
             self.counters["ws_diff_ignored"] += 1
             return
         self._emit_ws_book(book, ev.received_mono_ns)
+
+    def _on_ws_trade(self, ev: TradeEvent) -> None:
+        """A live trade goes on ``md.trade.<SYM>``. The join snapshot's trades (421) are
+        history the strategy did not see happen, and after a reconnect they repeat
+        trades already published, so they are skipped, and ids already published are
+        not published again."""
+        symbol = norm_symbol(ev.pair)
+        if symbol not in self.books:
+            self.counters["ws_unknown_symbol"] += 1
+            return
+        if ev.snapshot:
+            self.counters["trades_snapshot_skipped"] += 1
+            return
+        seen = self._trade_ids.setdefault(symbol, {})
+        if ev.trade_id in seen:
+            self.counters["trades_repeated"] += 1
+            return
+        seen[ev.trade_id] = None
+        if len(seen) > TRADE_IDS_KEPT:
+            del seen[next(iter(seen))]  # dicts keep insertion order: the oldest goes
+        try:
+            trade = PublicTrade(symbol=symbol, trade_id=ev.trade_id, price=ev.price,
+                                quantity=ev.amount, side=ev.side,  # type: ignore[arg-type]
+                                exchange_ts_ms=ev.timestamp_ms, recv_wall_ns=time.time_ns())
+        except ValueError:
+            self.counters["trades_invalid"] += 1
+            return
+        self.publish(trade)
+        self.counters["trades"] += 1
 
     def _emit_ws_book(self, book: LocalBook, recv_mono_ns: int) -> None:
         bids, asks = book.top(self.md.depth)

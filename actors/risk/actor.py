@@ -36,6 +36,7 @@ from typing import Any
 
 from loguru import logger
 
+from actors.risk import daybook
 from actors.risk.decision import Verdict, decide
 from actors.risk.gates import global_gates
 from actors.risk.state import (
@@ -49,7 +50,7 @@ from actors.risk.state import (
     forget_order,
     record_approval,
 )
-from actors.runtime import Actor, main_for
+from actors.runtime import EXIT_CONFIG, Actor, FatalActorError, main_for
 from bus.messages import (
     BookSnapshot,
     CancelOrder,
@@ -91,6 +92,8 @@ class RiskActor(Actor):
         super().__init__(*args, **kwargs)
         self.state = RiskState(trading_day=TradingDay.named(self.cfg.risk.day_boundary_tz,
                                                             self.cfg.risk.day_boundary_hour))
+        self._daybook = daybook.path_in(self.cfg.data_path)
+        self._saved_day = self._restore_day()
         self.acks: OrderedDict[str, IntentAck] = OrderedDict()  # approved intents
         # cid -> (local mono ns, message clock ns) of its approval: kept across a snapshot
         # that cannot contain it yet.
@@ -175,11 +178,44 @@ class RiskActor(Actor):
                          if (since_mono >= 0 and mono >= since_mono)
                          or (since_clock >= 0 and clock >= since_clock))
         apply_snapshot(self.state, snap, now_ns, self.cfg.risk.cash_asset, keep)
+        self._save_day()
         self._stamp_pending = now_ns == 0
         horizon = time.monotonic_ns() - 60 * 1_000_000_000
         self.approved_at = {c: t for c, t in self.approved_at.items() if t[0] >= horizon}
         self.counters["snapshots"] += 1
         self._update_fsm()
+
+    # --- the daily-loss baseline across restarts (actors/risk/daybook.py) -----------------
+    def _restore_day(self) -> daybook.DayBaseline | None:
+        try:
+            base = daybook.load(self._daybook, self.state.trading_day)
+        except daybook.DayBookError as exc:
+            raise FatalActorError(str(exc), EXIT_CONFIG) from None
+        if base is not None:
+            # Today's baseline (the first snapshot decides whether it is still today).
+            self.state.day = base.day
+            self.state.day_start_net = base.start_net
+            self.state.day_start_marked = base.marked
+            logger.info("risk: daily-loss baseline restored: day {} net {} (marked: {})",
+                        base.day, base.start_net, base.marked)
+        return base
+
+    def _save_day(self) -> None:
+        st = self.state
+        now = daybook.DayBaseline(st.day, st.day_start_net, st.day_start_marked)
+        if now == self._saved_day or st.day < 0:
+            return
+        try:
+            daybook.save(self._daybook, st.trading_day, now)
+        except OSError as exc:
+            # Trading goes on (the loss is still counted); only a restart would forget
+            # it, so say so loudly.
+            self.counters["daybook_write_errors"] += 1
+            logger.error("risk: cannot persist the daily-loss baseline to {}: {}; a restart "
+                         "of risk now would count today's loss from the current PnL",
+                         self._daybook, exc)
+            return
+        self._saved_day = now
 
     async def _snapshot_loop(self) -> None:
         backoff = 0.2
@@ -351,6 +387,7 @@ class RiskActor(Actor):
                         fresh=[s for s, f in sorted(self.state.feed.items()) if f],
                         # the dashboard's daily-loss budget: risk's own count
                         daily_loss=self.state.daily_loss(),
+                        day_start_net=self.state.day_start_net,
                         max_daily_loss=self.cfg.risk.max_daily_loss_try)
 
 

@@ -48,6 +48,7 @@ from bus.messages import (
     OrderEvent,
     Packet,
     PortfolioSnapshot,
+    PublicTrade,
     SnapshotQuery,
     StrategyInfo,
     SubmitIntent,
@@ -78,7 +79,7 @@ def boot_number(data_dir: str) -> int:
 
 class StrategyActor(Actor):
     name = "strategy"
-    subscriptions = ("md.book.", "md.rules.", "order.", "fill.", "portfolio")
+    subscriptions = ("md.book.", "md.trade.", "md.rules.", "order.", "fill.", "portfolio")
 
     def __init__(self, *args: Any, clock: Clock | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -167,6 +168,13 @@ class StrategyActor(Actor):
                 self.host.apply_book(body, packet.env.wall_ns)
                 self._on_trigger(body.symbol, tick=True)
                 self._maybe_tick(body.symbol, packet.env.wall_ns)
+            case PublicTrade():
+                # Not throttled like books (each trade is heard once), but behind the same
+                # gates: a trade never decides while an intent is pending or backing off.
+                self.counters["trades"] += 1
+                if self.host.hears_trades:
+                    self._evaluate(body.symbol, "on_trade", body.price, body.quantity,
+                                   body.side)
             case SymbolRules():
                 self.host.apply_rules(body)
             case OrderEvent():
@@ -223,7 +231,7 @@ class StrategyActor(Actor):
             self._last_tick[symbol] = clock_ns
             self._evaluate(symbol, "on_tick")
 
-    def _evaluate(self, symbol: str, hook: str = "on_book") -> None:
+    def _evaluate(self, symbol: str, hook: str = "on_book", *args: object) -> None:
         now = self.host.clock_of.get(symbol, 0)  # the message clock of the latest book
         if hook == "on_book":
             gating.mark_evaluated(self.gate, symbol, now)
@@ -237,7 +245,7 @@ class StrategyActor(Actor):
             self.counters["skip_no_rules"] += 1
             return
         self.counters["evaluations"] += 1
-        self._act(self.host.decide(symbol, hook))
+        self._act(self.host.decide(symbol, hook, *args))
 
     def _act(self, out: Outcome) -> None:
         if out.failure is not None:

@@ -41,6 +41,7 @@ from replay.cli import replay
 from replay.recordings_cli import recordings
 from shared.actorspec import spec as actor_spec
 from shared.config import Config, ConfigError
+from shared.files import PRIVATE_UMASK, audit_private_dirs
 from shared.logging import setup_logging
 
 
@@ -69,6 +70,7 @@ def is_running(cfg: Config) -> bool:
 @click.pass_context
 def cli(ctx: click.Context, config_path: str) -> None:
     """Start, watch and control the btcbot actor pipeline."""
+    os.umask(PRIVATE_UMASK)  # what we write (and every child we start) is owner-only
     ctx.obj = {"config": config_path}
 
 
@@ -83,6 +85,11 @@ def cli(ctx: click.Context, config_path: str) -> None:
 def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool) -> None:
     """Start bus, recorder and actors (and the simulator in paper mode)."""
     cfg = load(ctx, mode)
+    audit = audit_private_dirs(cfg.private_dirs())
+    for line in audit.fixed:
+        click.echo(f"btcbot-supervisor: warning: {line}", err=True)
+    if audit.refused:
+        fail("unsafe directory: " + "; ".join(audit.refused), EXIT_USAGE)
     if "strategy" in cfg.enabled_actors():
         try:  # the plug-in and its parameters, before anything starts (exit 2)
             load_strategy(cfg.strategy)
@@ -105,7 +112,9 @@ def start_detached(cfg: Config, config_path: str) -> int:
     cfg.log_path.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "actors.supervisor", "--config", config_path, "start",
             "--mode", cfg.mode, "--daemon-child"]
-    with open(cfg.log_path / "supervisor.out", "ab") as out:
+    out_path = cfg.log_path / "supervisor.out"
+    with open(out_path, "ab") as out:
+        said_from = out.tell()  # what the daemon says from here on is this start's
         daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                   start_new_session=True)
     timeout = sum(cfg.actor_settings(n).start_timeout_s for n in cfg.enabled_actors()) + 10
@@ -113,7 +122,9 @@ def start_detached(cfg: Config, config_path: str) -> int:
     doc: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         if (rc := daemon.poll()) is not None:
-            fail(f"supervisor exited with code {rc} during start; see {cfg.log_path}", rc or 1)
+            said = _daemon_said(out_path, said_from)
+            fail(f"supervisor exited with code {rc} during start; see {cfg.log_path}"
+                 + "".join(f"\n  {line}" for line in said), rc or 1)
         doc = _try_status(cfg)
         if doc is not None and all(a["ready"] for a in doc["actors"]):
             click.echo(f"started (supervisor pid {daemon.pid}); all actors READY")
@@ -130,6 +141,17 @@ def start_detached(cfg: Config, config_path: str) -> int:
     click.echo(f"btcbot-supervisor: started (pid {daemon.pid}) but not READY after "
                f"{timeout:.0f}s: {', '.join(not_ready) or 'supervisor not answering'}", err=True)
     return EXIT_FAILURE
+
+
+def _daemon_said(path: Path, offset: int, limit: int = 20) -> list[str]:
+    """The last lines the daemon wrote to supervisor.out since ``offset``."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-limit:]
 
 
 def _try_status(cfg: Config, timeout_s: float = 1.0) -> dict[str, Any] | None:

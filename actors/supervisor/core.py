@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -22,6 +23,7 @@ from actors.supervisor.child import Child
 from actors.supervisor.env import child_environment, ignored_live_credentials
 from actors.supervisor.policy import RestartTracker
 from actors.supervisor.status import build_status
+from actors.supervisor.symbols import check_symbols, judge
 from bus.auth import BusAuth, KeysError, ensure_keys, keys_dir_of
 from bus.messages import (
     Ack,
@@ -123,6 +125,7 @@ class Supervisor:
         }
         self.started_mono = time.monotonic()
         self.stopping = False
+        self.exit_code = 0  # 2: the start was refused for a config reason
         self._stop_event = asyncio.Event()
         self.bus_grace_until = 0.0
         self.kill_switch_reason = ""
@@ -188,7 +191,7 @@ class Supervisor:
             self.ctx.destroy(linger=0)
             self.lock.release()
             logger.info("supervisor stopped")
-        return 0
+        return self.exit_code
 
     async def _serve_control(self) -> None:
         assert self._control_server is not None
@@ -210,12 +213,36 @@ class Supervisor:
                              auth=self.auth)
 
     async def _start_all(self) -> None:
-        """Start in dependency order (cfg.enabled_actors), each waiting for READY."""
+        """Start in dependency order (cfg.enabled_actors), each waiting for READY. The
+        configured symbols are checked once the exchange is up, before any actor."""
+        checked = False
         for child in self.children.values():
             if self.stopping:
                 return
+            if not checked and not (child.spec.infrastructure or child.spec.role == "exchange"):
+                checked = True
+                if not await self._check_symbols():
+                    return
             self._spawn(child)
             await self._wait_ready(child, self.cfg.actor_settings(child.name).start_timeout_s)
+
+    async def _check_symbols(self) -> bool:
+        """False (and the supervisor stopping with exit 2 or 1) when start must not go on;
+        actors/supervisor/symbols.py says when."""
+        action, message = judge(self.cfg.mode, await check_symbols(self.cfg))
+        if action == "start":
+            logger.info("symbols listed by the exchange: {}",
+                        ", ".join(self.cfg.marketdata.symbols))
+            return True
+        if not self.foreground:  # start --detach prints the daemon's stderr on failure
+            print(f"btcbot-supervisor: {message}", file=sys.stderr, flush=True)
+        if action == "warn":
+            logger.warning(message)
+            return True
+        logger.error(message)
+        self.exit_code = 2 if action == "refuse_usage" else 1
+        self.request_stop()
+        return False
 
     async def _wait_ready(self, child: Child, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

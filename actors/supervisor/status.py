@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from actors.supervisor.trading_state import ActorView, TradingInputs
 from actors.supervisor.trading_state import derive_trading_state as pure_trading_state
@@ -26,6 +23,7 @@ from bus.messages import (
 )
 from shared import pending_latches, pnl
 from shared.config import Config
+from shared.plain import plain, plain_builtins
 
 if TYPE_CHECKING:
     from actors.supervisor.core import Supervisor
@@ -177,11 +175,11 @@ def recordings_status(sup: Supervisor) -> dict[str, Any] | None:
 def _portfolio(snapshot: PortfolioSnapshot | None, sup: Supervisor) -> dict[str, Any]:
     out: dict[str, Any] = {"positions": [], "open_orders": [], "balances": [], "pnl": []}
     if snapshot is not None:
-        out["positions"] = msgspec.to_builtins(snapshot.positions)
-        out["open_orders"] = msgspec.to_builtins(snapshot.open_orders)
-        out["balances"] = msgspec.to_builtins(snapshot.balances)
+        out["positions"] = plain_builtins(snapshot.positions)
+        out["open_orders"] = plain_builtins(snapshot.open_orders)
+        out["balances"] = plain_builtins(snapshot.balances)
     if sup.last_report is not None:
-        out["pnl"] = msgspec.to_builtins(sup.last_report.pnl)
+        out["pnl"] = plain_builtins(sup.last_report.pnl)
         out["pnl_total"] = _pnl_total(sup.last_report.pnl)
         out["reconcile"] = {"ok": sup.last_report.ok, "failures": sup.last_report.failures,
                             "drift_found": sup.last_report.drift_found,
@@ -193,13 +191,8 @@ def _pnl_total(rows: list[SymbolPnl]) -> dict[str, str]:
     """The sum of the reconciler's rows, by the one definition (shared/pnl.py). Rows
     from an older reconciler without a mark are summed as they are."""
     t = pnl.total(pnl.Pnl(r.realized, r.unrealized, r.fees, r.mark) for r in rows)
-    return {"realized": _plain(t.realized), "unrealized": _plain(t.unrealized),
-            "fees": _plain(t.fees), "net": _plain(t.net)}
-
-
-def _plain(value: Decimal) -> str:
-    """A Decimal as plain digits (never ``0E-8``)."""
-    return format(value, "f")
+    return {"realized": plain(t.realized), "unrealized": plain(t.unrealized),
+            "fees": plain(t.fees), "net": plain(t.net)}
 
 
 def _fmt_age(value: Any) -> str:
