@@ -9,6 +9,7 @@ variables override secrets and gates only, never trading parameters.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import tomllib
@@ -39,6 +40,7 @@ from shared.config_ranges import (
     check_decimals,
     explain,
 )
+from shared.hops import BOUNDABLE
 from shared.sizes import parse_size
 from shared.tradingday import BadTimeZone, zone
 
@@ -116,6 +118,13 @@ class ActorSettings(_Section):
     nice: Nice | None = None
 
 
+# A hop's p99 bound: positive, at most an hour (TOML's inf or nan are refused).
+HopBoundMs = Annotated[float, msgspec.Meta(gt=0, le=3_600_000.0)]
+# The hops that include the exchange's REST round trip (and, for books, its clock offset):
+# not ours to make fast, so their default bound is wider (a configured one wins).
+EXCHANGE_HOP_BOUNDS_MS = {"exchange→marketdata": 2000.0, "executor→exchange": 2000.0}
+
+
 class SupervisorConfig(_Section):
     backoff_initial_s: Seconds = 0.1
     backoff_max_s: Seconds = 5.0  # >= backoff_initial_s
@@ -124,6 +133,16 @@ class SupervisorConfig(_Section):
     stable_after_s: SecondsOrOff = 10.0
     stop_timeout_s: Seconds = 10.0
     heartbeat_interval_s: Seconds = 1.0
+    # Bus health (status's bus_health): a hop whose p99 over the last minute exceeds its
+    # bound is flagged and noted (a warning, not a halt: docs/operator-tools.md). The
+    # per-hop table overrides the default for the hops it names (shared/hops.py).
+    hop_p99_bound_ms: HopBoundMs = 250.0
+    hop_p99_bounds_ms: dict[str, float] = msgspec.field(default_factory=dict)
+
+    def hop_bounds(self) -> dict[str, float]:
+        """The p99 bound of every hop that has one (shared.hops.BOUNDABLE)."""
+        named = {**EXCHANGE_HOP_BOUNDS_MS, **self.hop_p99_bounds_ms}
+        return {hop: named.get(hop, self.hop_p99_bound_ms) for hop in BOUNDABLE}
 
 
 class MarketDataConfig(_Section):
@@ -583,6 +602,17 @@ def _validate(cfg: Config) -> None:
     for rule in cross_field_rules(cfg):
         if not rule.holds:
             raise ConfigError(rule.message())
+    _validate_hop_bounds(cfg.supervisor)
+
+
+def _validate_hop_bounds(sup: SupervisorConfig) -> None:
+    """The per-hop table: its keys are hop names, its values bounds like the default's."""
+    for hop, value in sup.hop_p99_bounds_ms.items():
+        field = f"supervisor.hop_p99_bounds_ms.{hop}"
+        if hop not in BOUNDABLE:
+            raise ConfigError(f"{field}: unknown hop (known: {', '.join(BOUNDABLE)})")
+        if not (math.isfinite(value) and 0 < value <= 3_600_000):
+            raise ConfigError(f"{field}: must be > 0 and <= 3600000 ms (got {value})")
 
 
 class _Rule(msgspec.Struct, frozen=True):

@@ -266,6 +266,8 @@ class StrategyActor(Actor):
         assert self.risk is not None
         try:
             await self.risk.request(cancel)
+            logger.info("strategy: cancel {} because {}", cancel.client_order_id,
+                        cancel.reason or "-")
         except RequestFailed as exc:
             self.counters["cancel_failures"] += 1
             logger.warning("strategy: cancel {} failed: {}", cancel.client_order_id, exc)
@@ -299,6 +301,12 @@ class StrategyActor(Actor):
             self.counters["risk_bad_reply"] += 1
             self._after_rejection(symbol, intent.created_wall_ns)
             return
+        # One line per decision, what `logs strategy -f` shows: logged once risk has
+        # answered, so it never delays the send.
+        logger.info("strategy: {} {} {} {}@{} because {} -> {}{} [{}]", symbol, intent.side,
+                    intent.order_type, intent.quantity, intent.price, intent.reason or "-",
+                    reply.verdict, f" ({', '.join(reply.reasons)})" if reply.reasons else "",
+                    intent.intent_id)
         self.counters[f"ack_{reply.verdict}"] += 1
         if reply.verdict in ("approved", "resized"):
             cid = client_order_id(self.cfg.executor.client_id_prefix, intent.intent_id)

@@ -25,6 +25,7 @@ from actors.supervisor.policy import RestartTracker
 from actors.supervisor.status import build_status
 from actors.supervisor.symbols import check_symbols, judge
 from bus.auth import BusAuth, KeysError, ensure_keys, keys_dir_of
+from bus.health import BusHealth
 from bus.messages import (
     Ack,
     CommandRequest,
@@ -132,6 +133,9 @@ class Supervisor:
         self.feed: dict[str, FeedStatus] = {}
         self.last_report: ReconcileReport | None = None
         self.last_snapshot: PortfolioSnapshot | None = None
+        # Bus health for status (bus/health.py): the supervisor lives as long as the
+        # pipeline and sees the whole bus, so its windows span restarts of any actor.
+        self.health = BusHealth("supervisor", time.monotonic_ns())
         self.ctx = zmq.asyncio.Context()
         self.auth: BusAuth | None = None  # loaded in run(), under the instance lock
         self.heartbeat_mismatches = 0
@@ -206,8 +210,10 @@ class Supervisor:
         self._control_server = RequestServer(self.ctx, self.cfg.supervisor_endpoint,
                                              self._handle_command, commands=SupervisorChannel,
                                              auth=self.auth)
-        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
-                              ["hb.", "md.status", "reconcile.report", "portfolio"],
+        # Everything, like the recorder: bus health needs every publisher's stamps and
+        # sequences (bench/latency.py: no measurable cost to tick-to-order; see
+        # docs/operator-tools.md).
+        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint, [""],
                               name="supervisor", reconnect_ivl_ms=20, auth=self.auth)
         self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, "supervisor", self.incarnation,
                              auth=self.auth)
@@ -297,6 +303,7 @@ class Supervisor:
         assert self.sub is not None
         while True:
             topic, packet = await self.sub.recv()
+            self.health.observe(topic, packet, time.monotonic_ns())
             body = packet.body
             if isinstance(body, Heartbeat):
                 # The proxy lets only actor X publish hb.X; a body naming another actor
