@@ -1,11 +1,10 @@
 """Publishing records into a pipeline's bus: ``feed`` at the recorded pacing divided by
-``speed`` (or as fast as possible), a progress bar, and ``BusClient``, a publisher that
-is connected for sure before the first record goes."""
+``speed`` (or as fast as possible), telling a progress callback how far it got, and
+``BusClient``, a publisher that is connected for sure before the first record goes."""
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -81,30 +80,6 @@ def feed(
             progress(i)
     stats.elapsed_s = (mono() - t0) / 1e9
     return stats
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr, shown only when stdout is a terminal."""
-
-    def __init__(self, total: int, enabled: bool | None = None) -> None:
-        self.total = max(total, 1)
-        self.enabled = sys.stdout.isatty() if enabled is None else enabled
-        self._last = 0.0
-
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._last < 0.1:
-            return
-        self._last = now
-        frac = min(1.0, done / self.total)
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\rreplay [{bar:<30}] {done}/{self.total} ({frac:5.1%})")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write(f"\rreplay [{'#' * 30}] {self.total}/{self.total} (100.0%)\n")
-            sys.stderr.flush()
 
 
 class BusClient:

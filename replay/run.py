@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from replay.errors import ReplayError
-from replay.feed import BusClient, FeedStats, ProgressBar, feed
+from replay.feed import BusClient, FeedStats, feed
 from replay.pipeline import IsolatedPipeline
 from replay.select import EXECUTOR_TOPICS, MARKET_TOPICS, VERIFY_TOPICS, Reframer, select_records
 from replay.verify import (
@@ -20,6 +20,7 @@ from replay.verify import (
     recording_meta,
 )
 from shared.config import Config
+from shared.progress import progress, progress_wanted, reached
 from shared.recording import ReadReport
 
 
@@ -34,7 +35,7 @@ class ReplayOptions:
     record: bool = False
     keep: bool = False
     settle_s: float = 2.0  # verify: quiet time that ends the wait for late decisions
-    progress: bool | None = None  # None: only when stdout is a terminal
+    progress: bool | None = None  # None: shared.progress.progress_wanted()
     strategy: dict[str, Any] | None = None  # overrides (tests)
     risk: dict[str, Any] | None = None
 
@@ -75,12 +76,14 @@ def run_replay(opts: ReplayOptions, base: Config | None) -> ReplayOutcome:
             client.connect()
             reframer = Reframer()
             feed(client.publish_raw, sel.primers, speed=None, reframer=reframer)
-            bar = ProgressBar(len(sel.records), opts.progress)
             barrier = DecisionBarrier(collector, expected) if collector is not None else None
-            stats = feed(client.publish_raw, sel.records, speed=opts.speed, reframer=reframer,
-                         progress=bar, barrier=barrier,
-                         unpaced=EXECUTOR_TOPICS if opts.verify else ())
-            bar.close()
+            wanted = progress_wanted() if opts.progress is None else opts.progress
+            label = "replay --verify" if opts.verify else "replay"
+            with progress(len(sel.records), label, enabled=wanted) as bar:
+                stats = feed(client.publish_raw, sel.records, speed=opts.speed,
+                             reframer=reframer, progress=reached(bar), barrier=barrier,
+                             unpaced=EXECUTOR_TOPICS if opts.verify else ())
+                reached(bar)(len(sel.records))
             result = None
             if collector is not None:
                 collector.settle(len(expected), opts.settle_s,

@@ -234,7 +234,7 @@ class RiskConfig(_Section):
     executor_retries: CountOrOff = 2
     # No executor snapshot (or portfolio message) for this long: latches are unknown,
     # so nothing is approved (fail closed).
-    executor_state_max_age_s: Seconds = 30.0  # > snapshot_interval_s
+    executor_state_max_age_s: Seconds = 30.0
 
     def __post_init__(self) -> None:
         check_decimals(self, {
@@ -652,9 +652,6 @@ def cross_field_rules(cfg: Config) -> list[_Rule]:
         _Rule("marketdata.rest_poll_interval_s", md.rest_poll_interval_s, "<",
               "marketdata.max_data_age_s", md.max_data_age_s,
               "a polled book would be stale before the next poll"),
-        _Rule("risk.executor_state_max_age_s", risk.executor_state_max_age_s, ">",
-              "risk.snapshot_interval_s", risk.snapshot_interval_s,
-              "otherwise every snapshot is already too old and nothing is ever approved"),
         _Rule("risk.min_order_notional_try", risk.min_order_notional_try, "<=",
               "risk.max_notional_per_order_try", risk.max_notional_per_order_try,
               "no order could satisfy both", applies=risk.max_notional_per_order_try > 0),

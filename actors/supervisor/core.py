@@ -220,8 +220,9 @@ class Supervisor:
 
     async def _start_all(self) -> None:
         """Start in dependency order (cfg.enabled_actors), each waiting for READY. The
-        configured symbols are checked once the exchange is up, before any actor."""
-        checked = False
+        configured symbols are checked once the exchange is up, before any actor (when
+        marketdata runs here: replay's pipelines and a split host may not run it)."""
+        checked = "marketdata" not in self.children  # the symbols are marketdata's to use
         for child in self.children.values():
             if self.stopping:
                 return

@@ -18,13 +18,13 @@ from actors.supervisor.bundle import build_bundle, parse_duration
 from actors.supervisor.core import InstanceLock
 from actors.supervisor.preflight import Report, render_text
 from actors.supervisor.preflight_probe import record_arming, run_preflight
-from actors.supervisor.progress import progress, progress_wanted
 from actors.supervisor.why import explain
 from actors.supervisor.why import render_text as render_why
 from actors.supervisor.why_sources import gather
 from bus.control import fetch_status, operator_auth
 from bus.transport import RequestFailed
 from shared.config import Config, ConfigError, load_config
+from shared.progress import progress, progress_wanted
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
