@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import zmq
 
+from bus.auth import load_for
 from bus.messages import Heartbeat
+from bus.roles import REPLAY
 from bus.transport import Publisher, new_incarnation
 from replay.errors import ReplayError
 from replay.select import Reframer
@@ -89,14 +91,16 @@ class BusClient:
 
     def __init__(self, cfg: Config, *, hwm: int = 1_000_000) -> None:
         self.ctx = zmq.Context()
-        self.pub = Publisher(self.ctx, cfg.bus_pub_endpoint, "replay", new_incarnation(),
-                             hwm=hwm)
+        self.auth = load_for(cfg.data_path, REPLAY)
+        self.pub = Publisher(self.ctx, cfg.bus_pub_endpoint, REPLAY, new_incarnation(),
+                             hwm=hwm, auth=self.auth)
         self._sub_endpoint = cfg.bus_sub_endpoint
 
     def connect(self, timeout_s: float = 10.0) -> None:
         probe = self.ctx.socket(zmq.SUB)
         probe.setsockopt(zmq.LINGER, 0)
         probe.setsockopt(zmq.SUBSCRIBE, PROBE_TOPIC.encode())
+        self.auth.client(probe, "bus")
         probe.connect(self._sub_endpoint)
         deadline = time.monotonic() + timeout_s
         try:

@@ -15,7 +15,9 @@ from typing import Any
 import msgspec
 import zmq
 
+from bus.auth import load_for
 from bus.messages import Intent, OrderEvent, PortfolioSnapshot, RiskDecision, packet_decoder
+from bus.roles import REPLAY
 from shared.config import Config
 from shared.recording import Record, SegmentReader, read_recording, segment_paths
 
@@ -157,6 +159,7 @@ class DecisionCollector:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, 1_000_000)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"decision.")
+        load_for(cfg.data_path, REPLAY).client(self._sock, "bus")
         self._sock.connect(cfg.bus_sub_endpoint)
         self._halt = threading.Event()
         self._seen = threading.Condition()

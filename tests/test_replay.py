@@ -16,6 +16,7 @@ import zmq
 from click.testing import CliRunner
 
 from actors.supervisor.cli import cli
+from bus.auth import load_for
 from bus.messages import (
     SCHEMA_VERSION,
     BookSnapshot,
@@ -135,6 +136,7 @@ def test_paced_replay_through_a_real_bus_arrives_complete_and_in_order(tmp_path:
         ctx = zmq.Context()
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"md.")
+        load_for(pipe.cfg.data_path, "replay").client(sub, "bus")
         sub.connect(pipe.cfg.bus_sub_endpoint)
         client = BusClient(pipe.cfg)
         client.connect()

@@ -111,10 +111,10 @@ class StrategyActor(Actor):
         rc = self.cfg.risk
         # Risk may wait for the executor (timeout x attempts) before answering.
         risk_timeout = rc.executor_timeout_s * (rc.executor_retries + 1) + 2.0
-        self.risk = RequestClient(self.ctx, self.cfg.command_endpoint("risk"), self.name,
-                                  timeout_s=risk_timeout, retries=1)
+        self.risk = RequestClient(self.ctx, self.cfg.command_endpoint("risk"), self.auth,
+                                  server="risk", timeout_s=risk_timeout, retries=1)
         self.executor = RequestClient(self.ctx, self.cfg.command_endpoint("executor"),
-                                      self.name, timeout_s=2.0, retries=0)
+                                      self.auth, server="executor", timeout_s=2.0, retries=0)
         self.fsm.to(State.DEGRADED_RECOVERY, "waiting for executor snapshot")
         self.spawn(self._snapshot_loop(), "snapshot")
 
@@ -262,9 +262,10 @@ class StrategyActor(Actor):
             self.spawn(self._cancel(cancel), f"cancel-{cancel.client_order_id}")
 
     async def _cancel(self, cancel: CancelOrder) -> None:
-        assert self.executor is not None
+        # Through risk: only risk may cancel at the executor (bus/roles.py).
+        assert self.risk is not None
         try:
-            await self.executor.request(cancel)
+            await self.risk.request(cancel)
             logger.info("strategy: cancel {} because {}", cancel.client_order_id,
                         cancel.reason or "-")
         except RequestFailed as exc:

@@ -36,7 +36,7 @@ from actors.supervisor.ops_cli import arm_live, incident, preflight, why
 from actors.supervisor.status import render_text
 from actors.supervisor.symbols import check_symbols, judge
 from actors.supervisor.watch import watch as watch_status
-from bus.control import fetch_status, supervisor_request
+from bus.control import fetch_status, operator_auth, supervisor_request
 from bus.messages import Ack
 from bus.transport import RequestFailed
 from replay.cli import replay
@@ -52,10 +52,11 @@ def send(cfg: Config, command: str, *, timeout_s: float = 5.0, **kwargs: Any) ->
     """One command to the running supervisor; RequestFailed if it is not there."""
 
     async def go() -> Any:
+        auth = operator_auth(cfg.data_path)
         ctx = zmq.asyncio.Context()
         try:
             return await supervisor_request(ctx, cfg.supervisor_endpoint, command,
-                                            sender="cli", timeout_s=timeout_s, **kwargs)
+                                            auth=auth, timeout_s=timeout_s, **kwargs)
         finally:
             ctx.destroy(linger=0)
 
@@ -226,9 +227,13 @@ def _daemon_said(path: Path, offset: int, limit: int = 20) -> list[str]:
 
 def _try_status(cfg: Config, timeout_s: float = 1.0) -> dict[str, Any] | None:
     async def go() -> dict[str, Any] | None:
+        try:
+            auth = operator_auth(cfg.data_path)
+        except RequestFailed:
+            return None  # no keys yet: no supervisor ever started here
         ctx = zmq.asyncio.Context()
         try:
-            return await fetch_status(ctx, cfg.supervisor_endpoint, sender="cli",
+            return await fetch_status(ctx, cfg.supervisor_endpoint, auth=auth,
                                       timeout_s=timeout_s)
         finally:
             ctx.destroy(linger=0)
@@ -495,3 +500,9 @@ cli.add_command(orders)
 
 cli.add_command(backtest)
 cli.add_command(record_market)
+
+# The bus's roles table and CURVE keys (actors/supervisor/security_cli.py).
+from actors.supervisor.security_cli import keys, roles_cmd  # noqa: E402
+
+cli.add_command(roles_cmd)
+cli.add_command(keys)
