@@ -442,6 +442,8 @@ def logs(ctx: click.Context, actor: str | None, all_: bool, follow: bool, lines:
     known = log_paths(cfg)
     if all_:
         paths = {n: p for n, p in known.items() if p.exists() or follow}
+        if not paths:
+            fail(f"no logs in {cfg.log_path}", EXIT_USAGE)
     elif actor:
         if actor not in known:
             fail(f"no log named {actor!r} (known: {', '.join(known)})", EXIT_USAGE)
