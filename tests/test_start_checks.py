@@ -59,11 +59,30 @@ def test_readable_dirs_and_files_are_made_owner_only_with_a_warning(tmp_path: Pa
     before = _mode(Path("/etc/passwd"))
     audit = audit_private_dirs({"log_dir": logs, "data_dir": tmp_path / "missing"})
     assert not audit.refused
-    assert audit.fixed == [f"log_dir {logs}: was readable by others (mode 755); made 0700, "
+    assert audit.fixed == [f"log_dir {logs}: was readable by others (mode 755); now 700, "
                            f"2 entries inside made owner-only"]
     assert (_mode(logs), _mode(logs / "old"), _mode(logs / "risk.log")) == (0o700, 0o700, 0o600)
     assert _mode(Path("/etc/passwd")) == before  # a symlink is never followed
     assert audit_private_dirs({"log_dir": logs}).fixed == []  # nothing left to say
+
+
+def test_only_group_and_other_bits_go_and_a_shared_dir_keeps_its_contents(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chmod(data, 0o755)
+    (data / "tool.sh").write_text("#!/bin/sh\n")
+    os.chmod(data / "tool.sh", 0o755)
+    audit_private_dirs({"data_dir": data})
+    assert _mode(data / "tool.sh") == 0o700  # still executable by its owner
+    here = tmp_path / "repo"
+    here.mkdir()
+    os.chmod(here, 0o755)
+    (here / "README").write_text("x")
+    os.chmod(here / "README", 0o644)
+    audit = audit_private_dirs({"executor.db_path": here}, shallow={here.resolve()})
+    assert audit.fixed == [f"executor.db_path {here}: was readable by others (mode 755); "
+                           f"now 700, its contents left alone (shared with the config file)"]
+    assert (_mode(here), _mode(here / "README")) == (0o700, 0o644)
 
 
 # --- symbols (unit) ------------------------------------------------------------------

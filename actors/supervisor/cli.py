@@ -147,7 +147,7 @@ def cli(ctx: click.Context, config_path: str) -> None:
 def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool) -> None:
     """Start bus, recorder and actors (and the simulator in paper mode)."""
     cfg = load(ctx, mode)
-    audit = audit_private_dirs(cfg.private_dirs())
+    audit = audit_private_dirs(cfg.private_dirs(), cfg.shared_dirs())
     for line in audit.fixed:
         click.echo(f"btcbot-supervisor: warning: {line}", err=True)
     if audit.refused:
