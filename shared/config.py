@@ -436,6 +436,13 @@ class Config(_Section):
         seen: set[Path] = set()
         return {k: v for k, v in dirs.items() if not (v in seen or seen.add(v))}
 
+    def shared_dirs(self) -> set[Path]:
+        """Directories btcbot writes into but does not own the rest of: the config file's
+        own directory and its ancestors (``db_path = "btcbot.db"`` puts the DB beside
+        the config). Their modes are checked, their other contents left alone."""
+        here = Path(self.source_path).parent if self.source_path else Path(self.base_dir)
+        return {here, *here.parents}
+
     def ipc(self, name: str) -> str:
         return f"ipc://{self.runtime_path / name}"
 

@@ -303,7 +303,7 @@ class StrategyActor(Actor):
             return
         # One line per decision, what `logs strategy -f` shows: logged once risk has
         # answered, so it never delays the send.
-        logger.info("strategy: {} {} {} {}@{} because {} -> {}{} [{}]", symbol, intent.side,
+        logger.info("strategy: {} {} {} {:.8g}@{} because {} -> {}{} [{}]", symbol, intent.side,
                     intent.order_type, intent.quantity, intent.price, intent.reason or "-",
                     reply.verdict, f" ({', '.join(reply.reasons)})" if reply.reasons else "",
                     intent.intent_id)

@@ -34,6 +34,7 @@ from actors.supervisor.core import InstanceLock, read_pid
 from actors.supervisor.logtail import Follower, format_line, interleave, last_lines, log_paths
 from actors.supervisor.ops_cli import arm_live, incident, preflight, why
 from actors.supervisor.status import render_text
+from actors.supervisor.symbols import check_symbols, judge
 from actors.supervisor.watch import watch as watch_status
 from bus.control import fetch_status, operator_auth, supervisor_request
 from bus.messages import Ack
@@ -146,7 +147,7 @@ def cli(ctx: click.Context, config_path: str) -> None:
 def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool) -> None:
     """Start bus, recorder and actors (and the simulator in paper mode)."""
     cfg = load(ctx, mode)
-    audit = audit_private_dirs(cfg.private_dirs())
+    audit = audit_private_dirs(cfg.private_dirs(), cfg.shared_dirs())
     for line in audit.fixed:
         click.echo(f"btcbot-supervisor: warning: {line}", err=True)
     if audit.refused:
@@ -161,6 +162,15 @@ def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool
     if is_running(cfg):
         fail(f"already running (pid {read_pid(cfg.runtime_path / 'supervisor.pid')}, "
              f"runtime dir {cfg.runtime_path})", EXIT_LOCKED)
+    if not daemon_child and not cfg.runs_simulator and "marketdata" in cfg.enabled_actors():
+        # The exchange is already there (live; dry-run on a configured URL): ask it now,
+        # before preflight (whose exit 1 would hide a config error) and before any
+        # process starts. With the embedded simulator the supervisor asks once it is up.
+        action, message = judge(cfg.mode, asyncio.run(check_symbols(cfg)))
+        if action == "warn":
+            click.echo(f"btcbot-supervisor: warning: {message}", err=True)
+        elif action != "start":
+            fail(message, EXIT_USAGE if action == "refuse_usage" else EXIT_FAILURE)
     if cfg.mode == "live" and not daemon_child:
         arm_live(cfg)  # preflight; exits 1 on a FAIL, the report stored in the DB
     if detach:
@@ -432,6 +442,8 @@ def logs(ctx: click.Context, actor: str | None, all_: bool, follow: bool, lines:
     known = log_paths(cfg)
     if all_:
         paths = {n: p for n, p in known.items() if p.exists() or follow}
+        if not paths:
+            fail(f"no logs in {cfg.log_path}", EXIT_USAGE)
     elif actor:
         if actor not in known:
             fail(f"no log named {actor!r} (known: {', '.join(known)})", EXIT_USAGE)
