@@ -122,6 +122,20 @@ class MarketDataConfig(_Section):
     ws_connect_timeout_s: float = 10.0
     status_interval_s: float = 1.0  # FeedStatus republished this often (late joiners)
     rules_republish_s: float = 1.0  # SymbolRules republished this often (late joiners)
+    # The bus clock: a ClockTick on md.clock this often. Strategy and risk run every
+    # time-driven re-evaluation (the throttle's trailing edge) on these ticks instead of
+    # local timers, so the recording holds every input of every decision (replay
+    # --verify). It bounds how late a trailing evaluation can be.
+    clock_tick_ms: int = 100
+
+
+class ReplayConfig(_Section):
+    """Set only by ``replay --verify`` in its isolated pipeline (docs/recordings.md):
+    strategy and risk take every input from the replayed recording (decisions and
+    intents included) and publish what they decide under ``verify.`` for comparison,
+    never to each other."""
+
+    verify: bool = False
 
 
 class StrategyConfig(_Section):
@@ -344,6 +358,7 @@ class Config(_Section):
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
+    replay: ReplayConfig = msgspec.field(default_factory=ReplayConfig)
 
     # Set by load_config, not read from the file.
     base_dir: str = ""
@@ -506,6 +521,12 @@ def _validate(cfg: Config) -> None:
     _validate_dashboard(cfg.dashboard)
     if not cfg.marketdata.symbols:
         raise ConfigError("marketdata.symbols: at least one symbol is required")
+    if cfg.marketdata.clock_tick_ms < 0:
+        raise ConfigError(f"marketdata.clock_tick_ms: must be 0 (off) or positive "
+                          f"(got {cfg.marketdata.clock_tick_ms})")
+    if cfg.replay.verify and cfg.mode != "dry-run":
+        raise ConfigError(f"replay.verify: only for replay --verify's isolated dry-run "
+                          f"pipeline (mode is {cfg.mode})")
     positive = {
         "supervisor.backoff_initial_s": cfg.supervisor.backoff_initial_s,
         "supervisor.heartbeat_interval_s": cfg.supervisor.heartbeat_interval_s,
