@@ -46,6 +46,7 @@ from bus.transport import (
     new_incarnation,
 )
 from shared.config import Config, ConfigError, load_config
+from shared.files import PRIVATE_UMASK
 from shared.fsm import State, StateMachine
 from shared.logging import LOG_HEALTH, setup_logging
 
@@ -335,6 +336,7 @@ def parse_actor_args(argv: list[str] | None, name: str) -> argparse.Namespace:
 
 def run_actor(cls: type[Actor], argv: list[str] | None = None) -> int:
     """Entry point of every actor process. Exit 2 on bad config, naming the field."""
+    os.umask(PRIVATE_UMASK)  # inherited from the supervisor; also when started by hand
     args = parse_actor_args(argv, cls.name)
     try:
         cfg = load_config(args.config, mode=args.mode)

@@ -350,7 +350,10 @@ def test_a_port_it_cannot_bind_never_stops_trading(dash: Dash) -> None:
     finally:
         squatter.close()
     wait_for(lambda: dash.get("/overview")[0] == 200, timeout=30, what="serving again")
-    assert dash.pipeline.actor("dashboard")["state"] == "READY"
+    # The supervisor hears of the recovery on the dashboard's next transition/heartbeat,
+    # which may come a moment after the port serves again.
+    wait_for(lambda: dash.pipeline.actor("dashboard")["state"] == "READY", timeout=10,
+             what="the supervisor sees the dashboard READY")
 
 
 def _try_bind(sock: socket.socket, port: int) -> bool:

@@ -158,6 +158,8 @@ def test_restart_one_actor(make_pipeline) -> None:
         ("mode = 'paper'\n[marketdata]\nsymbols = []\n", "marketdata.symbols"),
         ("[bus]\npub_endpoint = 'tcp://0.0.0.0:5555'\n", "bus.pub_endpoint"),
         ("[actors.recorder]\nnice = -5\n", "actors.recorder.nice"),
+        ("[supervisor]\nhop_p99_bound_ms = 0\n", "supervisor.hop_p99_bound_ms"),
+        ("[supervisor.hop_p99_bounds_ms]\nnope = 5\n", "supervisor.hop_p99_bounds_ms.nope"),
     ],
 )
 def test_bad_config_exits_2_naming_the_field(tmp_path: Path, text: str, field: str) -> None:

@@ -296,6 +296,8 @@ class StrategyActor(Actor):
         assert self.executor is not None
         try:
             await self.executor.request(cancel)
+            logger.info("strategy: cancel {} because {}", cancel.client_order_id,
+                        cancel.reason or "-")
         except RequestFailed as exc:
             self.counters["cancel_failures"] += 1
             logger.warning("strategy: cancel {} failed: {}", cancel.client_order_id, exc)
@@ -359,6 +361,11 @@ class StrategyActor(Actor):
             return
         symbol = intent.symbol
         gating.end_intent(self.gate, symbol, intent.intent_id)
+        # One line per decision, what `logs strategy -f` shows.
+        logger.info("strategy: {} {} {} {}@{} because {} -> {}{} [{}]", symbol, intent.side,
+                    intent.order_type, intent.quantity, intent.price, intent.reason or "-",
+                    d.verdict, f" ({', '.join(d.reasons)})" if d.reasons else "",
+                    intent.intent_id)
         self.counters[f"ack_{d.verdict}"] += 1
         if d.verdict in ("approved", "resized"):
             cid = d.client_order_id or client_order_id(self.cfg.executor.client_id_prefix,

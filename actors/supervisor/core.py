@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -22,6 +23,8 @@ from actors.supervisor.child import Child
 from actors.supervisor.env import child_environment, ignored_live_credentials
 from actors.supervisor.policy import RestartTracker
 from actors.supervisor.status import build_status
+from actors.supervisor.symbols import check_symbols, judge
+from bus.health import BusHealth
 from bus.messages import (
     Ack,
     CommandRequest,
@@ -121,12 +124,16 @@ class Supervisor:
         }
         self.started_mono = time.monotonic()
         self.stopping = False
+        self.exit_code = 0  # 2: the start was refused for a config reason
         self._stop_event = asyncio.Event()
         self.bus_grace_until = 0.0
         self.kill_switch_reason = ""
         self.feed: dict[str, FeedStatus] = {}
         self.last_report: ReconcileReport | None = None
         self.last_snapshot: PortfolioSnapshot | None = None
+        # Bus health for status (bus/health.py): the supervisor lives as long as the
+        # pipeline and sees the whole bus, so its windows span restarts of any actor.
+        self.health = BusHealth("supervisor", time.monotonic_ns())
         self.ctx = zmq.asyncio.Context()
         self.incarnation = new_incarnation()
         self.pub: Publisher | None = None
@@ -174,7 +181,7 @@ class Supervisor:
             self.ctx.destroy(linger=0)
             self.lock.release()
             logger.info("supervisor stopped")
-        return 0
+        return self.exit_code
 
     async def _serve_control(self) -> None:
         assert self._control_server is not None
@@ -187,18 +194,44 @@ class Supervisor:
     def _open_sockets(self) -> None:
         self._control_server = RequestServer(self.ctx, self.cfg.supervisor_endpoint,
                                              self._handle_command, commands=SupervisorChannel)
-        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
-                              ["hb.", "md.status", "reconcile.report", "portfolio"],
+        # Everything, like the recorder: bus health needs every publisher's stamps and
+        # sequences (bench/latency.py: no measurable cost to tick-to-order; see
+        # docs/operator-tools.md).
+        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint, [""],
                               name="supervisor", reconnect_ivl_ms=20)
         self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, "supervisor", self.incarnation)
 
     async def _start_all(self) -> None:
-        """Start in dependency order (cfg.enabled_actors), each waiting for READY."""
+        """Start in dependency order (cfg.enabled_actors), each waiting for READY. The
+        configured symbols are checked once the exchange is up, before any actor."""
+        checked = False
         for child in self.children.values():
             if self.stopping:
                 return
+            if not checked and not (child.spec.infrastructure or child.spec.role == "exchange"):
+                checked = True
+                if not await self._check_symbols():
+                    return
             self._spawn(child)
             await self._wait_ready(child, self.cfg.actor_settings(child.name).start_timeout_s)
+
+    async def _check_symbols(self) -> bool:
+        """False (and the supervisor stopping with exit 2 or 1) when start must not go on;
+        actors/supervisor/symbols.py says when."""
+        action, message = judge(self.cfg.mode, await check_symbols(self.cfg))
+        if action == "start":
+            logger.info("symbols listed by the exchange: {}",
+                        ", ".join(self.cfg.marketdata.symbols))
+            return True
+        if not self.foreground:  # start --detach prints the daemon's stderr on failure
+            print(f"btcbot-supervisor: {message}", file=sys.stderr, flush=True)
+        if action == "warn":
+            logger.warning(message)
+            return True
+        logger.error(message)
+        self.exit_code = 2 if action == "refuse_usage" else 1
+        self.request_stop()
+        return False
 
     async def _wait_ready(self, child: Child, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -252,7 +285,8 @@ class Supervisor:
     async def _listen(self) -> None:
         assert self.sub is not None
         while True:
-            _topic, packet = await self.sub.recv()
+            topic, packet = await self.sub.recv()
+            self.health.observe(topic, packet, time.monotonic_ns())
             body = packet.body
             if isinstance(body, Heartbeat):
                 self._on_heartbeat(body)
