@@ -52,6 +52,7 @@ entry_notional_try = "{notional}"
 snapshot_interval_s = 3600.0
 [risk]
 snapshot_interval_s = 3600.0
+executor_state_max_age_s = 7200.0
 """
 
 
@@ -172,7 +173,7 @@ def test_a_changed_config_shows_which_decision_which_field_old_and_new(
     doc = tomllib.loads(config.read_text())
     decisions = recorded_decisions(rec, None, None)
     approved = [d for d in decisions if d.verdict == "approved"]
-    stricter = {**doc, "risk": {**doc.get("risk", {}), "min_order_notional_try": "100000"}}
+    stricter = {**doc, "risk": {**doc.get("risk", {}), "min_order_notional_try": "1000"}}
     bad = _verify(write_config(tmp_path, stricter, "stricter.toml"), rec, "--max")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     first = approved[0]

@@ -72,6 +72,11 @@ def sim_admin(port: int, method: str, path: str, body: Any = None) -> Any:
 
 
 async def submit_to_risk(cfg: Any, symbol: str) -> IntentAck:
+    """As the strategy submits: the request, and the intent's copy on the bus (where
+    risk judges it)."""
+    from replay.feed import BusClient
+    bus = BusClient(cfg)
+    bus.connect()
     ctx = zmq.asyncio.Context()
     client = RequestClient(ctx, cfg.command_endpoint("risk"), "test", timeout_s=10.0, retries=0)
     try:
@@ -79,12 +84,14 @@ async def submit_to_risk(cfg: Any, symbol: str) -> IntentAck:
                         order_type="limit", price=Decimal("200000"), quantity=Decimal("0.001"),
                         reason="probe", ttl_s=10, strategy="test",
                         created_wall_ns=time.time_ns())
-        reply = await client.request(SubmitIntent(intent=intent))
+        reply = await client.request(SubmitIntent(intent=intent),
+                                     after_send=lambda: bus.pub.publish(intent))
         assert isinstance(reply, IntentAck)
         return reply
     finally:
         client.close()
         ctx.destroy(0)
+        bus.close()
 
 
 def test_books_lead_to_orders_and_frozen_book_stops_approvals(make_pipeline):
