@@ -26,6 +26,7 @@ import zmq
 import zmq.asyncio
 from loguru import logger
 
+from bus.auth import BusAuth, KeysError, load_for
 from bus.messages import (
     ActorInfo,
     CommandRequest,
@@ -87,6 +88,7 @@ class Actor:
         self.paused = False
         self.exit_code = EXIT_OK
         self.ctx = zmq.asyncio.Context()
+        self._auth: BusAuth | None = None
         self.fsm = StateMachine(self.name, listener=self._publish_transition)
         self.pub: Publisher | None = None
         self.sub: Subscriber | None = None
@@ -133,6 +135,17 @@ class Actor:
         return None
 
     # --- services for subclasses -----------------------------------------------------
+    @property
+    def auth(self) -> BusAuth:
+        """This actor's CURVE identity, loaded when the first socket opens (at start)."""
+        if self._auth is None:
+            try:
+                self._auth = load_for(self.cfg.data_path, self.name)
+            except KeysError as exc:
+                # Not a transient fault: restarting cannot create a key (exit 2, why).
+                raise FatalActorError(f"bus keys: {exc}", EXIT_CONFIG) from None
+        return self._auth
+
     def publish(self, body: Msg, topic: str | None = None) -> None:
         assert self.pub is not None
         self.pub.publish(body, topic)
@@ -191,14 +204,15 @@ class Actor:
     def _connect(self) -> None:
         hwm = self.cfg.bus.hwm
         self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, self.name, self.incarnation,
-                             hwm=hwm)
+                             hwm=hwm, auth=self.auth)
         extra = ["replay.start"] if self.deterministic_inputs and self._verify else []
         self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
                               ["control", f"hb.{self.name}", *extra, *self.subscriptions],
-                              hwm=hwm, name=self.name)
+                              hwm=hwm, name=self.name, auth=self.auth)
         if self.serves_commands:
             self.server = RequestServer(self.ctx, self.cfg.command_endpoint(self.name),
-                                        self.handle_command, commands=self.commands)
+                                        self.handle_command, commands=self.commands,
+                                        auth=self.auth)
 
     def _to_fatal(self, why: str) -> None:
         if self.fsm.can(State.ERROR_FATAL):
@@ -218,6 +232,8 @@ class Actor:
         for closable in (self.server, self.sub, self.pub):
             if closable is not None:
                 closable.close()
+        if self._auth is not None:
+            self._auth.close()
         self.ctx.destroy(linger=200)
         logger.info("{} stopped (exit {})", self.name, self.exit_code)
 
@@ -302,6 +318,8 @@ class Actor:
             counters.update(self.sub.stats.as_counters())
         if self.server is not None:
             counters.update({f"cmd_{k}": v for k, v in self.server.stats.items()})
+        if self._auth is not None:
+            counters.update(self._auth.heartbeat_counters())
         counters.update(self.heartbeat_counters())
         counters["log_errors"] = LOG_HEALTH.errors
         if self.deterministic_inputs and self.joined_hb_seq:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -81,7 +81,10 @@ def configured(base: Config, opts: Options) -> tuple[Config, dict[str, Any]]:
     return cfg, plugin_sets
 
 
-def run(base: Config, opts: Options) -> tuple[Result, dict[str, Any]]:
+def run(base: Config, opts: Options,
+        progress: Callable[[int], None] | None = None) -> tuple[Result, dict[str, Any]]:
+    """``progress``: seconds of recorded time read so far (data.market_span_s is the
+    whole)."""
     cfg, plugin_sets = configured(base, opts)
     strategy = load_strategy(cfg.strategy, plugin_sets)
     for r in opts.recordings:
@@ -89,7 +92,7 @@ def run(base: Config, opts: Options) -> tuple[Result, dict[str, Any]]:
             raise ConfigError(f"recording {r}: no such file or directory")
     bt = Backtest(cfg, strategy, fees=Fees(opts.maker_fee, opts.taker_fee),
                   balances=opts.balances)
-    result = bt.run(market_messages(opts.recordings, opts.symbols))
+    result = bt.run(market_messages(opts.recordings, opts.symbols, progress))
     if not result.books:
         raise ConfigError("no market data (md.book.*) in " + ", ".join(opts.recordings))
     out = summarise(result, opts.period_s)

@@ -57,6 +57,7 @@ import zmq  # noqa: E402
 import zmq.asyncio  # noqa: E402
 
 from bench.browsers import browsers  # noqa: E402
+from bus.auth import load_for  # noqa: E402
 from bus.messages import OrderEvent, RiskDecision, packet_decoder  # noqa: E402
 from shared.config import SimulatorConfig, load_config  # noqa: E402
 from tests.helpers import Pipeline, base_config, free_port, kill_all, write_config  # noqa: E402
@@ -139,6 +140,7 @@ async def drive_pipeline(cfg_path: Path, n_orders: int, warmup: int,
     url = cfg.rest_url
     ctx = zmq.asyncio.Context()
     sub = ctx.socket(zmq.SUB)
+    load_for(cfg.data_path, "operator").client(sub, "bus")
     sub.connect(cfg.bus_sub_endpoint)
     for t in (b"decision.", b"order."):
         sub.setsockopt(zmq.SUBSCRIBE, t)

@@ -664,8 +664,9 @@ ExecutorCommand = (SubmitOrder | CancelOrder | SnapshotQuery | ReconcileQuery | 
                    | ResolveOrder)
 """Commands the executor serves on ``cmd.executor``."""
 
-RiskCommand = SubmitIntent | Ping
-"""Commands risk serves on ``cmd.risk``."""
+RiskCommand = SubmitIntent | CancelOrder | Ping
+"""Commands risk serves on ``cmd.risk`` (a strategy's cancels go through risk: only risk
+may submit or cancel at the executor, bus/roles.py)."""
 
 PingCommand = Ping
 """Commands any other actor serves (liveness only)."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from replay.errors import ReplayError
-from replay.feed import BusClient, FeedStats, ProgressBar, feed
+from replay.feed import BusClient, FeedStats, feed
 from replay.pipeline import IsolatedPipeline
 from replay.select import MARKET_TOPICS, VERIFY_TOPICS, Reframer, select_records
 from replay.verify import (
@@ -22,6 +22,7 @@ from replay.verify import (
     verify_feed,
 )
 from shared.config import Config
+from shared.progress import progress, progress_wanted, reached
 from shared.recording import ReadReport
 
 
@@ -36,7 +37,7 @@ class ReplayOptions:
     record: bool = False
     keep: bool = False
     settle_s: float = 2.0  # verify: quiet time that ends the wait for late decisions
-    progress: bool | None = None  # None: only when stdout is a terminal
+    progress: bool | None = None  # None: shared.progress.progress_wanted()
     strategy: dict[str, Any] | None = None  # overrides (tests)
     risk: dict[str, Any] | None = None
 
@@ -86,10 +87,12 @@ def run_replay(opts: ReplayOptions, base: Config | None) -> ReplayOutcome:
             client.connect()
             reframer = Reframer()
             feed(client.publish_raw, sel.primers, speed=None, reframer=reframer)
-            bar = ProgressBar(len(records), opts.progress)
-            stats = feed(client.publish_raw, records, speed=opts.speed, reframer=reframer,
-                         progress=bar)
-            bar.close()
+            wanted = progress_wanted() if opts.progress is None else opts.progress
+            label = "replay --verify" if opts.verify else "replay"
+            with progress(len(records), label, enabled=wanted) as bar:
+                stats = feed(client.publish_raw, records, speed=opts.speed,
+                             reframer=reframer, progress=reached(bar))
+                reached(bar)(len(records))
             result = None
             if collector is not None:
                 collector.settle(len(expected), len(intents), opts.settle_s,

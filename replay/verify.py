@@ -4,7 +4,7 @@ inputs, and what it decides is compared with what it decided then.
 Why this is exact (docs/recordings.md, "Deterministic replay"): every input of a
 strategy or risk decision is a bus message (market data, the bus clock's ticks,
 executor snapshots and events, the intents risk judges where they come on the bus, the
-decisions the strategy applies where they come on the bus, controls), every subscriber
+decisions the strategy applies where they come on the bus), every subscriber
 gets the proxy's one order, and the recorder records that order. The replay feeds
 those records in that order to the pipeline's strategy and risk (``replay.verify``):
 each starts taking input where the recorded one did (``ReplayStart`` at its recorded
@@ -31,8 +31,8 @@ from typing import Any
 import msgspec
 import zmq
 
+from bus.auth import load_for
 from bus.messages import (
-    Control,
     Envelope,
     Heartbeat,
     Intent,
@@ -42,6 +42,7 @@ from bus.messages import (
     packet_decoder,
     packet_encoder,
 )
+from bus.roles import REPLAY
 from shared.config import Config
 from shared.recording import Record, SegmentReader, read_recording, segment_paths
 
@@ -165,9 +166,8 @@ def decode_intents(records: Iterable[Record]) -> list[Intent]:
 
 def verify_feed(records: Sequence[Record], starts: Sequence[Record]) -> list[Record]:
     """The records to feed: ``records`` (in recorded order, with heartbeats) without
-    the heartbeats and without ``shutdown`` controls (the replay's pipeline must not
-    stop), each ``ReplayStart`` of ``starts`` put right after the recorded heartbeat it
-    stands for (same recv_ns and topic, see ``start_points``)."""
+    the heartbeats, each ``ReplayStart`` of ``starts`` put in place of the recorded
+    heartbeat it stands for (same recv_ns and topic, see ``start_points``)."""
     at = {(s.recv_ns, s.topic): s for s in starts}
     out: list[Record] = []
     for rec in records:
@@ -176,10 +176,6 @@ def verify_feed(records: Sequence[Record], starts: Sequence[Record]) -> list[Rec
             if start is not None:
                 out.append(Record(rec.recv_ns, "replay.start", start.payload))
             continue
-        if rec.topic == "control":
-            p = _decode(rec)
-            if p is not None and isinstance(p.body, Control) and p.body.command == "shutdown":
-                continue
         out.append(rec)
     # An actor whose start is not in the window began before it: input from the start.
     return [Record(r.recv_ns, "replay.start", r.payload) for r in at.values()] + out
@@ -240,6 +236,7 @@ class OutputCollector:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, 1_000_000)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"verify.")
+        load_for(cfg.data_path, REPLAY).client(self._sock, "bus")
         self._sock.connect(cfg.bus_sub_endpoint)
         self._halt = threading.Event()
         self._lock = threading.Lock()

@@ -248,7 +248,7 @@ class RiskConfig(_Section):
     executor_retries: CountOrOff = 2
     # No executor snapshot (or portfolio message) for this long: latches are unknown,
     # so nothing is approved (fail closed).
-    executor_state_max_age_s: Seconds = 30.0  # > snapshot_interval_s
+    executor_state_max_age_s: Seconds = 30.0
 
     def __post_init__(self) -> None:
         check_decimals(self, {
@@ -450,6 +450,13 @@ class Config(_Section):
                 "simulator.state_file": self.path(self.simulator.state_file).parent}
         seen: set[Path] = set()
         return {k: v for k, v in dirs.items() if not (v in seen or seen.add(v))}
+
+    def shared_dirs(self) -> set[Path]:
+        """Directories btcbot writes into but does not own the rest of: the config file's
+        own directory and its ancestors (``db_path = "btcbot.db"`` puts the DB beside
+        the config). Their modes are checked, their other contents left alone."""
+        here = Path(self.source_path).parent if self.source_path else Path(self.base_dir)
+        return {here, *here.parents}
 
     def ipc(self, name: str) -> str:
         return f"ipc://{self.runtime_path / name}"
@@ -673,9 +680,6 @@ def cross_field_rules(cfg: Config) -> list[_Rule]:
         _Rule("marketdata.rest_poll_interval_s", md.rest_poll_interval_s, "<",
               "marketdata.max_data_age_s", md.max_data_age_s,
               "a polled book would be stale before the next poll"),
-        _Rule("risk.executor_state_max_age_s", risk.executor_state_max_age_s, ">",
-              "risk.snapshot_interval_s", risk.snapshot_interval_s,
-              "otherwise every snapshot is already too old and nothing is ever approved"),
         _Rule("risk.min_order_notional_try", risk.min_order_notional_try, "<=",
               "risk.max_notional_per_order_try", risk.max_notional_per_order_try,
               "no order could satisfy both", applies=risk.max_notional_per_order_try > 0),

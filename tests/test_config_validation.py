@@ -81,8 +81,6 @@ BAD = [
      "alerts.backoff_max_s: must be >= alerts.backoff_initial_s"),
     ("[marketdata]\nmax_data_age_s = 1.0\nrest_poll_interval_s = 2.0",
      "marketdata.rest_poll_interval_s: must be < marketdata.max_data_age_s (1.0) (got 2.0)"),
-    ("[risk]\nsnapshot_interval_s = 30.0\nexecutor_state_max_age_s = 10.0",
-     "risk.executor_state_max_age_s: must be > risk.snapshot_interval_s (30.0) (got 10.0)"),
     ("[risk]\nmin_order_notional_try = 600\nmax_notional_per_order_try = 500",
      "risk.min_order_notional_try: must be <= risk.max_notional_per_order_try (500)"),
     ("[risk]\nmin_order_notional_try = 6000",

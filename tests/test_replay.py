@@ -16,10 +16,10 @@ import zmq
 from click.testing import CliRunner
 
 from actors.supervisor.cli import cli
+from bus.auth import load_for
 from bus.messages import (
     SCHEMA_VERSION,
     BookSnapshot,
-    Control,
     Envelope,
     FeedStatus,
     Heartbeat,
@@ -137,6 +137,7 @@ def test_paced_replay_through_a_real_bus_arrives_complete_and_in_order(tmp_path:
         ctx = zmq.Context()
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"md.")
+        load_for(pipe.cfg.data_path, "replay").client(sub, "bus")
         sub.connect(pipe.cfg.bus_sub_endpoint)
         client = BusClient(pipe.cfg)
         client.connect()
@@ -213,19 +214,18 @@ def _hb(actor: str, seq: int, at: int, joined: int = 0, inc: str = "i1") -> Reco
 def test_each_actor_starts_where_its_own_heartbeat_came_back() -> None:
     """The strategy joined on its 2nd heartbeat (the 1st went by before its
     subscription was in place): its ReplayStart goes right after that one; risk's start
-    is not in the window, so it takes input from the first record. Heartbeats and
-    shutdown controls are not fed; other controls are."""
+    is not in the window, so it takes input from the first record. Heartbeats are not
+    fed."""
     book = _rec("md.status", FeedStatus(symbol="X", fresh=True, source="ws", age_ms=0), at=1)
     records = [book, _hb("strategy", 1, 2), _rec("md.status", book_status(), at=3),
                _hb("strategy", 2, 4), _rec("md.status", book_status(), at=5),
                _hb("strategy", 3, 6, joined=2),
-               _rec("control", Control(command="shutdown"), at=7),
-               _rec("control", Control(command="pause"), at=8)]
+               _rec("md.status", book_status(), at=7)]
     starts, notes = start_points(records)
     fed = verify_feed(records, starts)
     topics = [r.topic for r in fed]
     assert topics == ["replay.start", "md.status", "md.status", "replay.start", "md.status",
-                      "control"]
+                      "md.status"]
     first, second = (packet_decoder.decode(fed[i].payload).body for i in (0, 3))
     assert (first.actor, second.actor) == ("risk", "strategy")
     assert fed[3].recv_ns == 4 and notes == []
@@ -239,8 +239,8 @@ def book_status() -> FeedStatus:
 
 
 def test_only_risks_own_decisions_are_expected() -> None:
-    """A strategy's stand-in decision (risk unreachable) is an input of the strategy,
-    not a decision risk is to make again."""
+    """A decision with another source (the strategy's stand-ins travel on
+    intent.outcome., but a claim is a claim) is not one risk is to make again."""
     recs = [_rec("decision.BTCTRY", decision("a"), source="risk"),
             _rec("decision.BTCTRY", decision("b", "rejected"), source="strategy")]
     assert [d.intent_id for d in decode_decisions(recs)] == ["a"]

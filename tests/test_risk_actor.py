@@ -13,6 +13,7 @@ from actors.risk.state import apply_book, apply_feed_status, apply_rules, apply_
 from bus.messages import (
     Balance,
     BookSnapshot,
+    CancelOrder,
     CommandRequest,
     Envelope,
     ExecutorCommand,
@@ -28,10 +29,11 @@ from bus.messages import (
     SubmitOrder,
     SymbolRules,
 )
-from bus.transport import CommandError, RequestServer
+from bus.transport import CommandError
 from shared.config import Config
 from shared.fsm import State
 from shared.ids import client_order_id
+from tests.keys import StandIn, disk_keys
 
 D = Decimal
 
@@ -42,6 +44,7 @@ def make_actor(tmp: Path) -> tuple[RiskActor, list]:
     cfg.base_dir = str(tmp)
     cfg.risk.executor_timeout_s = 0.3
     cfg.risk.executor_retries = 0
+    disk_keys(cfg)
     actor = RiskActor(cfg)
     actor.fsm.to(State.LOCKING, "test")
     published: list = []
@@ -85,15 +88,12 @@ async def stop(actor: RiskActor) -> None:
 
 
 async def with_executor(actor: RiskActor, handler, body):
-    server = RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), handler,
-                           commands=ExecutorCommand)
-    task = asyncio.create_task(server.serve())
+    server = StandIn(actor.cfg, "executor", handler, ExecutorCommand)
     try:
         await actor.setup()
         return await body()
     finally:
-        task.cancel()
-        server.close()
+        await server.close()
         await stop(actor)
 
 
@@ -182,6 +182,7 @@ def clocked_actor(tmp: Path) -> tuple[RiskActor, list]:
     cfg.risk.executor_timeout_s = 0.5
     cfg.risk.executor_retries = 0
     cfg.risk.snapshot_interval_s = 3600.0
+    disk_keys(cfg)
     actor = RiskActor(cfg)
     actor.fsm.to(State.LOCKING, "test")
     published: list = []
@@ -312,3 +313,27 @@ def test_an_intent_is_judged_where_its_copy_comes_on_the_bus(tmp_path):
     assert actor.counters["intent_not_on_bus"] == 1
     assert [d.intent_id for d in published if isinstance(d, RiskDecision)] == [
         "ETHTRY-buy-1", "ETHTRY-buy-2"]
+
+
+def test_a_strategy_cancel_is_forwarded_to_the_executor_by_risk(tmp_path):
+    """Only risk may cancel at the executor (bus/roles.py), so a strategy's cancel goes
+    through risk's command socket and risk passes it on, as itself."""
+    actor, _published = make_actor(tmp_path)
+    seen: list = []
+
+    async def handler(req: CommandRequest):
+        if isinstance(req.body, CancelOrder):
+            seen.append((req.sender, req.body.client_order_id))
+            return OrderAck(client_order_id=req.body.client_order_id, status="accepted",
+                            key_status="COMMITTED")
+        return PortfolioSnapshot(positions=[], balances=[], open_orders=[], latches=Latches(),
+                                 keys=KeyCounts())
+
+    async def body():
+        req = CommandRequest("r1", "strategy", CancelOrder(client_order_id="c-1"))
+        return await actor.handle_command(req)
+
+    ack = asyncio.run(with_executor(actor, handler, body))
+    assert isinstance(ack, OrderAck) and ack.client_order_id == "c-1"
+    assert seen == [("risk", "c-1")]  # the executor saw risk's authenticated identity
+    assert actor.counters["cancels_forwarded"] == 1

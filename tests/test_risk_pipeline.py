@@ -15,6 +15,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from bus.auth import BusAuth, load_for
 from bus.messages import (
     FeedStatus,
     Intent,
@@ -35,11 +36,12 @@ class BusTap:
     """A SUB socket on the bus collecting decisions and feed statuses with their
     envelope wall time."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, auth: BusAuth) -> None:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
         for t in ("decision.", "md.status"):
             self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        auth.client(self.sock, "bus")
         self.sock.connect(endpoint)
         self.decisions: list[tuple[int, RiskDecision]] = []
         self.status: dict[str, FeedStatus] = {}
@@ -78,7 +80,8 @@ async def submit_to_risk(cfg: Any, symbol: str) -> IntentAck:
     bus = BusClient(cfg)
     bus.connect()
     ctx = zmq.asyncio.Context()
-    client = RequestClient(ctx, cfg.command_endpoint("risk"), "test", timeout_s=10.0, retries=0)
+    client = RequestClient(ctx, cfg.command_endpoint("risk"), load_for(cfg.data_path, "strategy"),
+                           server="risk", timeout_s=10.0, retries=0)
     try:
         intent = Intent(intent_id=f"probe-{symbol}-{time.time_ns()}", symbol=symbol, side="buy",
                         order_type="limit", price=Decimal("200000"), quantity=Decimal("0.001"),
@@ -105,7 +108,7 @@ def test_books_lead_to_orders_and_frozen_book_stops_approvals(make_pipeline):
     cfg = load_config(pipeline.config)
     port = cfg.simulator.port
     pipeline.start()
-    tap = BusTap(cfg.bus_sub_endpoint)
+    tap = BusTap(cfg.bus_sub_endpoint, load_for(cfg.data_path, "operator"))
     try:
         # 1. Books from the simulator become orders that reach the executor and the sim.
         wait_for(lambda: len(tap.accepted()) >= 4, timeout=30, what="accepted orders")

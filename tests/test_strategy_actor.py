@@ -33,10 +33,11 @@ from bus.messages import (
     SubmitIntent,
     SymbolRules,
 )
-from bus.transport import CommandError, RequestServer
+from bus.transport import CommandError
 from shared.config import Config
 from shared.fsm import State
 from shared.ids import client_order_id
+from tests.keys import StandIn, disk_keys
 
 D = Decimal
 
@@ -78,6 +79,7 @@ def make_actor(tmp: Path) -> tuple[StrategyActor, list]:
     cfg.base_dir = str(tmp)
     cfg.strategy.throttle_ms = 0
     cfg.strategy.reject_backoff_s = 0.0
+    disk_keys(cfg)
     actor = StrategyActor(cfg)
     actor.fsm.to(State.LOCKING, "test")
     published: list = []
@@ -108,20 +110,17 @@ async def run_with(actor: StrategyActor, executor_up: asyncio.Event, scenario):
 async def against(actor: StrategyActor, executor, risk, scenario) -> None:
     """Set the actor up against stand-in executor and risk servers, run ``scenario()``,
     then stop everything."""
-    servers = [RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), executor,
-                             commands=ExecutorCommand),
-               RequestServer(actor.ctx, actor.cfg.command_endpoint("risk"), risk,
-                             commands=RiskCommand)]
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    servers = [StandIn(actor.cfg, "executor", executor, ExecutorCommand),
+               StandIn(actor.cfg, "risk", risk, RiskCommand)]
     try:
         await actor.setup()
         await scenario()
     finally:
-        for t in [*tasks, *actor._tasks]:
+        for t in actor._tasks:
             t.cancel()
-        await asyncio.gather(*tasks, *actor._tasks, return_exceptions=True)
+        await asyncio.gather(*actor._tasks, return_exceptions=True)
         for s in servers:
-            s.close()
+            await s.close()
         await actor.teardown()
         actor.ctx.destroy(0)
 

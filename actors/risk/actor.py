@@ -72,6 +72,7 @@ from actors.risk.state import (
 from actors.runtime import EXIT_CONFIG, Actor, FatalActorError, main_for
 from bus.messages import (
     BookSnapshot,
+    CancelOrder,
     CommandRequest,
     Control,
     FeedStatus,
@@ -140,10 +141,11 @@ class RiskActor(Actor):
     async def setup(self) -> None:
         endpoint = self.cfg.command_endpoint("executor")
         rc = self.cfg.risk
-        self.exec_client = RequestClient(self.ctx, endpoint, self.name,
+        self.exec_client = RequestClient(self.ctx, endpoint, self.auth, server="executor",
                                          timeout_s=rc.executor_timeout_s,
                                          retries=rc.executor_retries)
-        self.snap_client = RequestClient(self.ctx, endpoint, self.name, timeout_s=2.0, retries=0)
+        self.snap_client = RequestClient(self.ctx, endpoint, self.auth, server="executor",
+                                         timeout_s=2.0, retries=0)
         self.fsm.to(State.DEGRADED_RECOVERY, "waiting for executor snapshot")
         if not self._verify:
             self.spawn(self._snapshot_loop(), "snapshot")
@@ -293,6 +295,8 @@ class RiskActor(Actor):
         body = request.body
         if isinstance(body, SubmitIntent):
             return await self.on_intent(body.intent)
+        if isinstance(body, CancelOrder):
+            return await self._forward_cancel(body)
         if isinstance(body, Ping):
             return None
         raise CommandError(f"risk does not handle {type(body).__name__}")
@@ -308,6 +312,17 @@ class RiskActor(Actor):
             while len(self.answers) > ACK_CACHE_SIZE:
                 self.answers.popitem(last=False)
         return ans
+
+    async def _forward_cancel(self, cancel: CancelOrder) -> Msg | None:
+        """A strategy's cancel, passed on: only risk talks orders to the executor
+        (bus/roles.py). A cancel only lowers exposure, so no gate holds it back."""
+        assert self.exec_client is not None
+        self.counters["cancels_forwarded"] += 1
+        try:
+            return await self.exec_client.request(cancel)
+        except RequestFailed as exc:
+            self.counters["cancel_failures"] += 1
+            raise CommandError(f"executor: {exc}") from None
 
     async def on_intent(self, intent: Intent) -> IntentAck:
         """The strategy's request: its answer is the judgement made where the intent's

@@ -19,8 +19,9 @@ Every input is a bus message (replay --verify depends on it, docs/recordings.md)
   and every ``snapshot_interval_s``, but never uses the reply's copy;
 - risk's verdict is applied when its ``decision.<SYMBOL>`` comes on the bus, not from
   the request's reply. When risk cannot be reached (or its decision never shows up on
-  the bus), the strategy publishes that outcome as a decision of its own and applies it
-  when it comes back, so even the failure is a recorded input;
+  the bus), the strategy publishes that outcome as a decision of its own on
+  ``intent.outcome.<SYMBOL>`` and applies it when it comes back, so even the failure is
+  a recorded input;
 - the throttle's trailing edge runs on the bus clock (``md.clock`` ticks from
   marketdata), never on a loop timer;
 - input is taken from the actor's own first heartbeat that came back through the bus
@@ -79,6 +80,7 @@ from shared.ids import client_order_id
 
 BOOT_ENV = "BTCBOT_STRATEGY_BOOT"
 SYNC_RETRY_S = 0.5  # before the first snapshot: ask again this soon
+OUTCOME_TOPIC = "intent.outcome."  # our stand-in decisions (risk unreachable, lost)
 DECISION_WAIT_S = 2.0  # risk's answer came: its decision on the bus within this
 BOOT_FILE = "strategy.boot"
 
@@ -98,7 +100,7 @@ def boot_number(data_dir: str) -> int:
 class StrategyActor(Actor):
     name = "strategy"
     subscriptions = ("md.book.", "md.trade.", "md.rules.", "md.clock", "order.", "fill.",
-                     "portfolio", "decision.")
+                     "portfolio", "decision.", OUTCOME_TOPIC)
     deterministic_inputs = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -133,10 +135,10 @@ class StrategyActor(Actor):
         rc = self.cfg.risk
         # Risk may wait for the intent's bus copy (INTENT_WAIT_S) and the executor.
         risk_timeout = rc.executor_timeout_s * (rc.executor_retries + 1) + 4.0
-        self.risk = RequestClient(self.ctx, self.cfg.command_endpoint("risk"), self.name,
-                                  timeout_s=risk_timeout, retries=1)
+        self.risk = RequestClient(self.ctx, self.cfg.command_endpoint("risk"), self.auth,
+                                  server="risk", timeout_s=risk_timeout, retries=1)
         self.executor = RequestClient(self.ctx, self.cfg.command_endpoint("executor"),
-                                      self.name, timeout_s=2.0, retries=0)
+                                      self.auth, server="executor", timeout_s=2.0, retries=0)
         self.fsm.to(State.DEGRADED_RECOVERY, "waiting for executor snapshot")
         if not self._verify:
             self.spawn(self._snapshot_loop(), "snapshot")
@@ -293,9 +295,10 @@ class StrategyActor(Actor):
         if self._verify:
             self.counters["cancels_not_sent"] += 1
             return
-        assert self.executor is not None
+        # Through risk: only risk may cancel at the executor (bus/roles.py).
+        assert self.risk is not None
         try:
-            await self.executor.request(cancel)
+            await self.risk.request(cancel)
             logger.info("strategy: cancel {} because {}", cancel.client_order_id,
                         cancel.reason or "-")
         except RequestFailed as exc:
@@ -341,7 +344,8 @@ class StrategyActor(Actor):
 
     def _decide_ourselves(self, intent: Intent, verdict: str, reasons: list[str],
                           why: str) -> None:
-        """An outcome risk did not publish, published by us (source strategy) and
+        """An outcome risk did not publish, published by us on ``intent.outcome.<SYM>``
+        (the strategy may not speak on risk's ``decision.`` topics, bus/roles.py) and
         applied when it comes back on the bus, like any decision."""
         cid = client_order_id(self.cfg.executor.client_id_prefix, intent.intent_id)
         approved = verdict in ("approved", "resized")
@@ -351,7 +355,7 @@ class StrategyActor(Actor):
             reasons=reasons, side=intent.side, order_type=intent.order_type,
             price=intent.price, quantity=intent.quantity if approved else Decimal(0),
             requested_quantity=intent.quantity, client_order_id=cid if approved else "",
-            executor_status=f"strategy: {why}"[:200]))
+            executor_status=f"strategy: {why}"[:200]), f"{OUTCOME_TOPIC}{intent.symbol}")
 
     def _on_decision(self, d: RiskDecision) -> None:
         """Risk's verdict (or ours, see _decide_ourselves) on one of our intents."""
@@ -362,7 +366,7 @@ class StrategyActor(Actor):
         symbol = intent.symbol
         gating.end_intent(self.gate, symbol, intent.intent_id)
         # One line per decision, what `logs strategy -f` shows.
-        logger.info("strategy: {} {} {} {}@{} because {} -> {}{} [{}]", symbol, intent.side,
+        logger.info("strategy: {} {} {} {:.8g}@{} because {} -> {}{} [{}]", symbol, intent.side,
                     intent.order_type, intent.quantity, intent.price, intent.reason or "-",
                     d.verdict, f" ({', '.join(d.reasons)})" if d.reasons else "",
                     intent.intent_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import textwrap
 import time
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from actors.supervisor.trading_state import ActorView, TradingInputs
@@ -83,7 +84,8 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "exchange": {"kind": cfg.exchange_kind,
                      "url": None if cfg.mode == "dry-run" else cfg.rest_url},
         "supervisor": {"pid": os.getpid(), "uptime_s": round(now - sup.started_mono, 3),
-                       "config": cfg.source_path, "runtime_dir": str(cfg.runtime_path)},
+                       "config": cfg.source_path, "runtime_dir": str(cfg.runtime_path),
+                       "security": sup.security_counters()},
         "trading": derive_trading_state(sup, gates, latch, bus_health["slow_hops"]),
         "actors": actors,
         "gates": gates,
@@ -319,6 +321,16 @@ def render_bus_health(h: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _short(value: Any) -> str:
+    """An average cost to 10 significant digits (a division carries 28); --json keeps
+    every digit."""
+    try:
+        d = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return str(value)
+    return str(value) if not d.is_finite() or len(d.as_tuple().digits) <= 10 else f"{d:.10g}"
+
+
 def _render_portfolio(doc: dict[str, Any]) -> list[str]:
     lines = []
     if doc.get("open_orders"):
@@ -330,7 +342,7 @@ def _render_portfolio(doc: dict[str, Any]) -> list[str]:
         lines += ["", "positions and PnL (TRY; realised gross of fees, unrealised at the mid;",
                   "net = realised + unrealised - fees):"]
         for p in doc["pnl"]:
-            lines.append(f"  {p['symbol']:<8} qty {p['position']} avg {p['avg_cost']} "
+            lines.append(f"  {p['symbol']:<8} qty {p['position']} avg {_short(p['avg_cost'])} "
                          f"mark {p.get('mark') or '-'}")
             lines.append(f"  {'':<8} realised {p['realized']} unrealised {p['unrealized']} "
                          f"fees {p['fees']} net {p.get('net')}")
@@ -341,5 +353,5 @@ def _render_portfolio(doc: dict[str, Any]) -> list[str]:
     elif doc.get("positions"):
         lines += ["", "positions:"]
         for p in doc["positions"]:
-            lines.append(f"  {p['symbol']:<8} qty {p['quantity']} avg {p['avg_cost']}")
+            lines.append(f"  {p['symbol']:<8} qty {p['quantity']} avg {_short(p['avg_cost'])}")
     return lines
