@@ -134,7 +134,9 @@ def ensure_keys(keys_dir: str | os.PathLike[str],
                 identities: Iterable[str] = IDENTITIES) -> Roster:
     """Create a keypair for every identity that has none (first start), and make sure
     the roster lists each one's public key. Existing keys are kept, and so are roster
-    entries imported from other hosts."""
+    entries imported from other hosts: an identity the roster knows but whose secret is
+    not here runs on another host and gets no new key (its process here, if any, exits
+    2 naming the missing file)."""
     d = ensure_private_dir(keys_dir)
     try:
         roster = load_roster(d)
@@ -146,6 +148,8 @@ def ensure_keys(keys_dir: str | os.PathLike[str],
     for name in identities:
         _check_name(name)
         secret_file = d / f"{name}.key_secret"
+        if not secret_file.exists() and name in keys:
+            continue  # imported: its secret lives on the host that runs it
         if not secret_file.exists():
             zmq.auth.create_certificates(str(d), name)
             os.chmod(secret_file, 0o600)

@@ -623,6 +623,7 @@ def _validate(cfg: Config) -> None:
             parse_size(getattr(cfg.recorder, field))
         except ValueError as exc:
             raise ConfigError(f"recorder.{field}: {exc}") from None
+    _validate_rotation(cfg.logging.rotation)
     try:
         zone(cfg.risk.day_boundary_tz)
     except BadTimeZone as exc:
@@ -641,6 +642,18 @@ def _validate_hop_bounds(sup: SupervisorConfig) -> None:
             raise ConfigError(f"{field}: unknown hop (known: {', '.join(BOUNDABLE)})")
         if not (math.isfinite(value) and 0 < value <= 3_600_000):
             raise ConfigError(f"{field}: must be > 0 and <= 3600000 ms (got {value})")
+
+
+def _validate_rotation(rotation: str) -> None:
+    """loguru parses ``logging.rotation`` only when a process opens its log: a bad value
+    would crash every actor at start. Parsed here with loguru's own parser."""
+    from loguru._file_sink import FileSink  # the parser shared/logging.py's sink uses
+
+    try:
+        FileSink._make_rotation_function(rotation)
+    except (ValueError, TypeError):
+        raise ConfigError(f"logging.rotation: {rotation!r} is not a size (\"20 MB\"), a "
+                          f"duration (\"1 day\") or a time of day (\"00:00\")") from None
 
 
 class _Rule(msgspec.Struct, frozen=True):

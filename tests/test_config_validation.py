@@ -43,6 +43,7 @@ BAD = [
     ("[exchange]\ntimeout_s = nan", "exchange.timeout_s: must be > 0 and <= 31622400 (got nan)"),
     ("[bus]\nhwm = 0", "bus.hwm: must be >= 1 (got 0)"),
     ("[logging]\nretention = 0", "logging.retention: must be >= 1"),
+    ("[logging]\nrotation = 'banana'", "logging.rotation: 'banana' is not a size"),
     ("[actors.recorder]\nnice = -5", "actors.recorder.nice: must be 0..19 (got -5)"),
     ("[actors.risk]\nnice = 20", "actors.risk.nice: must be 0..19 (got 20)"),
     ("[actors.executor]\nstart_timeout_s = 0", "actors.executor.start_timeout_s: must be > 0"),

@@ -51,7 +51,7 @@ from bus.transport import (
     Subscriber,
     new_incarnation,
 )
-from shared import pending_latches
+from shared import pending_latches, sdnotify
 from shared.actorspec import spec as actor_spec
 from shared.config import Config
 from shared.files import ensure_private_dir
@@ -182,6 +182,8 @@ class Supervisor:
             self._tasks += [asyncio.create_task(self._probe_http(child), name=f"probe-{n}")
                             for n, child in self.children.items() if not child.heartbeats]
             await self._start_all()
+            if not self.stopping:
+                sdnotify.notify("READY=1")
             await self._stop_event.wait()
         finally:
             await self._stop_all()
@@ -204,6 +206,7 @@ class Supervisor:
     def request_stop(self) -> None:
         self.stopping = True
         self._stop_event.set()
+        sdnotify.notify("STOPPING=1")
 
     def _open_sockets(self) -> None:
         assert self.auth is not None
@@ -335,6 +338,7 @@ class Supervisor:
         child.heard.last_mono = now
 
     async def _monitor(self) -> None:
+        watchdog_sent = 0.0
         while True:
             now = time.monotonic()
             for child in self.children.values():
@@ -344,6 +348,11 @@ class Supervisor:
                     child.restarts += 1
                     child.tracker.note_restart(now)
                     self._spawn(child)
+            # The supervisor's own heartbeat for systemd's WatchdogSec= (deploy/): sent
+            # only while this loop runs, so a stuck event loop stops feeding it.
+            if now - watchdog_sent >= 1.0:
+                sdnotify.notify("WATCHDOG=1")
+                watchdog_sent = now
             await asyncio.sleep(MONITOR_INTERVAL_S)
 
     def _check_exit(self, child: Child, now: float) -> None:

@@ -99,7 +99,7 @@ def keys_import(ctx: click.Context, source: str, replace: bool) -> None:
     raw = sys.stdin.read() if source == "-" else Path(source).read_text()
     try:
         incoming = Roster.from_json(raw, where=source)
-        current = ensure_keys(d, roles.IDENTITIES)
+        current = load_roster(d)  # never ensure_keys: it would mint what we import
     except KeysError as exc:
         fail(str(exc), EXIT_USAGE)
     changed = [n for n, k in incoming.keys.items()
