@@ -36,9 +36,11 @@ from shared.config_ranges import (
     SecondsOrOff,
     Symbol,
     ZstdLevel,
+    balances_problem,
     bps,
     check_decimals,
     explain,
+    fee_schedule_problem,
 )
 from shared.hops import BOUNDABLE
 from shared.sizes import parse_size
@@ -624,6 +626,13 @@ def _validate(cfg: Config) -> None:
         except ValueError as exc:
             raise ConfigError(f"recorder.{field}: {exc}") from None
     _validate_rotation(cfg.logging.rotation)
+    for field, problem in (
+            ("simulator.balances", balances_problem(cfg.simulator.balances)),
+            ("backtest.balances", balances_problem(cfg.backtest.balances)),
+            ("simulator.fee_schedule", cfg.simulator.fee_schedule
+             and fee_schedule_problem(cfg.simulator.fee_schedule))):
+        if problem:
+            raise ConfigError(f"{field}: {problem}")
     try:
         zone(cfg.risk.day_boundary_tz)
     except BadTimeZone as exc:

@@ -72,6 +72,13 @@ BAD = [
     ("[[alerts.webhooks]]\nurl = 'http://127.0.0.1:9/x'\ntimeout_s = 0",
      "alerts.webhooks[0].timeout_s: must be > 0"),
     ("[backtest]\nmaker_fee_bps = -1", "backtest.maker_fee_bps: must be >= 0 and <= 10000"),
+    ("[simulator]\nbalances = 'TRY:100'", "simulator.balances: 'TRY:100' is not ASSET=AMOUNT"),
+    ("[simulator]\nbalances = 'TRY=100,BTC=-1'", "simulator.balances: 'BTC=-1': the amount must"),
+    ("[backtest]\nbalances = 'TRY=NaN'", "backtest.balances: 'TRY=NaN' is not ASSET=AMOUNT"),
+    ("[simulator]\nfee_schedule = '0:0.001/2'", "simulator.fee_schedule: tier '0:0.001/2': fee"),
+    ("[simulator]\nfee_schedule = '100:0.001/0.002'",
+     "simulator.fee_schedule: the first tier must start at volume 0"),
+    ("[simulator]\nfee_schedule = '0:x'", "simulator.fee_schedule: bad tier '0:x'"),
     ("[dashboard]\nhistory_rows = 0", "dashboard.history_rows: must be >= 1 (got 0)"),
     # rules between two fields name both, with the other's value
     ("[supervisor]\nbackoff_initial_s = 2.0\nbackoff_max_s = 1.0",
