@@ -163,6 +163,20 @@ class MarketDataConfig(_Section):
     ws_connect_timeout_s: Seconds = 10.0
     status_interval_s: Seconds = 1.0  # FeedStatus republished this often (late joiners)
     rules_republish_s: Seconds = 1.0  # SymbolRules republished this often (late joiners)
+    # The bus clock: a ClockTick on md.clock this often. Strategy and risk run every
+    # time-driven re-evaluation (the throttle's trailing edge) on these ticks instead of
+    # local timers, so the recording holds every input of every decision (replay
+    # --verify). It bounds how late a trailing evaluation can be.
+    clock_tick_ms: int = 100
+
+
+class ReplayConfig(_Section):
+    """Set only by ``replay --verify`` in its isolated pipeline (docs/recordings.md):
+    strategy and risk take every input from the replayed recording (decisions and
+    intents included) and publish what they decide under ``verify.`` for comparison,
+    never to each other."""
+
+    verify: bool = False
 
 
 class StrategyConfig(_Section):
@@ -407,6 +421,7 @@ class Config(_Section):
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
+    replay: ReplayConfig = msgspec.field(default_factory=ReplayConfig)
 
     # Set by load_config, not read from the file.
     base_dir: str = ""
@@ -591,6 +606,12 @@ def _validate(cfg: Config) -> None:
                           f"TLS, so binding it elsewhere needs dashboard.allow_remote = true")
     if not cfg.marketdata.symbols:
         raise ConfigError("marketdata.symbols: at least one symbol is required")
+    if cfg.marketdata.clock_tick_ms < 0:
+        raise ConfigError(f"marketdata.clock_tick_ms: must be 0 (off) or positive "
+                          f"(got {cfg.marketdata.clock_tick_ms})")
+    if cfg.replay.verify and cfg.mode != "dry-run":
+        raise ConfigError(f"replay.verify: only for replay --verify's isolated dry-run "
+                          f"pipeline (mode is {cfg.mode})")
     for field, names in (("marketdata.symbols", cfg.marketdata.symbols),
                          ("executor.allowed_symbols", cfg.executor.allowed_symbols)):
         if dupes := sorted({n for n in names if names.count(n) > 1}):
