@@ -166,7 +166,7 @@ class MarketDataConfig(_Section):
     # time-driven re-evaluation (the throttle's trailing edge) on these ticks instead of
     # local timers, so the recording holds every input of every decision (replay
     # --verify). It bounds how late a trailing evaluation can be.
-    clock_tick_ms: int = 100
+    clock_tick_ms: MillisOrOff = 100  # 0: no bus clock (nothing trails a throttle)
 
 
 class ReplayConfig(_Section):
@@ -605,9 +605,6 @@ def _validate(cfg: Config) -> None:
                           f"TLS, so binding it elsewhere needs dashboard.allow_remote = true")
     if not cfg.marketdata.symbols:
         raise ConfigError("marketdata.symbols: at least one symbol is required")
-    if cfg.marketdata.clock_tick_ms < 0:
-        raise ConfigError(f"marketdata.clock_tick_ms: must be 0 (off) or positive "
-                          f"(got {cfg.marketdata.clock_tick_ms})")
     if cfg.replay.verify and cfg.mode != "dry-run":
         raise ConfigError(f"replay.verify: only for replay --verify's isolated dry-run "
                           f"pipeline (mode is {cfg.mode})")
