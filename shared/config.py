@@ -16,6 +16,7 @@ import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -623,6 +624,7 @@ def _validate(cfg: Config) -> None:
         except ValueError as exc:
             raise ConfigError(f"recorder.{field}: {exc}") from None
     _validate_rotation(cfg.logging.rotation)
+    _validate_exchange_urls(cfg)
     for field, problem in (
             ("simulator.balances", balances_problem(cfg.simulator.balances)),
             ("backtest.balances", balances_problem(cfg.backtest.balances)),
@@ -648,6 +650,26 @@ def _validate_hop_bounds(sup: SupervisorConfig) -> None:
             raise ConfigError(f"{field}: unknown hop (known: {', '.join(BOUNDABLE)})")
         if not (math.isfinite(value) and 0 < value <= 3_600_000):
             raise ConfigError(f"{field}: must be > 0 and <= 3600000 ms (got {value})")
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _validate_exchange_urls(cfg: Config) -> None:
+    """Schemes, and TLS for live: signed requests (the key, a signature, the account's
+    orders) never cross a network in clear. Loopback is allowed plain (a simulator
+    standing in for BTCTurk in tests)."""
+    for field, url, schemes in (("exchange.rest_url", cfg.exchange.rest_url, ("http", "https")),
+                                ("exchange.ws_url", cfg.exchange.ws_url, ("ws", "wss"))):
+        if not url:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ConfigError(f"{field}: {url!r} is not a {' or '.join(schemes)} URL")
+        if (cfg.mode == "live" and parts.scheme in ("http", "ws")
+                and parts.hostname not in _LOOPBACK):
+            raise ConfigError(f"{field}: live mode needs {schemes[1]}:// for {url!r} "
+                              f"(signed requests would cross the network in clear)")
 
 
 def _validate_rotation(rotation: str) -> None:

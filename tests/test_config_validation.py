@@ -79,6 +79,12 @@ BAD = [
     ("[simulator]\nfee_schedule = '100:0.001/0.002'",
      "simulator.fee_schedule: the first tier must start at volume 0"),
     ("[simulator]\nfee_schedule = '0:x'", "simulator.fee_schedule: bad tier '0:x'"),
+    ("[exchange]\nrest_url = 'ftp://x'", "exchange.rest_url: 'ftp://x' is not a http or https"),
+    ("[exchange]\nws_url = 'https://x'", "exchange.ws_url: 'https://x' is not a ws or wss URL"),
+    ("mode = 'live'\n[exchange]\nrest_url = 'http://api.btcturk.com'",
+     "exchange.rest_url: live mode needs https:// for 'http://api.btcturk.com'"),
+    ("mode = 'live'\n[exchange]\nws_url = 'ws://10.0.0.5/ws'",
+     "exchange.ws_url: live mode needs wss://"),
     ("[dashboard]\nhistory_rows = 0", "dashboard.history_rows: must be >= 1 (got 0)"),
     # rules between two fields name both, with the other's value
     ("[supervisor]\nbackoff_initial_s = 2.0\nbackoff_max_s = 1.0",
