@@ -167,7 +167,7 @@ class MarketDataConfig(_Section):
     # time-driven re-evaluation (the throttle's trailing edge) on these ticks instead of
     # local timers, so the recording holds every input of every decision (replay
     # --verify). It bounds how late a trailing evaluation can be.
-    clock_tick_ms: MillisOrOff = 100  # 0 = off
+    clock_tick_ms: MillisOrOff = 100  # 0: no bus clock (nothing trails a throttle)
 
 
 class ReplayConfig(_Section):
