@@ -13,7 +13,10 @@ Per message (in recorded order):
   uses (so the same tick/lot rounding, min-notional and limits); an approved order is
   submitted to the matcher at once (the executor and the exchange are instantaneous
   here) and the portfolio the host and risk see is refreshed after every change (no
-  snapshot latency either).
+  snapshot latency either);
+- ``md.trade.*`` (public trades): the strategy's ``on_trade`` behind the same gates, not
+  throttled, as live (only plug-ins that override it are called). Fills come from books
+  only: a recorded trade at our price without a book crossing us does not fill us.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from bus.messages import (
     OrderEvent,
     PortfolioSnapshot,
     Position,
+    PublicTrade,
     SymbolRules,
 )
 from shared import pnl
@@ -120,6 +124,10 @@ class Backtest:
         match body:
             case BookSnapshot():
                 self._on_book(body, clock)
+            case PublicTrade():
+                if self.host.hears_trades and body.symbol in self.host.books:
+                    self._evaluate(body.symbol, clock, "on_trade", body.price,
+                                   body.quantity, body.side)
             case SymbolRules():
                 self.host.apply_rules(body)
                 risk_state.apply_rules(self.risk, body)
@@ -169,8 +177,10 @@ class Backtest:
             self._trailing.setdefault(symbol, clock + wait)
 
     # --- deciding -----------------------------------------------------------------------
-    def _evaluate(self, symbol: str, clock: int) -> None:
-        gating.mark_evaluated(self.host.gate, symbol, self.host.clock_of.get(symbol, clock))
+    def _evaluate(self, symbol: str, clock: int, hook: str = "on_book", *args: object) -> None:
+        if hook == "on_book":
+            gating.mark_evaluated(self.host.gate, symbol,
+                                  self.host.clock_of.get(symbol, clock))
         if not self.host.gate.synced:
             self._refresh()
         if symbol not in self.host.rules or symbol not in self.host.books:
@@ -178,7 +188,7 @@ class Backtest:
         now = self.host.clock_of.get(symbol, clock)
         if gating.blocked(self.host.gate, symbol, now, every_tick=self.unthrottled):
             return
-        self._act(self.host.decide(symbol))
+        self._act(self.host.decide(symbol, hook, *args))
 
     def _act(self, out: Outcome) -> None:
         if out.failure is not None:

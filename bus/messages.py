@@ -104,6 +104,44 @@ class BookSnapshot(Msg):
         _levels("asks", self.asks)
 
 
+class PublicTrade(Msg):
+    """A trade on the exchange's public tape (anyone's, not only ours), as the WebSocket
+    ``trade`` channel reports it live. Topic ``md.trade.<SYMBOL>``. The join snapshot's
+    recent trades and the REST fallback are not published: a strategy hears each trade
+    once, when it happens, or not at all."""
+
+    symbol: Str
+    trade_id: Str
+    price: Decimal
+    quantity: Decimal
+    side: Literal["buy", "sell"]  # the taker's side
+    exchange_ts_ms: int
+    recv_wall_ns: int
+
+    def __post_init__(self) -> None:
+        _positive("price", self.price)
+        _positive("quantity", self.quantity)
+
+
+class ClockTick(Msg):
+    """The bus clock (topic ``md.clock``), from marketdata every ``clock_tick_ms``: its
+    envelope ``wall_ns`` is the time. Time-driven re-evaluations (the strategy's
+    throttle trailing edge) run on it instead of a local timer, so they are recorded
+    inputs and a replay makes them at the same point of the message stream."""
+
+    interval_ms: int
+
+
+class ReplayStart(Msg):
+    """``replay --verify`` only (topic ``replay.start``): the point of the replayed
+    stream where the recorded ``actor`` began to take input (its first heartbeat that
+    came back through the bus, ``Heartbeat.counters["joined_hb_seq"]``). The replay's
+    actor of that name ignores replayed input before it, as the recorded one never saw
+    it."""
+
+    actor: Str
+
+
 class FeedStatus(Msg):
     """Freshness of one symbol's data. Topic ``md.status``. Consumers fail closed
     on ``fresh=False``."""
@@ -372,12 +410,14 @@ class ExecutorInfo(Msg):
 class RiskInfo(Msg):
     gates: Texts  # closed global gates; empty when open
     fresh: Texts  # symbols with fresh data
-    daily_loss: Decimal = Decimal(0)  # risk's own count of today's realised loss
+    daily_loss: Decimal = Decimal(0)  # drop of net PnL since the day's baseline (>0: loss)
     max_daily_loss: Decimal = Decimal(0)
+    day_start_net: Decimal = Decimal(0)  # the baseline: net PnL when today's count began
 
     def __post_init__(self) -> None:
         _finite("daily_loss", self.daily_loss)
         _finite("max_daily_loss", self.max_daily_loss)
+        _finite("day_start_net", self.day_start_net)
 
 
 class SymbolFreshness(msgspec.Struct, kw_only=True):
@@ -506,7 +546,9 @@ class CancelOrder(Msg):
 
 
 class SnapshotQuery(Msg):
-    pass
+    # True: also publish the snapshot on ``portfolio``. Strategy and risk ask so and
+    # apply only what comes on the bus (a recorded input), never the reply's copy.
+    publish: bool = False
 
 
 class ReconcileQuery(Msg):
@@ -600,7 +642,10 @@ class StatusReply(Msg):
 
 DataBody = (
     BookSnapshot
+    | PublicTrade
     | FeedStatus
+    | ClockTick
+    | ReplayStart
     | SymbolRules
     | Intent
     | RiskDecision
@@ -619,8 +664,9 @@ ExecutorCommand = (SubmitOrder | CancelOrder | SnapshotQuery | ReconcileQuery | 
                    | ResolveOrder)
 """Commands the executor serves on ``cmd.executor``."""
 
-RiskCommand = SubmitIntent | Ping
-"""Commands risk serves on ``cmd.risk``."""
+RiskCommand = SubmitIntent | CancelOrder | Ping
+"""Commands risk serves on ``cmd.risk`` (a strategy's cancels go through risk: only risk
+may submit or cancel at the executor, bus/roles.py)."""
 
 PingCommand = Ping
 """Commands any other actor serves (liveness only)."""
@@ -697,8 +743,14 @@ def topic_for(body: Msg, source: str) -> str:
     match body:
         case BookSnapshot(symbol=s):
             return f"md.book.{s}"
+        case PublicTrade(symbol=s):
+            return f"md.trade.{s}"
         case FeedStatus():
             return "md.status"
+        case ClockTick():
+            return "md.clock"
+        case ReplayStart():
+            return "replay.start"
         case SymbolRules(symbol=s):
             return f"md.rules.{s}"
         case Intent(symbol=s):

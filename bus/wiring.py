@@ -8,10 +8,12 @@ same actor code runs on either.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import zmq.asyncio
 
+from bus.auth import BusAuth
 from bus.messages import Msg, Packet, ReplyBody
 from bus.transport import (
     Handler,
@@ -70,35 +72,41 @@ class Bus(Protocol):
 
     def server(self, endpoint: str, handler: Handler, *, commands: Any) -> ServerLike: ...
 
-    def client(self, endpoint: str, sender: str, *, timeout_s: float,
+    def client(self, endpoint: str, *, server: str, timeout_s: float,
                retries: int) -> ClientLike: ...
 
     def close(self) -> None: ...
 
 
 class ZmqBus:
-    """Production: ZeroMQ sockets in one asyncio context per process."""
+    """Production: ZeroMQ sockets in one asyncio context per process, authenticated with
+    the actor's CURVE identity (``auth``: loaded when the first socket opens)."""
 
-    def __init__(self) -> None:
+    def __init__(self, auth: Callable[[], BusAuth]) -> None:
         self.ctx = zmq.asyncio.Context()
+        self._auth = auth
 
     def new_incarnation(self) -> str:
         return new_incarnation()
 
     def publisher(self, endpoint: str, source: str, incarnation: str, *, hwm: int,
                   clock: Clock) -> Publisher:
-        return Publisher(self.ctx, endpoint, source, incarnation, hwm=hwm, clock=clock)
+        return Publisher(self.ctx, endpoint, source, incarnation, hwm=hwm, clock=clock,
+                         auth=self._auth())
 
     def subscriber(self, endpoint: str, topics: list[str], *, hwm: int, name: str,
                    clock: Clock) -> Subscriber:
-        return Subscriber(self.ctx, endpoint, topics, hwm=hwm, name=name, clock=clock)
+        return Subscriber(self.ctx, endpoint, topics, hwm=hwm, name=name, clock=clock,
+                          auth=self._auth())
 
     def server(self, endpoint: str, handler: Handler, *, commands: Any) -> RequestServer:
-        return RequestServer(self.ctx, endpoint, handler, commands=commands)
+        return RequestServer(self.ctx, endpoint, handler, commands=commands,
+                             auth=self._auth())
 
-    def client(self, endpoint: str, sender: str, *, timeout_s: float,
+    def client(self, endpoint: str, *, server: str, timeout_s: float,
                retries: int) -> RequestClient:
-        return RequestClient(self.ctx, endpoint, sender, timeout_s=timeout_s, retries=retries)
+        return RequestClient(self.ctx, endpoint, self._auth(), server=server,
+                             timeout_s=timeout_s, retries=retries)
 
     def close(self) -> None:
         self.ctx.destroy(linger=200)

@@ -9,17 +9,41 @@ variables override secrets and gates only, never trading parameters.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
 from shared.actorspec import ACTOR_NAMES, start_order
 from shared.actorspec import spec as actor_spec
+from shared.config_ranges import (
+    NON_NEGATIVE,
+    POSITIVE,
+    Bytes,
+    Count,
+    CountOrOff,
+    Hour,
+    Millis,
+    MillisOrOff,
+    Nice,
+    Port,
+    Seconds,
+    SecondsOrOff,
+    Symbol,
+    ZstdLevel,
+    balances_problem,
+    bps,
+    check_decimals,
+    explain,
+    fee_schedule_problem,
+)
+from shared.hops import BOUNDABLE
 from shared.sizes import parse_size
 from shared.tradingday import BadTimeZone, zone
 
@@ -40,14 +64,14 @@ class BusConfig(_Section):
     # Empty endpoints mean ipc:// sockets inside the runtime dir.
     pub_endpoint: str = ""  # XSUB side: publishers connect here
     sub_endpoint: str = ""  # XPUB side: subscribers connect here
-    hwm: int = 200_000
+    hwm: Count = 200_000  # libzmq's 0 (no limit) would let a stuck subscriber eat memory
 
 
 class LoggingConfig(_Section):
     level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = False
     rotation: str = "20 MB"
-    retention: int = 5
+    retention: Count = 5
 
 
 class GatesConfig(_Section):
@@ -60,7 +84,7 @@ class GatesConfig(_Section):
 class ExchangeConfig(_Section):
     rest_url: str = ""  # empty: the embedded simulator's URL in paper mode
     ws_url: str = ""
-    timeout_s: float = 5.0
+    timeout_s: Seconds = 5.0
     api_key: str = ""
     api_secret: str = ""
     api_secret_file: str = ""  # a 0600 file holding the base64 secret
@@ -68,9 +92,9 @@ class ExchangeConfig(_Section):
 
 class SimulatorConfig(_Section):
     host: str = "127.0.0.1"
-    port: int = 18_080
+    port: Port = 18_080
     seed: int = 7
-    book_interval_ms: int = 250
+    book_interval_ms: Millis = 250
     api_key: str = "sim-api-key"
     # the simulator's own public test secret, not a credential
     api_secret: str = "YnRjYm90LWV4Y2hhbmdlLXNpbS1zZWNyZXQtdjEhIQ=="
@@ -90,38 +114,69 @@ class ActorSettings(_Section):
     # loading it is always a bool. A section that tunes only a timeout enables nothing.
     enabled: bool | None = None
     restart: RestartPolicy = "always"
-    heartbeat_timeout_s: float = 5.0
-    start_timeout_s: float = 20.0
+    heartbeat_timeout_s: Seconds = 5.0
+    start_timeout_s: Seconds = 20.0
     # CPU priority below the supervisor's (0-19, as nice(1)); unset: the spec's default
     # (10 for the actors off the tick-to-order path, 0 for the rest).
-    nice: int | None = None
+    nice: Nice | None = None
+
+
+# A hop's p99 bound: positive, at most an hour (TOML's inf or nan are refused).
+HopBoundMs = Annotated[float, msgspec.Meta(gt=0, le=3_600_000.0)]
+# The hops that include the exchange's REST round trip (and, for books, its clock offset):
+# not ours to make fast, so their default bound is wider (a configured one wins).
+EXCHANGE_HOP_BOUNDS_MS = {"exchange→marketdata": 2000.0, "executor→exchange": 2000.0}
 
 
 class SupervisorConfig(_Section):
-    backoff_initial_s: float = 0.1
-    backoff_max_s: float = 5.0
-    intensity_max_restarts: int = 5
-    intensity_window_s: float = 60.0
-    stable_after_s: float = 10.0
-    stop_timeout_s: float = 10.0
-    heartbeat_interval_s: float = 1.0
+    backoff_initial_s: Seconds = 0.1
+    backoff_max_s: Seconds = 5.0  # >= backoff_initial_s
+    intensity_max_restarts: Count = 5
+    intensity_window_s: Seconds = 60.0
+    stable_after_s: SecondsOrOff = 10.0
+    stop_timeout_s: Seconds = 10.0
+    heartbeat_interval_s: Seconds = 1.0
+    # Bus health (status's bus_health): a hop whose p99 over the last minute exceeds its
+    # bound is flagged and noted (a warning, not a halt: docs/operator-tools.md). The
+    # per-hop table overrides the default for the hops it names (shared/hops.py).
+    hop_p99_bound_ms: HopBoundMs = 250.0
+    hop_p99_bounds_ms: dict[str, float] = msgspec.field(default_factory=dict)
+
+    def hop_bounds(self) -> dict[str, float]:
+        """The p99 bound of every hop that has one (shared.hops.BOUNDABLE)."""
+        named = {**EXCHANGE_HOP_BOUNDS_MS, **self.hop_p99_bounds_ms}
+        return {hop: named.get(hop, self.hop_p99_bound_ms) for hop in BOUNDABLE}
 
 
 class MarketDataConfig(_Section):
-    symbols: list[str] = msgspec.field(default_factory=lambda: ["BTCTRY", "ETHTRY", "SOLTRY"])
+    symbols: list[Symbol] = msgspec.field(default_factory=lambda: ["BTCTRY", "ETHTRY", "SOLTRY"])
     source: Literal["ws", "rest"] = "ws"
     rest_fallback: bool = True
-    max_data_age_s: float = 15.0
-    rest_poll_interval_s: float = 1.0
-    depth: int = 10
-    exchangeinfo_refresh_s: float = 300.0
+    max_data_age_s: Seconds = 15.0
+    rest_poll_interval_s: Seconds = 1.0  # < max_data_age_s
+    depth: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10  # levels kept per side
+    exchangeinfo_refresh_s: Seconds = 300.0
     # ws mode: a symbol whose WS book is older than this is polled over REST (if
     # rest_fallback); the old bot's ORDERBOOK_MAX_STALENESS_MS.
-    ws_stale_s: float = 5.0
+    ws_stale_s: Seconds = 5.0
     # ws mode without rest_fallback: no WS connection within this at start = fatal.
-    ws_connect_timeout_s: float = 10.0
-    status_interval_s: float = 1.0  # FeedStatus republished this often (late joiners)
-    rules_republish_s: float = 1.0  # SymbolRules republished this often (late joiners)
+    ws_connect_timeout_s: Seconds = 10.0
+    status_interval_s: Seconds = 1.0  # FeedStatus republished this often (late joiners)
+    rules_republish_s: Seconds = 1.0  # SymbolRules republished this often (late joiners)
+    # The bus clock: a ClockTick on md.clock this often. Strategy and risk run every
+    # time-driven re-evaluation (the throttle's trailing edge) on these ticks instead of
+    # local timers, so the recording holds every input of every decision (replay
+    # --verify). It bounds how late a trailing evaluation can be.
+    clock_tick_ms: MillisOrOff = 100  # 0: no bus clock (nothing trails a throttle)
+
+
+class ReplayConfig(_Section):
+    """Set only by ``replay --verify`` in its isolated pipeline (docs/recordings.md):
+    strategy and risk take every input from the replayed recording (decisions and
+    intents included) and publish what they decide under ``verify.`` for comparison,
+    never to each other."""
+
+    verify: bool = False
 
 
 class StrategyConfig(_Section):
@@ -133,14 +188,14 @@ class StrategyConfig(_Section):
     # btcbot.strategies) or a shipped one: profit_aware (the old bot's default),
     # inventory_mm. See docs/strategies.md.
     plugin: str = "profit_aware"
-    throttle_ms: int = 500
+    throttle_ms: MillisOrOff = 500
     # After a rejected intent, wait this long before deciding again for that symbol
     # (keeps a blocked gate from turning into a stream of identical rejections).
-    reject_backoff_s: float = 5.0
-    snapshot_interval_s: float = 5.0  # executor snapshot refresh (positions, TRY, orders)
+    reject_backoff_s: SecondsOrOff = 5.0
+    snapshot_interval_s: Seconds = 5.0  # executor snapshot refresh (positions, TRY, orders)
     # Every this many seconds of message clock, a symbol with a book gets an on_tick
     # call (0 = never).
-    tick_s: float = 0.0
+    tick_s: SecondsOrOff = 0.0
     params: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def param(self, key: str, default: Any = None) -> Any:
@@ -173,11 +228,14 @@ class BacktestConfig(_Section):
     taker_fee_bps: Decimal = Decimal("10")
     balances: str = "TRY=100000"  # starting balances, ASSET=AMOUNT,...
 
+    def __post_init__(self) -> None:
+        check_decimals(self, {"maker_fee_bps": bps(), "taker_fee_bps": bps()})
+
 
 class RiskConfig(_Section):
-    max_open_orders_per_symbol: int = 1
-    cooldown_s: float = 60.0
-    max_orders_per_minute: int = 20
+    max_open_orders_per_symbol: Count = 1
+    cooldown_s: SecondsOrOff = 60.0
+    max_orders_per_minute: Count = 20
     min_order_notional_try: Decimal = Decimal("10")
     max_notional_per_order_try: Decimal = Decimal("0")  # 0 = off
     max_position_try_per_symbol: Decimal = Decimal("5000")
@@ -185,37 +243,48 @@ class RiskConfig(_Section):
     # The daily loss (drop of net PnL, shared/pnl.py) counts from this local hour in this
     # time zone: BTCTurk's home time by default.
     day_boundary_tz: str = "Europe/Istanbul"
-    day_boundary_hour: int = 0
+    day_boundary_hour: Hour = 0
     try_cash_reserve: Decimal = Decimal("300")
     cash_asset: str = "TRY"  # the quote asset whose free balance funds buys
-    snapshot_interval_s: float = 5.0  # executor snapshot refresh (latches, orders, PnL)
-    executor_timeout_s: float = 2.0  # per attempt of a SubmitOrder (Lazy Pirate)
-    executor_retries: int = 2
+    snapshot_interval_s: Seconds = 5.0  # executor snapshot refresh (latches, orders, PnL)
+    executor_timeout_s: Seconds = 2.0  # per attempt of a SubmitOrder (Lazy Pirate)
+    executor_retries: CountOrOff = 2
     # No executor snapshot (or portfolio message) for this long: latches are unknown,
     # so nothing is approved (fail closed).
-    executor_state_max_age_s: float = 30.0
+    executor_state_max_age_s: Seconds = 30.0
+
+    def __post_init__(self) -> None:
+        check_decimals(self, {
+            "min_order_notional_try": (NON_NEGATIVE,),
+            "max_notional_per_order_try": (NON_NEGATIVE,),  # 0 = off
+            "max_position_try_per_symbol": (POSITIVE,),
+            # 0 or less would not disable the limit, it would halt at once or never:
+            # neither is what an operator means, so both are refused.
+            "max_daily_loss_try": (POSITIVE,),
+            "try_cash_reserve": (NON_NEGATIVE,),
+        })
 
 
 class ExecutorConfig(_Section):
     db_path: str = "data/btcbot.db"
     client_id_prefix: str = "bb"
-    settle_window_s: float = 10.0
-    probe_backoff_initial_s: float = 0.5
-    probe_backoff_max_s: float = 10.0
-    key_retention_s: float = 7 * 24 * 3600.0
-    order_poll_interval_s: float = 1.0
-    stale_order_ttl_s: float = 120.0
+    settle_window_s: Seconds = 10.0
+    probe_backoff_initial_s: Seconds = 0.5
+    probe_backoff_max_s: Seconds = 10.0  # >= probe_backoff_initial_s
+    key_retention_s: Seconds = 7 * 24 * 3600.0
+    order_poll_interval_s: Seconds = 1.0
+    stale_order_ttl_s: Seconds = 120.0
     # FULL: the reservation survives power loss (see actors/executor/db.py); NORMAL only
     # for benchmarks.
     db_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     # Sends of one key that failed with a provably-not-sent error (429, refused) before the
     # key is FAILED.
-    max_send_attempts: int = 3
+    max_send_attempts: Count = 3
     # An open order on the exchange with our client-id prefix and no DB row.
     orphan_policy: Literal["adopt", "cancel"] = "adopt"
     dry_run_fee_bps: Decimal = Decimal("10")  # simulated fee of dry-run fills
-    balance_refresh_s: float = 10.0
-    reconcile_trade_lookback_s: float = 7 * 24 * 3600.0  # user trades fetched by reconcile
+    balance_refresh_s: Seconds = 10.0
+    reconcile_trade_lookback_s: Seconds = 7 * 24 * 3600.0  # user trades fetched by reconcile
     # The client's token buckets (BTCTurk's published limits). false: benchmarks only.
     client_rate_limit: bool = True
     # Only for `replay --verify` (its isolated pipeline sets it; mode must be dry-run):
@@ -229,41 +298,48 @@ class ExecutorConfig(_Section):
     # ws_poll_interval_s (never faster than order_poll_interval_s); otherwise every
     # order_poll_interval_s. false: REST polling only.
     private_ws: bool = True
-    ws_poll_interval_s: float = 5.0
+    ws_poll_interval_s: Seconds = 5.0
     # Balance drift (exchange base-asset total vs position from fills, less a baseline
     # persisted at a quiet moment): beyond this many units of the asset for this many
     # reconciles in a row, the safety latch is set with the amounts in its reason.
     balance_drift_tolerance: Decimal = Decimal("0")
-    balance_drift_reconciles: int = 3
+    balance_drift_reconciles: Count = 3
     # Hard caps checked by the executor itself before any order, whatever risk approved
     # (actors/executor/caps.py). 0 = off (benchmarks only). allowed_symbols empty: the
     # configured marketdata.symbols.
     max_order_notional: Decimal = Decimal("10000")
-    max_open_orders_per_symbol: int = 20
-    max_orders_per_minute: int = 120
-    allowed_symbols: list[str] = []
+    max_open_orders_per_symbol: CountOrOff = 20
+    max_orders_per_minute: CountOrOff = 120
+    allowed_symbols: list[Symbol] = []
+
+    def __post_init__(self) -> None:
+        check_decimals(self, {
+            "dry_run_fee_bps": bps(),
+            "balance_drift_tolerance": (NON_NEGATIVE,),
+            "max_order_notional": (NON_NEGATIVE,),  # 0 = off (benchmarks only)
+        })
 
 
 class ReconcilerConfig(_Section):
-    interval_s: float = 15.0
-    failure_threshold: int = 3
-    request_timeout_s: float = 10.0  # per attempt of a ReconcileQuery to the executor
-    incident_min_interval_s: float = 1.0  # incident-triggered rounds at most this often
+    interval_s: Seconds = 15.0
+    failure_threshold: Count = 3
+    request_timeout_s: Seconds = 10.0  # per attempt of a ReconcileQuery to the executor
+    incident_min_interval_s: SecondsOrOff = 1.0  # incident-triggered rounds at most this often
 
 
 class DashboardConfig(_Section):
     # Loopback by default: the dashboard has no TLS, so its token would cross a network
     # in clear. Any other address needs allow_remote = true (put a TLS proxy in front).
     host: str = "127.0.0.1"
-    port: int = 18_090
+    port: Port = 18_090
     allow_remote: bool = False
     token_file: str = "dashboard.token"  # under data_dir; created 0600 at first start
     audit_file: str = "dashboard-audit.jsonl"  # under data_dir; every operator command
     equity_file: str = "dashboard-equity.csv"  # under data_dir; the trading day's PnL curve
-    status_interval_s: float = 1.0  # supervisor status poll while a browser is connected
-    idle_status_interval_s: float = 5.0  # ... and while none is (metrics stay fresh)
-    history_points: int = 3600  # per chart series (mid prices, equity)
-    history_rows: int = 500  # rows kept per table (orders, fills, decisions)
+    status_interval_s: Seconds = 1.0  # supervisor status poll while a browser is connected
+    idle_status_interval_s: Seconds = 5.0  # ... and while none is (metrics stay fresh)
+    history_points: Count = 3600  # per chart series (mid prices, equity)
+    history_rows: Count = 500  # rows kept per table (orders, fills, decisions)
 
 
 class RecorderConfig(_Section):
@@ -271,19 +347,19 @@ class RecorderConfig(_Section):
     # Trading needs a recording: while the recorder is down or NOT RECORDING, status is
     # not TRADING, and giving up on it sets the kill switch. false: trade without one.
     required: bool = True
-    segment_max_bytes: int = 64 * 1024 * 1024
-    segment_max_s: float = 3600.0
-    flush_interval_ms: int = 200
+    segment_max_bytes: Bytes = 64 * 1024 * 1024
+    segment_max_s: Seconds = 3600.0
+    flush_interval_ms: Millis = 200
     # Closed segments (rotation, stop, and any left by a crash) are zstd-compressed.
     compress: bool = True
-    compress_level: int = 3  # 1..22; 3 is zstd's default (see docs/recordings.md)
+    compress_level: ZstdLevel = 3  # 1..22; 3 is zstd's default (see docs/recordings.md)
     # Retention: oldest closed segments first, never the open one; 0 disables a rule.
-    retain_days: float = 30.0
+    retain_days: Annotated[float, msgspec.Meta(ge=0, le=36_500)] = 30.0
     retain_bytes: int | str = "20G"  # bytes, or a size such as "500M", "20G"
     # Status warns when the recordings' filesystem has less free space than this.
     disk_warn_bytes: int | str = "2G"
-    housekeeping_interval_s: float = 60.0  # compression sweep, retention, usage figures
-    retry_s: float = 2.0  # after a write error (disk full, I/O error), try again this often
+    housekeeping_interval_s: Seconds = 60.0  # compression sweep, retention, usage figures
+    retry_s: Seconds = 2.0  # after a write error (disk full, I/O error), try again this often
 
     def retain_bytes_value(self) -> int:
         return parse_size(self.retain_bytes)
@@ -302,21 +378,22 @@ class WebhookConfig(_Section):
     # ({"chat_id", "text"}) for https://api.telegram.org/bot<TOKEN>/sendMessage.
     format: Literal["json", "telegram"] = "json"
     chat_id: str = ""
-    timeout_s: float = 5.0
+    timeout_s: Seconds = 5.0
 
 
 class AlertsConfig(_Section):
     # The alerts actor runs only when at least one webhook is configured.
     webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
     on_fill: bool = False  # also an event for every fill
-    max_attempts: int = 8  # per event and webhook, then it is dropped (counted)
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    queue_max: int = 1000  # per webhook; beyond it the oldest event is dropped (counted)
-    repeat_s: float = 300.0  # a level condition (drift, daily loss) re-alerts at most this often
+    max_attempts: Count = 8  # per event and webhook, then it is dropped (counted)
+    backoff_initial_s: Seconds = 0.5
+    backoff_max_s: Seconds = 30.0  # >= backoff_initial_s
+    queue_max: Count = 1000  # per webhook; beyond it the oldest event is dropped (counted)
+    # A level condition (drift, daily loss) re-alerts at most this often.
+    repeat_s: SecondsOrOff = 300.0
     # The alerts actor's own probe of the exchange (public server time); 0 = off.
-    exchange_probe_s: float = 10.0
-    exchange_probe_failures: int = 3  # failed probes in a row = unreachable
+    exchange_probe_s: SecondsOrOff = 10.0
+    exchange_probe_failures: Count = 3  # failed probes in a row = unreachable
 
 
 def _default_actors() -> dict[str, ActorSettings]:
@@ -344,6 +421,7 @@ class Config(_Section):
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
+    replay: ReplayConfig = msgspec.field(default_factory=ReplayConfig)
 
     # Set by load_config, not read from the file.
     base_dir: str = ""
@@ -365,6 +443,23 @@ class Config(_Section):
     @property
     def log_path(self) -> Path:
         return self.path(self.log_dir)
+
+    def private_dirs(self) -> dict[str, Path]:
+        """Every directory btcbot writes, by the config field that names it (owner-only:
+        shared/files.py)."""
+        dirs = {"runtime_dir": self.runtime_path, "log_dir": self.log_path,
+                "data_dir": self.data_path, "recorder.path": self.path(self.recorder.path),
+                "executor.db_path": self.path(self.executor.db_path).parent,
+                "simulator.state_file": self.path(self.simulator.state_file).parent}
+        seen: set[Path] = set()
+        return {k: v for k, v in dirs.items() if not (v in seen or seen.add(v))}
+
+    def shared_dirs(self) -> set[Path]:
+        """Directories btcbot writes into but does not own the rest of: the config file's
+        own directory and its ancestors (``db_path = "btcbot.db"`` puts the DB beside
+        the config). Their modes are checked, their other contents left alone."""
+        here = Path(self.source_path).parent if self.source_path else Path(self.base_dir)
+        return {here, *here.parents}
 
     def ipc(self, name: str) -> str:
         return f"ipc://{self.runtime_path / name}"
@@ -489,6 +584,8 @@ def _read_secret_file(cfg: Config) -> None:
 
 
 def _validate(cfg: Config) -> None:
+    """What msgspec cannot say while decoding: names, endpoints, and the rules that
+    relate two fields. Ranges of single numbers are the types' (config_ranges.py)."""
     for name in cfg.actors:
         if name not in ACTOR_NAMES:
             raise ConfigError(f"actors.{name}: unknown actor (known: {', '.join(ACTOR_NAMES)})")
@@ -503,79 +600,142 @@ def _validate(cfg: Config) -> None:
             # unauthenticated tcp bus would let anyone on the network send orders.
             raise ConfigError(f"{field}: only ipc:// endpoints are supported (tcp:// requires "
                               f"CURVE authentication, not implemented)")
-    _validate_dashboard(cfg.dashboard)
+    d = cfg.dashboard
+    if d.host not in ("127.0.0.1", "localhost", "::1") and not d.allow_remote:
+        raise ConfigError(f"dashboard.host: {d.host!r} is not loopback; the dashboard has no "
+                          f"TLS, so binding it elsewhere needs dashboard.allow_remote = true")
     if not cfg.marketdata.symbols:
         raise ConfigError("marketdata.symbols: at least one symbol is required")
-    positive = {
-        "supervisor.backoff_initial_s": cfg.supervisor.backoff_initial_s,
-        "supervisor.heartbeat_interval_s": cfg.supervisor.heartbeat_interval_s,
-        "marketdata.max_data_age_s": cfg.marketdata.max_data_age_s,
-        "reconciler.interval_s": cfg.reconciler.interval_s,
-        "recorder.flush_interval_ms": cfg.recorder.flush_interval_ms,
-        "recorder.housekeeping_interval_s": cfg.recorder.housekeeping_interval_s,
-        "recorder.retry_s": cfg.recorder.retry_s,
-    }
-    for field, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{field}: must be positive (got {value})")
+    if cfg.replay.verify and cfg.mode != "dry-run":
+        raise ConfigError(f"replay.verify: only for replay --verify's isolated dry-run "
+                          f"pipeline (mode is {cfg.mode})")
+    for field, names in (("marketdata.symbols", cfg.marketdata.symbols),
+                         ("executor.allowed_symbols", cfg.executor.allowed_symbols)):
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ConfigError(f"{field}: listed more than once: {', '.join(dupes)}")
     for i, hook in enumerate(cfg.alerts.webhooks):
         if not hook.url.startswith(("http://", "https://")):
             raise ConfigError(f"alerts.webhooks[{i}].url: must be an http:// or https:// URL")
         if hook.format == "telegram" and not hook.chat_id:
             raise ConfigError(f"alerts.webhooks[{i}].chat_id: required for format telegram")
-    for field, value in (("alerts.max_attempts", cfg.alerts.max_attempts),
-                         ("alerts.backoff_initial_s", cfg.alerts.backoff_initial_s),
-                         ("alerts.queue_max", cfg.alerts.queue_max),
-                         ("alerts.exchange_probe_failures", cfg.alerts.exchange_probe_failures)):
-        if value <= 0:
-            raise ConfigError(f"{field}: must be positive (got {value})")
-    _validate_recorder(cfg.recorder)
-    for field, fee in (("backtest.maker_fee_bps", cfg.backtest.maker_fee_bps),
-                       ("backtest.taker_fee_bps", cfg.backtest.taker_fee_bps)):
-        if not fee.is_finite() or fee < 0:
-            raise ConfigError(f"{field}: must be a number >= 0 (got {fee})")
+    for field in ("retain_bytes", "disk_warn_bytes"):
+        try:
+            parse_size(getattr(cfg.recorder, field))
+        except ValueError as exc:
+            raise ConfigError(f"recorder.{field}: {exc}") from None
+    _validate_rotation(cfg.logging.rotation)
+    _validate_exchange_urls(cfg)
+    for field, problem in (
+            ("simulator.balances", balances_problem(cfg.simulator.balances)),
+            ("backtest.balances", balances_problem(cfg.backtest.balances)),
+            ("simulator.fee_schedule", cfg.simulator.fee_schedule
+             and fee_schedule_problem(cfg.simulator.fee_schedule))):
+        if problem:
+            raise ConfigError(f"{field}: {problem}")
     try:
         zone(cfg.risk.day_boundary_tz)
     except BadTimeZone as exc:
         raise ConfigError(f"risk.day_boundary_tz: {exc}") from None
-    if not 0 <= cfg.risk.day_boundary_hour <= 23:
-        raise ConfigError(f"risk.day_boundary_hour: must be 0..23 "
-                          f"(got {cfg.risk.day_boundary_hour})")
-    for name, spec in cfg.actors.items():
-        if spec.heartbeat_timeout_s <= cfg.supervisor.heartbeat_interval_s:
-            raise ConfigError(
-                f"actors.{name}.heartbeat_timeout_s: must exceed supervisor.heartbeat_interval_s"
-            )
-        if spec.nice is not None and not 0 <= spec.nice <= 19:
-            # Negative values need privileges the supervisor should not ask for.
-            raise ConfigError(f"actors.{name}.nice: must be 0..19 (got {spec.nice})")
+    for rule in cross_field_rules(cfg):
+        if not rule.holds:
+            raise ConfigError(rule.message())
+    _validate_hop_bounds(cfg.supervisor)
 
 
-def _validate_dashboard(d: DashboardConfig) -> None:
-    if not 1 <= d.port <= 65535:
-        raise ConfigError(f"dashboard.port: must be 1..65535 (got {d.port})")
-    if d.host not in ("127.0.0.1", "localhost", "::1") and not d.allow_remote:
-        raise ConfigError(f"dashboard.host: {d.host!r} is not loopback; the dashboard has no "
-                          f"TLS, so binding it elsewhere needs dashboard.allow_remote = true")
-    for field, value in (("dashboard.status_interval_s", d.status_interval_s),
-                         ("dashboard.idle_status_interval_s", d.idle_status_interval_s),
-                         ("dashboard.history_points", d.history_points),
-                         ("dashboard.history_rows", d.history_rows)):
-        if value <= 0:
-            raise ConfigError(f"{field}: must be positive (got {value})")
+def _validate_hop_bounds(sup: SupervisorConfig) -> None:
+    """The per-hop table: its keys are hop names, its values bounds like the default's."""
+    for hop, value in sup.hop_p99_bounds_ms.items():
+        field = f"supervisor.hop_p99_bounds_ms.{hop}"
+        if hop not in BOUNDABLE:
+            raise ConfigError(f"{field}: unknown hop (known: {', '.join(BOUNDABLE)})")
+        if not (math.isfinite(value) and 0 < value <= 3_600_000):
+            raise ConfigError(f"{field}: must be > 0 and <= 3600000 ms (got {value})")
 
 
-def _validate_recorder(rc: RecorderConfig) -> None:
-    for field in ("retain_bytes", "disk_warn_bytes"):
-        try:
-            parse_size(getattr(rc, field))
-        except ValueError as exc:
-            raise ConfigError(f"recorder.{field}: {exc}") from None
-    if rc.retain_days < 0:
-        raise ConfigError(f"recorder.retain_days: must be 0 (off) or positive "
-                          f"(got {rc.retain_days})")
-    if not 1 <= rc.compress_level <= 22:
-        raise ConfigError(f"recorder.compress_level: must be 1..22 (got {rc.compress_level})")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _validate_exchange_urls(cfg: Config) -> None:
+    """Schemes, and TLS for live: signed requests (the key, a signature, the account's
+    orders) never cross a network in clear. Loopback is allowed plain (a simulator
+    standing in for BTCTurk in tests)."""
+    for field, url, schemes in (("exchange.rest_url", cfg.exchange.rest_url, ("http", "https")),
+                                ("exchange.ws_url", cfg.exchange.ws_url, ("ws", "wss"))):
+        if not url:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ConfigError(f"{field}: {url!r} is not a {' or '.join(schemes)} URL")
+        if (cfg.mode == "live" and parts.scheme in ("http", "ws")
+                and parts.hostname not in _LOOPBACK):
+            raise ConfigError(f"{field}: live mode needs {schemes[1]}:// for {url!r} "
+                              f"(signed requests would cross the network in clear)")
+
+
+def _validate_rotation(rotation: str) -> None:
+    """loguru parses ``logging.rotation`` only when a process opens its log: a bad value
+    would crash every actor at start. Parsed here with loguru's own parser."""
+    from loguru._file_sink import FileSink  # the parser shared/logging.py's sink uses
+
+    try:
+        FileSink._make_rotation_function(rotation)
+    except (ValueError, TypeError):
+        raise ConfigError(f"logging.rotation: {rotation!r} is not a size (\"20 MB\"), a "
+                          f"duration (\"1 day\") or a time of day (\"00:00\")") from None
+
+
+class _Rule(msgspec.Struct, frozen=True):
+    """``field`` OP ``other`` (a field or a plain bound), with why in a few words."""
+
+    field: str
+    value: Any
+    op: str
+    other: str
+    other_value: Any
+    why: str
+    applies: bool = True
+
+    @property
+    def holds(self) -> bool:
+        if not self.applies:
+            return True
+        a, b = self.value, self.other_value
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "!=": a != b}[self.op]
+
+    def message(self) -> str:
+        return (f"{self.field}: must be {self.op} {self.other} ({self.other_value}) "
+                f"(got {self.value}): {self.why}")
+
+
+def cross_field_rules(cfg: Config) -> list[_Rule]:
+    """Rules between two fields, in one table (each documented by its ``why``)."""
+    sup, md, risk, ex, al = cfg.supervisor, cfg.marketdata, cfg.risk, cfg.executor, cfg.alerts
+    rules = [
+        _Rule("supervisor.backoff_max_s", sup.backoff_max_s, ">=", "supervisor.backoff_initial_s",
+              sup.backoff_initial_s, "the backoff grows from initial to max"),
+        _Rule("executor.probe_backoff_max_s", ex.probe_backoff_max_s, ">=",
+              "executor.probe_backoff_initial_s", ex.probe_backoff_initial_s,
+              "the backoff grows from initial to max"),
+        _Rule("alerts.backoff_max_s", al.backoff_max_s, ">=", "alerts.backoff_initial_s",
+              al.backoff_initial_s, "the backoff grows from initial to max"),
+        _Rule("marketdata.rest_poll_interval_s", md.rest_poll_interval_s, "<",
+              "marketdata.max_data_age_s", md.max_data_age_s,
+              "a polled book would be stale before the next poll"),
+        _Rule("risk.min_order_notional_try", risk.min_order_notional_try, "<=",
+              "risk.max_notional_per_order_try", risk.max_notional_per_order_try,
+              "no order could satisfy both", applies=risk.max_notional_per_order_try > 0),
+        _Rule("risk.min_order_notional_try", risk.min_order_notional_try, "<=",
+              "risk.max_position_try_per_symbol", risk.max_position_try_per_symbol,
+              "no order could satisfy both"),
+    ]
+    for name, settings in cfg.actors.items():
+        rules.append(_Rule(f"actors.{name}.heartbeat_timeout_s", settings.heartbeat_timeout_s,
+                           ">", "supervisor.heartbeat_interval_s", sup.heartbeat_interval_s,
+                           "a child would be judged late between two heartbeats"))
+    if cfg.runs_simulator and cfg.actor_enabled("dashboard"):
+        rules.append(_Rule("dashboard.port", cfg.dashboard.port, "!=", "simulator.port",
+                           cfg.simulator.port, "both listen on it"))
+    return rules
 
 
 def load_config(path: str | os.PathLike[str], *, mode: str | None = None) -> Config:
@@ -593,7 +753,7 @@ def load_config(path: str | os.PathLike[str], *, mode: str | None = None) -> Con
     try:
         cfg = msgspec.convert(doc, type=Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{p}: {_describe(exc, doc)}") from None
+        raise ConfigError(f"{_describe(exc, doc)} (in {p})") from None
     if cfg.base_dir or cfg.source_path:
         raise ConfigError("base_dir/source_path: not settable in the file")
     cfg.base_dir = str(p.resolve().parent)
@@ -609,7 +769,8 @@ def load_config(path: str | os.PathLike[str], *, mode: str | None = None) -> Con
 
 
 def _describe(exc: msgspec.ValidationError, doc: dict[str, object]) -> str:
-    """msgspec says '... - at `$.risk.cooldown_s`'; lead with the dotted field name."""
+    """msgspec says '... - at `$.risk.cooldown_s`'; lead with the dotted field name and
+    say the allowed range (config_ranges.explain)."""
     text = str(exc)
     actors = doc.get("actors")
     if "$.actors[...]" in text and isinstance(actors, dict):
@@ -621,7 +782,7 @@ def _describe(exc: msgspec.ValidationError, doc: dict[str, object]) -> str:
                 break
     if " - at `$." in text:
         message, _, where = text.rpartition(" - at `$.")
-        return f"{where.rstrip('`')}: {message}"
+        return explain(message, where.rstrip("`"), doc, Config)
     if "unknown field" in text:
         return f"(top level): {text}"
     return text

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from actors.strategy.api import Strategy
 from actors.strategy.loader import load_strategy
 from backtest.data import market_messages, write_synthetic
 from backtest.engine import Backtest, Fees
 from backtest.fills import Matcher, SimOrder
 from backtest.metrics import drawdown, summary
-from bus.messages import BookSnapshot
+from bus.messages import BookSnapshot, PublicTrade
 from shared import pnl
 from shared.config import Config
 from tests.helpers import REPO, SUPERVISOR
@@ -188,6 +189,8 @@ def test_cli_sweep_ranks_by_net_pnl(market):
     (["--set", "no_such_param=1"], "strategy.no_such_param"),
     (["--set", "risk.no_such=1"], "risk.no_such"),
     (["--set", "risk.cooldown_s=soon"], "risk.cooldown_s"),
+    (["--set", "risk.cooldown_s=-1"], "--set risk.cooldown_s: must be 0..31622400 (got '-1')"),
+    (["--set", "risk.max_daily_loss_try=0"], "--set risk.max_daily_loss_try: must be > 0 (got 0)"),
     (["--strategy", "nosuch"], "strategy.plugin"),
     (["--maker-fee-bps", "x"], "--maker-fee-bps"),
 ])
@@ -257,3 +260,37 @@ def test_the_fee_schedule_comes_from_the_config_and_flags_override_it(market, tm
     r = subprocess.run([*SUPERVISOR, "--config", str(cfg), "backtest", str(market)],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 2 and "backtest.taker_fee_bps" in r.stderr
+
+
+class _TapeCounter(Strategy):
+    name = "tape-counter"
+
+    def __init__(self) -> None:
+        super().__init__(self.Params())
+        self.heard: list[tuple[str, str, str]] = []
+
+    def on_book(self, ctx):
+        return ()
+
+    def on_trade(self, ctx, price, quantity, side):
+        self.heard.append((ctx.symbol, str(price), side))
+        return ()
+
+
+def test_recorded_public_trades_reach_on_trade(tmp_path):
+    """A recording's md.trade.* is read back and heard by a plug-in that listens, once
+    per trade, in recorded order; the books are the same as without trades."""
+    with_trades = write_synthetic(tmp_path / "t", symbols=SYMBOLS, seconds=30, seed=3,
+                                  trade_every=4)
+    plain = write_synthetic(tmp_path / "p", symbols=SYMBOLS, seconds=30, seed=3)
+    msgs = list(market_messages([with_trades.parent]))
+    trades = [b for _c, b in msgs if isinstance(b, PublicTrade)]
+    assert len(trades) == len(SYMBOLS) * (30 * 4 // 4)
+    books = [b for _c, b in msgs if isinstance(b, BookSnapshot)]
+    assert books == [b for _c, b in market_messages([plain.parent])
+                     if isinstance(b, BookSnapshot)]
+    strategy = _TapeCounter()
+    cfg = Config()
+    cfg.mode = "paper"
+    Backtest(cfg, strategy, fees=Fees()).run(iter(msgs))
+    assert strategy.heard == [(t.symbol, str(t.price), t.side) for t in trades]

@@ -12,18 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.dashboard.access import COMMANDS, ConfirmTokens, load_or_create_token
 from actors.dashboard.audit import AuditLog
-from actors.dashboard.hops import HopStats, quantile
 from actors.dashboard.metrics import Metrics
 from actors.dashboard.model import BusModel, family
 from actors.dashboard.statuswatch import StatusWatch, total_pnl
 from actors.dashboard.views import PAGE_NAMES, build, dec, order_detail, reason_in_words
 from actors.dashboard.web import _env
+from bus.health import BusHealth
 from bus.messages import (
     BookSnapshot,
     Envelope,
@@ -70,50 +68,47 @@ def status_doc(**extra: Any) -> dict[str, Any]:
                 {"symbol": "ETHTRY", "position": "0", "avg_cost": "0",
                  "realized": "0.10000000", "unrealized": "0E-8", "fees": "0.1"}],
     }
+    doc["bus_health"] = bus_health_report()
     doc.update(extra)
     return doc
 
 
-def test_quantile_is_nearest_rank() -> None:
-    values = sorted(float(i) for i in range(1, 101))
-    assert quantile(values, 0.5) in (50.0, 51.0)
-    assert quantile(values, 0.99) == 99.0
-    assert quantile([7.0], 0.99) == 7.0
+def bus_health_report() -> dict[str, Any]:
+    """A real report of the supervisor's computation (bus/health.py), with markup in a
+    publisher's name and a hop over its bound."""
+    h = BusHealth("supervisor", started_mono_ns=0)
+    t = 0
+    for seq in range(1, 11):
+        t += 100_000_000
+        h.observe("md.book.X", pkt(book("BTCTRY", "1", "2", recv_mono_ns=t - 3_000_000),
+                                   t - 1_000_000, source=EVIL, seq=seq), t)
+    return h.report(t, {"marketdata": 1.0, "bus→supervisor": 250.0},
+                    {"risk": {"bus_received": 9, "bus_gaps": 0, "bus_lost": 0,
+                              "bus_malformed": 0}})
 
 
-def test_hops_match_intent_decision_and_first_order_only() -> None:
+def test_model_feeds_the_shared_hop_matcher_into_the_histograms() -> None:
     seen: list[tuple[str, float]] = []
-    hops = HopStats(lambda h, s: seen.append((h, s)))
-    hops.intent("i1", published_mono_ns=2_000_000, book_mono_ns=1_000_000)
-    hops.decision("i1", 2_500_000)
-    hops.order("i1", 3_000_000)
-    hops.order("i1", 9_000_000)  # a later state change of the same order: not a hop
-    hops.decision("unknown", 5_000_000)  # never saw its intent: no sample
-    rows = {r["hop"]: r for r in hops.summary()}
-    assert rows["book→intent"]["p50_ms"] == pytest.approx(1.0)
-    assert rows["intent→decision"]["p50_ms"] == pytest.approx(0.5)
-    assert rows["intent→order"]["count"] == 1
-    assert rows["intent→order"]["p50_ms"] == pytest.approx(1.0)
-    assert ("intent→decision", pytest.approx(0.0005)) in seen
-    hops.transit(published_mono_ns=10, received_mono_ns=5)  # negative: not a latency
-    assert rows["bus→dashboard"]["count"] == 0
+    model = BusModel(on_hop=lambda h, s: seen.append((h, s)))
+    ms = 1_000_000
+    intent = Intent(intent_id="i-c1", symbol="BTCTRY", side="buy", order_type="limit",
+                    price=Decimal(100), quantity=Decimal(2), reason="entry", ttl_s=1.0,
+                    strategy="s", created_wall_ns=1, book_mono_ns=1 * ms)
+    model.apply("intent.BTCTRY", pkt(intent, 2 * ms), 2 * ms)
+    model.apply("order.BTCTRY", pkt(order_event("c1", "PENDING"), 3 * ms), 3 * ms)
+    model.apply("order.BTCTRY", pkt(order_event("c1", "OPEN"), 9 * ms), 9 * ms)
+    hops = [(h, round(s, 6)) for h, s in seen if h != "bus→dashboard"]
+    assert hops == [("book→intent", 0.001), ("intent→order", 0.001),
+                    ("executor→exchange", 0.006)]
+    assert [h for h, _ in seen].count("bus→dashboard") == 3
 
 
-@given(st.lists(st.floats(0, 1e4, allow_nan=False), min_size=1, max_size=300))
-def test_hop_quantiles_bound_each_other(samples: list[float]) -> None:
-    hops = HopStats()
-    for ms in samples:
-        hops.add("bus→dashboard", ms)
-    row = next(r for r in hops.summary() if r["hop"] == "bus→dashboard")
-    assert min(samples) <= row["p50_ms"] <= row["p99_ms"] <= row["max_ms"] == max(samples)
-
-
-def book(symbol: str, bid: str, ask: str) -> BookSnapshot:
+def book(symbol: str, bid: str, ask: str, recv_mono_ns: int | None = None) -> BookSnapshot:
     now = time.time_ns()
     return BookSnapshot(symbol=symbol, bids=[(Decimal(bid), Decimal(1))],
                         asks=[(Decimal(ask), Decimal(1))], source="ws",
                         exchange_ts_ms=now // 1_000_000 - 3, recv_wall_ns=now,
-                        recv_mono_ns=time.monotonic_ns(), age_ms=3)
+                        recv_mono_ns=recv_mono_ns or time.monotonic_ns(), age_ms=3)
 
 
 def order_event(coid: str, state: str, filled: str = "0") -> OrderEvent:
@@ -247,6 +242,30 @@ def test_overview_shows_reasons_latches_and_the_budget() -> None:
     assert view["header"]["state"] == "HALTED"
 
 
+def test_bus_page_shows_the_supervisors_bus_health_as_status_has_it() -> None:
+    watch = StatusWatch()
+    doc = status_doc()
+    watch.update(doc)
+    view = build("bus", watch, BusModel(), {}, time.monotonic())
+    cards = {c["id"]: c for c in view["cards"]}
+    rows = {r[0]: r for r in cards["hops"]["rows"]}
+    md = next(h for h in doc["bus_health"]["hops"] if h["hop"] == "marketdata")
+    assert rows["marketdata"][1:4] == [f"{md['1m']['per_s']:.1f}", f"{md['1m']['p50_ms']:.3f}",
+                                       f"{md['1m']['p99_ms']:.3f}"]
+    assert md["1m"]["p50_ms"] == 2.0
+    assert rows["marketdata"][8] == {"t": "OVER BOUND", "c": "bad"}
+    assert rows["bus→supervisor"][8] == {"t": "ok", "c": "good"}
+    actors = {r[0]: r for r in cards["busactors"]["rows"]}
+    assert actors[EVIL][1] == "10.0" and actors["risk"][7] == "9"
+    info = {i["k"]: i["v"] for i in cards["businfo"]["items"]}
+    assert info["slow hop"].startswith("marketdata p99 2.000 ms > 1 ms")
+    assert "not exposed" in info["queue depth"]
+    empty = StatusWatch()
+    empty.update(status_doc(bus_health=None))
+    view = build("bus", empty, BusModel(), {}, time.monotonic())
+    assert {c["id"]: c for c in view["cards"]}["hops"]["rows"] == []
+
+
 def test_header_says_unknown_when_the_supervisor_stops_answering() -> None:
     watch = StatusWatch()
     watch.update(status_doc(trading={"state": "TRADING", "reasons": []}))
@@ -298,7 +317,7 @@ def test_audit_lines_are_json_in_a_private_file(tmp_path: Path) -> None:
 def test_metrics_parse_and_carry_status_figures() -> None:
     watch, model = StatusWatch(), BusModel()
     metrics = Metrics(watch, model, lambda: {"scrapes": 3})
-    model.hops._on_sample = metrics.observe_hop
+    model._on_hop = metrics.observe_hop
     watch.update(status_doc())
     model.apply("md.book.BTCTRY", pkt(book("BTCTRY", "1", "2"), time.monotonic_ns()),
                 time.monotonic_ns())
@@ -315,6 +334,10 @@ def test_metrics_parse_and_carry_status_figures() -> None:
     assert samples[("btcbot_pnl_try", (("part", "net"), ("symbol", "total")))] == 0.5
     assert samples[("btcbot_dashboard_bus_messages_total", (("family", "md.book"),))] == 1
     assert samples[("btcbot_hop_latency_seconds_count", (("hop", "bus→dashboard"),))] == 1
+    assert samples[("btcbot_bus_hop_latency_ms", (("hop", "marketdata"), ("quantile", "p50"),
+                                                  ("window", "1m")))] == 2.0
+    assert samples[("btcbot_bus_hop_over_bound", (("hop", "marketdata"),))] == 1
+    assert samples[("btcbot_bus_publisher_gaps_total", (("publisher", EVIL),))] == 0
 
 
 def test_equity_log_keeps_only_the_trading_day_across_restarts(tmp_path: Path) -> None:

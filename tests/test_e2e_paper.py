@@ -4,6 +4,7 @@ status shows it, and the operator controls (kill switch, pause) bite at once."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from decimal import Decimal as D
@@ -26,7 +27,7 @@ def test_paper_session_trades_and_status_shows_it(make_pipeline) -> None:
 
     def traded() -> dict | None:
         doc = p.status()
-        filled = [x for x in doc["positions"] if x["quantity"] not in ("0", "0E-8")]
+        filled = [x for x in doc["positions"] if D(x["quantity"]) != 0]
         # heartbeat counters lag the live snapshot by up to one interval (each actor's own)
         counted = counter(doc, "executor", "committed") >= 1 and counter(
             doc, "risk", "approved") >= 1
@@ -48,7 +49,11 @@ def test_paper_session_trades_and_status_shows_it(make_pipeline) -> None:
     assert D(t["net"]) == sum(D(r["net"]) for r in doc["pnl"])
     assert D(t["net"]) == D(t["realized"]) + D(t["unrealized"]) - D(t["fees"])
 
+    # numbers printed plainly: no Decimal anywhere in exponent form (0E-8)
+    assert not re.search(r"\d[eE][-+]?\d", json.dumps(doc["pnl"]) + json.dumps(
+        doc["pnl_total"]) + json.dumps(doc["positions"]) + json.dumps(doc["balances"]))
     text = p.cli("status").stdout
+    assert not re.search(r"\d[eE][-+]?\d", text), text
     for word in ("executor", "READY", "positions and PnL", "idempotency keys", "total:"):
         assert word in text
 

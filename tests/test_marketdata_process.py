@@ -11,7 +11,8 @@ from pathlib import Path
 
 import zmq
 
-from bus.messages import BookSnapshot, FeedStatus, SymbolRules, packet_decoder
+from bus.auth import ensure_keys, keys_dir_of, load_for
+from bus.messages import BookSnapshot, FeedStatus, PublicTrade, SymbolRules, packet_decoder
 from shared.config import load_config
 from tests.helpers import REPO, free_port, to_toml
 
@@ -25,6 +26,7 @@ def write_cfg(tmp: Path, sim, **md) -> Path:
                        "max_data_age_s": 2.0, **md},
     }
     (tmp / "run").mkdir(mode=0o700, exist_ok=True)
+    ensure_keys(keys_dir_of(tmp / "data"))  # as the supervisor does at its first start
     path = tmp / "supervisor.toml"
     path.write_text(to_toml(doc))
     return path
@@ -59,6 +61,8 @@ def test_rest_fallback_publishes_books_when_ws_is_down(tmp_path, sim):
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"md.")
+    bus = load_for(cfg.data_path, "bus")  # we stand where the proxy would, with its key
+    bus.server(sub)
     sub.bind(cfg.bus_pub_endpoint)
     proc = subprocess.Popen([sys.executable, "-m", "actors.marketdata", "--config",
                              str(cfg_path)], cwd=REPO, stdout=subprocess.DEVNULL,
@@ -80,8 +84,54 @@ def test_rest_fallback_publishes_books_when_ws_is_down(tmp_path, sim):
         proc.terminate()
         proc.wait(timeout=10)
         sub.close(0)
+        bus.close()
         ctx.term()
     assert {"rules", "book", "fresh"} <= set(seen), seen
     b = seen["book"]
     assert isinstance(b, BookSnapshot) and b.bids[0][0] < b.asks[0][0]
     assert len(b.bids) <= cfg.marketdata.depth
+
+
+def test_ws_public_trades_are_published_once_each(tmp_path, sim):
+    """The simulator's random walk prints public trades on the WS ``trade`` channel;
+    marketdata publishes each live one on ``md.trade.<SYM>`` exactly once, and not the
+    join snapshot's history (its 421 trades were not seen happening)."""
+    cfg_path = write_cfg(tmp_path, sim)
+    cfg = load_config(cfg_path)
+    sim.set_walk(True)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"md.trade.")
+    bus = load_for(cfg.data_path, "bus")  # we stand where the proxy would, with its key
+    bus.server(sub)
+    sub.bind(cfg.bus_pub_endpoint)
+    proc = subprocess.Popen([sys.executable, "-m", "actors.marketdata", "--config",
+                             str(cfg_path)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    trades: list[PublicTrade] = []
+    topics: list[bytes] = []
+    started_ms = int(time.time() * 1000)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(trades) < 10:
+            if sub.poll(200):
+                topic, payload = sub.recv_multipart()
+                body = packet_decoder.decode(payload).body
+                assert isinstance(body, PublicTrade)
+                trades.append(body)
+                topics.append(topic)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        sub.close(0)
+        bus.close()
+        ctx.term()
+    assert len(trades) >= 10, f"only {len(trades)} trades in 20 s"
+    ids = [(t.symbol, t.trade_id) for t in trades]
+    assert len(ids) == len(set(ids)), "a trade was published twice"
+    for topic, t in zip(topics, trades, strict=True):
+        assert topic == f"md.trade.{t.symbol}".encode()
+        assert t.symbol in ("BTCTRY", "ETHTRY")
+        assert t.price > 0 and t.quantity > 0 and t.side in ("buy", "sell")
+        # live trades only: none older than the subscription (the snapshot's history is)
+        assert t.exchange_ts_ms >= started_ms - 1000, t

@@ -469,3 +469,18 @@ def test_decide_is_deterministic():
     b = decide(intent(qty=D("0.01")), ready_state(), make_cfg(max_notional_per_order_try=D(900)),
                NOW)
     assert a == b
+
+
+def test_a_snapshot_before_any_message_clock_takes_no_day_baseline():
+    """Clock 0 (risk just started, no md yet) is no day: the baseline waits for the first
+    real clock; otherwise day 0's baseline would be replaced by today's after fills that
+    then went uncounted (and a baseline restored after a restart would be lost)."""
+    st = RiskState()
+    st.day, st.day_start_net, st.day_start_marked = (
+        st.trading_day.day(NOW), D("-40"), True)  # restored from risk.day
+    losing = snapshot(positions=[Position(symbol="ETHTRY", quantity=D(0), avg_cost=D(0),
+                                          realized_pnl=D("-100"))])
+    apply_snapshot(st, losing, 0, "TRY")
+    assert (st.day_start_net, st.daily_loss()) == (D("-40"), D("60"))
+    apply_snapshot(st, losing, NOW, "TRY")
+    assert st.daily_loss() == D("60")

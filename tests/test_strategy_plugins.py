@@ -205,3 +205,35 @@ def test_mm_requotes_a_stale_order_and_respects_the_inventory_cap():
     # and while an intent is pending, only cancels
     gating.begin_intent(h.gate, "BTCTRY", "x")
     assert h.decide("BTCTRY").intents == []
+
+
+# --- public trades --------------------------------------------------------------------------
+
+
+class TapeFollower(Strategy):
+    """Bids at the price of every public sell it hears (a plug-in that needs the tape)."""
+
+    name = "tape"
+
+    def on_book(self, ctx: SymbolContext):
+        return ()
+
+    def on_trade(self, ctx: SymbolContext, price, quantity, side):
+        if side == "sell":
+            return [Place("buy", price, quantity, reason=f"follow {side} {price}")]
+        return ()
+
+
+def test_only_plugins_that_override_on_trade_hear_trades():
+    assert host_for(TapeFollower(TapeFollower.Params())).hears_trades
+    assert not host_for(ProfitAware(ProfitAware.Params())).hears_trades
+
+
+def test_on_trade_decides_through_the_host_like_a_book():
+    h = host_for(TapeFollower(TapeFollower.Params()))
+    assert h.decide("BTCTRY", "on_trade", D("999.5"), D("0.2"), "buy").intents == []
+    out = h.decide("BTCTRY", "on_trade", D("999.5"), D("0.2"), "sell")
+    [intent] = out.intents
+    assert (intent.side, intent.price, intent.quantity) == ("buy", D("999.5"), D("0.2"))
+    assert intent.reason == "follow sell 999.5"
+    assert h.gate.pending["BTCTRY"] == intent.intent_id  # one intent in flight, as for books

@@ -17,6 +17,7 @@ from tests.helpers import (
     REPO,
     SUPERVISOR,
     alive,
+    bus_auth,
     processes_using,
     wait_for,
 )
@@ -158,6 +159,8 @@ def test_restart_one_actor(make_pipeline) -> None:
         ("mode = 'paper'\n[marketdata]\nsymbols = []\n", "marketdata.symbols"),
         ("[bus]\npub_endpoint = 'tcp://0.0.0.0:5555'\n", "bus.pub_endpoint"),
         ("[actors.recorder]\nnice = -5\n", "actors.recorder.nice"),
+        ("[supervisor]\nhop_p99_bound_ms = 0\n", "supervisor.hop_p99_bound_ms"),
+        ("[supervisor.hop_p99_bounds_ms]\nnope = 5\n", "supervisor.hop_p99_bounds_ms.nope"),
     ],
 )
 def test_bad_config_exits_2_naming_the_field(tmp_path: Path, text: str, field: str) -> None:
@@ -188,6 +191,9 @@ def test_malformed_frames_are_counted_and_survived(make_pipeline) -> None:
     endpoint = f"ipc://{p.config.parent / 'run' / 'bus.in'}"
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
+    # A compromised supervisor key: it may publish on control, so its garbage gets past
+    # the proxy's roles check to every actor (md.book and hb.strategy are dropped there).
+    bus_auth(p.config, "supervisor").client(pub, "bus")
     pub.connect(endpoint)
     time.sleep(0.5)  # slow joiner: let the proxy's subscriptions reach us
     garbage = [

@@ -21,9 +21,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from actors.dashboard.hops import HOPS
 from actors.dashboard.model import BusModel
 from actors.dashboard.statuswatch import LATCHES, StatusWatch, total_pnl
+from shared import hops
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HOP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -51,6 +51,7 @@ class StatusCollector(Collector):
         yield from self._actors(doc)
         yield from self._orders_and_risk(doc)
         yield from self._pnl(doc)
+        yield from self._bus_health(doc)
 
     def _trading(self, doc: dict[str, Any]) -> Iterator[Metric]:
         trading = GaugeMetricFamily("btcbot_trading", "1 when the supervisor says TRADING")
@@ -155,6 +156,33 @@ class StatusCollector(Collector):
             position.add_metric([row["symbol"]], float(Decimal(str(row["position"]))))
         yield position
 
+    def _bus_health(self, doc: dict[str, Any]) -> Iterator[Metric]:
+        """The supervisor's windowed figures (status ``bus_health``), as they are."""
+        health = doc.get("bus_health")
+        if not health:
+            return
+        q = GaugeMetricFamily("btcbot_bus_hop_latency_ms", "per-hop latency quantile over a "
+                              "sliding window (the supervisor's bus health)",
+                              labels=["hop", "window", "quantile"])
+        rate = GaugeMetricFamily("btcbot_bus_hop_rate", "per-hop samples per second over a "
+                                 "sliding window", labels=["hop", "window"])
+        over = GaugeMetricFamily("btcbot_bus_hop_over_bound", "1 when the hop's last-minute "
+                                 "p99 exceeds its configured bound", labels=["hop"])
+        for h in health.get("hops", []):
+            for window in health.get("windows_s", {}):
+                w = h.get(window) or {}
+                rate.add_metric([h["hop"], window], float(w.get("per_s", 0.0)))
+                for name in ("p50", "p99"):
+                    if w.get(f"{name}_ms") is not None:
+                        q.add_metric([h["hop"], window, name], float(w[f"{name}_ms"]))
+            over.add_metric([h["hop"]], 1.0 if h.get("over_bound") else 0.0)
+        gaps = CounterMetricFamily("btcbot_bus_publisher_gaps", "holes in a publisher's "
+                                   "sequences as the supervisor saw them",
+                                   labels=["publisher"])
+        for a in health.get("actors", []):
+            gaps.add_metric([a["actor"]], float(a.get("gaps", 0)))
+        yield from (q, rate, over, gaps)
+
     def _bus_model(self) -> Iterator[Metric]:
         msgs = CounterMetricFamily("btcbot_dashboard_bus_messages", "bus messages the "
                                    "dashboard received, by topic family", labels=["family"])
@@ -177,7 +205,8 @@ class Metrics:
         self.hop = Histogram("btcbot_hop_latency_seconds", "per-hop latency from envelope "
                              "stamps", labelnames=["hop"], buckets=HOP_BUCKETS,
                              registry=self.registry)
-        for hop in HOPS:  # every hop present from the first scrape, even with no sample
+        # every hop present from the first scrape, even with no sample
+        for hop in (*hops.PIPELINE, hops.transit("dashboard")):
             self.hop.labels(hop=hop)
         self.registry.register(StatusCollector(watch, model, dashboard_counters))
 

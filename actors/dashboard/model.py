@@ -1,5 +1,7 @@
-"""What the dashboard knows from the bus: books, orders, fills, decisions, rates and
-hop latencies (pure state; the actor feeds it, the views read it).
+"""What the dashboard knows from the bus: books, orders, fills, decisions and rates
+(pure state; the actor feeds it, the views read it). Hop latencies are matched by the
+shared ``bus.health.HopMatcher`` and observed into the Prometheus histograms; their
+windowed quantiles are the supervisor's (status ``bus_health``), not recomputed here.
 
 Bounded everywhere: each table keeps its last ``rows`` entries and each chart series
 its last ``points``, so a week-long session costs the same memory as a minute.
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from actors.dashboard.hops import HopStats
+from bus.health import HopMatcher
 from bus.messages import (
     BookSnapshot,
     FeedStatus,
@@ -119,7 +121,8 @@ class BusModel:
         self.orders: OrderedDict[str, OrderRow] = OrderedDict()
         self.fills: deque[FillRow] = deque(maxlen=rows)
         self.decisions: deque[DecisionRow] = deque(maxlen=rows)
-        self.hops = HopStats(on_hop)
+        self._on_hop = on_hop
+        self.hops = HopMatcher("dashboard", self._hop_sample)
         self.messages: Counter[str] = Counter()  # per topic family, since start
         self._recent: deque[tuple[float, str]] = deque()  # (mono, family) for rates
 
@@ -130,30 +133,29 @@ class BusModel:
         mono = recv_mono_ns / 1e9
         self._recent.append((mono, fam))
         self._trim_recent(mono)
-        self.hops.transit(packet.env.mono_ns, recv_mono_ns)
+        self.hops.observe(packet, recv_mono_ns)
         body = packet.body
         now = self.wall()
         if isinstance(body, BookSnapshot):
-            self.hops.book(body.exchange_ts_ms, body.recv_wall_ns, body.recv_mono_ns,
-                           packet.env.mono_ns)
             self._book(body, now)
         elif isinstance(body, FeedStatus):
             self.feed[body.symbol] = body
         elif isinstance(body, Intent):
-            self.hops.intent(body.intent_id, packet.env.mono_ns, body.book_mono_ns)
             self.decisions.append(DecisionRow(
                 now, "intent", body.intent_id, body.symbol, body.side, body.price,
                 body.quantity, "", body.reason))
         elif isinstance(body, RiskDecision):
-            self.hops.decision(body.intent_id, packet.env.mono_ns)
             self.decisions.append(DecisionRow(
                 now, "decision", body.intent_id, body.symbol, body.side, body.price,
                 body.quantity, body.verdict, ", ".join(body.reasons)))
         elif isinstance(body, OrderEvent):
-            self.hops.order(body.intent_id, packet.env.mono_ns)
             self._order(body, now)
         elif isinstance(body, Fill):
             self._fill(body, now)
+
+    def _hop_sample(self, hop: str, ms: float, at_ns: int) -> None:
+        if self._on_hop is not None:
+            self._on_hop(hop, ms / 1000.0)
 
     def _trim_recent(self, mono: float) -> None:
         while self._recent and mono - self._recent[0][0] > RATE_WINDOW_S:

@@ -44,6 +44,9 @@ def reason_in_words(code: str) -> str:
         return f"Actor {name} is {state}, not ready."
     if code.startswith("executor:halted"):
         return f"The executor halted submits {code.partition(' ')[2] or ''}".rstrip() + "."
+    if code.startswith("warn:bus:slow hop "):
+        return (f"Warning, trading goes on: a bus hop is slower than its bound "
+                f"({code.removeprefix('warn:bus:slow hop ')}).")
     if code.startswith("mode:dry-run"):
         return "Dry-run mode: fills are simulated, nothing reaches an exchange."
     return code
@@ -433,21 +436,59 @@ def _ms(v: Any) -> str:
 
 def _bus(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
          limits: dict[str, str], now_mono: float) -> list[Card]:
-    hops = [[h["hop"], str(h["count"]), _ms(h["p50_ms"]), _ms(h["p99_ms"]), _ms(h["max_ms"])]
-            for h in model.hops.summary()]
+    """The supervisor's bus health (status ``bus_health``: one computation, shown here as
+    ``status`` shows it) and this dashboard's own message rates."""
+    health = doc.get("bus_health") or {}
+    hop_rows: list[list[Cell]] = []
+    for h in health.get("hops", []):
+        m1, m15 = h.get("1m") or {}, h.get("15m") or {}
+        bound = "-" if h.get("bound_ms") is None else f"{h['bound_ms']:g}"
+        flag = cls("OVER BOUND", "bad") if h.get("over_bound") else cls("ok", "good")
+        hop_rows.append([h["hop"], f"{m1.get('per_s', 0):.1f}", _ms(m1.get("p50_ms")),
+                         _ms(m1.get("p99_ms")), _ms(m15.get("p50_ms")),
+                         _ms(m15.get("p99_ms")), _ms(m15.get("max_ms")), bound, flag,
+                         str(h.get("meaning", ""))])
+    actor_rows: list[list[Cell]] = []
+    for a in health.get("actors", []):
+        t1, t15 = a.get("transit_1m") or {}, a.get("transit_15m") or {}
+        sub = a.get("subscriber") or {}
+        if not a.get("published") and not sub:
+            continue  # not on the bus (the simulator)
+        actor_rows.append([a["actor"], f"{t1.get('per_s', 0):.1f}", _ms(t1.get("p50_ms")),
+                           _ms(t1.get("p99_ms")), _ms(t15.get("p99_ms")),
+                           cls(str(a.get("gaps", 0)), "bad" if a.get("gaps") else ""),
+                           str(a.get("lost", 0)), _n(sub.get("received")),
+                           cls(_n(sub.get("gaps")), "bad" if sub.get("gaps") else ""),
+                           _n(sub.get("lost")), _n(sub.get("drops"))])
+    items: list[tuple[str, str, str]] = []
+    for slow in health.get("slow_hops", []):
+        items.append(("slow hop", slow, "bad"))
+    if health:
+        items.append(("observed by", f"{health.get('observer', '-')} for "
+                      f"{duration(health.get('observed_s'))}", ""))
+    if p := health.get("proxy"):
+        items.append(("proxy", f"forwarded {p['forwarded']}, dropped {p['dropped']}",
+                      "bad" if p["dropped"] else ""))
+    if r := health.get("recorder"):
+        items.append(("recorder", f"flush lag {_n(r.get('flush_lag_ms'))} ms, dropped "
+                      f"{_n(r.get('dropped'))}, gaps {_n(r.get('gaps'))}",
+                      "bad" if r.get("dropped") or r.get("gaps") else ""))
+    if q := health.get("queue_depth"):
+        items.append(("queue depth", str(q.get("why", "")), ""))
     rates = [[fam, f"{r:.1f}", str(model.messages[fam])]
              for fam, r in model.rates(now_mono).items()]
-    per_actor: list[list[Cell]] = []
-    for a in doc.get("actors", []):
-        c = a.get("counters", {})
-        if "bus_received" in c:
-            per_actor.append([a["name"], str(c.get("bus_received", 0)),
-                              cls(str(c.get("bus_gaps", 0)), "bad" if c.get("bus_gaps") else ""),
-                              str(c.get("bus_lost", 0)), str(c.get("bus_malformed", 0)),
-                              str(c.get("bus_peer_restarts", 0))])
-    return [table("hops", "Per-hop latency (ms, last samples)", ["hop", "samples", "p50", "p99",
-                                                                 "max"], hops),
-            table("rates", "Message rates (last 10 s)", ["topic", "msg/s", "total"], rates),
-            table("gaps", "Subscribers: received, gaps, drops", ["actor", "received", "gaps",
-                                                                 "lost", "malformed",
-                                                                 "peer restarts"], per_actor)]
+    none = "the supervisor has not reported bus health yet"
+    return [kv("businfo", "Bus", items or [("status", none)]),
+            table("hops", "Per-hop latency (ms; the supervisor's last 1 and 15 minutes)",
+                  ["hop", "n/s", "1m p50", "1m p99", "15m p50", "15m p99", "15m max",
+                   "p99 bound", "", "measured"], hop_rows, empty=none),
+            table("busactors", "Per actor: what it published (rate, transit to the "
+                  "supervisor in ms, gaps) | its own subscriber",
+                  ["actor", "out/s", "1m p50", "1m p99", "15m p99", "gaps", "lost",
+                   "received", "its gaps", "its lost", "drops"], actor_rows, empty=none),
+            table("rates", "Message rates at the dashboard (last 10 s)",
+                  ["topic", "msg/s", "total"], rates)]
+
+
+def _n(v: Any) -> str:
+    return "-" if v is None else str(v)

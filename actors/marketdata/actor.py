@@ -6,7 +6,12 @@ data is down or older than ``ws_stale_s`` when ``rest_fallback`` is on).
 
 Publishes ``BookSnapshot`` on ``md.book.<SYMBOL>`` for every new book, ``FeedStatus``
 on ``md.status`` on every change and every ``status_interval_s``, and ``SymbolRules``
-on ``md.rules.<SYMBOL>`` (exchangeinfo at start, refreshed and republished).
+on ``md.rules.<SYMBOL>`` (exchangeinfo at start, refreshed and republished), and each
+live public trade of the WebSocket ``trade`` channel as ``PublicTrade`` on
+``md.trade.<SYMBOL>`` (REST polling has no trade feed: in fallback no trades are heard).
+It is also the bus clock: a ``ClockTick`` on ``md.clock`` every ``clock_tick_ms``, on
+which strategy and risk run their time-driven re-evaluations (recorded, so a replay
+repeats them at the same point of the stream).
 
 Fail closed: a symbol without new data for ``max_data_age_s`` is published stale; the
 FSM is PAUSED_DATA while every symbol is stale. A REST answer identical to the last one
@@ -26,8 +31,10 @@ from actors.marketdata.rules import UnknownSymbols, rules_for
 from actors.runtime import EXIT_CONFIG, Actor, FatalActorError, main_for
 from bus.messages import (
     BookSnapshot,
+    ClockTick,
     FeedStatus,
     MarketdataInfo,
+    PublicTrade,
     SymbolFreshness,
     SymbolRules,
 )
@@ -37,6 +44,7 @@ from shared.btcturk.ws import (
     BtcTurkWebSocket,
     OrderBookDiff,
     OrderBookSnapshot,
+    TradeEvent,
     WsConnected,
     WsDisconnected,
 )
@@ -44,6 +52,9 @@ from shared.fsm import State
 
 Level = tuple[Any, Any]
 EXCHANGEINFO_ATTEMPTS = 5
+
+
+TRADE_IDS_KEPT = 512  # per symbol: more than a join snapshot (50) can repeat
 
 
 def norm_symbol(pair: str) -> str:
@@ -72,6 +83,7 @@ class MarketdataActor(Actor):
         self.ws_connected = False
         self._ws_up = asyncio.Event()
         self._ws_joining: set[str] = set()  # symbols whose join snapshot is still due
+        self._trade_ids: dict[str, dict[str, None]] = {}  # per symbol, recent published ids
 
     # --- lifecycle -----------------------------------------------------------------
     async def setup(self) -> None:
@@ -84,6 +96,8 @@ class MarketdataActor(Actor):
         self.spawn(self._rest_loop(), "rest-poll")
         self.spawn(self._status_loop(), "status")
         self.spawn(self._rules_loop(), "rules")
+        if self.md.clock_tick_ms > 0:
+            self.spawn(self._clock_loop(), "clock")
         # No book yet: fail closed until the first fresh data arrives.
         self.fsm.to(State.PAUSED_DATA, "waiting for first market data")
 
@@ -134,7 +148,8 @@ class MarketdataActor(Actor):
     async def _start_ws(self) -> None:
         self.ws = BtcTurkWebSocket(
             self.cfg.ws_url,
-            subscriptions=[("orderbook", s) for s in self.symbols],
+            subscriptions=[(channel, s) for s in self.symbols
+                           for channel in ("orderbook", "trade")],
             on_event=self._on_ws_event,
             stall_timeout_s=max(self.md.ws_stale_s, 1.0) * 2,
         )
@@ -155,6 +170,8 @@ class MarketdataActor(Actor):
                 self._on_ws_snapshot(event)
             case OrderBookDiff():
                 self._on_ws_diff(event)
+            case TradeEvent():
+                self._on_ws_trade(event)
             case WsConnected():
                 self._ws_joining = set(self.symbols)
                 self.ws_connected = True
@@ -197,6 +214,35 @@ class MarketdataActor(Actor):
             self.counters["ws_diff_ignored"] += 1
             return
         self._emit_ws_book(book, ev.received_mono_ns)
+
+    def _on_ws_trade(self, ev: TradeEvent) -> None:
+        """A live trade goes on ``md.trade.<SYM>``. The join snapshot's trades (421) are
+        history the strategy did not see happen, and after a reconnect they repeat
+        trades already published, so they are skipped, and ids already published are
+        not published again."""
+        symbol = norm_symbol(ev.pair)
+        if symbol not in self.books:
+            self.counters["ws_unknown_symbol"] += 1
+            return
+        if ev.snapshot:
+            self.counters["trades_snapshot_skipped"] += 1
+            return
+        seen = self._trade_ids.setdefault(symbol, {})
+        if ev.trade_id in seen:
+            self.counters["trades_repeated"] += 1
+            return
+        seen[ev.trade_id] = None
+        if len(seen) > TRADE_IDS_KEPT:
+            del seen[next(iter(seen))]  # dicts keep insertion order: the oldest goes
+        try:
+            trade = PublicTrade(symbol=symbol, trade_id=ev.trade_id, price=ev.price,
+                                quantity=ev.amount, side=ev.side,  # type: ignore[arg-type]
+                                exchange_ts_ms=ev.timestamp_ms, recv_wall_ns=self.clock.wall_ns())
+        except ValueError:
+            self.counters["trades_invalid"] += 1
+            return
+        self.publish(trade)
+        self.counters["trades"] += 1
 
     def _emit_ws_book(self, book: LocalBook, recv_mono_ns: int) -> None:
         bids, asks = book.top(self.md.depth)
@@ -260,6 +306,21 @@ class MarketdataActor(Actor):
         if self.fsm.state == State.PAUSED_DATA:
             self._publish_status(changed_only=True)
         return True
+
+    async def _clock_loop(self) -> None:
+        """Ticks on an absolute schedule (a late tick does not shift the later ones)."""
+        interval = self.md.clock_tick_ms / 1000
+        tick = ClockTick(interval_ms=self.md.clock_tick_ms)
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            self.publish(tick)
+            self.counters["clock_ticks"] += 1
+            due += interval
+            now = loop.time()
+            if due < now:  # fell behind (a stalled loop): go on from now, no burst
+                due = now
+            await asyncio.sleep(due - now)
 
     async def _status_loop(self) -> None:
         while True:

@@ -56,6 +56,7 @@ class ReconcilerActor(Actor):
 
     async def setup(self) -> None:
         self.client = self.request_client(self.cfg.command_endpoint("executor"),
+                                          server="executor",
                                           timeout_s=self.cfg.reconciler.request_timeout_s,
                                           retries=1)
         self.spawn(self._loop(), "reconcile")

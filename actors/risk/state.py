@@ -144,6 +144,11 @@ def apply_snapshot(
     for sym, orders in kept.items():
         for cid, view in orders.items():
             state.open_orders.setdefault(sym, {}).setdefault(cid, view)
+    if now_ns <= 0:
+        # No message clock yet: the day is unknown. Taking a baseline for "day 0" would
+        # be replaced by the first real day's, after fills that then go uncounted (and
+        # would replace a baseline restored from risk.day after a restart).
+        return
     day = state.trading_day.day(now_ns)
     if day != state.day or not state.day_start_marked:
         # A new day's baseline; or today's, taken before a held symbol had a book (its

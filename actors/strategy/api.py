@@ -20,9 +20,11 @@ Rules a plug-in must keep, because live trading, replay and the backtest depend 
 Hooks (only ``on_book`` is required; the others default to "no action"):
 - ``on_book(ctx)``: a book update of ``ctx.symbol`` (throttled by the host,
   ``strategy.throttle_ms``, with a trailing evaluation so the last book of a burst counts);
-- ``on_trade(ctx, price, quantity, side)``: a public trade. Part of the interface so that
-  strategies can be written against it, but no host calls it today: marketdata publishes
-  books only, so neither live nor recordings carry trades (a strategy must not rely on it);
+- ``on_trade(ctx, price, quantity, side)``: a public trade on the exchange's tape (anyone's;
+  ``side`` is the taker's, "buy" or "sell"), from marketdata's ``md.trade.<SYM>``: live
+  WebSocket trades only (not the join snapshot's history; none while marketdata is on its
+  REST fallback). Behind the same gates as ``on_book`` but not throttled; ``ctx`` is the
+  latest book's. Recordings carry the trades, so replay and the backtest call it too;
 - ``on_fill(ctx, fill)``: a fill of one of our orders (ctx.position may not include it yet:
   the host refreshes the position from the executor before the next ``on_book``);
 - ``on_tick(ctx)``: a clock tick for a symbol with a book, every ``strategy.tick_s`` of

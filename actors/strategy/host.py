@@ -73,6 +73,12 @@ class StrategyHost:
     orders: dict[str, OpenOrderView] = field(default_factory=dict)  # cid -> details
     failed: dict[str, str] = field(default_factory=dict)  # sym -> why the plug-in is paused
 
+    @property
+    def hears_trades(self) -> bool:
+        """The plug-in overrides ``on_trade``: only then is a public trade worth a
+        decision (building a context per trade for a no-op hook is wasted work)."""
+        return type(self.strategy).on_trade is not Strategy.on_trade
+
     # --- facts in ------------------------------------------------------------------------
     def apply_book(self, book: BookSnapshot, clock_ns: int) -> None:
         self.books[book.symbol] = book

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import msgspec
 import psutil
 
 from actors.runtime import set_parent_death_signal
@@ -19,6 +18,7 @@ from actors.supervisor.policy import RestartTracker
 from bus.messages import ActorInfo
 from shared.actorspec import ActorSpec
 from shared.config import Config
+from shared.plain import plain_builtins
 
 
 def child_argv(cfg: Config, spec: ActorSpec) -> list[str]:
@@ -143,7 +143,7 @@ class Child:
             "cpu_percent": round(self.cpu_percent, 2) if running else None,
             "rss_bytes": self.rss_bytes if running else None,
             "counters": dict(self.heard.counters),
-            "info": msgspec.to_builtins(self.heard.info) if self.heard.info else {},
+            "info": plain_builtins(self.heard.info) if self.heard.info else {},
             "last_exit": self.last_exit,
             "gave_up": self.tracker.gave_up,
         }

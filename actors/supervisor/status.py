@@ -8,11 +8,10 @@ freshness of market data.
 from __future__ import annotations
 
 import os
+import textwrap
 import time
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from actors.supervisor.trading_state import ActorView, TradingInputs
 from actors.supervisor.trading_state import derive_trading_state as pure_trading_state
@@ -26,6 +25,7 @@ from bus.messages import (
 )
 from shared import pending_latches, pnl
 from shared.config import Config
+from shared.plain import plain, plain_builtins
 
 if TYPE_CHECKING:
     from actors.supervisor.core import Supervisor
@@ -47,8 +47,11 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
     actors = [child.as_status(now) for child in sup.children.values()]
     executor = sup.children.get("executor")
     heard = executor.heard.info if executor is not None else None
-    ex_info = heard if isinstance(heard, ExecutorInfo) else None
-    ex_counters = executor.heard.counters if executor is not None else {}
+    # What a dead or restarting executor last said is not what its DB says now: its
+    # flags are unknown (None, "unknown" in the text) until it is up again.
+    ex_up = executor is not None and executor.running and executor.heard.ready
+    ex_info = heard if isinstance(heard, ExecutorInfo) and ex_up else None
+    ex_counters = executor.heard.counters if executor is not None and ex_up else {}
     latch = {
         "kill_switch": ex_info.kill_switch if ex_info else None,
         "safety_latch": ex_info.safety_latch if ex_info else None,
@@ -75,19 +78,24 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "unknown": ex_counters.get("keys_unknown"),
         "failed": ex_counters.get("keys_failed"),
     }
+    bus_health = sup.health.report(time.monotonic_ns(), cfg.supervisor.hop_bounds(),
+                                   {c.name: c.heard.counters for c in sup.children.values()
+                                    if c.running})
     doc: dict[str, Any] = {
         "running": True,
         "mode": cfg.mode,
         "exchange": {"kind": cfg.exchange_kind,
                      "url": None if cfg.mode == "dry-run" else cfg.rest_url},
         "supervisor": {"pid": os.getpid(), "uptime_s": round(now - sup.started_mono, 3),
-                       "config": cfg.source_path, "runtime_dir": str(cfg.runtime_path)},
-        "trading": derive_trading_state(sup, gates, latch),
+                       "config": cfg.source_path, "runtime_dir": str(cfg.runtime_path),
+                       "security": sup.security_counters()},
+        "trading": derive_trading_state(sup, gates, latch, bus_health["slow_hops"]),
         "actors": actors,
         "gates": gates,
         "latch": latch,
         "idempotency": idempotency,
         "recordings": recordings_status(sup),
+        "bus_health": bus_health,
         # Actors whose log file stopped taking writes (full or broken logs disk).
         "log_sinks_failing": {c.name: c.heard.log_sink for c in sup.children.values()
                               if c.running and c.heard.log_sink},
@@ -110,8 +118,8 @@ def alerts_status(counters: dict[str, int], info: ActorInfo | None,
             "last_error": info.last_error if isinstance(info, AlertsInfo) else ""}
 
 
-def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
-                         latch: dict[str, Any]) -> dict[str, Any]:
+def derive_trading_state(sup: Supervisor, gates: dict[str, Any], latch: dict[str, Any],
+                         slow_hops: list[str] | None = None) -> dict[str, Any]:
     """Gathers the inputs of the pure ``trading_state.derive_trading_state``. Latches are
     unknown (None) while the executor is not up: last seen clear is not clear now."""
     cfg = sup.cfg
@@ -141,6 +149,7 @@ def derive_trading_state(sup: Supervisor, gates: dict[str, Any],
         recorder_recording=recording,
         recorder_reason=rec_info.recording_reason if isinstance(rec_info, RecorderInfo)
         else "",
+        slow_hops=tuple(slow_hops or ()),
     ))
     return {"state": state.state, "reasons": list(state.reasons)}
 
@@ -176,11 +185,11 @@ def recordings_status(sup: Supervisor) -> dict[str, Any] | None:
 def _portfolio(snapshot: PortfolioSnapshot | None, sup: Supervisor) -> dict[str, Any]:
     out: dict[str, Any] = {"positions": [], "open_orders": [], "balances": [], "pnl": []}
     if snapshot is not None:
-        out["positions"] = msgspec.to_builtins(snapshot.positions)
-        out["open_orders"] = msgspec.to_builtins(snapshot.open_orders)
-        out["balances"] = msgspec.to_builtins(snapshot.balances)
+        out["positions"] = plain_builtins(snapshot.positions)
+        out["open_orders"] = plain_builtins(snapshot.open_orders)
+        out["balances"] = plain_builtins(snapshot.balances)
     if sup.last_report is not None:
-        out["pnl"] = msgspec.to_builtins(sup.last_report.pnl)
+        out["pnl"] = plain_builtins(sup.last_report.pnl)
         out["pnl_total"] = _pnl_total(sup.last_report.pnl)
         out["reconcile"] = {"ok": sup.last_report.ok, "failures": sup.last_report.failures,
                             "drift_found": sup.last_report.drift_found,
@@ -192,13 +201,13 @@ def _pnl_total(rows: list[SymbolPnl]) -> dict[str, str]:
     """The sum of the reconciler's rows, by the one definition (shared/pnl.py). Rows
     from an older reconciler without a mark are summed as they are."""
     t = pnl.total(pnl.Pnl(r.realized, r.unrealized, r.fees, r.mark) for r in rows)
-    return {"realized": _plain(t.realized), "unrealized": _plain(t.unrealized),
-            "fees": _plain(t.fees), "net": _plain(t.net)}
+    return {"realized": plain(t.realized), "unrealized": plain(t.unrealized),
+            "fees": plain(t.fees), "net": plain(t.net)}
 
 
-def _plain(value: Decimal) -> str:
-    """A Decimal as plain digits (never ``0E-8``)."""
-    return format(value, "f")
+def _known(value: Any) -> str:
+    """None (the executor is not up to say) reads "unknown", never "None"."""
+    return "unknown" if value is None else str(value)
 
 
 def _fmt_age(value: Any) -> str:
@@ -211,15 +220,16 @@ def render_text(doc: dict[str, Any]) -> str:
         f"trading {doc['trading']['state']}"
         + (f"  ({'; '.join(doc['trading']['reasons'])})" if doc["trading"]["reasons"] else ""),
         "",
-        f"{'actor':<13}{'pid':>8}  {'state':<18}{'restarts':>8}{'uptime':>10}{'hb age':>8}"
+        # 79 columns: the longest state (DEGRADED_RECOVERY) and pid (7 digits) fit
+        f"{'actor':<13}{'pid':>8} {'state':<18}{'restarts':>8}{'uptime':>9}{'hb age':>7}"
         f"{'cpu%':>7}{'rss MB':>8}",
     ]
     for a in doc["actors"]:
         rss = f"{a['rss_bytes'] / 1e6:.1f}" if a["rss_bytes"] else "-"
         cpu = "-" if a["cpu_percent"] is None else f"{a['cpu_percent']:.1f}"
         lines.append(
-            f"{a['name']:<13}{a['pid'] or '-':>8}  {a['state']:<18}{a['restarts']:>8}"
-            f"{a['uptime_s']:>9.0f}s{_fmt_age(a['heartbeat_age_s']):>8}"
+            f"{a['name'][:12]:<13}{a['pid'] or '-':>8} {a['state'][:17]:<18}{a['restarts']:>8}"
+            f"{a['uptime_s']:>8.0f}s{_fmt_age(a['heartbeat_age_s']):>7}"
             f"{cpu:>7}{rss:>8}"
         )
     g, latch, keys = doc["gates"], doc["latch"], doc["idempotency"]
@@ -227,10 +237,11 @@ def render_text(doc: dict[str, Any]) -> str:
         "",
         f"gates: kill_switch={g['kill_switch']} safe_mode={g['safe_mode']} "
         f"live_armed={g['live_armed']} stale={','.join(g['stale_symbols']) or 'none'}",
-        f"latch: kill_switch={latch['kill_switch']} safety_latch={latch['safety_latch']} "
-        f"paused={latch['paused']} {latch['reason']}",
-        f"idempotency keys: pending={keys['pending']} unknown={keys['unknown']} "
-        f"failed={keys['failed']}",
+        f"latch: kill_switch={_known(latch['kill_switch'])} "
+        f"safety_latch={_known(latch['safety_latch'])} paused={_known(latch['paused'])} "
+        f"{latch['reason']}",
+        f"idempotency keys: pending={_known(keys['pending'])} "
+        f"unknown={_known(keys['unknown'])} failed={_known(keys['failed'])}",
     ]
     rec = doc.get("recordings")
     if rec:
@@ -247,7 +258,86 @@ def render_text(doc: dict[str, Any]) -> str:
         if al["last_error"]:  # on its own line, cut to fit 80 columns
             lines.append(f"  last error: {al['last_error']}"[:80])
     lines += _render_portfolio(doc)
-    return "\n".join(lines)
+    if doc.get("bus_health"):
+        lines += ["", *render_bus_health(doc["bus_health"])]
+    return "\n".join(fit(lines))
+
+
+WIDTH = 80  # status fits an 80-column terminal
+
+
+def fit(lines: list[str], width: int = WIDTH) -> list[str]:
+    """Tables are laid out to fit; free text (reasons, paths, symbol lists) is wrapped,
+    never cut, its continuation indented under the line it continues."""
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = " " * min(len(line) - len(line.lstrip(" ")) + 4, 20)
+        out += textwrap.wrap(line, width, subsequent_indent=indent,
+                             break_on_hyphens=False) or [""]
+    return out
+
+
+def _ms(value: float | None) -> str:
+    """A latency in 7 characters or fewer: µs precision while small."""
+    if value is None:
+        return "-"
+    if value < 10:
+        return f"{value:.3f}"
+    return f"{value:.1f}" if value < 10_000 else f"{value:.0f}"
+
+
+def _n(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def render_bus_health(h: dict[str, Any]) -> list[str]:
+    """The bus-health tables of ``status`` (80 columns)."""
+    lines = [f"bus health (ms, from envelope stamps; last 1m and 15m; observed "
+             f"{h['observed_s']:.0f}s)",
+             f"{'hop':<20}{'n/s':>7}{'1m p50':>8}{'1m p99':>8}{'15m p50':>8}{'15m p99':>8}"
+             f"{'bound':>8}"]
+    for r in h["hops"]:
+        m1, m15 = r["1m"], r["15m"]
+        bound = "-" if r["bound_ms"] is None else f"{r['bound_ms']:g}"
+        lines.append(f"{r['hop']:<20}{m1['per_s']:>7.1f}{_ms(m1['p50_ms']):>8}"
+                     f"{_ms(m1['p99_ms']):>8}{_ms(m15['p50_ms']):>8}{_ms(m15['p99_ms']):>8}"
+                     f"{bound:>8}" + ("  SLOW" if r["over_bound"] else ""))
+    lines.append(f"{'actor':<13}{'out/s':>7}{'p50':>8}{'p99':>8}{'gaps':>6}{'lost':>6} |"
+                 f"{'recv':>9}{'gaps':>6}{'lost':>6}{'drops':>7}")
+    for a in h["actors"]:
+        t = a["transit_1m"]
+        sub = a.get("subscriber") or {}
+        if not a["published"] and not sub:
+            continue  # not on the bus (the simulator)
+        lines.append(f"{a['actor'][:12]:<13}{t['per_s']:>7.1f}{_ms(t['p50_ms']):>8}"
+                     f"{_ms(t['p99_ms']):>8}{a['gaps']:>6}{a['lost']:>6} |"
+                     f"{_n(sub.get('received')):>9}{_n(sub.get('gaps')):>6}"
+                     f"{_n(sub.get('lost')):>6}{_n(sub.get('drops')):>7}")
+    lines.append("  (out: what it published, transit to the supervisor over 1m, gaps seen "
+                 "here;")
+    lines.append("   | its own subscriber: received, gaps, drops refused as malformed)")
+    if p := h.get("proxy"):
+        lines.append(f"proxy: forwarded {p['forwarded']}, dropped {p['dropped']}")
+    if r := h.get("recorder"):
+        lines.append(f"recorder: flush lag {_n(r['flush_lag_ms'])} ms, dropped "
+                     f"{_n(r['dropped'])}, gaps {_n(r['gaps'])}")
+    lines.append("queue depth: not exposed by ZeroMQ (backlog shows as transit latency)")
+    for slow in h.get("slow_hops", []):
+        lines.append(f"WARN slow hop: {slow}"[:80])
+    return lines
+
+
+def _short(value: Any) -> str:
+    """An average cost to 10 significant digits (a division carries 28); --json keeps
+    every digit."""
+    try:
+        d = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return str(value)
+    return str(value) if not d.is_finite() or len(d.as_tuple().digits) <= 10 else f"{d:.10g}"
 
 
 def _render_portfolio(doc: dict[str, Any]) -> list[str]:
@@ -258,12 +348,13 @@ def _render_portfolio(doc: dict[str, Any]) -> list[str]:
             lines.append(f"  {o['symbol']:<8} {o['side']:<4} {o['quantity']} @ {o['price']} "
                          f"filled {o['filled_quantity']} {o['state']} {o['client_order_id']}")
     if doc.get("pnl"):
-        lines += ["", "positions and PnL (TRY; realised gross of fees, unrealised at the "
-                  "mid; net = realised + unrealised - fees):"]
+        lines += ["", "positions and PnL (TRY; realised gross of fees, unrealised at the mid;",
+                  "net = realised + unrealised - fees):"]
         for p in doc["pnl"]:
-            lines.append(f"  {p['symbol']:<8} qty {p['position']} avg {p['avg_cost']} "
-                         f"mark {p.get('mark') or '-'} realised {p['realized']} "
-                         f"unrealised {p['unrealized']} fees {p['fees']} net {p.get('net')}")
+            lines.append(f"  {p['symbol']:<8} qty {p['position']} avg {_short(p['avg_cost'])} "
+                         f"mark {p.get('mark') or '-'}")
+            lines.append(f"  {'':<8} realised {p['realized']} unrealised {p['unrealized']} "
+                         f"fees {p['fees']} net {p.get('net')}")
         t = doc.get("pnl_total")
         if t:
             lines.append(f"  total: realised {t['realized']} unrealised {t['unrealized']} "
@@ -271,5 +362,5 @@ def _render_portfolio(doc: dict[str, Any]) -> list[str]:
     elif doc.get("positions"):
         lines += ["", "positions:"]
         for p in doc["positions"]:
-            lines.append(f"  {p['symbol']:<8} qty {p['quantity']} avg {p['avg_cost']}")
+            lines.append(f"  {p['symbol']:<8} qty {p['quantity']} avg {_short(p['avg_cost'])}")
     return lines

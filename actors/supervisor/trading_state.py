@@ -14,6 +14,7 @@ from typing import Literal
 
 TradingStateName = Literal["TRADING", "HALTED"]
 DRY_RUN_NOTE = "mode:dry-run (simulated fills only)"
+SLOW_HOP_NOTE = "warn:bus:slow hop "
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class TradingInputs:
     recorder_required: bool = True
     recorder_recording: bool | None = None
     recorder_reason: str = ""
+    # Bus health: hops whose recent p99 is over their configured bound (descriptions).
+    # A warning, never a halt: a slow hop delays orders but places none wrongly, and the
+    # gates that matter when it gets bad (stale data, submits failing) halt on their own.
+    slow_hops: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ def derive_trading_state(x: TradingInputs) -> TradingState:
             blocking.append("recorder:NOT RECORDING" + (f" ({x.recorder_reason})"
                                                         if x.recorder_reason else ""))
     notes = [DRY_RUN_NOTE] if x.mode == "dry-run" else []
+    notes += [f"{SLOW_HOP_NOTE}{hop}" for hop in x.slow_hops]
     for actor in x.actors:
         if not actor.up and actor.critical:
             blocking.append(f"actor:{actor.name}:{actor.state}")
