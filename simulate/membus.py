@@ -151,12 +151,14 @@ class MemSubscriber(PacketInbox):
 
 
 class MemServer(CommandAnswerer):
+    """``CommandAnswerer`` (roles check included) behind the in-memory network; the
+    caller's identity is the calling actor's, as CURVE would authenticate it."""
+
     def __init__(self, net: Network, endpoint: str, name: str, handler: Handler, *,
                  commands: Any) -> None:
-        super().__init__(handler, commands=commands)
+        super().__init__(handler, name, commands=commands)
         self.net = net
         self.endpoint = endpoint
-        self.name = name
         self.alive = True
         self._tasks: set[asyncio.Task[Any]] = set()
         net.servers[endpoint] = self
@@ -164,18 +166,19 @@ class MemServer(CommandAnswerer):
     async def serve(self) -> None:
         await asyncio.Future()  # requests arrive through Network; nothing to poll
 
-    def receive(self, payload: bytes, reply_to: asyncio.Future[bytes], late: float) -> None:
+    def receive(self, payload: bytes, caller: str, reply_to: asyncio.Future[bytes],
+                late: float) -> None:
         if not self.alive:
             return
         if self.net.boundary(self.name):
             return
-        task = self.net.loop.create_task(self._answer(payload, reply_to, late))
+        task = self.net.loop.create_task(self._answer(payload, caller, reply_to, late))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, payload: bytes, reply_to: asyncio.Future[bytes],
+    async def _answer(self, payload: bytes, caller: str, reply_to: asyncio.Future[bytes],
                       late: float) -> None:
-        reply = await self.answer(payload)
+        reply = await self.answer(payload, caller)
         if not self.alive:
             return  # died while answering: the reply never leaves
         net = self.net
@@ -263,7 +266,7 @@ class MemClient:
             late = timeout * net.rng.uniform(1.0, 2.0)
         net.on_request(self.sender, self.endpoint, body, attempt)
         net.loop.call_later(net.rng.uniform(*REQ_LATENCY), server.receive, payload,
-                            reply_to, late)
+                            self.sender, reply_to, late)
 
     def close(self) -> None:
         self.alive = False
@@ -298,9 +301,10 @@ class MemBus:
         self._closables.append(server)
         return server
 
-    def client(self, endpoint: str, sender: str, *, timeout_s: float,
+    def client(self, endpoint: str, *, server: str, timeout_s: float,
                retries: int) -> MemClient:
-        client = MemClient(self.net, endpoint, sender, timeout_s=timeout_s, retries=retries)
+        client = MemClient(self.net, endpoint, self.actor, timeout_s=timeout_s,
+                           retries=retries)
         self._closables.append(client)
         return client
 

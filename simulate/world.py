@@ -32,6 +32,7 @@ from actors.runtime import Actor
 from actors.strategy.actor import StrategyActor
 from actors.supervisor.policy import RestartTracker
 from bus.messages import SetLatch
+from bus.roles import SUPERVISOR
 from bus.transport import RequestFailed
 from shared.btcturk.client import BtcTurkClient
 from shared.config import Config, load_config
@@ -172,7 +173,9 @@ class World:
         self.net.on_boundary = self._crash_at_boundary
         self.faulting = True
         self.stopping = False
-        self.operator = MemClient(self.net, self.cfg.command_endpoint("executor"), "operator",
+        # The operator's latch requests reach the executor through the supervisor (whose
+        # identity the roles allow SetLatch on the executor).
+        self.operator = MemClient(self.net, self.cfg.command_endpoint("executor"), SUPERVISOR,
                                   timeout_s=2.0, retries=2)
         self._bg: set[asyncio.Task[Any]] = set()
         self._main_task: asyncio.Task[Any] | None = None
