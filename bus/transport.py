@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ import zmq
 import zmq.asyncio
 from loguru import logger
 
+from bus.auth import BusAuth
 from bus.limits import (
     DEFAULT_MAX_FUTURE_SKEW_NS,
     MAX_PAYLOAD_BYTES,
@@ -42,6 +42,8 @@ from bus.messages import (
     request_decoder,
     topic_for,
 )
+from bus.roles import command_name, may_call
+from shared.clock import Clock, LiveClock
 
 
 def new_incarnation() -> str:
@@ -49,7 +51,38 @@ def new_incarnation() -> str:
     return f"{os.getpid():x}-{uuid.uuid4().hex[:12]}"
 
 
-class Publisher:
+class PacketStamper:
+    """What every publisher does before sending, whatever carries the frames: the
+    envelope (source, incarnation, a sequence per topic, the clock's stamps) and the
+    encoding. ``publish_raw`` is the carrier's (ZeroMQ here, simulate/membus.py's
+    in-memory bus in the deterministic simulation)."""
+
+    def __init__(self, source: str, incarnation: str, clock: Clock | None = None) -> None:
+        self.source = source
+        self.incarnation = incarnation
+        self.clock: Clock = clock or LiveClock()
+        # One sequence per topic: a subscriber sees only the topics it subscribed to, so
+        # a per-publisher sequence would show every topic it filtered out as a "gap".
+        self._seqs: dict[str, int] = {}
+
+    def envelope(self, topic: str) -> Envelope:
+        seq = self._seqs.get(topic, 0) + 1
+        self._seqs[topic] = seq
+        return Envelope(
+            SCHEMA_VERSION, self.source, self.incarnation, seq, self.clock.wall_ns(),
+            self.clock.mono_ns(),
+        )
+
+    def publish(self, body: Msg, topic: str | None = None) -> None:
+        topic = topic or topic_for(body, self.source)
+        payload = packet_encoder.encode(Packet(self.envelope(topic), body))
+        self.publish_raw(topic.encode(), payload)
+
+    def publish_raw(self, topic: bytes, payload: bytes) -> None:
+        raise NotImplementedError
+
+
+class Publisher(PacketStamper):
     """Publishes ``[topic, Packet]`` frames to the bus proxy's XSUB side.
 
     A plain (non-asyncio) PUB socket: PUB never blocks (it drops at the high-water
@@ -57,33 +90,18 @@ class Publisher:
     """
 
     def __init__(
-        self, ctx: zmq.Context, endpoint: str, source: str, incarnation: str, *, hwm: int = 100_000
+        self, ctx: zmq.Context, endpoint: str, source: str, incarnation: str, *,
+        auth: BusAuth, hwm: int = 100_000, clock: Clock | None = None,
     ) -> None:
-        self.source = source
-        self.incarnation = incarnation
-        # One sequence per topic: a subscriber sees only the topics it subscribed to, so
-        # a per-publisher sequence would show every topic it filtered out as a "gap".
-        self._seqs: dict[str, int] = {}
+        super().__init__(source, incarnation, clock)
         # Owned by ``ctx`` (so ctx.destroy() closes it), sent through a plain shadow:
         # an asyncio socket's send would cost a future per message for nothing.
         self._owner = ctx.socket(zmq.PUB)
         self._sock = zmq.Socket.shadow(self._owner.underlying)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 200)
+        auth.client(self._sock, "bus")
         self._sock.connect(endpoint)
-
-    def envelope(self, topic: str) -> Envelope:
-        seq = self._seqs.get(topic, 0) + 1
-        self._seqs[topic] = seq
-        return Envelope(
-            SCHEMA_VERSION, self.source, self.incarnation, seq, time.time_ns(),
-            time.monotonic_ns(),
-        )
-
-    def publish(self, body: Msg, topic: str | None = None) -> None:
-        topic = topic or topic_for(body, self.source)
-        payload = packet_encoder.encode(Packet(self.envelope(topic), body))
-        self.publish_raw(topic.encode(), payload)
 
     def publish_raw(self, topic: bytes, payload: bytes) -> None:
         """Send an encoded payload (replay forwards recorded ones with this)."""
@@ -154,47 +172,18 @@ class SequenceTracker:
         return 0
 
 
-class Subscriber:
-    """Typed subscriber on the proxy's XPUB side, with strict decoding and gap
-    detection. Undecodable frames are counted, logged once per kind, and dropped."""
+class PacketInbox:
+    """What every subscriber does with the frames it receives, whatever carries them:
+    strict typed decoding, size and future-stamp limits, gap and restart detection.
+    Undecodable frames are counted, logged once per kind, and dropped."""
 
-    def __init__(
-        self,
-        ctx: zmq.asyncio.Context,
-        endpoint: str,
-        topics: list[str],
-        *,
-        hwm: int = 100_000,
-        name: str = "",
-        reconnect_ivl_ms: int = 100,
-        max_future_skew_ns: int = DEFAULT_MAX_FUTURE_SKEW_NS,
-    ) -> None:
+    def __init__(self, *, name: str = "", max_future_skew_ns: int = DEFAULT_MAX_FUTURE_SKEW_NS,
+                 clock: Clock | None = None) -> None:
         self.name = name
         self.max_future_skew_ns = max_future_skew_ns
+        self.clock: Clock = clock or LiveClock()
         self.stats = SubscriberStats()
         self.tracker = SequenceTracker(self.stats)
-        self._sock = ctx.socket(zmq.SUB)
-        self._sock.setsockopt(zmq.RCVHWM, hwm)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.RECONNECT_IVL, reconnect_ivl_ms)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
-        for t in topics:
-            self._sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-        self._sock.connect(endpoint)
-
-    def subscribe(self, topic: str) -> None:
-        self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-
-    async def recv_raw(self) -> list[bytes]:
-        return await self._sock.recv_multipart()
-
-    async def recv(self) -> tuple[str, Packet]:
-        """Next well-formed message; malformed ones are counted and skipped."""
-        while True:
-            frames = await self._sock.recv_multipart()
-            decoded = self.decode(frames)
-            if decoded is not None:
-                return decoded
 
     def decode(self, frames: list[bytes]) -> tuple[str, Packet] | None:
         if len(frames) != 2:
@@ -211,7 +200,7 @@ class Subscriber:
             self._malformed(type(exc).__name__, str(exc))
             return None
         stamp = _latest_stamp_ns(packet)
-        limit = time.time_ns() + self.max_future_skew_ns
+        limit = self.clock.wall_ns() + self.max_future_skew_ns
         if stamp > limit:
             # A stamp from the future would look fresh for as long as it stays ahead (and
             # move a message clock forward): refused, counted.
@@ -227,6 +216,48 @@ class Subscriber:
         if kind not in self.stats.malformed_kinds:
             self.stats.malformed_kinds.add(kind)
             logger.warning("bus: dropped malformed frame ({}): {}", kind, detail[:200])
+
+
+class Subscriber(PacketInbox):
+    """Typed subscriber on the proxy's XPUB side (``PacketInbox`` decodes)."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        topics: list[str],
+        *,
+        auth: BusAuth,
+        hwm: int = 100_000,
+        name: str = "",
+        reconnect_ivl_ms: int = 100,
+        max_future_skew_ns: int = DEFAULT_MAX_FUTURE_SKEW_NS,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(name=name, max_future_skew_ns=max_future_skew_ns, clock=clock)
+        self._sock = ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.RCVHWM, hwm)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.RECONNECT_IVL, reconnect_ivl_ms)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
+        for t in topics:
+            self._sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        auth.client(self._sock, "bus")
+        self._sock.connect(endpoint)
+
+    def subscribe(self, topic: str) -> None:
+        self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+
+    async def recv_raw(self) -> list[bytes]:
+        return await self._sock.recv_multipart()
+
+    async def recv(self) -> tuple[str, Packet]:
+        """Next well-formed message; malformed ones are counted and skipped."""
+        while True:
+            frames = await self._sock.recv_multipart()
+            decoded = self.decode(frames)
+            if decoded is not None:
+                return decoded
 
     def close(self) -> None:
         self._sock.close()
@@ -247,20 +278,24 @@ class RequestFailed(Exception):
 
 class RequestClient:
     """Lazy Pirate client: a REQ socket, timeout, bounded retries with a fresh
-    socket, the same request id on every retry."""
+    socket, the same request id on every retry. ``server`` names the identity serving
+    ``endpoint`` (its roster key authenticates it); we call it as ``auth.identity``."""
 
     def __init__(
         self,
         ctx: zmq.asyncio.Context,
         endpoint: str,
-        sender: str,
+        auth: BusAuth,
         *,
+        server: str,
         timeout_s: float = 2.0,
         retries: int = 3,
     ) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
-        self.sender = sender
+        self.auth = auth
+        self.server = server
+        self.sender = auth.identity
         self.timeout_s = timeout_s
         self.retries = retries
         self._sock: zmq.asyncio.Socket | None = None
@@ -271,6 +306,7 @@ class RequestClient:
         if self._sock is None:
             sock = self.ctx.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
+            self.auth.client(sock, self.server)
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock
@@ -349,79 +385,69 @@ class CommandError(Exception):
     """Raised by a handler to refuse a command with a message for the caller."""
 
 
-class RequestServer:
-    """ROUTER server answering ``CommandRequest``s with ``CommandReply``s.
+class CommandAnswerer:
+    """What every command server does with a request, whatever carries it: the size
+    limit, strict decoding against the channel's command union, the roles check (only
+    commands ``bus.roles.COMMANDS`` grants the authenticated caller on this server reach
+    the handler; the rest are refused with the reason and counted ``unauthorized``), the
+    handler, and a reply cache by (caller, request id) (bounded LRU), so a Lazy Pirate
+    retry of a command that was already executed gets the same answer without running
+    the handler again; a retry that arrives while the first is still running waits for
+    that same result."""
 
-    Replies are cached by request id (bounded LRU), so a Lazy Pirate retry of a
-    command that was already executed gets the same answer without running the
-    handler again; a retry that arrives while the first is still running waits
-    for that same result.
-    """
-
-    def __init__(
-        self,
-        ctx: zmq.asyncio.Context,
-        endpoint: str,
-        handler: Handler,
-        *,
-        commands: Any,
-        cache_size: int = 10_000,
-    ) -> None:
+    def __init__(self, handler: Handler, name: str, *, commands: Any,
+                 cache_size: int = 10_000) -> None:
         """``commands`` is the channel's union of command types (``ExecutorCommand``…):
-        a request with any other body is refused as malformed before the handler."""
+        a request with any other body is refused as malformed before the handler.
+        ``name`` is the server's name in the roles table."""
         self.handler = handler
+        self.name = name
         self._decoder = request_decoder(commands)
         self.cache_size = cache_size
-        self._replies: OrderedDict[str, bytes] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future[bytes]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._replies: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._inflight: dict[tuple[str, str], asyncio.Future[bytes]] = {}
         self.stats = {"requests": 0, "duplicates": 0, "malformed": 0, "oversize": 0,
-                      "errors": 0}
-        self._sock = ctx.socket(zmq.ROUTER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
-        if endpoint.startswith("ipc://"):
-            _unlink_stale_ipc(endpoint)
-        self._sock.bind(endpoint)
+                      "errors": 0, "unauthorized": 0}
 
-    async def serve(self) -> None:
-        while True:
-            frames = await self._sock.recv_multipart()
-            if len(frames) < 3:
-                self.stats["malformed"] += 1
-                continue
-            identity, payload = frames[0], frames[-1]
-            task = asyncio.create_task(self._handle(identity, payload))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _handle(self, identity: bytes, payload: bytes) -> None:
+    async def answer(self, payload: bytes, caller: str) -> bytes:
+        """The encoded ``CommandReply`` to one encoded request from ``caller`` (the
+        authenticated identity, whatever the request claims)."""
         if len(payload) > MAX_PAYLOAD_BYTES:
             self.stats["malformed"] += 1
             self.stats["oversize"] += 1
-            await self._send(identity, packet_encoder.encode(
-                CommandReply("", False, f"refused: request of {len(payload)} bytes")))
-            return
+            return packet_encoder.encode(
+                CommandReply("", False, f"refused: request of {len(payload)} bytes"))
         try:
             request = self._decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.stats["malformed"] += 1
-            logger.warning("bus: malformed command dropped: {}", exc)
+            n = self.stats["malformed"]
+            if n & (n - 1) == 0:  # the 1st, 2nd, 4th…: a flood cannot fill the disk
+                logger.warning("bus: malformed command dropped ({} so far): {}", n, exc)
             # Answer with the request's id when it has one, so the caller gets the
             # refusal at once instead of retrying into the same wall.
-            await self._send(identity, packet_encoder.encode(
-                CommandReply(_request_id_of(payload), False, f"refused: {exc}")))
-            return
+            return packet_encoder.encode(
+                CommandReply(_request_id_of(payload), False, f"refused: {exc}"))
         self.stats["requests"] += 1
-        rid = request.request_id
+        command = command_name(request.body)
+        if not may_call(self.name, caller, command):
+            self.stats["unauthorized"] += 1
+            n = self.stats["unauthorized"]
+            if n & (n - 1) == 0:
+                logger.warning("bus: refused {} from {!r} on {} (roles; {} so far)", command,
+                               caller, self.name, n)
+            return packet_encoder.encode(CommandReply(
+                request.request_id, False,
+                f"refused: {caller or 'an unauthenticated caller'} may not send {command} "
+                f"to {self.name} (btcbot-supervisor roles)"))
+        request = msgspec.structs.replace(request, sender=caller)
+        rid = (caller, request.request_id)
         if rid in self._replies:
             self.stats["duplicates"] += 1
-            await self._send(identity, self._replies[rid])
-            return
+            return self._replies[rid]
         if rid in self._inflight:
             self.stats["duplicates"] += 1
-            await self._send(identity, await asyncio.shield(self._inflight[rid]))
-            return
+            return await asyncio.shield(self._inflight[rid])
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._inflight[rid] = future
         try:
@@ -430,7 +456,7 @@ class RequestServer:
             self._remember(rid, reply)
         finally:
             del self._inflight[rid]
-        await self._send(identity, reply)
+        return reply
 
     async def _run_handler(self, request: CommandRequest[Any]) -> bytes:
         try:
@@ -444,10 +470,55 @@ class RequestServer:
             reply = CommandReply(request.request_id, False, f"internal error: {exc!r}")
         return packet_encoder.encode(reply)
 
-    def _remember(self, rid: str, reply: bytes) -> None:
+    def _remember(self, rid: tuple[str, str], reply: bytes) -> None:
         self._replies[rid] = reply
         if len(self._replies) > self.cache_size:
             self._replies.popitem(last=False)
+
+
+class RequestServer(CommandAnswerer):
+    """ROUTER server answering ``CommandRequest``s with ``CommandReply``s.
+
+    Every caller is authenticated (CURVE, ``bus/auth.py``): the handler sees the
+    caller's identity as ``request.sender``, whatever the request claimed
+    (``CommandAnswerer`` decides the answer)."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        handler: Handler,
+        *,
+        commands: Any,
+        auth: BusAuth,
+        cache_size: int = 10_000,
+    ) -> None:
+        """The server's name in the roles table is ``auth.identity``."""
+        super().__init__(handler, auth.identity, commands=commands, cache_size=cache_size)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sock = ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
+        auth.server(self._sock)
+        if endpoint.startswith("ipc://"):
+            _unlink_stale_ipc(endpoint)
+        self._sock.bind(endpoint)
+
+    async def serve(self) -> None:
+        while True:
+            frames = await self._sock.recv_multipart(copy=False)
+            if len(frames) < 3:
+                self.stats["malformed"] += 1
+                continue
+            identity, payload = frames[0].bytes, frames[-1].bytes
+            # Set by our ZAP handler for every message of an authenticated connection.
+            caller = _user_id(frames[-1])
+            task = asyncio.create_task(self._handle(identity, payload, caller))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, identity: bytes, payload: bytes, caller: str) -> None:
+        await self._send(identity, await self.answer(payload, caller))
 
     async def _send(self, identity: bytes, reply: bytes) -> None:
         await self._sock.send_multipart([identity, b"", reply])
@@ -465,6 +536,13 @@ def _request_id_of(payload: bytes) -> str:
     try:
         return _loose_request_decoder.decode(payload).request_id
     except (msgspec.DecodeError, msgspec.ValidationError):
+        return ""
+
+
+def _user_id(frame: zmq.Frame) -> str:
+    try:
+        return frame.get("User-Id")  # type: ignore[no-any-return]
+    except zmq.ZMQError:  # no metadata: not an authenticated connection
         return ""
 
 

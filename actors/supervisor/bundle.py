@@ -28,20 +28,19 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import apsw
 import msgspec
 
+from actors.supervisor.logtail import line_time
 from bus.messages import SCHEMA_VERSION
 from shared.config import Config
 from shared.recording import RecordingError, SegmentWriter, read_recording
 
 REDACTED = "<redacted>"
 MIN_SECRET_LEN = 6  # shorter strings would redact ordinary words
-_LOG_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?)")
 _CURVE_SECRET = re.compile(r'secret-key\s*=\s*"([^"]+)"')
 SECRET_CONFIG_FIELDS = (("exchange", "api_key"), ("exchange", "api_secret"),
                         ("simulator", "api_secret"))
@@ -127,19 +126,6 @@ def versions() -> dict[str, str]:
             "aiohttp": aiohttp.__version__}
 
 
-def _line_time(line: str) -> float | None:
-    if line.startswith("{"):
-        try:
-            return float(json.loads(line)["record"]["time"]["timestamp"])
-        except (ValueError, KeyError, TypeError):
-            return None
-    m = _LOG_TIME.match(line)
-    if m is None:
-        return None
-    # loguru writes local time without a zone; read it back the same way
-    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
-
-
 def log_window(path: Path, since: float) -> str:
     """Lines stamped at or after ``since``; an unstamped line (a traceback) goes with
     the stamped line before it."""
@@ -147,7 +133,7 @@ def log_window(path: Path, since: float) -> str:
     keep = False
     with open(path, errors="replace") as fh:
         for line in fh:
-            t = _line_time(line)
+            t = line_time(line)
             if t is not None:
                 keep = t >= since
             if keep:

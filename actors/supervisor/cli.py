@@ -31,15 +31,17 @@ from actors.supervisor.cli_common import (
     run_supervisor,
 )
 from actors.supervisor.core import InstanceLock, read_pid
-from actors.supervisor.logtail import Follower, format_line, last_lines
+from actors.supervisor.logtail import Follower, format_line, interleave, last_lines, log_paths
 from actors.supervisor.ops_cli import arm_live, incident, preflight, why
 from actors.supervisor.status import render_text
+from actors.supervisor.symbols import check_symbols, judge
 from actors.supervisor.watch import watch as watch_status
-from bus.control import fetch_status, supervisor_request
+from bus.control import fetch_status, operator_auth, supervisor_request
 from bus.messages import Ack
 from bus.transport import RequestFailed
 from replay.cli import replay
 from replay.recordings_cli import recordings
+from shared.actorspec import ACTOR_NAMES
 from shared.actorspec import spec as actor_spec
 from shared.config import Config, ConfigError
 from shared.files import PRIVATE_UMASK, audit_private_dirs
@@ -50,10 +52,11 @@ def send(cfg: Config, command: str, *, timeout_s: float = 5.0, **kwargs: Any) ->
     """One command to the running supervisor; RequestFailed if it is not there."""
 
     async def go() -> Any:
+        auth = operator_auth(cfg.data_path)
         ctx = zmq.asyncio.Context()
         try:
             return await supervisor_request(ctx, cfg.supervisor_endpoint, command,
-                                            sender="cli", timeout_s=timeout_s, **kwargs)
+                                            auth=auth, timeout_s=timeout_s, **kwargs)
         finally:
             ctx.destroy(linger=0)
 
@@ -64,12 +67,71 @@ def is_running(cfg: Config) -> bool:
     return InstanceLock(cfg).is_held()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def hoist_config(args: list[str]) -> list[str]:
+    """``--config PATH`` (or ``--config=PATH``) anywhere before a ``--``, moved to the
+    front where the group parses it: ``status --config x.toml`` is
+    ``--config x.toml status``. The last one given wins, as for any click option."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg == "--config" and i + 1 < len(args):
+            front += args[i:i + 2]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+class _Cli(click.Group):
+    """The root group: ``--config`` is accepted before or after the subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_config(args))
+
+
+def _version() -> str:
+    from actors.supervisor.bundle import versions
+
+    v = versions()
+    return (f"btcbot-supervisor {v['btcbot']} (python {v['python']}, pyzmq {v['pyzmq']}, "
+            f"libzmq {v['libzmq']}, msgspec {v['msgspec']}, sqlite {v['sqlite']})")
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(_version())
+        ctx.exit(0)
+
+
+def complete_actor(ctx: click.Context, param: click.Parameter,
+                   incomplete: str) -> list[str]:
+    """Shell completion of an actor's name (click's own completion)."""
+    return [n for n in ACTOR_NAMES if n.startswith(incomplete)]
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", default="supervisor.toml", show_default=True,
-              type=click.Path(dir_okay=False), help="supervisor.toml to use")
+              envvar="BTCBOT_CONFIG", show_envvar=True, type=click.Path(dir_okay=False),
+              help="supervisor.toml to use (before or after the command)")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="versions of btcbot and its libraries")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str) -> None:
-    """Start, watch and control the btcbot actor pipeline."""
+    """Start, watch and control the btcbot actor pipeline.
+
+    \b
+    Shell completion (zsh: zsh_source; fish: fish_source ... | source):
+      eval "$(_BTCBOT_SUPERVISOR_COMPLETE=bash_source btcbot-supervisor)"
+    """
     os.umask(PRIVATE_UMASK)  # what we write (and every child we start) is owner-only
     ctx.obj = {"config": config_path}
 
@@ -85,7 +147,7 @@ def cli(ctx: click.Context, config_path: str) -> None:
 def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool) -> None:
     """Start bus, recorder and actors (and the simulator in paper mode)."""
     cfg = load(ctx, mode)
-    audit = audit_private_dirs(cfg.private_dirs())
+    audit = audit_private_dirs(cfg.private_dirs(), cfg.shared_dirs())
     for line in audit.fixed:
         click.echo(f"btcbot-supervisor: warning: {line}", err=True)
     if audit.refused:
@@ -100,6 +162,15 @@ def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool
     if is_running(cfg):
         fail(f"already running (pid {read_pid(cfg.runtime_path / 'supervisor.pid')}, "
              f"runtime dir {cfg.runtime_path})", EXIT_LOCKED)
+    if not daemon_child and not cfg.runs_simulator and "marketdata" in cfg.enabled_actors():
+        # The exchange is already there (live; dry-run on a configured URL): ask it now,
+        # before preflight (whose exit 1 would hide a config error) and before any
+        # process starts. With the embedded simulator the supervisor asks once it is up.
+        action, message = judge(cfg.mode, asyncio.run(check_symbols(cfg)))
+        if action == "warn":
+            click.echo(f"btcbot-supervisor: warning: {message}", err=True)
+        elif action != "start":
+            fail(message, EXIT_USAGE if action == "refuse_usage" else EXIT_FAILURE)
     if cfg.mode == "live" and not daemon_child:
         arm_live(cfg)  # preflight; exits 1 on a FAIL, the report stored in the DB
     if detach:
@@ -156,9 +227,13 @@ def _daemon_said(path: Path, offset: int, limit: int = 20) -> list[str]:
 
 def _try_status(cfg: Config, timeout_s: float = 1.0) -> dict[str, Any] | None:
     async def go() -> dict[str, Any] | None:
+        try:
+            auth = operator_auth(cfg.data_path)
+        except RequestFailed:
+            return None  # no keys yet: no supervisor ever started here
         ctx = zmq.asyncio.Context()
         try:
-            return await fetch_status(ctx, cfg.supervisor_endpoint, sender="cli",
+            return await fetch_status(ctx, cfg.supervisor_endpoint, auth=auth,
                                       timeout_s=timeout_s)
         finally:
             ctx.destroy(linger=0)
@@ -277,7 +352,7 @@ def _command(ctx: click.Context, command: str, **kwargs: Any) -> None:
 
 
 @cli.command()
-@click.argument("actor")
+@click.argument("actor", shell_complete=complete_actor)
 @click.pass_context
 def restart(ctx: click.Context, actor: str) -> None:
     """Restart one actor; the others keep running."""
@@ -347,42 +422,61 @@ def dashboard(ctx: click.Context, open_browser: bool) -> None:
         webbrowser.open(url)
 
 
+def complete_log(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    return [n for n in ("supervisor", *ACTOR_NAMES) if n.startswith(incomplete)]
+
+
 @cli.command()
-@click.argument("actor", required=False)
-@click.option("--all", "all_", is_flag=True, help="every actor, interleaved")
+@click.argument("actor", required=False, shell_complete=complete_log)
+@click.option("--all", "all_", is_flag=True,
+              help="every actor, the simulator and the supervisor, interleaved by time")
 @click.option("-f", "--follow", is_flag=True)
-@click.option("-n", "lines", type=int, default=20, show_default=True)
+@click.option("-n", "lines", type=int, default=20, show_default=True,
+              help="lines to show first (with --all: of all logs together)")
 @click.pass_context
 def logs(ctx: click.Context, actor: str | None, all_: bool, follow: bool, lines: int) -> None:
-    """Show (and follow) one actor's log, or all of them."""
+    """Show (and follow) one actor's log, or all of them (coloured by actor on a
+    terminal, plain when piped). `logs strategy -f` shows each decision as risk
+    answers it."""
     cfg = load(ctx)
-    names = _log_names(cfg) if all_ else [actor] if actor else []
-    if not names:
+    known = log_paths(cfg)
+    if all_:
+        paths = {n: p for n, p in known.items() if p.exists() or follow}
+        if not paths:
+            fail(f"no logs in {cfg.log_path}", EXIT_USAGE)
+    elif actor:
+        if actor not in known:
+            fail(f"no log named {actor!r} (known: {', '.join(known)})", EXIT_USAGE)
+        paths = {actor: known[actor]}
+        if not paths[actor].exists():
+            fail(f"no log for {actor!r} in {cfg.log_path}", EXIT_USAGE)
+    else:
         fail("name an actor or use --all", EXIT_USAGE)
-    paths = {n: cfg.log_path / f"{n}.log" for n in names}
-    if not all_ and not paths[names[0]].exists():
-        fail(f"no log for {names[0]!r} in {cfg.log_path}", EXIT_USAGE)
+    names = list(paths)
     width = max(len(n) for n in names)
-    for i, (name, path) in enumerate(paths.items()):
-        for line in last_lines(path, lines):
-            click.echo(format_line(name, line, width, i) if all_ else line)
-    if follow:
-        followers = {n: Follower(p) for n, p in paths.items()}
-        try:
-            while True:
-                quiet = True
-                for i, (name, f) in enumerate(followers.items()):
-                    for line in f.poll():
-                        quiet = False
-                        click.echo(format_line(name, line, width, i) if all_ else line)
-                if quiet:
-                    time.sleep(0.1)
-        except KeyboardInterrupt:
-            pass
+    colour = {n: i for i, n in enumerate(known)}  # an actor keeps its colour
 
+    def show(name: str, line: str) -> None:
+        click.echo(format_line(name, line, width, colour[name]) if all_ else line)
 
-def _log_names(cfg: Config) -> list[str]:
-    return sorted(p.stem for p in Path(cfg.log_path).glob("*.log"))
+    times: dict[str, float] = {}
+    first = interleave({n: last_lines(p, lines) for n, p in paths.items()}, times)
+    for name, line in first[-lines:] if lines > 0 else []:
+        show(name, line)
+    if not follow:
+        return
+    followers = {n: Follower(p) for n, p in paths.items()}
+    try:
+        while True:
+            # a line without a time (the simulator's) sorts as read, about now
+            batch = interleave({n: f.poll() for n, f in followers.items()}, times,
+                               arrived=time.time() - 0.1)
+            for name, line in batch:
+                show(name, line)
+            if not batch:
+                time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:
@@ -410,3 +504,14 @@ cli.add_command(orders)
 
 cli.add_command(backtest)
 cli.add_command(record_market)
+
+# The deterministic simulation (actors/supervisor/simulate_cli.py, simulate/).
+from actors.supervisor.simulate_cli import simulate  # noqa: E402
+
+cli.add_command(simulate)
+
+# The bus's roles table and CURVE keys (actors/supervisor/security_cli.py).
+from actors.supervisor.security_cli import keys, roles_cmd  # noqa: E402
+
+cli.add_command(roles_cmd)
+cli.add_command(keys)

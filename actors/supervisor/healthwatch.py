@@ -20,6 +20,7 @@ import time
 import zmq
 from loguru import logger
 
+from bus.auth import BusAuth
 from bus.health import BusHealth
 from bus.limits import MAX_WIRE_BYTES
 
@@ -37,9 +38,10 @@ class HealthListener:
         self._thread: threading.Thread | None = None
         self._ctx: zmq.Context | None = None
 
-    def start(self) -> None:
+    def start(self, auth: BusAuth) -> None:
+        """``auth``: the supervisor's bus identity (a CURVE client of the bus)."""
         self._ctx = zmq.Context()
-        self._thread = threading.Thread(target=self._run, args=(self._ctx,),
+        self._thread = threading.Thread(target=self._run, args=(self._ctx, auth),
                                         name="bus-health", daemon=True)
         self._thread.start()
 
@@ -51,7 +53,7 @@ class HealthListener:
         if not self._thread.is_alive():  # its socket is closed: term() cannot hang
             self._ctx.term()
 
-    def _run(self, ctx: zmq.Context) -> None:
+    def _run(self, ctx: zmq.Context, auth: BusAuth) -> None:
         sock = ctx.socket(zmq.SUB)
         try:
             sock.setsockopt(zmq.RCVHWM, self.hwm)
@@ -59,6 +61,7 @@ class HealthListener:
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
             sock.setsockopt(zmq.RECONNECT_IVL, 20)
             sock.setsockopt(zmq.SUBSCRIBE, b"")
+            auth.client(sock, "bus")
             sock.connect(self.endpoint)
             self._loop(sock)
         except Exception:  # noqa: BLE001 - status must say so, not the thread die quietly
