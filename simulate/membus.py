@@ -37,6 +37,7 @@ from simulate.trace import Trace
 # One-way latencies (seconds): a local ipc hop through the proxy is tens of microseconds.
 PUB_LATENCY = (20e-6, 200e-6)
 REQ_LATENCY = (20e-6, 200e-6)
+ORDER_STEP = 1e-7  # seconds between two deliveries of one publisher, at least
 
 
 class NetFaults:
@@ -91,7 +92,9 @@ class Network:
             return
         # One hop through the proxy: every subscriber gets the message after the same
         # latency, never before the publisher's previous message (per-publisher order).
-        at = max(pub.last_at, self.loop.time() + self.rng.uniform(*PUB_LATENCY))
+        # Strictly after it: asyncio orders timers of equal time by heap position, not
+        # by when they were scheduled.
+        at = max(pub.last_at + ORDER_STEP, self.loop.time() + self.rng.uniform(*PUB_LATENCY))
         pub.last_at = at
         self.loop.call_at(at, _deliver, targets, topic, payload)
 
