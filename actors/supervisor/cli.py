@@ -505,6 +505,11 @@ cli.add_command(orders)
 cli.add_command(backtest)
 cli.add_command(record_market)
 
+# The deterministic simulation (actors/supervisor/simulate_cli.py, simulate/).
+from actors.supervisor.simulate_cli import simulate  # noqa: E402
+
+cli.add_command(simulate)
+
 # The bus's roles table and CURVE keys (actors/supervisor/security_cli.py).
 from actors.supervisor.security_cli import keys, roles_cmd  # noqa: E402
 
