@@ -187,7 +187,7 @@ class BusProcess:
         self._stop = asyncio.Event()
         self._parent_pid = os.getppid()
         ensure_private_dir(cfg.runtime_path)
-        self.auth = load_for(cfg.data_path, self.name)
+        self.auth = load_for(cfg.data_path, cfg.identity(self.name))
         self.proxy = FrameProxy(self._sync_ctx, cfg.bus_pub_endpoint, cfg.bus_sub_endpoint,
                                 hwm=cfg.bus.hwm, auth=self.auth)
 

@@ -43,7 +43,7 @@ from bus.messages import (
     request_decoder,
     topic_for,
 )
-from bus.roles import command_name, may_call
+from bus.roles import command_name, may_call, role_of
 
 
 def new_incarnation() -> str:
@@ -388,7 +388,7 @@ class RequestServer:
         a request with any other body is refused as malformed before the handler.
         The server's name in the roles table is ``auth.identity``."""
         self.handler = handler
-        self.name = auth.identity
+        self.name = role_of(auth.identity)
         self._decoder = request_decoder(commands)
         self.cache_size = cache_size
         self._replies: OrderedDict[tuple[str, str], bytes] = OrderedDict()
