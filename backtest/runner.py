@@ -18,6 +18,7 @@ from backtest.data import market_messages
 from backtest.engine import Backtest, Fees, Result
 from backtest.metrics import summary as summarise
 from shared.config import Config, ConfigError
+from shared.config_ranges import explain
 
 
 @dataclass
@@ -77,7 +78,12 @@ def configured(base: Config, opts: Options) -> tuple[Config, dict[str, Any]]:
         try:
             setattr(section, name, msgspec.convert(value, fields[name].type, strict=False))
         except msgspec.ValidationError as exc:
-            raise ConfigError(f"--set {key}: {exc}") from None
+            doc = {section_name: {name: value}}
+            raise ConfigError(f"--set {explain(str(exc), key, doc, Config)}") from None
+        try:  # the section again as a whole: its money checks (__post_init__) run then
+            msgspec.convert(msgspec.to_builtins(section), type(section))
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"--set {section_name}.{exc}") from None
     return cfg, plugin_sets
 
 

@@ -40,9 +40,12 @@ PUBLISH: Mapping[str, tuple[str, ...]] = {
     "bus": (),
     "recorder": (),
     "executor": ("order.", "fill.", "portfolio", "incident."),
-    "marketdata": ("md.book.", "md.trade.", "md.status", "md.rules."),
-    "risk": ("decision.",),
-    "strategy": ("intent.",),
+    "marketdata": ("md.book.", "md.trade.", "md.status", "md.rules.", "md.clock"),
+    # verify.*: what strategy and risk decide in replay --verify's pipeline, compared
+    # there and consumed by no actor (replay/verify.py). The strategy's own stand-in for
+    # a decision risk never published (risk unreachable) goes on intent.outcome.<SYM>.
+    "risk": ("decision.", "verify.decision."),
+    "strategy": ("intent.", "verify.intent."),
     "reconciler": ("reconcile.report",),
     "alerts": (),
     "dashboard": (),
@@ -50,7 +53,7 @@ PUBLISH: Mapping[str, tuple[str, ...]] = {
     OPERATOR: (),
     # The recorded data plane, never anyone's heartbeat, state or control.
     REPLAY: ("md.", "intent.", "decision.", "order.", "fill.", "portfolio",
-             "reconcile.report", "incident.", "replay.probe"),
+             "reconcile.report", "incident.", "replay.probe", "replay.start"),
 }
 
 # What the operator may ask the supervisor (the CLI and the dashboard, which sends its

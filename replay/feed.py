@@ -42,34 +42,26 @@ def feed(
     speed: float | None,
     reframer: Reframer,
     progress: Callable[[int], None] | None = None,
-    barrier: Callable[[Record], bool] | None = None,
-    unpaced: tuple[str, ...] = (),
 ) -> FeedStats:
     """Publish ``records`` in order. ``speed=None`` is as fast as possible; otherwise a
     record recorded ``d`` ns after the first is sent ``d / speed`` ns after the start.
     Lateness is never "caught up" by sending in a burst faster than recorded: the
     schedule is absolute, so a late record is sent at once and the next ones are on time.
-
-    ``barrier``: records it returns True for are not published but waited on (verify:
-    a recorded decision holds back what the recorded session published after it).
-    ``unpaced``: topic prefixes sent as soon as they are reached, not at their recorded
-    time (verify: the recorded executor's reactions that preceded the next decision in
-    the recording must reach the pipeline before it decides, as they did then)."""
+    Order is all that --verify needs (replay/verify.py): speed only sets how long it
+    takes."""
     stats = FeedStats()
     t0 = time.monotonic_ns()
     first_ns: int | None = None
     sleep = time.sleep
     mono = time.monotonic_ns
     for i, rec in enumerate(records):
-        if speed is not None and not rec.topic.startswith(unpaced or ("\0",)):
+        if speed is not None and rec.recv_ns >= 0:
             if first_ns is None:
                 first_ns = rec.recv_ns
             due = t0 + int((rec.recv_ns - first_ns) / speed)
             ahead = due - mono()
             if ahead > 200_000:  # sleeping less than 0.2 ms costs more than it keeps
                 sleep(ahead / 1e9)
-        if barrier is not None and barrier(rec):
-            continue
         payload = reframer(rec.topic, rec.payload)
         if payload is None:
             stats.skipped += 1

@@ -106,6 +106,8 @@ def test_judge(mode: str, verdict: Any, action: str) -> None:
                         url="http://x/api/v2/server/exchangeinfo")
     got, message = judge(mode, check)
     assert got == action
+    if mode == "paper" and verdict == "unreachable":  # another supervisor's simulator
+        assert judge(mode, check, simulator_ours=False)[0] == "warn"
     if verdict == "unknown":
         assert message.startswith("marketdata.symbols: not listed") and "NOPETRY" in message
     if verdict == "unreachable":

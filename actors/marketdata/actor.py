@@ -9,6 +9,9 @@ on ``md.status`` on every change and every ``status_interval_s``, and ``SymbolRu
 on ``md.rules.<SYMBOL>`` (exchangeinfo at start, refreshed and republished), and each
 live public trade of the WebSocket ``trade`` channel as ``PublicTrade`` on
 ``md.trade.<SYMBOL>`` (REST polling has no trade feed: in fallback no trades are heard).
+It is also the bus clock: a ``ClockTick`` on ``md.clock`` every ``clock_tick_ms``, on
+which strategy and risk run their time-driven re-evaluations (recorded, so a replay
+repeats them at the same point of the stream).
 
 Fail closed: a symbol without new data for ``max_data_age_s`` is published stale; the
 FSM is PAUSED_DATA while every symbol is stale. A REST answer identical to the last one
@@ -18,7 +21,6 @@ FSM is PAUSED_DATA while every symbol is stale. A REST answer identical to the l
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from loguru import logger
@@ -29,6 +31,7 @@ from actors.marketdata.rules import UnknownSymbols, rules_for
 from actors.runtime import EXIT_CONFIG, Actor, FatalActorError, main_for
 from bus.messages import (
     BookSnapshot,
+    ClockTick,
     FeedStatus,
     MarketdataInfo,
     PublicTrade,
@@ -61,8 +64,12 @@ def norm_symbol(pair: str) -> str:
 class MarketdataActor(Actor):
     name = "marketdata"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, rest_client: BtcTurkClient | None = None,
+                 **kwargs: Any) -> None:
+        """``rest_client``: the simulation's client over its in-process exchange (one is
+        made from the config otherwise)."""
         super().__init__(*args, **kwargs)
+        self._given_client = rest_client
         md = self.cfg.marketdata
         self.md = md
         self.symbols = [norm_symbol(s) for s in md.symbols]
@@ -80,7 +87,8 @@ class MarketdataActor(Actor):
 
     # --- lifecycle -----------------------------------------------------------------
     async def setup(self) -> None:
-        self.client = BtcTurkClient(self.cfg.rest_url, timeout_s=self.cfg.exchange.timeout_s)
+        self.client = self._given_client or BtcTurkClient(self.cfg.rest_url,
+                                                          timeout_s=self.cfg.exchange.timeout_s)
         await self._load_rules(fatal_on_error=True)
         self._publish_rules()
         if self.md.source == "ws":
@@ -88,6 +96,8 @@ class MarketdataActor(Actor):
         self.spawn(self._rest_loop(), "rest-poll")
         self.spawn(self._status_loop(), "status")
         self.spawn(self._rules_loop(), "rules")
+        if self.md.clock_tick_ms > 0:
+            self.spawn(self._clock_loop(), "clock")
         # No book yet: fail closed until the first fresh data arrives.
         self.fsm.to(State.PAUSED_DATA, "waiting for first market data")
 
@@ -126,12 +136,12 @@ class MarketdataActor(Actor):
             self.publish(rules)
 
     async def _rules_loop(self) -> None:
-        last_refresh = time.monotonic()
+        last_refresh = self._mono()
         while True:
             await asyncio.sleep(self.md.rules_republish_s)
-            if time.monotonic() - last_refresh >= self.md.exchangeinfo_refresh_s:
+            if self._mono() - last_refresh >= self.md.exchangeinfo_refresh_s:
                 await self._load_rules(fatal_on_error=False)
-                last_refresh = time.monotonic()
+                last_refresh = self._mono()
             self._publish_rules()
 
     # --- WebSocket -------------------------------------------------------------------
@@ -227,7 +237,7 @@ class MarketdataActor(Actor):
         try:
             trade = PublicTrade(symbol=symbol, trade_id=ev.trade_id, price=ev.price,
                                 quantity=ev.amount, side=ev.side,  # type: ignore[arg-type]
-                                exchange_ts_ms=ev.timestamp_ms, recv_wall_ns=time.time_ns())
+                                exchange_ts_ms=ev.timestamp_ms, recv_wall_ns=self.clock.wall_ns())
         except ValueError:
             self.counters["trades_invalid"] += 1
             return
@@ -242,7 +252,7 @@ class MarketdataActor(Actor):
     # --- REST ------------------------------------------------------------------------
     async def _rest_loop(self) -> None:
         while True:
-            now = time.monotonic_ns()
+            now = self.clock.mono_ns()
             due = [s for s in self.symbols if needs_rest(
                 source=self.md.source, rest_fallback=self.md.rest_fallback,
                 ws_connected=self.ws_connected, ws_age_ns=self._ws_age(s, now),
@@ -263,7 +273,7 @@ class MarketdataActor(Actor):
             self.counters["rest_errors"] += 1
             logger.debug("orderbook {} failed: {}", symbol, exc)
             return
-        recv_mono = time.monotonic_ns()
+        recv_mono = self.clock.mono_ns()
         bids = [(lv.price, lv.amount) for lv in ob.bids[: self.md.depth]]
         asks = [(lv.price, lv.amount) for lv in ob.asks[: self.md.depth]]
         key = (ob.timestamp_ms, tuple(bids[:1]), tuple(asks[:1]), len(bids), len(asks))
@@ -284,8 +294,8 @@ class MarketdataActor(Actor):
         if not is_sane(bids, asks):
             self.counters["book_insane"] += 1
             return False
-        now_mono = time.monotonic_ns()
-        recv_wall = time.time_ns() - (now_mono - recv_mono_ns)
+        now_mono = self.clock.mono_ns()
+        recv_wall = self.clock.wall_ns() - (now_mono - recv_mono_ns)
         self.publish(BookSnapshot(
             symbol=symbol, bids=bids, asks=asks, source=source,  # type: ignore[arg-type]
             exchange_ts_ms=exchange_ts_ms, recv_wall_ns=recv_wall, recv_mono_ns=recv_mono_ns,
@@ -297,6 +307,21 @@ class MarketdataActor(Actor):
             self._publish_status(changed_only=True)
         return True
 
+    async def _clock_loop(self) -> None:
+        """Ticks on an absolute schedule (a late tick does not shift the later ones)."""
+        interval = self.md.clock_tick_ms / 1000
+        tick = ClockTick(interval_ms=self.md.clock_tick_ms)
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            self.publish(tick)
+            self.counters["clock_ticks"] += 1
+            due += interval
+            now = loop.time()
+            if due < now:  # fell behind (a stalled loop): go on from now, no burst
+                due = now
+            await asyncio.sleep(due - now)
+
     async def _status_loop(self) -> None:
         while True:
             self._publish_status(changed_only=False)
@@ -307,7 +332,7 @@ class MarketdataActor(Actor):
                 self._publish_status(changed_only=True)
 
     def _publish_status(self, *, changed_only: bool) -> None:
-        now = time.monotonic_ns()
+        now = self.clock.mono_ns()
         statuses, changed = self.freshness.evaluate(now)
         for st in changed if changed_only else statuses:
             self.publish(FeedStatus(symbol=st.symbol, fresh=st.fresh, source=st.source,
@@ -327,7 +352,7 @@ class MarketdataActor(Actor):
             self.fsm.to(State.PAUSED_DATA, "all symbols stale")
 
     def heartbeat_info(self) -> MarketdataInfo:
-        now = time.monotonic_ns()
+        now = self.clock.mono_ns()
         symbols = []
         for s in self.symbols:
             st = self.freshness.status(s, now)

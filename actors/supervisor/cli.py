@@ -488,7 +488,9 @@ def logs(ctx: click.Context, actor: str | None, all_: bool, follow: bool, lines:
     followers = {n: Follower(p) for n, p in paths.items()}
     try:
         while True:
-            batch = interleave({n: f.poll() for n, f in followers.items()}, times)
+            # a line without a time (the simulator's) sorts as read, about now
+            batch = interleave({n: f.poll() for n, f in followers.items()}, times,
+                               arrived=time.time() - 0.1)
             for name, line in batch:
                 show(name, line)
             if not batch:
@@ -522,6 +524,11 @@ cli.add_command(orders)
 
 cli.add_command(backtest)
 cli.add_command(record_market)
+
+# The deterministic simulation (actors/supervisor/simulate_cli.py, simulate/).
+from actors.supervisor.simulate_cli import simulate  # noqa: E402
+
+cli.add_command(simulate)
 
 # The bus's roles table and CURVE keys (actors/supervisor/security_cli.py).
 from actors.supervisor.security_cli import keys, roles_cmd  # noqa: E402

@@ -241,7 +241,8 @@ class Supervisor:
     async def _check_symbols(self) -> bool:
         """False (and the supervisor stopping with exit 2 or 1) when start must not go on;
         actors/supervisor/symbols.py says when."""
-        action, message = judge(self.cfg.mode, await check_symbols(self.cfg))
+        action, message = judge(self.cfg.mode, await check_symbols(self.cfg),
+                                simulator_ours="exchange-sim" in self.children)
         if action == "start":
             logger.info("symbols listed by the exchange: {}",
                         ", ".join(self.cfg.marketdata.symbols))

@@ -47,8 +47,11 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
     actors = [child.as_status(now) for child in sup.children.values()]
     executor = sup.children.get("executor")
     heard = executor.heard.info if executor is not None else None
-    ex_info = heard if isinstance(heard, ExecutorInfo) else None
-    ex_counters = executor.heard.counters if executor is not None else {}
+    # What a dead or restarting executor last said is not what its DB says now: its
+    # flags are unknown (None, "unknown" in the text) until it is up again.
+    ex_up = executor is not None and executor.running and executor.heard.ready
+    ex_info = heard if isinstance(heard, ExecutorInfo) and ex_up else None
+    ex_counters = executor.heard.counters if executor is not None and ex_up else {}
     latch = {
         "kill_switch": ex_info.kill_switch if ex_info else None,
         "safety_latch": ex_info.safety_latch if ex_info else None,
@@ -202,6 +205,11 @@ def _pnl_total(rows: list[SymbolPnl]) -> dict[str, str]:
             "fees": plain(t.fees), "net": plain(t.net)}
 
 
+def _known(value: Any) -> str:
+    """None (the executor is not up to say) reads "unknown", never "None"."""
+    return "unknown" if value is None else str(value)
+
+
 def _fmt_age(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}s"
 
@@ -229,10 +237,11 @@ def render_text(doc: dict[str, Any]) -> str:
         "",
         f"gates: kill_switch={g['kill_switch']} safe_mode={g['safe_mode']} "
         f"live_armed={g['live_armed']} stale={','.join(g['stale_symbols']) or 'none'}",
-        f"latch: kill_switch={latch['kill_switch']} safety_latch={latch['safety_latch']} "
-        f"paused={latch['paused']} {latch['reason']}",
-        f"idempotency keys: pending={keys['pending']} unknown={keys['unknown']} "
-        f"failed={keys['failed']}",
+        f"latch: kill_switch={_known(latch['kill_switch'])} "
+        f"safety_latch={_known(latch['safety_latch'])} paused={_known(latch['paused'])} "
+        f"{latch['reason']}",
+        f"idempotency keys: pending={_known(keys['pending'])} "
+        f"unknown={_known(keys['unknown'])} failed={_known(keys['failed'])}",
     ]
     rec = doc.get("recordings")
     if rec:

@@ -1,0 +1,496 @@
+"""One simulated run: the actors, the bus, the exchange and the faults of one seed.
+
+Everything random comes from ``World.rng`` (one ``random.Random(seed)``; Python's global
+``random``, used by the REST client's retry jitter, is seeded from it too), time is the
+virtual loop's, and the actors are the production classes (marketdata, strategy, risk,
+executor with its apsw DB in a temporary directory, reconciler) on the in-memory bus. The
+supervisor's part is played by its pure pieces: ``RestartTracker`` decides restarts and
+``derive_trading_state`` the trading state the invariants check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from actors.executor.actor import ExecutorActor
+from actors.executor.faults import DiskFaultVFS, Faults
+from actors.marketdata.actor import MarketdataActor
+from actors.reconciler.actor import ReconcilerActor
+from actors.risk.actor import RiskActor
+from actors.runtime import Actor
+from actors.strategy.actor import StrategyActor
+from actors.supervisor.policy import RestartTracker
+from bus.messages import SetLatch
+from bus.roles import SUPERVISOR
+from bus.transport import RequestFailed
+from shared.btcturk.client import BtcTurkClient
+from shared.config import Config, load_config
+from simulate.clock import EPOCH_NS, VirtualClock
+from simulate.exchange import InProcessExchange
+from simulate.invariants import Invariants, Violation
+from simulate.membus import MemBus, MemClient, Network
+from simulate.profiles import PROFILES, Profile
+from simulate.trace import Trace
+from simulate.vloop import VirtualTimeLoop
+
+ACTORS = ("executor", "marketdata", "risk", "strategy", "reconciler")
+# Every fault by name (``--without`` switches some off; the shrinker uses it). Rates are
+# per message/request, events per simulated hour (simulate/profiles.py).
+RATE_FAULTS = ("pubsub_loss", "req_loss", "reply_loss", "reply_late", "crash_at_boundary",
+               "connect_refused", "timeout", "server_error", "rate_limited",
+               "drop_after_accept", "repeat_trade")
+EVENT_FAULTS = ("outages", "frozen_books", "late_fills", "vanishing_orders", "clock_skews",
+                "full_disks", "kill_switch", "pauses")
+FAULT_KINDS = RATE_FAULTS + EVENT_FAULTS
+SETTLE_S = 180.0  # quiet time after the faults stop, before the end-of-run checks
+CHECK_EVERY_S = 1.0
+START_BALANCES = {"TRY": Decimal("100000"), "BTC": Decimal("0"), "ETH": Decimal("0"),
+                  "SOL": Decimal("0")}
+
+CONFIG = """
+mode = "paper"
+runtime_dir = "run"
+log_dir = "logs"
+data_dir = "data"
+[exchange]
+rest_url = "http://exchange.sim.invalid"
+ws_url = "ws://exchange.sim.invalid/ws"
+[marketdata]
+symbols = ["BTCTRY", "ETHTRY", "SOLTRY"]
+source = "rest"
+[executor]
+db_synchronous = "NORMAL"
+private_ws = false
+[recorder]
+required = false
+"""
+
+
+@dataclass
+class RunResult:
+    seed: int
+    hours: float
+    faults: str
+    plant: str
+    trace_hash: str = ""
+    sim_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    orders: int = 0
+    fills: int = 0
+    faults_injected: int = 0
+    restarts: int = 0
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    fault_counts: dict[str, int] = field(default_factory=dict)
+    trading_seconds: int = 0
+    events: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed, "hours": self.hours, "faults": self.faults, "plant": self.plant,
+            "trace_hash": self.trace_hash, "sim_seconds": round(self.sim_seconds, 3),
+            "wall_seconds": round(self.wall_seconds, 3), "orders": self.orders,
+            "fills": self.fills, "faults_injected": self.faults_injected,
+            "restarts": self.restarts, "violations": self.violations,
+            "fault_counts": dict(sorted(self.fault_counts.items())),
+            "trading_seconds": self.trading_seconds, "events": self.events,
+        }
+
+
+class SimFaults(Faults):
+    """The executor's fault seam in simulation: its DB opened through the disk-fault VFS
+    whose trigger file the world writes while the disk is 'full'."""
+
+    def __init__(self, trigger: Path) -> None:
+        self.db_trigger = str(trigger)
+
+    def db_vfs(self) -> str | None:
+        name = DiskFaultVFS.register(str(self.db_trigger))
+        # One VFS per process, registered by the first world: point it at this one's
+        # trigger (a file opened through it keeps the trigger it was opened with).
+        assert DiskFaultVFS._registered is not None
+        DiskFaultVFS._registered.trigger = str(self.db_trigger)
+        return name
+
+
+@dataclass
+class Slot:
+    """One supervised actor: its current incarnation and the restart policy's state."""
+
+    name: str
+    tracker: RestartTracker
+    actor: Actor | None = None
+    task: asyncio.Task[int] | None = None
+    clock: VirtualClock | None = None
+    started_at: float = 0.0
+    incarnations: int = 0
+    crashed: bool = False
+    gave_up: bool = False
+
+
+class World:
+    def __init__(self, seed: int, hours: float, profile: Profile | str = "default",
+                 plant: str = "", workdir: Path | None = None,
+                 without: tuple[str, ...] = ()) -> None:
+        self.seed = seed
+        self.hours = hours
+        unknown = set(without) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)} (known: "
+                             f"{', '.join(FAULT_KINDS)})")
+        base = PROFILES[profile] if isinstance(profile, str) else profile
+        self.profile = dataclasses.replace(base, **{k: 0.0 for k in without})
+        self.plant = plant
+        self.rng = random.Random(seed)
+        self.loop = VirtualTimeLoop()
+        self.trace = Trace(self.loop.time)
+        self.net = Network(self.loop, self.rng, self.trace)
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(
+            prefix=f"btcbot-sim-{seed}-", dir=_fast_tmp())
+        self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self.trace.mask = str(self.dir).encode()
+        (self.dir / "supervisor.toml").write_text(CONFIG)
+        self.cfg: Config = load_config(self.dir / "supervisor.toml", mode="paper")
+        self.disk_trigger = self.dir / "disk-fault"
+        base = self.rng.getrandbits(32)
+        self.exchange = InProcessExchange(
+            self.loop, self.rng, self.trace, symbols=list(self.cfg.marketdata.symbols),
+            balances=dict(START_BALANCES), wall_ms=self._wall_ms, market_seed=base)
+        self.slots = {n: Slot(n, RestartTracker(self.cfg.actor_settings(n), self.cfg.supervisor))
+                      for n in ACTORS}
+        self.result = RunResult(seed, hours, self.profile.name, plant)
+        self.inv = Invariants(self)
+        self.net.on_boundary = self._crash_at_boundary
+        self.faulting = True
+        self.stopping = False
+        # The operator's latch requests reach the executor through the supervisor (whose
+        # identity the roles allow SetLatch on the executor).
+        self.operator = MemClient(self.net, self.cfg.command_endpoint("executor"), SUPERVISOR,
+                                  timeout_s=2.0, retries=2)
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._main_task: asyncio.Task[Any] | None = None
+
+    def _wall_ms(self) -> int:
+        return (EPOCH_NS + int(self.loop.time() * 1e9)) // 1_000_000
+
+    def fault(self, kind: str, detail: str = "") -> None:
+        self.result.faults_injected += 1
+        self.result.fault_counts[kind] = self.result.fault_counts.get(kind, 0) + 1
+        self.trace.note("fault", kind, detail)
+
+    # --- actors ------------------------------------------------------------------------
+    def _make(self, name: str, bus: MemBus, clock: VirtualClock) -> Actor:
+        cfg = self.cfg
+        if name == "executor":
+            return ExecutorActor(cfg, clock, http=self.exchange.transport("executor"),
+                                 bus=bus, faults=SimFaults(self.disk_trigger))
+        if name == "marketdata":
+            client = BtcTurkClient(cfg.rest_url, timeout_s=cfg.exchange.timeout_s,
+                                   http=self.exchange.transport("marketdata"))
+            return MarketdataActor(cfg, clock=clock, bus=bus, rest_client=client)
+        cls: type[Actor] = {"risk": RiskActor, "strategy": StrategyActor,
+                            "reconciler": ReconcilerActor}[name]
+        return cls(cfg, clock=clock, bus=bus)
+
+    def start(self, name: str) -> None:
+        slot = self.slots[name]
+        slot.incarnations += 1
+        incarnation = f"{name}-{slot.incarnations}"
+        clock = VirtualClock(self.loop, mono_base_ns=self.rng.getrandbits(40))
+        bus = MemBus(self.net, name, incarnation)
+        slot.clock, slot.crashed = clock, False
+        slot.actor = self._make(name, bus, clock)
+        slot.started_at = self.loop.time()
+        slot.task = self.loop.create_task(slot.actor.run(), name=f"actor-{incarnation}")
+        slot.task.add_done_callback(lambda t, s=slot: self._exited(s, t))
+        self.trace.note("start", name, incarnation)
+
+    def crash(self, name: str, why: str) -> bool:
+        """Kill ``name`` as SIGKILL would: its endpoints die first (nothing more leaves or
+        arrives), then its tasks; only what it made durable survives."""
+        slot = self.slots[name]
+        if slot.actor is None or slot.crashed or self.stopping:
+            return False
+        slot.crashed = True
+        self.fault("crash", f"{name}: {why}")
+        slot.actor.bus.close()
+        lock_fd = getattr(slot.actor, "_lock_fd", None)
+        assert slot.task is not None
+        slot.task.cancel()
+        if lock_fd is not None:
+            # The kernel drops a dead process's flock; ours lives on in this process.
+            self.loop.call_soon(_close_fd, lock_fd)
+        return True
+
+    def _crash_at_boundary(self, actor: str) -> bool:
+        return self.faulting and actor in self.slots and self.crash(actor, "message boundary")
+
+    def _exited(self, slot: Slot, task: asyncio.Task[int]) -> None:
+        code = None if task.cancelled() else task.result()
+        if slot.actor is not None and not slot.crashed:
+            # Exited by itself (fatal error, lost parent): the endpoints go with it.
+            slot.actor.bus.close()
+            lock_fd = getattr(slot.actor, "_lock_fd", None)
+            if lock_fd is not None:
+                _close_fd(lock_fd)
+        slot.actor = None
+        if self.stopping:
+            return
+        self.trace.note("exit", slot.name, str(code))
+        now = self.loop.time()
+        tr = slot.tracker
+        if not tr.should_restart(code if not slot.crashed else None, stopping=False):
+            return
+        tr.record_exit(now - slot.started_at, now)
+        if tr.over_intensity(now):
+            tr.gave_up = slot.gave_up = True
+            self.trace.note("gave_up", slot.name, "")
+            return
+        delay = tr.backoff_s()
+        tr.note_restart(now + delay)
+        self.result.restarts += 1
+        self.loop.call_later(delay, self.start, slot.name)
+
+    # --- the run -------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        wall = time.perf_counter()
+        random.seed(self.rng.getrandbits(64))  # the REST client's retry jitter
+        logger.disable("")
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            logger.enable("")
+            self._close()
+        r = self.result
+        r.wall_seconds = time.perf_counter() - wall
+        r.sim_seconds = self.loop.time()
+        r.trace_hash = self.trace.hexdigest()
+        r.events = self.trace.events
+        return r
+
+    def abort(self) -> None:
+        """A violation: stop the run now (the end-of-run checks are skipped)."""
+        if self._main_task is not None and not self._main_task.done():
+            self._main_task.cancel()
+
+    async def _main(self) -> None:
+        self._main_task = asyncio.current_task()
+        for name in ACTORS:
+            self.start(name)
+        self._spawn(self._market())
+        self._spawn(self._checks())
+        if self.profile.name != "none":
+            self._apply_rates(self.profile)
+            self._spawn(self._fault_events())
+        try:
+            await self._timeline()
+        except asyncio.CancelledError:
+            if not self.result.violations:
+                raise
+        await self._stop_all()
+
+    async def _timeline(self) -> None:
+        try:
+            await asyncio.sleep(self.hours * 3600)
+            self.faulting = False
+            self._apply_rates(PROFILES["none"])
+            await self._settle()
+            await asyncio.sleep(SETTLE_S)
+            self.inv.final()
+        except Violation as v:
+            self.inv.record(v)
+
+    async def _settle(self) -> None:
+        """The end of the faults: what a careful operator does next. Every actor runs, the
+        disk has room, latches are cleared, the exchange is healthy."""
+        self.disk_trigger.unlink(missing_ok=True)
+        self.exchange.faults.outage_until = 0.0
+        self.exchange.faults.frozen_until.clear()
+        self.exchange.faults.trades_lag_until = 0.0
+        for slot in self.slots.values():
+            if slot.clock is not None:
+                slot.clock.skew_ns = 0
+            if slot.gave_up or slot.actor is None:
+                slot.gave_up = slot.tracker.gave_up = False
+                if slot.actor is None:
+                    self.start(slot.name)
+        ex = self.slots["executor"].actor
+        if ex is not None and ex.gates.halts:  # type: ignore[attr-defined]
+            self.crash("executor", "operator restarts it after the disk was fixed")
+
+    async def _stop_all(self) -> None:
+        self.stopping = True
+        for task in self._bg:
+            task.cancel()
+        for slot in self.slots.values():
+            if slot.actor is not None:
+                slot.actor.stop()
+        tasks = [s.task for s in self.slots.values() if s.task is not None]
+        await asyncio.gather(*tasks, *self._bg, return_exceptions=True)
+
+    def _close(self) -> None:
+        for slot in self.slots.values():
+            if slot.task is not None and not slot.task.done():
+                slot.task.cancel()
+        try:
+            self.loop.run_until_complete(asyncio.sleep(0))
+        finally:
+            self.loop.close()
+            if self._tmp is not None:
+                self._tmp.cleanup()
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg_done)
+
+    def _bg_done(self, task: asyncio.Task[Any]) -> None:
+        self._bg.discard(task)
+        if not task.cancelled() and task.exception() is not None and not self.stopping:
+            raise task.exception()  # type: ignore[misc]
+
+    async def _market(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.exchange.tick()
+
+    async def _checks(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_EVERY_S)
+            try:
+                self.inv.periodic()
+            except Violation as v:
+                self.inv.record(v)
+                self.abort()
+                return
+
+    # --- faults --------------------------------------------------------------------------
+    def _apply_rates(self, p: Profile) -> None:
+        nf = self.net.faults
+        nf.pubsub_loss, nf.req_loss, nf.reply_loss = p.pubsub_loss, p.req_loss, p.reply_loss
+        nf.reply_late, nf.crash_at_boundary = p.reply_late, p.crash_at_boundary
+        xf = self.exchange.faults
+        xf.connect_refused, xf.timeout, xf.server_error = p.connect_refused, p.timeout, \
+            p.server_error
+        xf.rate_limited, xf.drop_after_accept = p.rate_limited, p.drop_after_accept
+        xf.repeat_trade = p.repeat_trade
+
+    async def _fault_events(self) -> None:
+        p = self.profile
+        kinds: list[tuple[str, float, Callable[[], Any]]] = [
+            ("outage", p.outages, self._outage), ("frozen_book", p.frozen_books, self._freeze),
+            ("late_fills", p.late_fills, self._late_fills),
+            ("vanish", p.vanishing_orders, self._vanish),
+            ("clock_skew", p.clock_skews, self._skew), ("full_disk", p.full_disks, self._disk),
+            ("kill_switch", p.kill_switch, lambda: self._latch("kill_switch")),
+            ("pause", p.pauses, lambda: self._latch("paused")),
+        ]
+        total = sum(rate for _, rate, _ in kinds)
+        if total <= 0:
+            return
+        while self.faulting:
+            await asyncio.sleep(self.rng.expovariate(total / 3600.0))
+            if not self.faulting:
+                return
+            pick = self.rng.uniform(0, total)
+            for _kind, rate, act in kinds:
+                if pick < rate:
+                    act()
+                    break
+                pick -= rate
+
+    def _outage(self) -> None:
+        d = self.rng.uniform(10, 60)
+        self.exchange.faults.outage_until = self.loop.time() + d
+        self.fault("outage", f"{d:.0f}s")
+
+    def _freeze(self) -> None:
+        symbol = self.rng.choice(sorted(self.exchange.market.books))
+        d = self.rng.uniform(10, 90)
+        self.exchange.faults.frozen_until[symbol] = self.loop.time() + d
+        self.fault("frozen_book", f"{symbol} {d:.0f}s")
+
+    def _late_fills(self) -> None:
+        xf = self.exchange.faults
+        xf.trades_lag_s = self.rng.uniform(5, 30)
+        xf.trades_lag_until = self.loop.time() + self.rng.uniform(30, 120)
+        self.fault("late_fills", f"{xf.trades_lag_s:.0f}s")
+
+    def _vanish(self) -> None:
+        engine = self.exchange.engine
+        open_ = [o for o in engine.orders.values() if o.is_open]
+        if not open_:
+            return
+        order = self.rng.choice(open_)
+        engine.forget(order.client_id)
+        self.inv.vanished.add(order.client_id)
+        self.fault("vanish", order.client_id)
+
+    def _skew(self) -> None:
+        name = self.rng.choice(ACTORS)
+        slot = self.slots[name]
+        if slot.clock is None:
+            return
+        skew = int(self.rng.uniform(-2.0, 2.0) * 1e9)
+        slot.clock.skew_ns = skew
+        clock = slot.clock
+        self.loop.call_later(self.rng.uniform(30, 300), _unskew, clock)
+        self.fault("clock_skew", f"{name} {skew / 1e9:+.3f}s")
+
+    def _disk(self) -> None:
+        d = self.rng.uniform(10, 60)
+        self.disk_trigger.write_text("enospc")
+        self.fault("full_disk", f"{d:.0f}s")
+        self.loop.call_later(d, self._disk_fixed)
+
+    def _disk_fixed(self) -> None:
+        self.disk_trigger.unlink(missing_ok=True)
+        ex = self.slots["executor"].actor
+        if self.faulting and ex is not None and ex.gates.halts:  # type: ignore[attr-defined]
+            # Documented: only a restart lifts the disk halt; the operator does it.
+            self.crash("executor", "operator restarts it after the disk was fixed")
+
+    def _latch(self, latch: str) -> None:
+        self.fault(latch, "on")
+        self._spawn(self._operator_latch(latch, self.rng.uniform(30, 300)))
+
+    async def _operator_latch(self, latch: str, hold_s: float) -> None:
+        await self._set_latch(latch, True)
+        await asyncio.sleep(hold_s)
+        await self._set_latch(latch, False)
+
+    async def _set_latch(self, latch: str, value: bool) -> None:
+        for _ in range(30):  # the operator insists until the executor answers
+            try:
+                await self.operator.request(SetLatch(latch=latch, value=value,  # type: ignore[arg-type]
+                                                     reason="simulated operator"))
+                return
+            except RequestFailed:
+                await asyncio.sleep(2.0)
+
+
+def _unskew(clock: VirtualClock) -> None:
+    clock.skew_ns = 0
+
+
+def _close_fd(fd: int) -> None:
+    import os
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _fast_tmp() -> str | None:
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() else None
