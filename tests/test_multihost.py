@@ -73,3 +73,9 @@ def test_a_bus_endpoint_must_be_ipc_or_tcp(tmp_path: Path, endpoint: str) -> Non
     doc = base_config(tmp_path, bus={"pub_endpoint": endpoint})
     r = Pipeline(write_config(tmp_path, doc)).cli("status")
     assert r.returncode == 2 and "bus.pub_endpoint" in r.stderr
+
+
+def test_only_names_known_actors(tmp_path: Path) -> None:
+    r = Pipeline(write_config(tmp_path, base_config(tmp_path))).cli("start", "--only",
+                                                                     "marketdata,nope")
+    assert r.returncode == 2 and "--only: unknown actor nope" in r.stderr
