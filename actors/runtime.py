@@ -300,6 +300,14 @@ class Actor:
     async def _heartbeat_loop(self) -> None:
         interval = self.cfg.supervisor.heartbeat_interval_s
         while True:
+            if LOG_HEALTH.failing:
+                # The failing state clears only on a line that gets written: an actor
+                # that seldom logs would report its log file failing long after space
+                # was freed. One line per heartbeat while failing finds out (and, once
+                # written, says when it happened).
+                logger.warning("{}: the log file was failing ({}, {} lines lost); "
+                               "writing again", self.name, LOG_HEALTH.failing,
+                               LOG_HEALTH.errors)
             self._send_heartbeat()
             self._check_parent()
             await self._sleep_until_next_heartbeat(interval)

@@ -78,9 +78,10 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "unknown": ex_counters.get("keys_unknown"),
         "failed": ex_counters.get("keys_failed"),
     }
-    bus_health = sup.health.report(time.monotonic_ns(), cfg.supervisor.hop_bounds(),
-                                   {c.name: c.heard.counters for c in sup.children.values()
-                                    if c.running})
+    with sup.health_listener.lock:
+        bus_health = sup.health.report(time.monotonic_ns(), cfg.supervisor.hop_bounds(),
+                                       {c.name: c.heard.counters
+                                        for c in sup.children.values() if c.running})
     doc: dict[str, Any] = {
         "running": True,
         "mode": cfg.mode,
