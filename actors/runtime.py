@@ -140,7 +140,7 @@ class Actor:
         """This actor's CURVE identity, loaded when the first socket opens (at start)."""
         if self._auth is None:
             try:
-                self._auth = load_for(self.cfg.data_path, self.name)
+                self._auth = load_for(self.cfg.data_path, self.cfg.identity(self.name))
             except KeysError as exc:
                 # Not a transient fault: restarting cannot create a key (exit 2, why).
                 raise FatalActorError(f"bus keys: {exc}", EXIT_CONFIG) from None

@@ -53,6 +53,8 @@ RATE_FAULTS = ("pubsub_loss", "req_loss", "reply_loss", "reply_late", "crash_at_
 EVENT_FAULTS = ("outages", "frozen_books", "late_fills", "vanishing_orders", "clock_skews",
                 "full_disks", "kill_switch", "pauses")
 FAULT_KINDS = RATE_FAULTS + EVENT_FAULTS
+DRAWN_NEVER = -1.0  # a per-message rate switched off: drawn, never below it
+DISK_HALT = "disk"  # the executor's halt name for a failed DB write (executor/actor.py)
 SETTLE_S = 180.0  # quiet time after the faults stop, before the end-of-run checks
 CHECK_EVERY_S = 1.0
 START_BALANCES = {"TRY": Decimal("100000"), "BTC": Decimal("0"), "ETH": Decimal("0"),
@@ -149,7 +151,13 @@ class World:
             raise ValueError(f"unknown fault kinds {sorted(unknown)} (known: "
                              f"{', '.join(FAULT_KINDS)})")
         base = PROFILES[profile] if isinstance(profile, str) else profile
-        self.profile = dataclasses.replace(base, **{k: 0.0 for k in without})
+        # A fault switched off keeps drawing its random numbers (its rate DRAWN_NEVER, its
+        # events chosen but not acted on), so the rest of the schedule stays in place: the
+        # shrinker's smaller schedule is the same run without that one kind.
+        self.without = frozenset(without)
+        self.profile = dataclasses.replace(
+            base, **{k: DRAWN_NEVER for k in without if k in RATE_FAULTS
+                     and getattr(base, k) > 0})
         self.plant = plant
         self.rng = random.Random(seed)
         self.loop = VirtualTimeLoop()
@@ -324,9 +332,7 @@ class World:
                 slot.gave_up = slot.tracker.gave_up = False
                 if slot.actor is None:
                     self.start(slot.name)
-        ex = self.slots["executor"].actor
-        if ex is not None and ex.gates.halts:  # type: ignore[attr-defined]
-            self.crash("executor", "operator restarts it after the disk was fixed")
+        self._restart_if_disk_halted()
 
     async def _stop_all(self) -> None:
         self.stopping = True
@@ -387,15 +393,15 @@ class World:
 
     async def _fault_events(self) -> None:
         p = self.profile
-        kinds: list[tuple[str, float, Callable[[], Any]]] = [
-            ("outage", p.outages, self._outage), ("frozen_book", p.frozen_books, self._freeze),
-            ("late_fills", p.late_fills, self._late_fills),
-            ("vanish", p.vanishing_orders, self._vanish),
-            ("clock_skew", p.clock_skews, self._skew), ("full_disk", p.full_disks, self._disk),
-            ("kill_switch", p.kill_switch, lambda: self._latch("kill_switch")),
-            ("pause", p.pauses, lambda: self._latch("paused")),
+        kinds: list[tuple[str, Callable[[bool], Any]]] = [
+            ("outages", self._outage), ("frozen_books", self._freeze),
+            ("late_fills", self._late_fills), ("vanishing_orders", self._vanish),
+            ("clock_skews", self._skew), ("full_disks", self._disk),
+            ("kill_switch", lambda live: self._latch("kill_switch", live)),
+            ("pauses", lambda live: self._latch("paused", live)),
         ]
-        total = sum(rate for _, rate, _ in kinds)
+        rates = [(name, getattr(p, name), act) for name, act in kinds]
+        total = sum(rate for _, rate, _ in rates)
         if total <= 0:
             return
         while self.faulting:
@@ -403,66 +409,79 @@ class World:
             if not self.faulting:
                 return
             pick = self.rng.uniform(0, total)
-            for _kind, rate, act in kinds:
+            for name, rate, act in rates:
                 if pick < rate:
-                    act()
+                    # A kind switched off still draws its parameters (see __init__).
+                    act(name not in self.without)
                     break
                 pick -= rate
 
-    def _outage(self) -> None:
+    def _outage(self, live: bool) -> None:
         d = self.rng.uniform(10, 60)
-        self.exchange.faults.outage_until = self.loop.time() + d
-        self.fault("outage", f"{d:.0f}s")
+        if live:
+            self.exchange.faults.outage_until = self.loop.time() + d
+            self.fault("outage", f"{d:.0f}s")
 
-    def _freeze(self) -> None:
+    def _freeze(self, live: bool) -> None:
         symbol = self.rng.choice(sorted(self.exchange.market.books))
         d = self.rng.uniform(10, 90)
-        self.exchange.faults.frozen_until[symbol] = self.loop.time() + d
-        self.fault("frozen_book", f"{symbol} {d:.0f}s")
+        if live:
+            self.exchange.faults.frozen_until[symbol] = self.loop.time() + d
+            self.fault("frozen_book", f"{symbol} {d:.0f}s")
 
-    def _late_fills(self) -> None:
-        xf = self.exchange.faults
-        xf.trades_lag_s = self.rng.uniform(5, 30)
-        xf.trades_lag_until = self.loop.time() + self.rng.uniform(30, 120)
-        self.fault("late_fills", f"{xf.trades_lag_s:.0f}s")
+    def _late_fills(self, live: bool) -> None:
+        lag, hold = self.rng.uniform(5, 30), self.rng.uniform(30, 120)
+        if live:
+            xf = self.exchange.faults
+            xf.trades_lag_s, xf.trades_lag_until = lag, self.loop.time() + hold
+            self.fault("late_fills", f"{lag:.0f}s")
 
-    def _vanish(self) -> None:
+    def _vanish(self, live: bool) -> None:
         engine = self.exchange.engine
         open_ = [o for o in engine.orders.values() if o.is_open]
         if not open_:
             return
         order = self.rng.choice(open_)
-        engine.forget(order.client_id)
-        self.inv.vanished.add(order.client_id)
-        self.fault("vanish", order.client_id)
+        if live:
+            engine.forget(order.client_id)
+            self.inv.vanished.add(order.client_id)
+            self.fault("vanish", order.client_id)
 
-    def _skew(self) -> None:
+    def _skew(self, live: bool) -> None:
         name = self.rng.choice(ACTORS)
-        slot = self.slots[name]
-        if slot.clock is None:
-            return
         skew = int(self.rng.uniform(-2.0, 2.0) * 1e9)
-        slot.clock.skew_ns = skew
-        clock = slot.clock
-        self.loop.call_later(self.rng.uniform(30, 300), _unskew, clock)
-        self.fault("clock_skew", f"{name} {skew / 1e9:+.3f}s")
+        hold = self.rng.uniform(30, 300)
+        clock = self.slots[name].clock
+        if live and clock is not None:
+            clock.skew_ns = skew
+            self.loop.call_later(hold, _unskew, clock)
+            self.fault("clock_skew", f"{name} {skew / 1e9:+.3f}s")
 
-    def _disk(self) -> None:
+    def _disk(self, live: bool) -> None:
         d = self.rng.uniform(10, 60)
-        self.disk_trigger.write_text("enospc")
-        self.fault("full_disk", f"{d:.0f}s")
-        self.loop.call_later(d, self._disk_fixed)
+        if live:
+            self.disk_trigger.write_text("enospc")
+            self.fault("full_disk", f"{d:.0f}s")
+            self.loop.call_later(d, self._disk_fixed)
 
     def _disk_fixed(self) -> None:
         self.disk_trigger.unlink(missing_ok=True)
-        ex = self.slots["executor"].actor
-        if self.faulting and ex is not None and ex.gates.halts:  # type: ignore[attr-defined]
-            # Documented: only a restart lifts the disk halt; the operator does it.
-            self.crash("executor", "operator restarts it after the disk was fixed")
+        if self.faulting:
+            self._restart_if_disk_halted()
 
-    def _latch(self, latch: str) -> None:
-        self.fault(latch, "on")
-        self._spawn(self._operator_latch(latch, self.rng.uniform(30, 300)))
+    def _restart_if_disk_halted(self) -> None:
+        """Only a restart lifts the executor's disk halt (docs/executor.md): the operator
+        restarts it (a graceful stop; the restart policy starts it again)."""
+        ex = self.slots["executor"].actor
+        if ex is not None and DISK_HALT in ex.gates.halts:  # type: ignore[attr-defined]
+            self.trace.note("operator", "executor", "restart after the disk was fixed")
+            ex.stop()
+
+    def _latch(self, latch: str, live: bool) -> None:
+        hold = self.rng.uniform(30, 300)
+        if live:
+            self.fault(latch, "on")
+            self._spawn(self._operator_latch(latch, hold))
 
     async def _operator_latch(self, latch: str, hold_s: float) -> None:
         await self._set_latch(latch, True)
