@@ -691,7 +691,8 @@ class CommandRequest(msgspec.Struct, Generic[B], array_like=True):
     """A command. ``request_id`` is reused on every retry of the same command so the
     server can answer a retry from its reply cache instead of executing twice.
     Parametrised by the channel's union: ``CommandRequest[ExecutorCommand]``.
-    ``sender`` is what the caller says it is: a claim, not an authenticated identity."""
+    ``sender`` is what the caller says it is on the wire; a ``RequestServer`` replaces it
+    with the caller's authenticated CURVE identity before any handler sees it."""
 
     request_id: Str
     sender: Str

@@ -23,7 +23,7 @@ from replay.verify import (
 )
 from shared.config import Config
 from shared.progress import progress, progress_wanted, reached
-from shared.recording import ReadReport
+from shared.recording import ReadReport, Record
 
 
 @dataclass
@@ -61,11 +61,12 @@ def run_replay(opts: ReplayOptions, base: Config | None) -> ReplayOutcome:
     records = sel.records
     notes: list[str] = []
     expected, intents = [], []
+    first: list[Record] = []
     if opts.verify:
         expected = decode_decisions(r for r in records if r.topic.startswith("decision."))
         intents = decode_intents(r for r in records if r.topic.startswith("intent."))
         starts, notes = start_points(records)
-        records = verify_feed(records, starts)
+        first, records = verify_feed(records, starts)
         if base is not None:
             notes = config_differences(recording_meta(opts.target), base) + notes
     torn = {p: r for p, r in sel.reports.items() if r.torn_tail}
@@ -86,7 +87,7 @@ def run_replay(opts: ReplayOptions, base: Config | None) -> ReplayOutcome:
         try:
             client.connect()
             reframer = Reframer()
-            feed(client.publish_raw, sel.primers, speed=None, reframer=reframer)
+            feed(client.publish_raw, [*first, *sel.primers], speed=None, reframer=reframer)
             wanted = progress_wanted() if opts.progress is None else opts.progress
             label = "replay --verify" if opts.verify else "replay"
             with progress(len(records), label, enabled=wanted) as bar:

@@ -20,6 +20,7 @@ from bus.auth import load_for
 from bus.messages import (
     SCHEMA_VERSION,
     BookSnapshot,
+    Control,
     Envelope,
     FeedStatus,
     Heartbeat,
@@ -213,22 +214,23 @@ def _hb(actor: str, seq: int, at: int, joined: int = 0, inc: str = "i1") -> Reco
 
 def test_each_actor_starts_where_its_own_heartbeat_came_back() -> None:
     """The strategy joined on its 2nd heartbeat (the 1st went by before its
-    subscription was in place): its ReplayStart goes right after that one; risk's start
-    is not in the window, so it takes input from the first record. Heartbeats are not
-    fed."""
+    subscription was in place): its ReplayStart goes in place of that one; risk's start
+    is not in the window, so it goes first, before the primers. Heartbeats are not fed;
+    controls go on replay.control (shutdown left out)."""
     book = _rec("md.status", FeedStatus(symbol="X", fresh=True, source="ws", age_ms=0), at=1)
     records = [book, _hb("strategy", 1, 2), _rec("md.status", book_status(), at=3),
                _hb("strategy", 2, 4), _rec("md.status", book_status(), at=5),
                _hb("strategy", 3, 6, joined=2),
-               _rec("md.status", book_status(), at=7)]
+               _rec("control", Control(command="shutdown"), at=7),
+               _rec("control", Control(command="pause"), at=8)]
     starts, notes = start_points(records)
-    fed = verify_feed(records, starts)
-    topics = [r.topic for r in fed]
-    assert topics == ["replay.start", "md.status", "md.status", "replay.start", "md.status",
-                      "md.status"]
-    first, second = (packet_decoder.decode(fed[i].payload).body for i in (0, 3))
-    assert (first.actor, second.actor) == ("risk", "strategy")
-    assert fed[3].recv_ns == 4 and notes == []
+    first, fed = verify_feed(records, starts)
+    assert [packet_decoder.decode(r.payload).body.actor for r in first] == ["risk"]
+    assert [r.topic for r in fed] == ["md.status", "md.status", "replay.start", "md.status",
+                                      "replay.control"]
+    assert packet_decoder.decode(fed[2].payload).body.actor == "strategy"
+    assert fed[2].recv_ns == 4 and notes == []
+    assert packet_decoder.decode(fed[4].payload).body.command == "pause"
     # a restart in the window is said, not hidden
     _, notes = start_points([*records, _hb("strategy", 1, 9, inc="i2")])
     assert len(notes) == 1 and "strategy restarted" in notes[0]
