@@ -221,7 +221,10 @@ class Actor:
         hwm = self.cfg.bus.hwm
         self.pub = self.bus.publisher(self.cfg.bus_pub_endpoint, self.name, self.incarnation,
                                       hwm=hwm, clock=self.clock)
-        extra = ["replay.start"] if self.deterministic_inputs and self._verify else []
+        # replay --verify: where the recorded actor began, and the recorded controls
+        # (replay/verify.py; only a verify pipeline subscribes to them).
+        extra = (["replay.start", "replay.control"] if self.deterministic_inputs
+                 and self._verify else [])
         self.sub = self.bus.subscriber(
             self.cfg.bus_sub_endpoint, ["control", f"hb.{self.name}", *extra,
                                         *self.subscriptions],
@@ -282,8 +285,9 @@ class Actor:
                     if body.actor == self.name and self._verify:
                         self._inputs_open = True
                     continue
-                if isinstance(body, Control):
-                    if packet.body.target in ("*", self.name):
+                if isinstance(body, Control) and (topic == "control" or (
+                        self._verify and topic == "replay.control")):
+                    if body.target in ("*", self.name):
                         self.counters["control"] += 1
                         await self.on_control(packet.body)
                 elif self._inputs_open:

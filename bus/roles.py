@@ -53,7 +53,10 @@ PUBLISH: Mapping[str, tuple[str, ...]] = {
     OPERATOR: (),
     # The recorded data plane, never anyone's heartbeat, state or control.
     REPLAY: ("md.", "intent.", "decision.", "order.", "fill.", "portfolio",
-             "reconcile.report", "incident.", "replay.probe", "replay.start"),
+             "reconcile.report", "incident.", "replay.probe", "replay.start",
+             # recorded controls, for a verify pipeline's strategy and risk only (the
+             # actors of a live roster never subscribe to it)
+             "replay.control"),
 }
 
 # What the operator may ask the supervisor (the CLI and the dashboard, which sends its

@@ -9,7 +9,10 @@ At every order that reaches the venue (the exchange is about to execute it):
 - ``gates_respected``: no latch (kill switch, safety latch, pause) was on in the DB for
   longer than ``LATCH_GRACE_S`` (an order already on its way when the latch was set);
 - ``caps_respected``: the executor's hard caps (notional, symbols, open orders per symbol,
-  orders per minute) hold at the venue.
+  orders per minute) hold at the venue;
+- ``limits_respected``: risk's per-order limits (minimum notional, maximum notional per
+  order when set) hold at the venue. (Position and daily-loss limits are judged by risk
+  on its own, possibly lagging view; they are not re-checked here.)
 
 At every order risk forwards to the executor (first attempt): ``fresh_data`` — the
 symbol's last book on the bus is younger than ``max_data_age_s`` (+ one poll).
@@ -152,6 +155,16 @@ class Invariants:
             problems.append(f"{len(self.accepted_at)} orders in the last minute")
         if problems:
             raise_later(w, Violation("caps_respected", f"{cid}: {'; '.join(problems)}"))
+        rk = self.cfg.risk
+        limits = []
+        if price * qty < rk.min_order_notional_try:
+            limits.append(f"notional {price * qty} < risk.min_order_notional_try "
+                          f"{rk.min_order_notional_try}")
+        if rk.max_notional_per_order_try > 0 and price * qty > rk.max_notional_per_order_try:
+            limits.append(f"notional {price * qty} > risk.max_notional_per_order_try "
+                          f"{rk.max_notional_per_order_try}")
+        if limits:
+            raise_later(w, Violation("limits_respected", f"{cid}: {'; '.join(limits)}"))
 
     def _on_submitted(self, fields: dict[str, Any], status: int, lost: bool) -> None:
         cid = str(fields.get("newOrderClientId", ""))

@@ -125,8 +125,8 @@ def _verify(config: Path, rec: Path, *speed: str) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def paper_session(tmp_path_factory) -> tuple[Path, Path]:
-    """A default-config paper session recorded until risk has decided at least three
-    intents, one of them approved (about 20-30 s)."""
+    """A default-config paper session, with an operator's pause and resume, recorded
+    until risk has decided at least three intents, one of them approved (about 20-30 s)."""
     tmp = tmp_path_factory.mktemp("paper")
     doc = _default_paper_config(tmp)
     config = write_config(tmp, doc)
@@ -134,6 +134,13 @@ def paper_session(tmp_path_factory) -> tuple[Path, Path]:
     try:
         p.start()
         risk = lambda: next(a for a in p.status()["actors"] if a["name"] == "risk")  # noqa: E731
+        # An operator pause and resume: the executor persists the latch and announces it
+        # on portfolio at once, an input like any other.
+        wait_for(lambda: risk()["counters"].get("approved", 0) + risk()["counters"].get(
+            "rejected", 0) >= 1, timeout=120, interval=1.0, what="a first decision")
+        assert p.cli("pause").returncode == 0
+        time.sleep(2.0)
+        assert p.cli("resume").returncode == 0
         wait_for(lambda: (c := risk()["counters"]).get("approved", 0) >= 1
                  and c.get("approved", 0) + c.get("rejected", 0) >= 3,
                  timeout=120, interval=1.0, what="three decisions, one approved")

@@ -86,3 +86,17 @@ def test_cli_prints_the_reproducer_and_fails() -> None:
     assert "reproduce: btcbot-supervisor simulate --seed 1 --hours 0.05 --faults default " \
            "--plant send_before_durable" in proc.stderr
     assert "commit " in proc.stderr and "virtual time" in proc.stderr
+
+
+def test_shrink_finds_a_smaller_schedule_that_still_fails() -> None:
+    from simulate.run import run_here, shrink
+
+    spec = Spec(1, 0.5, "default", "send_before_durable")
+    first = run_here(spec)
+    assert first["violations"][0]["invariant"] == "durable_before_send"
+    best, result = shrink(spec, first, budget=6, runner=run_here)
+    assert best.hours < spec.hours
+    assert result["violations"][0]["invariant"] == "durable_before_send"
+    assert result["command"] == best.command()
+    again = run_here(spec_of(best.command()))
+    assert again["trace_hash"] == result["trace_hash"]
