@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from replay.feed import BusClient, FeedStats, feed
 from replay.pipeline import IsolatedPipeline
 from replay.select import MARKET_TOPICS, VERIFY_TOPICS, Reframer, select_records
 from replay.verify import (
+    VERIFIED_ACTORS,
     OutputCollector,
     VerifyResult,
     compare_decisions,
@@ -24,6 +26,32 @@ from replay.verify import (
 from shared.config import Config
 from shared.progress import progress, progress_wanted, reached
 from shared.recording import ReadReport, Record
+
+
+def lost_inputs(pipe: IsolatedPipeline, since: float) -> list[str]:
+    """The comparison holds only if strategy and risk received every replayed record: a
+    message dropped at a high-water mark (the pipeline slower than the feed) is an input
+    the recording has and they did not. Their own subscribers count such holes (each
+    replayed topic is a gapless stream, replay/select.py); a heartbeat sent after the
+    feed tells. Any hole is a difference: the verdict would not be about the code."""
+    interval = pipe.cfg.supervisor.heartbeat_interval_s
+    time.sleep(max(0.0, interval - (time.monotonic() - since)) + 0.1)
+    out = []
+    try:
+        actors = {a["name"]: a for a in pipe.status()["actors"]}
+    except (KeyError, ValueError, OSError) as exc:
+        return [f"cannot tell whether strategy and risk received every replayed record: {exc}"]
+    for actor in VERIFIED_ACTORS:
+        counters = actors.get(actor, {}).get("counters")
+        if counters is None:
+            out.append(f"cannot tell whether {actor} received every replayed record")
+            continue
+        lost, gaps = counters.get("bus_lost", 0), counters.get("bus_gaps", 0)
+        if lost or gaps:
+            out.append(f"the replay pipeline's {actor} missed {lost} replayed messages "
+                       f"({gaps} gaps): it could not keep up at this speed, so the "
+                       "comparison is void; replay again with a lower --speed")
+    return out
 
 
 @dataclass
@@ -78,6 +106,9 @@ def run_replay(opts: ReplayOptions, base: Config | None) -> ReplayOutcome:
     extra: dict[str, Any] = {"executor": {"replay_mirror": opts.verify}}
     if opts.verify:
         extra["replay"] = {"verify": True}
+        # A heartbeat after the feed tells whether anything was lost (lost_inputs): a
+        # short interval keeps that wait short.
+        extra["supervisor"] = {"heartbeat_interval_s": 0.25}
     with IsolatedPipeline(base, record=opts.record, keep=opts.keep,
                           strategy=opts.strategy, risk=opts.risk, extra=extra,
                           strategy_boot=recorded_strategy_boot(opts.target, opts.from_ns,
@@ -101,6 +132,8 @@ def run_replay(opts: ReplayOptions, base: Config | None) -> ReplayOutcome:
                 result = compare_decisions(expected, collector.decisions, intents,
                                            collector.intents)
                 result.notes = notes
+                fed_until = time.monotonic()
+                result.differences += lost_inputs(pipe, fed_until)
         finally:
             client.close()
             if collector is not None:

@@ -344,3 +344,19 @@ def test_replay_command_end_to_end(tmp_path: Path) -> None:
     assert "replayed 306 records" in res.stdout  # 300 books + 6 rules, no heartbeats
     assert time.monotonic() - started < 60
     assert "replay [" not in res.stderr  # no progress bar when stdout is not a tty
+
+
+def test_a_replayed_record_the_pipeline_missed_voids_the_comparison() -> None:
+    from types import SimpleNamespace
+
+    from replay.run import lost_inputs
+
+    counters = {"strategy": {"bus_lost": 0, "bus_gaps": 0},
+                "risk": {"bus_lost": 12, "bus_gaps": 2}}
+    pipe = SimpleNamespace(cfg=SimpleNamespace(supervisor=SimpleNamespace(
+        heartbeat_interval_s=0.0)), status=lambda: {"actors": [
+            {"name": n, "counters": c} for n, c in counters.items()]})
+    out = lost_inputs(pipe, time.monotonic())  # type: ignore[arg-type]
+    assert len(out) == 1 and "risk missed 12 replayed messages (2 gaps)" in out[0]
+    counters["risk"] = {"bus_lost": 0, "bus_gaps": 0}
+    assert lost_inputs(pipe, time.monotonic()) == []  # type: ignore[arg-type]
