@@ -31,8 +31,8 @@ from actors.risk.actor import RiskActor
 from actors.runtime import Actor
 from actors.strategy.actor import StrategyActor
 from actors.supervisor.policy import RestartTracker
-from bus.messages import SetLatch
-from bus.roles import SUPERVISOR
+from bus.messages import ResolveOrder, SetLatch
+from bus.roles import OPERATOR, SUPERVISOR
 from bus.transport import RequestFailed
 from shared.btcturk.client import BtcTurkClient
 from shared.config import Config, load_config, to_toml
@@ -61,6 +61,7 @@ DISK_HALT = "disk"  # the executor's halt name for a failed DB write (executor/a
 # check), and the end-of-run checks run.
 SETTLE_S = 180.0
 QUIET_S = 60.0
+RESOLVE_EVERY_S = 300.0
 CHECK_EVERY_S = 1.0
 START_BALANCES = {"TRY": Decimal("100000"), "BTC": Decimal("0"), "ETH": Decimal("0"),
                   "SOL": Decimal("0")}
@@ -212,6 +213,9 @@ class World:
         # identity the roles allow SetLatch on the executor).
         self.operator = MemClient(self.net, self.cfg.command_endpoint("executor"), SUPERVISOR,
                                   timeout_s=2.0, retries=2)
+        # The operator's own console: settles VANISHED orders (`orders resolve`).
+        self.console = MemClient(self.net, self.cfg.command_endpoint("executor"), OPERATOR,
+                                 timeout_s=2.0, retries=2)
         self._bg: set[asyncio.Task[Any]] = set()
         self._main_task: asyncio.Task[Any] | None = None
         self._operator_tasks: set[asyncio.Task[Any]] = set()
@@ -326,6 +330,7 @@ class World:
             self.start(name)
         self._spawn(self._market())
         self._spawn(self._checks())
+        self._spawn(self._operator_resolves())
         if self.profile.name != "none":
             self._apply_rates(self.profile)
             self._spawn(self._fault_events())
@@ -519,6 +524,22 @@ class World:
             task = self.loop.create_task(self._operator_latch(latch, hold))
             self._operator_tasks.add(task)
             task.add_done_callback(self._operator_tasks.discard)
+
+    async def _operator_resolves(self) -> None:
+        """An operator who reads status every few minutes settles each VANISHED order
+        with `orders resolve ... --as cancelled`: the truth here (a vanished order is
+        gone with its reserved funds released, never filled)."""
+        while True:
+            await asyncio.sleep(RESOLVE_EVERY_S)
+            for (cid,) in self.inv.rows("SELECT client_order_id FROM orders WHERE "
+                                        "state='VANISHED' ORDER BY client_order_id"):
+                self.trace.note("operator", "resolve", cid)
+                try:
+                    await self.console.request(ResolveOrder(
+                        client_order_id=cid, resolution="cancelled",
+                        reason="simulated operator: gone at the exchange", operator="sim"))
+                except RequestFailed:
+                    pass  # the next round tries again
 
     async def _operator_latch(self, latch: str, hold_s: float) -> None:
         await self._set_latch(latch, True)
