@@ -35,7 +35,7 @@ from bus.messages import SetLatch
 from bus.roles import SUPERVISOR
 from bus.transport import RequestFailed
 from shared.btcturk.client import BtcTurkClient
-from shared.config import Config, load_config
+from shared.config import Config, load_config, to_toml
 from simulate.clock import EPOCH_NS, VirtualClock
 from simulate.exchange import InProcessExchange
 from simulate.invariants import Invariants, Violation
@@ -55,28 +55,55 @@ EVENT_FAULTS = ("outages", "frozen_books", "late_fills", "vanishing_orders", "cl
 FAULT_KINDS = RATE_FAULTS + EVENT_FAULTS
 DRAWN_NEVER = -1.0  # a per-message rate switched off: drawn, never below it
 DISK_HALT = "disk"  # the executor's halt name for a failed DB write (executor/actor.py)
-SETTLE_S = 180.0  # quiet time after the faults stop, before the end-of-run checks
+# After the faults stop: the operator sets the kill switch (no new orders), the market
+# moves on for SETTLE_S - QUIET_S (resting orders still fill, the executor follows), then
+# stands still for QUIET_S (no fill can land between the executor's last poll and the
+# check), and the end-of-run checks run.
+SETTLE_S = 180.0
+QUIET_S = 60.0
 CHECK_EVERY_S = 1.0
 START_BALANCES = {"TRY": Decimal("100000"), "BTC": Decimal("0"), "ETH": Decimal("0"),
                   "SOL": Decimal("0")}
 
-CONFIG = """
-mode = "paper"
-runtime_dir = "run"
-log_dir = "logs"
-data_dir = "data"
-[exchange]
-rest_url = "http://exchange.sim.invalid"
-ws_url = "ws://exchange.sim.invalid/ws"
-[marketdata]
-symbols = ["BTCTRY", "ETHTRY", "SOLTRY"]
-source = "rest"
-[executor]
-db_synchronous = "NORMAL"
-private_ws = false
-[recorder]
-required = false
-"""
+# The simulated deployment: paper mode, the default three symbols, marketdata on REST (its
+# WebSocket path is not simulated), the executor following orders by REST (no private
+# WebSocket), no recorder. Everything else is the configuration's defaults.
+BASE_CONFIG: dict[str, Any] = {
+    "mode": "paper", "runtime_dir": "run", "log_dir": "logs", "data_dir": "data",
+    "exchange": {"rest_url": "http://exchange.sim.invalid",
+                 "ws_url": "ws://exchange.sim.invalid/ws"},
+    "marketdata": {"symbols": ["BTCTRY", "ETHTRY", "SOLTRY"], "source": "rest"},
+    "executor": {"db_synchronous": "NORMAL", "private_ws": False},
+    "recorder": {"required": False},
+}
+# ``--trading busy``: bench/chaos.py's aggressive settings (sell the whole position right
+# after each buy, small cooldown, several open orders, short data-age limit and settle
+# window), so faults meet many more orders in flight.
+BUSY: dict[str, Any] = {
+    "strategy": {"throttle_ms": 100, "entry_notional_try": "150", "min_profit_bps": -100,
+                 "take_profit_fraction": "1", "reject_backoff_s": 0.5,
+                 "snapshot_interval_s": 1.0},
+    "risk": {"cooldown_s": 0.3, "max_open_orders_per_symbol": 3, "max_orders_per_minute": 600,
+             "max_position_try_per_symbol": "100000", "max_daily_loss_try": "100000",
+             "snapshot_interval_s": 1.0},
+    "executor": {"settle_window_s": 3.0, "order_poll_interval_s": 0.5,
+                 "stale_order_ttl_s": 5.0, "balance_refresh_s": 1.0,
+                 "probe_backoff_max_s": 2.0},
+    "marketdata": {"max_data_age_s": 3.0, "rest_poll_interval_s": 0.5},
+    "reconciler": {"interval_s": 5.0},
+}
+TRADING = ("default", "busy")
+
+
+def config_doc(trading: str) -> dict[str, Any]:
+    if trading not in TRADING:
+        raise ValueError(f"unknown trading {trading!r} (known: {', '.join(TRADING)})")
+    doc = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE_CONFIG.items()}
+    if trading == "busy":
+        for section, values in BUSY.items():
+            doc[section] = {**doc.get(section, {}), **values}
+    return doc
+
 
 
 @dataclass
@@ -143,7 +170,7 @@ class Slot:
 class World:
     def __init__(self, seed: int, hours: float, profile: Profile | str = "default",
                  plant: str = "", workdir: Path | None = None,
-                 without: tuple[str, ...] = ()) -> None:
+                 without: tuple[str, ...] = (), trading: str = "default") -> None:
         self.seed = seed
         self.hours = hours
         unknown = set(without) - set(FAULT_KINDS)
@@ -167,7 +194,7 @@ class World:
             prefix=f"btcbot-sim-{seed}-", dir=_fast_tmp())
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.trace.mask = str(self.dir).encode()
-        (self.dir / "supervisor.toml").write_text(CONFIG)
+        (self.dir / "supervisor.toml").write_text(to_toml(config_doc(trading)))
         self.cfg: Config = load_config(self.dir / "supervisor.toml", mode="paper")
         self.disk_trigger = self.dir / "disk-fault"
         base = self.rng.getrandbits(32)
@@ -187,6 +214,8 @@ class World:
                                   timeout_s=2.0, retries=2)
         self._bg: set[asyncio.Task[Any]] = set()
         self._main_task: asyncio.Task[Any] | None = None
+        self._operator_tasks: set[asyncio.Task[Any]] = set()
+        self.market_still = False
 
     def _wall_ms(self) -> int:
         return (EPOCH_NS + int(self.loop.time() * 1e9)) // 1_000_000
@@ -313,7 +342,9 @@ class World:
             self.faulting = False
             self._apply_rates(PROFILES["none"])
             await self._settle()
-            await asyncio.sleep(SETTLE_S)
+            await asyncio.sleep(SETTLE_S - QUIET_S)
+            self.market_still = True
+            await asyncio.sleep(QUIET_S)
             self.inv.final()
         except Violation as v:
             self.inv.record(v)
@@ -321,6 +352,9 @@ class World:
     async def _settle(self) -> None:
         """The end of the faults: what a careful operator does next. Every actor runs, the
         disk has room, latches are cleared, the exchange is healthy."""
+        for task in list(self._operator_tasks):
+            task.cancel()  # the operator's own latch pulses end here
+        self._spawn(self._set_latch("kill_switch", True))
         self.disk_trigger.unlink(missing_ok=True)
         self.exchange.faults.outage_until = 0.0
         self.exchange.faults.frozen_until.clear()
@@ -336,13 +370,13 @@ class World:
 
     async def _stop_all(self) -> None:
         self.stopping = True
-        for task in self._bg:
+        for task in [*self._bg, *self._operator_tasks]:
             task.cancel()
         for slot in self.slots.values():
             if slot.actor is not None:
                 slot.actor.stop()
         tasks = [s.task for s in self.slots.values() if s.task is not None]
-        await asyncio.gather(*tasks, *self._bg, return_exceptions=True)
+        await asyncio.gather(*tasks, *self._bg, *self._operator_tasks, return_exceptions=True)
 
     def _close(self) -> None:
         for slot in self.slots.values():
@@ -368,7 +402,8 @@ class World:
     async def _market(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.exchange.tick()
+            if not self.market_still:
+                self.exchange.tick()
 
     async def _checks(self) -> None:
         while True:
@@ -481,7 +516,9 @@ class World:
         hold = self.rng.uniform(30, 300)
         if live:
             self.fault(latch, "on")
-            self._spawn(self._operator_latch(latch, hold))
+            task = self.loop.create_task(self._operator_latch(latch, hold))
+            self._operator_tasks.add(task)
+            task.add_done_callback(self._operator_tasks.discard)
 
     async def _operator_latch(self, latch: str, hold_s: float) -> None:
         await self._set_latch(latch, True)
