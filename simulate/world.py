@@ -124,6 +124,7 @@ class RunResult:
     fault_counts: dict[str, int] = field(default_factory=dict)
     trading_seconds: int = 0
     events: int = 0
+    bus_refused: int = 0  # publishes the roles would have the proxy drop (0 expected)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +135,7 @@ class RunResult:
             "restarts": self.restarts, "violations": self.violations,
             "fault_counts": dict(sorted(self.fault_counts.items())),
             "trading_seconds": self.trading_seconds, "events": self.events,
+            "bus_refused": self.bus_refused,
         }
 
 
@@ -317,6 +319,7 @@ class World:
         r.sim_seconds = self.loop.time()
         r.trace_hash = self.trace.hexdigest()
         r.events = self.trace.events
+        r.bus_refused = self.net.refused
         return r
 
     def abort(self) -> None:
