@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -148,9 +149,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # A terminated child exits through Python (its temporary directory is removed).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     a = parse(argv)
     without = tuple(k for k in a.without.split(",") if k)
-    print(json.dumps(run_here(Spec(a.seed, a.hours, a.faults, a.plant, without, a.trading))))
+    print(json.dumps(run_here(Spec(a.seed, a.hours, a.faults, a.plant, without, a.trading))),
+          flush=True)
+    # Done (the run's directory is already removed): no interpreter teardown, which after
+    # a stalled run would finalize the abandoned loop's coroutines noisily.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from simulate.invariants import Invariants, Violation
 from simulate.membus import MemBus, MemClient, Network
 from simulate.profiles import PROFILES, Profile
 from simulate.trace import Trace
-from simulate.vloop import VirtualTimeLoop
+from simulate.vloop import SimulationStalled, VirtualTimeLoop
 
 ACTORS = ("executor", "marketdata", "risk", "strategy", "reconciler")
 # Every fault by name (``--without`` switches some off; the shrinker uses it). Rates are
@@ -222,6 +222,7 @@ class World:
         self._main_task: asyncio.Task[Any] | None = None
         self._operator_tasks: set[asyncio.Task[Any]] = set()
         self.market_still = False
+        self._stalled = False
 
     def _wall_ms(self) -> int:
         return (EPOCH_NS + int(self.loop.time() * 1e9)) // 1_000_000
@@ -311,6 +312,14 @@ class World:
         logger.disable("")
         try:
             self.loop.run_until_complete(self._main())
+        except SimulationStalled as exc:
+            # A deadlock or livelock of the simulated system is a failure like any other:
+            # reported with its reproducer, not a crash of the simulator.
+            self.inv.record(Violation("no_stall", str(exc)))
+            # The spinning task cannot be stopped: the loop is abandoned, and its pending
+            # tasks with it (their "destroyed but pending" notes would only be noise).
+            self.loop.set_exception_handler(lambda _loop, _ctx: None)
+            self._stalled = True
         finally:
             logger.enable("")
             self._close()
@@ -391,9 +400,13 @@ class World:
             if slot.task is not None and not slot.task.done():
                 slot.task.cancel()
         try:
-            self.loop.run_until_complete(asyncio.sleep(0))
+            if not self._stalled:
+                self.loop.run_until_complete(asyncio.sleep(0))
         finally:
-            self.loop.close()
+            if not self._stalled:
+                # Left open after a stall: the abandoned tasks' coroutines are finalized
+                # later by the collector, which needs a loop that is not closed.
+                self.loop.close()
             if self._tmp is not None:
                 self._tmp.cleanup()
 

@@ -18,6 +18,7 @@ EXPECTED = {
     "send_before_durable": "durable_before_send",
     "ignore_kill_switch": "gates_respected",
     "double_fees": "pnl_equals_equity",
+    "livelock": "no_stall",
 }
 
 
@@ -108,3 +109,4 @@ def test_shrink_finds_a_smaller_schedule_that_still_fails() -> None:
     assert result["command"] == best.command()
     again = run_here(spec_of(best.command()))
     assert again["trace_hash"] == result["trace_hash"]
+
