@@ -140,7 +140,7 @@ class Actor:
         """This actor's CURVE identity, loaded when the first socket opens (at start)."""
         if self._auth is None:
             try:
-                self._auth = load_for(self.cfg.data_path, self.name)
+                self._auth = load_for(self.cfg.data_path, self.cfg.identity(self.name))
             except KeysError as exc:
                 # Not a transient fault: restarting cannot create a key (exit 2, why).
                 raise FatalActorError(f"bus keys: {exc}", EXIT_CONFIG) from None
@@ -221,7 +221,10 @@ class Actor:
         hwm = self.cfg.bus.hwm
         self.pub = self.bus.publisher(self.cfg.bus_pub_endpoint, self.name, self.incarnation,
                                       hwm=hwm, clock=self.clock)
-        extra = ["replay.start"] if self.deterministic_inputs and self._verify else []
+        # replay --verify: where the recorded actor began, and the recorded controls
+        # (replay/verify.py; only a verify pipeline subscribes to them).
+        extra = (["replay.start", "replay.control"] if self.deterministic_inputs
+                 and self._verify else [])
         self.sub = self.bus.subscriber(
             self.cfg.bus_sub_endpoint, ["control", f"hb.{self.name}", *extra,
                                         *self.subscriptions],
@@ -282,8 +285,9 @@ class Actor:
                     if body.actor == self.name and self._verify:
                         self._inputs_open = True
                     continue
-                if isinstance(body, Control):
-                    if packet.body.target in ("*", self.name):
+                if isinstance(body, Control) and (topic == "control" or (
+                        self._verify and topic == "replay.control")):
+                    if body.target in ("*", self.name):
                         self.counters["control"] += 1
                         await self.on_control(packet.body)
                 elif self._inputs_open:
@@ -300,6 +304,14 @@ class Actor:
     async def _heartbeat_loop(self) -> None:
         interval = self.cfg.supervisor.heartbeat_interval_s
         while True:
+            if LOG_HEALTH.failing:
+                # The failing state clears only on a line that gets written: an actor
+                # that seldom logs would report its log file failing long after space
+                # was freed. One line per heartbeat while failing finds out (and, once
+                # written, says when it happened).
+                logger.warning("{}: the log file was failing ({}, {} lines lost); "
+                               "writing again", self.name, LOG_HEALTH.failing,
+                               LOG_HEALTH.errors)
             self._send_heartbeat()
             self._check_parent()
             await self._sleep_until_next_heartbeat(interval)

@@ -32,17 +32,18 @@ def main() -> None:
     p.add_argument("--faults", default="default")
     p.add_argument("--profile", default="", help="write cProfile stats of the run here")
     a = p.parse_args()
-    sim = wall = 0.0
+    sim = wall = cpu = 0.0
     events = 0
     profiler = cProfile.Profile() if a.profile else None
     for seed in range(a.seed, a.seed + a.seeds):
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
         if profiler is not None:
             profiler.enable()
         r = run_here(Spec(seed, a.hours, a.faults))
         if profiler is not None:
             profiler.disable()
         took = time.perf_counter() - started
+        cpu += time.process_time() - cpu0
         sim += r["sim_seconds"]
         wall += took
         events += r["events"]
@@ -51,6 +52,9 @@ def main() -> None:
               f"fills {r['fills']}, faults {r['faults_injected']}, restarts {r['restarts']}, "
               f"violations {len(r['violations'])}")
     rate = sim / wall
+    # On a shared machine the wall figure includes other processes' time slices; the
+    # process's own CPU time is the figure for "one core".
+    print(f"cpu: {cpu:.2f} s of this process = {sim / cpu:.0f}x per CPU second")
     print(f"total: {sim:.0f} simulated s in {wall:.2f} wall s = {rate:.0f}x "
           f"({events / wall:.0f} traced events/s); one simulated hour ~ {3600 / rate:.1f} s, "
           f"one day ~ {86400 / rate / 60:.1f} min (goal >= {GOAL:.0f}x: "

@@ -140,6 +140,7 @@ class InProcessExchange:
         roll = rng.random()
         for p, what in ((f.connect_refused, "refused"), (f.timeout, "timeout"),
                         (f.server_error, "5xx"), (f.rate_limited, "429")):
+            p = max(p, 0.0)  # DRAWN_NEVER: switched off, the roll is still drawn
             if roll < p:
                 self.trace.note(f"x_{what}", who, f"{method} {lpath}")
                 if what == "refused":

@@ -1,6 +1,7 @@
 """The in-memory bus: the production transport's semantics without sockets.
 
-- PUB/SUB: a subscriber gets what is published after it subscribed (no history), in
+- PUB/SUB: the proxy's roles check (``PublishGate``) drops what an identity may not
+  publish; a subscriber gets what is published after it subscribed (no history), in
   publish order per publisher, after a small seeded latency; under faults a message may
   be lost (PUB/SUB's documented loss). Frames are encoded and decoded exactly as on the
   wire (``PacketStamper``, ``PacketInbox``: same envelopes, sequences, gap detection).
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bus.messages import CommandRequest, Msg, Packet, ReplyBody, packet_encoder, reply_decoder
+from bus.roles import PublishGate
 from bus.transport import (
     CommandAnswerer,
     Handler,
@@ -37,10 +39,13 @@ from simulate.trace import Trace
 # One-way latencies (seconds): a local ipc hop through the proxy is tens of microseconds.
 PUB_LATENCY = (20e-6, 200e-6)
 REQ_LATENCY = (20e-6, 200e-6)
+ORDER_STEP = 1e-7  # seconds between two deliveries of one publisher, at least
 
 
 class NetFaults:
-    """The bus's fault rates (per message), set by the world from the profile."""
+    """The bus's fault rates (per message), set by the world from the profile. A rate of
+    ``DRAWN_NEVER`` (negative) is a fault switched off by ``--without``: its random
+    number is still drawn, so every other fault keeps its place in the random stream."""
 
     pubsub_loss = 0.0
     req_loss = 0.0  # a request never arrives
@@ -57,7 +62,8 @@ class Network:
         self.faults = NetFaults()
         self.subscribers: list[MemSubscriber] = []
         self.servers: dict[str, MemServer] = {}
-        self._fifo: dict[tuple[int, int], float] = {}  # (pub, sub) -> last delivery time
+        self.gate = PublishGate()  # the proxy's per-frame roles check
+        self.refused = 0
         self._ids = 0
         # The world's hook: crash ``actor`` now (returns True when it did).
         self.on_boundary: Callable[[str], bool] = lambda _actor: False
@@ -71,23 +77,40 @@ class Network:
     def boundary(self, actor: str) -> bool:
         """A message is about to be handed to ``actor``: crash it there instead?"""
         p = self.faults.crash_at_boundary
-        return p > 0 and self.rng.random() < p and self.on_boundary(actor)
+        return bool(p) and self.rng.random() < p and self.on_boundary(actor)
 
     def publish(self, pub: MemPublisher, topic: bytes, payload: bytes) -> None:
+        if not self.gate.allowed(pub.source, topic):
+            # The proxy drops what the roles do not let this identity publish.
+            self.refused += 1
+            self.trace.add("refused", pub.source, topic.decode(errors="replace"), b"")
+            return
         topic_s = topic.decode()
         self.trace.add("pub", pub.source, topic_s, payload)
         self.on_publish(pub.source, topic_s, payload)
-        now = self.loop.time()
+        targets = []
+        loss = self.faults.pubsub_loss
         for sub in self.subscribers:
-            if not sub.matches(topic_s):
+            if not topic_s.startswith(sub.prefixes):
                 continue
-            if self.faults.pubsub_loss and self.rng.random() < self.faults.pubsub_loss:
+            if loss and self.rng.random() < loss:
                 self.trace.add("lost", pub.source, topic_s, b"")
                 continue
-            key = (id(pub), id(sub))
-            at = max(self._fifo.get(key, 0.0), now + self.rng.uniform(*PUB_LATENCY))
-            self._fifo[key] = at
-            self.loop.call_at(at, sub.push, topic, payload)
+            targets.append(sub)
+        if not targets:
+            return
+        # One hop through the proxy: every subscriber gets the message after the same
+        # latency, never before the publisher's previous message (per-publisher order).
+        # Strictly after it: asyncio orders timers of equal time by heap position, not
+        # by when they were scheduled.
+        at = max(pub.last_at + ORDER_STEP, self.loop.time() + self.rng.uniform(*PUB_LATENCY))
+        pub.last_at = at
+        self.loop.call_at(at, _deliver, targets, topic, payload)
+
+
+def _deliver(targets: list[MemSubscriber], topic: bytes, payload: bytes) -> None:
+    for sub in targets:
+        sub.push(topic, payload)
 
 
 class MemPublisher(PacketStamper):
@@ -95,6 +118,7 @@ class MemPublisher(PacketStamper):
         super().__init__(source, incarnation, clock)
         self.net = net
         self.alive = True
+        self.last_at = 0.0  # virtual time of its last delivery
 
     def publish_raw(self, topic: bytes, payload: bytes) -> None:
         if self.alive:
@@ -109,18 +133,15 @@ class MemSubscriber(PacketInbox):
                  clock: Clock) -> None:
         super().__init__(name=name, clock=clock)
         self.net = net
-        self.prefixes = list(topics)
+        self.prefixes = tuple(topics)
         self.hwm = hwm
         self.queue: deque[tuple[bytes, bytes]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.alive = True
         net.subscribers.append(self)
 
-    def matches(self, topic: str) -> bool:
-        return any(topic.startswith(p) for p in self.prefixes)
-
     def subscribe(self, topic: str) -> None:
-        self.prefixes.append(topic)
+        self.prefixes = (*self.prefixes, topic)
 
     def push(self, topic: bytes, payload: bytes) -> None:
         if not self.alive:

@@ -41,7 +41,7 @@ PROFILES: dict[str, Profile] = {
     "default": Profile(
         "default",
         pubsub_loss=0.001, req_loss=0.001, reply_loss=0.001, reply_late=0.001,
-        crash_at_boundary=0.0002,
+        crash_at_boundary=0.00003,  # ~5 crashes an hour (the bus carries ~50 msg/s)
         connect_refused=0.003, timeout=0.002, server_error=0.005, rate_limited=0.003,
         drop_after_accept=0.01, repeat_trade=0.02,
         outages=1.0, frozen_books=2.0, late_fills=1.0, vanishing_orders=1.0,
@@ -50,7 +50,7 @@ PROFILES: dict[str, Profile] = {
     "harsh": Profile(
         "harsh",
         pubsub_loss=0.01, req_loss=0.01, reply_loss=0.01, reply_late=0.01,
-        crash_at_boundary=0.001,
+        crash_at_boundary=0.0002,  # ~35 an hour
         connect_refused=0.02, timeout=0.01, server_error=0.03, rate_limited=0.02,
         drop_after_accept=0.05, repeat_trade=0.1,
         outages=4.0, frozen_books=6.0, late_fills=4.0, vanishing_orders=4.0,

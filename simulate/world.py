@@ -31,18 +31,18 @@ from actors.risk.actor import RiskActor
 from actors.runtime import Actor
 from actors.strategy.actor import StrategyActor
 from actors.supervisor.policy import RestartTracker
-from bus.messages import SetLatch
-from bus.roles import SUPERVISOR
+from bus.messages import ResolveOrder, SetLatch
+from bus.roles import OPERATOR, SUPERVISOR
 from bus.transport import RequestFailed
 from shared.btcturk.client import BtcTurkClient
-from shared.config import Config, load_config
+from shared.config import Config, load_config, to_toml
 from simulate.clock import EPOCH_NS, VirtualClock
 from simulate.exchange import InProcessExchange
 from simulate.invariants import Invariants, Violation
 from simulate.membus import MemBus, MemClient, Network
 from simulate.profiles import PROFILES, Profile
 from simulate.trace import Trace
-from simulate.vloop import VirtualTimeLoop
+from simulate.vloop import SimulationStalled, VirtualTimeLoop
 
 ACTORS = ("executor", "marketdata", "risk", "strategy", "reconciler")
 # Every fault by name (``--without`` switches some off; the shrinker uses it). Rates are
@@ -53,28 +53,58 @@ RATE_FAULTS = ("pubsub_loss", "req_loss", "reply_loss", "reply_late", "crash_at_
 EVENT_FAULTS = ("outages", "frozen_books", "late_fills", "vanishing_orders", "clock_skews",
                 "full_disks", "kill_switch", "pauses")
 FAULT_KINDS = RATE_FAULTS + EVENT_FAULTS
-SETTLE_S = 180.0  # quiet time after the faults stop, before the end-of-run checks
+DRAWN_NEVER = -1.0  # a per-message rate switched off: drawn, never below it
+DISK_HALT = "disk"  # the executor's halt name for a failed DB write (executor/actor.py)
+# After the faults stop: the operator sets the kill switch (no new orders), the market
+# moves on for SETTLE_S - QUIET_S (resting orders still fill, the executor follows), then
+# stands still for QUIET_S (no fill can land between the executor's last poll and the
+# check), and the end-of-run checks run.
+SETTLE_S = 180.0
+QUIET_S = 60.0
+RESOLVE_EVERY_S = 300.0
 CHECK_EVERY_S = 1.0
 START_BALANCES = {"TRY": Decimal("100000"), "BTC": Decimal("0"), "ETH": Decimal("0"),
                   "SOL": Decimal("0")}
 
-CONFIG = """
-mode = "paper"
-runtime_dir = "run"
-log_dir = "logs"
-data_dir = "data"
-[exchange]
-rest_url = "http://exchange.sim.invalid"
-ws_url = "ws://exchange.sim.invalid/ws"
-[marketdata]
-symbols = ["BTCTRY", "ETHTRY", "SOLTRY"]
-source = "rest"
-[executor]
-db_synchronous = "NORMAL"
-private_ws = false
-[recorder]
-required = false
-"""
+# The simulated deployment: paper mode, the default three symbols, marketdata on REST (its
+# WebSocket path is not simulated), the executor following orders by REST (no private
+# WebSocket), no recorder. Everything else is the configuration's defaults.
+BASE_CONFIG: dict[str, Any] = {
+    "mode": "paper", "runtime_dir": "run", "log_dir": "logs", "data_dir": "data",
+    "exchange": {"rest_url": "http://exchange.sim.invalid",
+                 "ws_url": "ws://exchange.sim.invalid/ws"},
+    "marketdata": {"symbols": ["BTCTRY", "ETHTRY", "SOLTRY"], "source": "rest"},
+    "executor": {"db_synchronous": "NORMAL", "private_ws": False},
+    "recorder": {"required": False},
+}
+# ``--trading busy``: bench/chaos.py's aggressive settings (sell the whole position right
+# after each buy, small cooldown, several open orders, short data-age limit and settle
+# window), so faults meet many more orders in flight.
+BUSY: dict[str, Any] = {
+    "strategy": {"throttle_ms": 100, "entry_notional_try": "150", "min_profit_bps": -100,
+                 "take_profit_fraction": "1", "reject_backoff_s": 0.5,
+                 "snapshot_interval_s": 1.0},
+    "risk": {"cooldown_s": 0.3, "max_open_orders_per_symbol": 3, "max_orders_per_minute": 600,
+             "max_position_try_per_symbol": "100000", "max_daily_loss_try": "100000",
+             "snapshot_interval_s": 1.0},
+    "executor": {"settle_window_s": 3.0, "order_poll_interval_s": 0.5,
+                 "stale_order_ttl_s": 5.0, "balance_refresh_s": 1.0,
+                 "probe_backoff_max_s": 2.0},
+    "marketdata": {"max_data_age_s": 3.0, "rest_poll_interval_s": 0.5},
+    "reconciler": {"interval_s": 5.0},
+}
+TRADING = ("default", "busy")
+
+
+def config_doc(trading: str) -> dict[str, Any]:
+    if trading not in TRADING:
+        raise ValueError(f"unknown trading {trading!r} (known: {', '.join(TRADING)})")
+    doc = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE_CONFIG.items()}
+    if trading == "busy":
+        for section, values in BUSY.items():
+            doc[section] = {**doc.get(section, {}), **values}
+    return doc
+
 
 
 @dataclass
@@ -94,6 +124,7 @@ class RunResult:
     fault_counts: dict[str, int] = field(default_factory=dict)
     trading_seconds: int = 0
     events: int = 0
+    bus_refused: int = 0  # publishes the roles would have the proxy drop (0 expected)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +135,7 @@ class RunResult:
             "restarts": self.restarts, "violations": self.violations,
             "fault_counts": dict(sorted(self.fault_counts.items())),
             "trading_seconds": self.trading_seconds, "events": self.events,
+            "bus_refused": self.bus_refused,
         }
 
 
@@ -141,7 +173,7 @@ class Slot:
 class World:
     def __init__(self, seed: int, hours: float, profile: Profile | str = "default",
                  plant: str = "", workdir: Path | None = None,
-                 without: tuple[str, ...] = ()) -> None:
+                 without: tuple[str, ...] = (), trading: str = "default") -> None:
         self.seed = seed
         self.hours = hours
         unknown = set(without) - set(FAULT_KINDS)
@@ -149,7 +181,13 @@ class World:
             raise ValueError(f"unknown fault kinds {sorted(unknown)} (known: "
                              f"{', '.join(FAULT_KINDS)})")
         base = PROFILES[profile] if isinstance(profile, str) else profile
-        self.profile = dataclasses.replace(base, **{k: 0.0 for k in without})
+        # A fault switched off keeps drawing its random numbers (its rate DRAWN_NEVER, its
+        # events chosen but not acted on), so the rest of the schedule stays in place: the
+        # shrinker's smaller schedule is the same run without that one kind.
+        self.without = frozenset(without)
+        self.profile = dataclasses.replace(
+            base, **{k: DRAWN_NEVER for k in without if k in RATE_FAULTS
+                     and getattr(base, k) > 0})
         self.plant = plant
         self.rng = random.Random(seed)
         self.loop = VirtualTimeLoop()
@@ -159,7 +197,7 @@ class World:
             prefix=f"btcbot-sim-{seed}-", dir=_fast_tmp())
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.trace.mask = str(self.dir).encode()
-        (self.dir / "supervisor.toml").write_text(CONFIG)
+        (self.dir / "supervisor.toml").write_text(to_toml(config_doc(trading)))
         self.cfg: Config = load_config(self.dir / "supervisor.toml", mode="paper")
         self.disk_trigger = self.dir / "disk-fault"
         base = self.rng.getrandbits(32)
@@ -177,8 +215,14 @@ class World:
         # identity the roles allow SetLatch on the executor).
         self.operator = MemClient(self.net, self.cfg.command_endpoint("executor"), SUPERVISOR,
                                   timeout_s=2.0, retries=2)
+        # The operator's own console: settles VANISHED orders (`orders resolve`).
+        self.console = MemClient(self.net, self.cfg.command_endpoint("executor"), OPERATOR,
+                                 timeout_s=2.0, retries=2)
         self._bg: set[asyncio.Task[Any]] = set()
         self._main_task: asyncio.Task[Any] | None = None
+        self._operator_tasks: set[asyncio.Task[Any]] = set()
+        self.market_still = False
+        self._stalled = False
 
     def _wall_ms(self) -> int:
         return (EPOCH_NS + int(self.loop.time() * 1e9)) // 1_000_000
@@ -268,6 +312,14 @@ class World:
         logger.disable("")
         try:
             self.loop.run_until_complete(self._main())
+        except SimulationStalled as exc:
+            # A deadlock or livelock of the simulated system is a failure like any other:
+            # reported with its reproducer, not a crash of the simulator.
+            self.inv.record(Violation("no_stall", str(exc)))
+            # The spinning task cannot be stopped: the loop is abandoned, and its pending
+            # tasks with it (their "destroyed but pending" notes would only be noise).
+            self.loop.set_exception_handler(lambda _loop, _ctx: None)
+            self._stalled = True
         finally:
             logger.enable("")
             self._close()
@@ -276,6 +328,7 @@ class World:
         r.sim_seconds = self.loop.time()
         r.trace_hash = self.trace.hexdigest()
         r.events = self.trace.events
+        r.bus_refused = self.net.refused
         return r
 
     def abort(self) -> None:
@@ -289,6 +342,7 @@ class World:
             self.start(name)
         self._spawn(self._market())
         self._spawn(self._checks())
+        self._spawn(self._operator_resolves())
         if self.profile.name != "none":
             self._apply_rates(self.profile)
             self._spawn(self._fault_events())
@@ -305,7 +359,9 @@ class World:
             self.faulting = False
             self._apply_rates(PROFILES["none"])
             await self._settle()
-            await asyncio.sleep(SETTLE_S)
+            await asyncio.sleep(SETTLE_S - QUIET_S)
+            self.market_still = True
+            await asyncio.sleep(QUIET_S)
             self.inv.final()
         except Violation as v:
             self.inv.record(v)
@@ -313,6 +369,9 @@ class World:
     async def _settle(self) -> None:
         """The end of the faults: what a careful operator does next. Every actor runs, the
         disk has room, latches are cleared, the exchange is healthy."""
+        for task in list(self._operator_tasks):
+            task.cancel()  # the operator's own latch pulses end here
+        self._spawn(self._set_latch("kill_switch", True))
         self.disk_trigger.unlink(missing_ok=True)
         self.exchange.faults.outage_until = 0.0
         self.exchange.faults.frozen_until.clear()
@@ -324,28 +383,30 @@ class World:
                 slot.gave_up = slot.tracker.gave_up = False
                 if slot.actor is None:
                     self.start(slot.name)
-        ex = self.slots["executor"].actor
-        if ex is not None and ex.gates.halts:  # type: ignore[attr-defined]
-            self.crash("executor", "operator restarts it after the disk was fixed")
+        self._restart_if_disk_halted()
 
     async def _stop_all(self) -> None:
         self.stopping = True
-        for task in self._bg:
+        for task in [*self._bg, *self._operator_tasks]:
             task.cancel()
         for slot in self.slots.values():
             if slot.actor is not None:
                 slot.actor.stop()
         tasks = [s.task for s in self.slots.values() if s.task is not None]
-        await asyncio.gather(*tasks, *self._bg, return_exceptions=True)
+        await asyncio.gather(*tasks, *self._bg, *self._operator_tasks, return_exceptions=True)
 
     def _close(self) -> None:
         for slot in self.slots.values():
             if slot.task is not None and not slot.task.done():
                 slot.task.cancel()
         try:
-            self.loop.run_until_complete(asyncio.sleep(0))
+            if not self._stalled:
+                self.loop.run_until_complete(asyncio.sleep(0))
         finally:
-            self.loop.close()
+            if not self._stalled:
+                # Left open after a stall: the abandoned tasks' coroutines are finalized
+                # later by the collector, which needs a loop that is not closed.
+                self.loop.close()
             if self._tmp is not None:
                 self._tmp.cleanup()
 
@@ -362,7 +423,8 @@ class World:
     async def _market(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.exchange.tick()
+            if not self.market_still:
+                self.exchange.tick()
 
     async def _checks(self) -> None:
         while True:
@@ -387,15 +449,15 @@ class World:
 
     async def _fault_events(self) -> None:
         p = self.profile
-        kinds: list[tuple[str, float, Callable[[], Any]]] = [
-            ("outage", p.outages, self._outage), ("frozen_book", p.frozen_books, self._freeze),
-            ("late_fills", p.late_fills, self._late_fills),
-            ("vanish", p.vanishing_orders, self._vanish),
-            ("clock_skew", p.clock_skews, self._skew), ("full_disk", p.full_disks, self._disk),
-            ("kill_switch", p.kill_switch, lambda: self._latch("kill_switch")),
-            ("pause", p.pauses, lambda: self._latch("paused")),
+        kinds: list[tuple[str, Callable[[bool], Any]]] = [
+            ("outages", self._outage), ("frozen_books", self._freeze),
+            ("late_fills", self._late_fills), ("vanishing_orders", self._vanish),
+            ("clock_skews", self._skew), ("full_disks", self._disk),
+            ("kill_switch", lambda live: self._latch("kill_switch", live)),
+            ("pauses", lambda live: self._latch("paused", live)),
         ]
-        total = sum(rate for _, rate, _ in kinds)
+        rates = [(name, getattr(p, name), act) for name, act in kinds]
+        total = sum(rate for _, rate, _ in rates)
         if total <= 0:
             return
         while self.faulting:
@@ -403,66 +465,97 @@ class World:
             if not self.faulting:
                 return
             pick = self.rng.uniform(0, total)
-            for _kind, rate, act in kinds:
+            for name, rate, act in rates:
                 if pick < rate:
-                    act()
+                    # A kind switched off still draws its parameters (see __init__).
+                    act(name not in self.without)
                     break
                 pick -= rate
 
-    def _outage(self) -> None:
+    def _outage(self, live: bool) -> None:
         d = self.rng.uniform(10, 60)
-        self.exchange.faults.outage_until = self.loop.time() + d
-        self.fault("outage", f"{d:.0f}s")
+        if live:
+            self.exchange.faults.outage_until = self.loop.time() + d
+            self.fault("outage", f"{d:.0f}s")
 
-    def _freeze(self) -> None:
+    def _freeze(self, live: bool) -> None:
         symbol = self.rng.choice(sorted(self.exchange.market.books))
         d = self.rng.uniform(10, 90)
-        self.exchange.faults.frozen_until[symbol] = self.loop.time() + d
-        self.fault("frozen_book", f"{symbol} {d:.0f}s")
+        if live:
+            self.exchange.faults.frozen_until[symbol] = self.loop.time() + d
+            self.fault("frozen_book", f"{symbol} {d:.0f}s")
 
-    def _late_fills(self) -> None:
-        xf = self.exchange.faults
-        xf.trades_lag_s = self.rng.uniform(5, 30)
-        xf.trades_lag_until = self.loop.time() + self.rng.uniform(30, 120)
-        self.fault("late_fills", f"{xf.trades_lag_s:.0f}s")
+    def _late_fills(self, live: bool) -> None:
+        lag, hold = self.rng.uniform(5, 30), self.rng.uniform(30, 120)
+        if live:
+            xf = self.exchange.faults
+            xf.trades_lag_s, xf.trades_lag_until = lag, self.loop.time() + hold
+            self.fault("late_fills", f"{lag:.0f}s")
 
-    def _vanish(self) -> None:
+    def _vanish(self, live: bool) -> None:
         engine = self.exchange.engine
         open_ = [o for o in engine.orders.values() if o.is_open]
         if not open_:
             return
         order = self.rng.choice(open_)
-        engine.forget(order.client_id)
-        self.inv.vanished.add(order.client_id)
-        self.fault("vanish", order.client_id)
+        if live:
+            engine.forget(order.client_id)
+            self.inv.vanished.add(order.client_id)
+            self.fault("vanish", order.client_id)
 
-    def _skew(self) -> None:
+    def _skew(self, live: bool) -> None:
         name = self.rng.choice(ACTORS)
-        slot = self.slots[name]
-        if slot.clock is None:
-            return
         skew = int(self.rng.uniform(-2.0, 2.0) * 1e9)
-        slot.clock.skew_ns = skew
-        clock = slot.clock
-        self.loop.call_later(self.rng.uniform(30, 300), _unskew, clock)
-        self.fault("clock_skew", f"{name} {skew / 1e9:+.3f}s")
+        hold = self.rng.uniform(30, 300)
+        clock = self.slots[name].clock
+        if live and clock is not None:
+            clock.skew_ns = skew
+            self.loop.call_later(hold, _unskew, clock)
+            self.fault("clock_skew", f"{name} {skew / 1e9:+.3f}s")
 
-    def _disk(self) -> None:
+    def _disk(self, live: bool) -> None:
         d = self.rng.uniform(10, 60)
-        self.disk_trigger.write_text("enospc")
-        self.fault("full_disk", f"{d:.0f}s")
-        self.loop.call_later(d, self._disk_fixed)
+        if live:
+            self.disk_trigger.write_text("enospc")
+            self.fault("full_disk", f"{d:.0f}s")
+            self.loop.call_later(d, self._disk_fixed)
 
     def _disk_fixed(self) -> None:
         self.disk_trigger.unlink(missing_ok=True)
-        ex = self.slots["executor"].actor
-        if self.faulting and ex is not None and ex.gates.halts:  # type: ignore[attr-defined]
-            # Documented: only a restart lifts the disk halt; the operator does it.
-            self.crash("executor", "operator restarts it after the disk was fixed")
+        if self.faulting:
+            self._restart_if_disk_halted()
 
-    def _latch(self, latch: str) -> None:
-        self.fault(latch, "on")
-        self._spawn(self._operator_latch(latch, self.rng.uniform(30, 300)))
+    def _restart_if_disk_halted(self) -> None:
+        """Only a restart lifts the executor's disk halt (docs/executor.md): the operator
+        restarts it (a graceful stop; the restart policy starts it again)."""
+        ex = self.slots["executor"].actor
+        if ex is not None and DISK_HALT in ex.gates.halts:  # type: ignore[attr-defined]
+            self.trace.note("operator", "executor", "restart after the disk was fixed")
+            ex.stop()
+
+    def _latch(self, latch: str, live: bool) -> None:
+        hold = self.rng.uniform(30, 300)
+        if live:
+            self.fault(latch, "on")
+            task = self.loop.create_task(self._operator_latch(latch, hold))
+            self._operator_tasks.add(task)
+            task.add_done_callback(self._operator_tasks.discard)
+
+    async def _operator_resolves(self) -> None:
+        """An operator who reads status every few minutes settles each VANISHED order
+        with `orders resolve ... --as cancelled`: the truth here (a vanished order is
+        gone with its reserved funds released, never filled)."""
+        while True:
+            await asyncio.sleep(RESOLVE_EVERY_S)
+            for (cid,) in self.inv.rows("SELECT client_order_id FROM orders WHERE "
+                                        "state='VANISHED' ORDER BY client_order_id"):
+                self.trace.note("operator", "resolve", cid)
+                try:
+                    await self.console.request(ResolveOrder(
+                        client_order_id=cid, resolution="cancelled",
+                        reason="simulated operator: gone at the exchange", operator="sim"))
+                except RequestFailed:
+                    pass  # the next round tries again
 
     async def _operator_latch(self, latch: str, hold_s: float) -> None:
         await self._set_latch(latch, True)

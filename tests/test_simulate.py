@@ -18,6 +18,7 @@ EXPECTED = {
     "send_before_durable": "durable_before_send",
     "ignore_kill_switch": "gates_respected",
     "double_fees": "pnl_equals_equity",
+    "livelock": "no_stall",
 }
 
 
@@ -28,7 +29,7 @@ def spec_of(command: str) -> Spec:
     opts = dict(zip(argv[2::2], argv[3::2], strict=True))
     return Spec(int(opts["--seed"]), float(opts["--hours"]), opts["--faults"],
                 opts.get("--plant", ""), tuple(k for k in opts.get("--without", "").split(",")
-                                                if k))
+                                                if k), opts.get("--trading", "default"))
 
 
 def test_same_seed_same_trace_in_two_processes() -> None:
@@ -48,6 +49,14 @@ def test_short_form_default_faults_holds_every_invariant() -> None:
         assert r["faults_injected"] > 0
     assert sum(r["orders"] for r in results) > 0
     assert sum(r["fills"] for r in results) > 0
+
+
+def test_busy_trading_under_harsh_faults_holds_every_invariant() -> None:
+    """Many orders in flight (bench/chaos.py's settings) under the harsh profile."""
+    result = run_child(Spec(11, 0.1, "harsh", trading="busy"))
+    assert result["violations"] == [], result["violations"]
+    assert result["orders"] > 20 and result["faults_injected"] > 0
+    assert "--trading busy" in result["command"]
 
 
 def _hunt(plant: str, seeds: int, hours: float) -> dict:
@@ -86,3 +95,18 @@ def test_cli_prints_the_reproducer_and_fails() -> None:
     assert "reproduce: btcbot-supervisor simulate --seed 1 --hours 0.05 --faults default " \
            "--plant send_before_durable" in proc.stderr
     assert "commit " in proc.stderr and "virtual time" in proc.stderr
+
+
+def test_shrink_finds_a_smaller_schedule_that_still_fails() -> None:
+    from simulate.run import run_here, shrink
+
+    spec = Spec(1, 0.5, "default", "send_before_durable")
+    first = run_here(spec)
+    assert first["violations"][0]["invariant"] == "durable_before_send"
+    best, result = shrink(spec, first, budget=6, runner=run_here)
+    assert best.hours < spec.hours
+    assert result["violations"][0]["invariant"] == "durable_before_send"
+    assert result["command"] == best.command()
+    again = run_here(spec_of(best.command()))
+    assert again["trace_hash"] == result["trace_hash"]
+

@@ -128,12 +128,15 @@ class ExecutorActor(Actor):
             return
         self.probes.load()
         self.fsm.to(State.DEGRADED_RECOVERY, "startup recovery")
-        self.spawn(self.probes.loop(), "probe")
-        self.spawn(self.snapshots.publish_loop(), "portfolio")
-        self.spawn(self.snapshots.prune_loop(), "prune")
-        self.spawn(self.snapshots.checkpoint_loop(), "checkpoint")
+        # Guarded: a DB write that meets a full or failing disk in any of these halts
+        # trading with reason "disk" and the executor stays up answering commands; an
+        # unguarded loop would die, and with it the process, into a restart loop.
+        self._spawn_guarded(self.probes.loop(), "probe")
+        self._spawn_guarded(self.snapshots.publish_loop(), "portfolio")
+        self._spawn_guarded(self.snapshots.prune_loop(), "prune")
+        self._spawn_guarded(self.snapshots.checkpoint_loop(), "checkpoint")
         if self.gates.read_block() != "dry_run":
-            self.spawn(self.sync.poll_loop(), "poll")
+            self._spawn_guarded(self.sync.poll_loop(), "poll")
             self.sync.start_events()
 
     def _apply_pending_latches(self) -> None:

@@ -42,7 +42,7 @@ from bus.messages import (
     SupervisorChannel,
     SupervisorCommand,
 )
-from bus.roles import IDENTITIES, SUPERVISOR
+from bus.roles import ACTORS, IDENTITIES, OPERATOR, SUPERVISOR
 from bus.transport import (
     CommandError,
     Publisher,
@@ -159,9 +159,11 @@ class Supervisor:
     async def run(self) -> int:
         self.lock.acquire()  # raises AlreadyRunning
         try:
-            # First start: a keypair per identity and the roster (bus/auth.py).
-            ensure_keys(keys_dir_of(self.cfg.data_path), IDENTITIES)
-            self.auth = BusAuth.load(keys_dir_of(self.cfg.data_path), SUPERVISOR)
+            # First start: a keypair per identity and the roster (bus/auth.py). A host
+            # with a host_id (a subset of the actors, start --only) mints only its own.
+            ensure_keys(keys_dir_of(self.cfg.data_path), self._identities())
+            self.auth = BusAuth.load(keys_dir_of(self.cfg.data_path),
+                                     self.cfg.identity(SUPERVISOR))
         except KeysError as exc:
             logger.error("supervisor: bus keys: {}", exc)
             self.lock.release()
@@ -519,6 +521,12 @@ class Supervisor:
         finally:
             client.close()
         return f"{latch} {'set' if value else 'cleared'}"
+
+    def _identities(self) -> list[str]:
+        if not self.cfg.bus.host_id:
+            return list(IDENTITIES)
+        names = [n for n in self.children if n in ACTORS] + [SUPERVISOR, OPERATOR]
+        return [self.cfg.identity(n) for n in names]
 
     def security_counters(self) -> dict[str, int]:
         """The supervisor's own refusals (its control socket is a CURVE server too)."""
