@@ -26,6 +26,7 @@ import zmq
 import zmq.asyncio
 from loguru import logger
 
+from bus.auth import BusAuth, KeysError, load_for
 from bus.messages import (
     ActorInfo,
     CommandRequest,
@@ -35,6 +36,7 @@ from bus.messages import (
     Packet,
     Ping,
     PingCommand,
+    ReplayStart,
     StateTransition,
 )
 from bus.transport import (
@@ -66,6 +68,14 @@ class Actor:
     name: ClassVar[str] = "actor"
     subscriptions: ClassVar[tuple[str, ...]] = ()  # topic prefixes besides "control"
     serves_commands: ClassVar[bool] = False
+    # True (strategy, risk): data messages reach on_message only from the actor's own
+    # first heartbeat that came back through the bus on, a point of the proxy's one
+    # order that the recording holds (``joined_hb_seq`` in the heartbeat counters), so
+    # the actor's inputs are exactly a recorded stretch of the stream. What came before
+    # is what a slow joiner may or may not have received; replay --verify starts the
+    # replayed actor at the same point (ReplayStart). Controls always pass (a kill
+    # switch is never ignored).
+    deterministic_inputs: ClassVar[bool] = False
     commands: ClassVar[Any] = PingCommand  # the union this actor's command socket decodes
 
     def __init__(self, cfg: Config) -> None:
@@ -78,12 +88,17 @@ class Actor:
         self.paused = False
         self.exit_code = EXIT_OK
         self.ctx = zmq.asyncio.Context()
+        self._auth: BusAuth | None = None
         self.fsm = StateMachine(self.name, listener=self._publish_transition)
         self.pub: Publisher | None = None
         self.sub: Subscriber | None = None
         self.server: RequestServer | None = None
         self._stop = asyncio.Event()
         self._joined = asyncio.Event()  # our own heartbeat came back through the bus
+        self.joined_hb_seq = 0  # the seq of that heartbeat (0: not yet)
+        # replay --verify: the recorded actor's starting point (ReplayStart) opens input.
+        self._verify = cfg.replay.verify
+        self._inputs_open = not self.deterministic_inputs
         self._tasks: set[asyncio.Task[Any]] = set()
         self._parent_pid = os.getppid()
 
@@ -120,6 +135,17 @@ class Actor:
         return None
 
     # --- services for subclasses -----------------------------------------------------
+    @property
+    def auth(self) -> BusAuth:
+        """This actor's CURVE identity, loaded when the first socket opens (at start)."""
+        if self._auth is None:
+            try:
+                self._auth = load_for(self.cfg.data_path, self.name)
+            except KeysError as exc:
+                # Not a transient fault: restarting cannot create a key (exit 2, why).
+                raise FatalActorError(f"bus keys: {exc}", EXIT_CONFIG) from None
+        return self._auth
+
     def publish(self, body: Msg, topic: str | None = None) -> None:
         assert self.pub is not None
         self.pub.publish(body, topic)
@@ -178,13 +204,15 @@ class Actor:
     def _connect(self) -> None:
         hwm = self.cfg.bus.hwm
         self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, self.name, self.incarnation,
-                             hwm=hwm)
+                             hwm=hwm, auth=self.auth)
+        extra = ["replay.start"] if self.deterministic_inputs and self._verify else []
         self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
-                              ["control", f"hb.{self.name}", *self.subscriptions], hwm=hwm,
-                              name=self.name)
+                              ["control", f"hb.{self.name}", *extra, *self.subscriptions],
+                              hwm=hwm, name=self.name, auth=self.auth)
         if self.serves_commands:
             self.server = RequestServer(self.ctx, self.cfg.command_endpoint(self.name),
-                                        self.handle_command, commands=self.commands)
+                                        self.handle_command, commands=self.commands,
+                                        auth=self.auth)
 
     def _to_fatal(self, why: str) -> None:
         if self.fsm.can(State.ERROR_FATAL):
@@ -204,6 +232,8 @@ class Actor:
         for closable in (self.server, self.sub, self.pub):
             if closable is not None:
                 closable.close()
+        if self._auth is not None:
+            self._auth.close()
         self.ctx.destroy(linger=200)
         logger.info("{} stopped (exit {})", self.name, self.exit_code)
 
@@ -222,16 +252,28 @@ class Actor:
         while True:
             topic, packet = await self.sub.recv()
             try:
-                if isinstance(packet.body, Heartbeat) and packet.body.actor == self.name:
+                body = packet.body
+                if (isinstance(body, Heartbeat) and body.actor == self.name
+                        and packet.env.incarnation == self.incarnation):
+                    if not self._joined.is_set():
+                        self.joined_hb_seq = packet.env.seq
+                        if not self._verify:
+                            self._inputs_open = True
                     self._joined.set()
                     if "hb." not in self.subscriptions:
                         continue
-                if isinstance(packet.body, Control):
+                if isinstance(body, ReplayStart):
+                    if body.actor == self.name and self._verify:
+                        self._inputs_open = True
+                    continue
+                if isinstance(body, Control):
                     if packet.body.target in ("*", self.name):
                         self.counters["control"] += 1
                         await self.on_control(packet.body)
-                else:
+                elif self._inputs_open:
                     await self.on_message(topic, packet)
+                else:
+                    self.counters["inputs_before_join"] += 1
             except FatalActorError:
                 raise
             except Exception:
@@ -276,8 +318,12 @@ class Actor:
             counters.update(self.sub.stats.as_counters())
         if self.server is not None:
             counters.update({f"cmd_{k}": v for k, v in self.server.stats.items()})
+        if self._auth is not None:
+            counters.update(self._auth.heartbeat_counters())
         counters.update(self.heartbeat_counters())
         counters["log_errors"] = LOG_HEALTH.errors
+        if self.deterministic_inputs and self.joined_hb_seq:
+            counters["joined_hb_seq"] = self.joined_hb_seq
         self.publish(Heartbeat(
             actor=self.name, pid=os.getpid(), state=str(self.fsm.state), ready=self.ready,
             uptime_s=round(self.uptime_s, 3), counters=counters, info=self.heartbeat_info(),

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,7 +25,15 @@ from bus.messages import (
     packet_decoder,
     packet_encoder,
 )
-from shared.recording import encode_header, encode_record, read_recording, segment_name
+from shared.recording import (
+    RecordingError,
+    encode_header,
+    encode_record,
+    read_recording,
+    segment_name,
+    segment_paths,
+)
+from shared.recording.directory import spans
 
 MARKET_TOPICS = ("md.book.", "md.trade.", "md.rules.", "md.status")
 
@@ -63,13 +72,46 @@ def _book(payload: bytes) -> tuple[int, BookSnapshot]:
         recv_mono_ns=b.recv_mono_ns, age_ms=b.age_ms, change_set=b.change_set)
 
 
-def market_messages(targets: Sequence[str | os.PathLike[str]],
-                    symbols: Sequence[str] = ()) -> Iterator[tuple[int, object]]:
-    """(envelope wall_ns, body) of every market-data message, recording by recording
-    (each in file order). ``symbols``: only these (rules and books; status of all)."""
-    wanted = {s.upper() for s in symbols}
+_OPEN_END = 2**63 - 1  # the end spans() gives a segment still being written
+
+
+def _bounds(target: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """First and last record time of a recording, from its segment indexes (a segment
+    still being written ends now)."""
+    try:
+        found = spans(segment_paths(target))
+    except (OSError, RecordingError):
+        return None  # the run itself says what is wrong with it
+    if not found:
+        return None
+    last = max(s.last_ns for s in found)
+    return min(s.first_ns for s in found), time.time_ns() if last >= _OPEN_END else last
+
+
+def market_span_s(targets: Sequence[str | os.PathLike[str]]) -> int:
+    """Seconds of recorded time in ``targets``: the length of a backtest's progress bar."""
+    total = 0
     for target in targets:
-        for rec in read_recording(target, MARKET_TOPICS):
+        if (b := _bounds(target)) is not None:
+            total += max(0, b[1] - b[0]) // 10**9
+    return total
+
+
+def market_messages(targets: Sequence[str | os.PathLike[str]],
+                    symbols: Sequence[str] = (),
+                    progress: Callable[[int], None] | None = None,
+                    ) -> Iterator[tuple[int, object]]:
+    """(envelope wall_ns, body) of every market-data message, recording by recording
+    (each in file order). ``symbols``: only these (rules and books; status of all).
+    ``progress`` hears the seconds of recorded time read so far (``market_span_s``'s
+    unit), every 1,000 records."""
+    wanted = {s.upper() for s in symbols}
+    done_s = 0
+    for target in targets:
+        bounds = _bounds(target) if progress is not None else None
+        for n, rec in enumerate(read_recording(target, MARKET_TOPICS)):
+            if bounds is not None and n % 1000 == 0:
+                progress(done_s + max(0, rec.recv_ns - bounds[0]) // 10**9)
             if wanted and not rec.topic.startswith("md.status") and (
                     rec.topic.rsplit(".", 1)[-1] not in wanted):
                 continue
@@ -81,6 +123,9 @@ def market_messages(targets: Sequence[str | os.PathLike[str]],
             except (msgspec.DecodeError, ArithmeticError):
                 continue  # not ours to judge here; `recordings show` reports it
             yield packet.env.wall_ns, packet.body
+        if bounds is not None:
+            done_s += max(0, bounds[1] - bounds[0]) // 10**9
+            progress(done_s)
 
 
 def write_synthetic(directory: str | os.PathLike[str], *, symbols: Sequence[str],

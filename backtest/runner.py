@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -18,6 +18,7 @@ from backtest.data import market_messages
 from backtest.engine import Backtest, Fees, Result
 from backtest.metrics import summary as summarise
 from shared.config import Config, ConfigError
+from shared.config_ranges import explain
 
 
 @dataclass
@@ -77,11 +78,19 @@ def configured(base: Config, opts: Options) -> tuple[Config, dict[str, Any]]:
         try:
             setattr(section, name, msgspec.convert(value, fields[name].type, strict=False))
         except msgspec.ValidationError as exc:
-            raise ConfigError(f"--set {key}: {exc}") from None
+            doc = {section_name: {name: value}}
+            raise ConfigError(f"--set {explain(str(exc), key, doc, Config)}") from None
+        try:  # the section again as a whole: its money checks (__post_init__) run then
+            msgspec.convert(msgspec.to_builtins(section), type(section))
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"--set {section_name}.{exc}") from None
     return cfg, plugin_sets
 
 
-def run(base: Config, opts: Options) -> tuple[Result, dict[str, Any]]:
+def run(base: Config, opts: Options,
+        progress: Callable[[int], None] | None = None) -> tuple[Result, dict[str, Any]]:
+    """``progress``: seconds of recorded time read so far (data.market_span_s is the
+    whole)."""
     cfg, plugin_sets = configured(base, opts)
     strategy = load_strategy(cfg.strategy, plugin_sets)
     for r in opts.recordings:
@@ -89,7 +98,7 @@ def run(base: Config, opts: Options) -> tuple[Result, dict[str, Any]]:
             raise ConfigError(f"recording {r}: no such file or directory")
     bt = Backtest(cfg, strategy, fees=Fees(opts.maker_fee, opts.taker_fee),
                   balances=opts.balances)
-    result = bt.run(market_messages(opts.recordings, opts.symbols))
+    result = bt.run(market_messages(opts.recordings, opts.symbols, progress))
     if not result.books:
         raise ConfigError("no market data (md.book.*) in " + ", ".join(opts.recordings))
     out = summarise(result, opts.period_s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from decimal import Decimal
@@ -36,11 +36,17 @@ def _one(args: tuple[Config, runner.Options, dict[str, str]]) -> dict[str, Any]:
 
 
 def sweep(base: Config, opts: runner.Options, items: Sequence[str],
-          workers: int | None = None) -> list[dict[str, Any]]:
+          workers: int | None = None,
+          done: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """Every point of the grid, ranked; ``done`` is called as each one finishes."""
     points = grid(items)
     workers = max(1, min(workers or os.cpu_count() or 1, len(points)))
+    rows = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        rows = list(pool.map(_one, [(base, opts, p) for p in points]))
+        for row in pool.map(_one, [(base, opts, p) for p in points]):
+            rows.append(row)
+            if done is not None:
+                done()
 
     def rank(row: dict[str, Any]) -> tuple[int, Decimal, Decimal]:
         s = row.get("summary")

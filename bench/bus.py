@@ -51,6 +51,7 @@ import psutil  # noqa: E402
 import zmq  # noqa: E402
 import zmq.asyncio  # noqa: E402
 
+from bus.auth import BusAuth, ensure_keys, keys_dir_of, load_for  # noqa: E402
 from bus.messages import (  # noqa: E402
     SCHEMA_VERSION,
     Ack,
@@ -138,6 +139,12 @@ def ratio(ours: float, raw: float) -> str:
 # --- proxies ---------------------------------------------------------------------------
 
 
+def bench_auth(identity: str) -> BusAuth:
+    """"ours" runs CURVE like production: keys made once per run in BTCBOT_BENCH_DATA
+    (inherited by the spawned role processes), the "raw" floor runs none."""
+    return load_for(os.environ["BTCBOT_BENCH_DATA"], identity)
+
+
 def raw_proxy(xsub_ep: str, xpub_ep: str) -> None:
     ctx = zmq.Context()
     xsub, xpub = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
@@ -160,7 +167,8 @@ class Proxy:
         if kind == "raw":
             self.pub_ep, self.sub_ep = f"ipc://{tmp}/raw.in", f"ipc://{tmp}/raw.out"
         else:
-            cfg_path = write_config(tmp, base_config(tmp), "bus.toml")
+            cfg_path = write_config(
+                tmp, base_config(tmp, data_dir=os.environ["BTCBOT_BENCH_DATA"]), "bus.toml")
             cfg = load_config(cfg_path)
             self.cfg_path = cfg_path
             self.pub_ep, self.sub_ep = cfg.bus_pub_endpoint, cfg.bus_sub_endpoint
@@ -205,6 +213,7 @@ def _wait_bus_ready(sub_ep: str, timeout: float = 15.0) -> None:
     ctx = zmq.Context()
     s = ctx.socket(zmq.SUB)
     s.setsockopt(zmq.SUBSCRIBE, b"hb.bus")
+    bench_auth("operator").client(s, "bus")
     s.connect(sub_ep)
     deadline = time.monotonic() + timeout
     try:
@@ -235,7 +244,8 @@ def pub_process(kind: str, ep: str, n: int, size: int, joined: Any, done: Any,
         def warm() -> None:
             sock.send_multipart((b"md.book.WARM", data))
     else:
-        pub = Publisher(ctx, ep, "marketdata", new_incarnation(), hwm=HWM)
+        pub = Publisher(ctx, ep, "marketdata", new_incarnation(), hwm=HWM,
+                        auth=bench_auth("marketdata"))
         warm_body, body = book("WARM"), book()
 
         def warm() -> None:
@@ -302,7 +312,7 @@ async def _sub_async(kind: str, ep: str, n: int, joined: Any) -> dict[str, Any]:
             got += 1
             last = time.monotonic_ns()
         return {"received": got, "last_ns": last, "gaps_lost": None, "malformed": 0}
-    sub = Subscriber(ctx, ep, ["md.book."], hwm=HWM, name="bench")
+    sub = Subscriber(ctx, ep, ["md.book."], hwm=HWM, name="bench", auth=bench_auth("strategy"))
     while got < n:
         try:
             topic, packet = await asyncio.wait_for(sub.recv(), 3.0)
@@ -395,7 +405,7 @@ async def _async_server(kind: str, ep: str, reply_len: int, ready: Any) -> None:
             return intent_ack()
         return Ack()
 
-    server = RequestServer(ctx, ep, handler, commands=PingCommand)
+    server = RequestServer(ctx, ep, handler, commands=PingCommand, auth=bench_auth("risk"))
     ready.set()
     await server.serve()
 
@@ -444,7 +454,8 @@ class AsyncRttClient:
             self.sock = self.ctx.socket(zmq.REQ)
             self.sock.connect(self.ep)
         else:
-            self.client = RequestClient(self.ctx, self.ep, "bench", timeout_s=2.0)
+            self.client = RequestClient(self.ctx, self.ep, bench_auth("strategy"), server="risk",
+                                        timeout_s=2.0)
 
     def run(self, n: int) -> list[float]:
         return self.runner.run(self._run(n))
@@ -537,7 +548,8 @@ def hop_a(kind: str, ep: str, size: int, joined: Any, conn: Any, ctrl: Any) -> N
             topic = b"md.book.WARM" if warm else b"md.book.BTCTRY"
             sock.send_multipart((topic, struct.pack("<q", time.monotonic_ns()) + pad))
     else:
-        pub = Publisher(ctx, ep, "marketdata", new_incarnation(), hwm=HWM)
+        pub = Publisher(ctx, ep, "marketdata", new_incarnation(), hwm=HWM,
+                        auth=bench_auth("marketdata"))
         warm_body, body = book("WARM"), book()
 
         def send(warm: bool) -> None:
@@ -589,8 +601,9 @@ async def _hop_b(kind: str, sub_ep: str, c_ep: str, total: int, joined: Any,
             lat.append((time.monotonic_ns() - sent) / 1000)
             conn.send(None)
     else:
-        subscriber = Subscriber(ctx, sub_ep, ["md.book."], hwm=HWM, name="strategy")
-        client = RequestClient(ctx, c_ep, "strategy", timeout_s=2.0)
+        subscriber = Subscriber(ctx, sub_ep, ["md.book."], hwm=HWM, name="strategy",
+                                auth=bench_auth("strategy"))
+        client = RequestClient(ctx, c_ep, bench_auth("strategy"), server="risk", timeout_s=2.0)
         await client.request(Ping())
         while len(lat) < total:
             _topic, packet = await subscriber.recv()
@@ -684,8 +697,10 @@ async def _restarts(cfg_path: Path, rounds: int) -> list[dict[str, Any]]:
     the bus) and kill → status showing the new pid READY (polled every 20 ms)."""
     cfg = load_config(cfg_path)
     ctx = zmq.asyncio.Context()
-    sub = Subscriber(ctx, cfg.bus_sub_endpoint, ["hb."], hwm=HWM, name="bench")
-    client = RequestClient(ctx, cfg.supervisor_endpoint, "bench", timeout_s=1.0, retries=0)
+    op = load_for(cfg.data_path, "operator")
+    sub = Subscriber(ctx, cfg.bus_sub_endpoint, ["hb."], hwm=HWM, name="bench", auth=op)
+    client = RequestClient(ctx, cfg.supervisor_endpoint, op, server="supervisor", timeout_s=1.0,
+                           retries=0)
     seen: dict[str, tuple[int, bool, int]] = {}  # actor -> (pid, ready, when ns)
 
     async def listen() -> None:
@@ -898,6 +913,8 @@ def main() -> None:
           f"libzmq {zmq.zmq_version()}  msgspec {msgspec.__version__}  "
           f"cores {os.cpu_count()}  loadavg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     tmp = Path(tempfile.mkdtemp(prefix="bbus-"))
+    os.environ["BTCBOT_BENCH_DATA"] = str(tmp / "keys-data")
+    ensure_keys(keys_dir_of(tmp / "keys-data"))
     try:
         if "a" in only:
             section_a(args.messages, tmp)

@@ -60,6 +60,7 @@ import apsw  # noqa: E402
 import msgspec  # noqa: E402
 import zmq.asyncio  # noqa: E402
 
+from bus.auth import load_for  # noqa: E402
 from bus.messages import (  # noqa: E402
     Control,
     ExecutorInfo,
@@ -342,7 +343,8 @@ class Driver:
         return f"[{time.monotonic() - self.t0:6.1f}s]"
 
     async def command(self, command: str, **kw: Any) -> Any:
-        client = RequestClient(self.ctx, self.cfg.supervisor_endpoint, "chaos",
+        client = RequestClient(self.ctx, self.cfg.supervisor_endpoint,
+                               load_for(self.cfg.data_path, "operator"), server="supervisor",
                                timeout_s=10.0, retries=1)
         try:
             return await client.request(SupervisorCommand(command=command, **kw))

@@ -47,8 +47,8 @@ async def run(rig: Rig, n: int, concurrency: int, tag: str) -> tuple[dict, float
         queue.put_nowait(order(f"BTCTRY-buy-{tag}-{i}", price="1000000", qty="0.0001"))
 
     async def worker() -> None:
-        client = RequestClient(rig.ctx, rig.cfg.command_endpoint("executor"), "bench",
-                               timeout_s=5.0, retries=0)
+        client = RequestClient(rig.ctx, rig.cfg.command_endpoint("executor"), rig.auth("risk"),
+                               server="executor", timeout_s=5.0, retries=0)
         while not queue.empty():
             req = queue.get_nowait()
             t0 = time.monotonic_ns()
@@ -61,7 +61,8 @@ async def run(rig: Rig, n: int, concurrency: int, tag: str) -> tuple[dict, float
 
     start = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    client = RequestClient(rig.ctx, rig.cfg.command_endpoint("executor"), "bench")
+    client = RequestClient(rig.ctx, rig.cfg.command_endpoint("executor"), rig.auth("risk"),
+                           server="executor")
     while True:  # until everything is committed
         snap = await client.request(SnapshotQuery())
         if snap.keys.pending == 0 and snap.keys.unknown == 0:

@@ -15,6 +15,7 @@ own envelope, as a real publisher's would).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -28,8 +29,9 @@ from replay.pipeline import IsolatedPipeline  # noqa: E402
 from shared.recording import read_recording, scan_segment, segment_paths  # noqa: E402
 
 PUBLISHER = r"""
-import sys, time, msgspec, zmq
+import os, sys, time, msgspec, zmq
 from decimal import Decimal
+from bus.auth import load_for
 from bus.messages import SCHEMA_VERSION, BookSnapshot, Envelope, packet_encoder
 
 class Frame(msgspec.Struct, array_like=True):
@@ -45,6 +47,7 @@ enc = msgspec.msgpack.Encoder().encode
 ctx = zmq.Context()
 sock = ctx.socket(zmq.PUB)
 sock.setsockopt(zmq.SNDHWM, 1_000_000)
+load_for(os.environ["BENCH_DATA"], "marketdata").client(sock, "bus")  # md.book is its
 sock.connect(endpoint)
 time.sleep(1.0)  # let the bus's subscriptions reach us (slow joiner)
 topic, more, clock, mono = b"md.book.BTCTRY", zmq.SNDMORE, time.time_ns, time.monotonic
@@ -81,7 +84,9 @@ def main() -> int:
                           "compress": not args.no_compress}}
     with IsolatedPipeline(None, actors=(), record=True, extra=extra) as pipe:
         pubs = [subprocess.Popen([sys.executable, "-c", PUBLISHER, pipe.cfg.bus_pub_endpoint,
-                                  n, str(per), str(args.seconds)]) for n in names]
+                                  n, str(per), str(args.seconds)],
+                                 env={**os.environ, "BENCH_DATA": str(pipe.cfg.data_path)})
+                for n in names]
         for p in pubs:
             if p.wait(args.seconds * 4 + 30) != 0:
                 print("publisher failed", file=sys.stderr)

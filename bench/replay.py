@@ -44,10 +44,12 @@ from shared.recording.maintenance import compress_closed  # noqa: E402
 T0 = 1_700_000_000_000_000_000
 COUNTER = r"""
 import sys, zmq
+from bus.auth import load_for
 ctx = zmq.Context()
 sub = ctx.socket(zmq.SUB)
 sub.setsockopt(zmq.RCVHWM, 0)
 sub.setsockopt(zmq.SUBSCRIBE, b"md.")
+load_for(sys.argv[2], "operator").client(sub, "bus")
 sub.connect(sys.argv[1])
 print("ready", flush=True)
 n = 0
@@ -82,7 +84,8 @@ def make_recording(root: Path, n: int) -> None:
 def engine(rec: Path) -> tuple[int, float, int]:
     with IsolatedPipeline(None, actors=()) as pipe:
         # The counting subscriber is its own process, as a consumer would be.
-        counter = subprocess.Popen([sys.executable, "-c", COUNTER, pipe.cfg.bus_sub_endpoint],
+        counter = subprocess.Popen([sys.executable, "-c", COUNTER, pipe.cfg.bus_sub_endpoint,
+                                    str(pipe.cfg.data_path)],
                                    stdout=subprocess.PIPE, text=True)
         assert counter.stdout is not None
         counter.stdout.readline()  # subscribed

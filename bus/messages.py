@@ -123,6 +123,25 @@ class PublicTrade(Msg):
         _positive("quantity", self.quantity)
 
 
+class ClockTick(Msg):
+    """The bus clock (topic ``md.clock``), from marketdata every ``clock_tick_ms``: its
+    envelope ``wall_ns`` is the time. Time-driven re-evaluations (the strategy's
+    throttle trailing edge) run on it instead of a local timer, so they are recorded
+    inputs and a replay makes them at the same point of the message stream."""
+
+    interval_ms: int
+
+
+class ReplayStart(Msg):
+    """``replay --verify`` only (topic ``replay.start``): the point of the replayed
+    stream where the recorded ``actor`` began to take input (its first heartbeat that
+    came back through the bus, ``Heartbeat.counters["joined_hb_seq"]``). The replay's
+    actor of that name ignores replayed input before it, as the recorded one never saw
+    it."""
+
+    actor: Str
+
+
 class FeedStatus(Msg):
     """Freshness of one symbol's data. Topic ``md.status``. Consumers fail closed
     on ``fresh=False``."""
@@ -527,7 +546,9 @@ class CancelOrder(Msg):
 
 
 class SnapshotQuery(Msg):
-    pass
+    # True: also publish the snapshot on ``portfolio``. Strategy and risk ask so and
+    # apply only what comes on the bus (a recorded input), never the reply's copy.
+    publish: bool = False
 
 
 class ReconcileQuery(Msg):
@@ -623,6 +644,8 @@ DataBody = (
     BookSnapshot
     | PublicTrade
     | FeedStatus
+    | ClockTick
+    | ReplayStart
     | SymbolRules
     | Intent
     | RiskDecision
@@ -641,8 +664,9 @@ ExecutorCommand = (SubmitOrder | CancelOrder | SnapshotQuery | ReconcileQuery | 
                    | ResolveOrder)
 """Commands the executor serves on ``cmd.executor``."""
 
-RiskCommand = SubmitIntent | Ping
-"""Commands risk serves on ``cmd.risk``."""
+RiskCommand = SubmitIntent | CancelOrder | Ping
+"""Commands risk serves on ``cmd.risk`` (a strategy's cancels go through risk: only risk
+may submit or cancel at the executor, bus/roles.py)."""
 
 PingCommand = Ping
 """Commands any other actor serves (liveness only)."""
@@ -723,6 +747,10 @@ def topic_for(body: Msg, source: str) -> str:
             return f"md.trade.{s}"
         case FeedStatus():
             return "md.status"
+        case ClockTick():
+            return "md.clock"
+        case ReplayStart():
+            return "replay.start"
         case SymbolRules(symbol=s):
             return f"md.rules.{s}"
         case Intent(symbol=s):

@@ -5,8 +5,13 @@ asyncio loop of the process only heartbeats, obeys ``control`` and SIGTERM. It i
 the bus's own small runtime: the bus is the bottom layer and imports no actor code.
 A SIGSTOP freezes the heartbeat too, so the supervisor detects a stuck bus.
 
+Both sides are CURVE servers (``bus/auth.py``): only roster members connect, and each
+message carries its publisher's authenticated identity (``User-Id``).
+
 Every data frame from a publisher is checked before it is forwarded: two frames,
-a topic and a payload within ``bus.limits``; anything else is dropped and counted
+a topic and a payload within ``bus.limits``, and a topic the publisher's identity may
+publish (``bus.roles``: nobody but the executor publishes ``hb.executor``, nobody but
+marketdata ``md.book.*``); anything else is dropped and counted
 (``proxy_dropped_<reason>`` in the heartbeat), never forwarded to a subscriber.
 """
 
@@ -26,8 +31,10 @@ import zmq
 import zmq.asyncio
 from loguru import logger
 
+from bus.auth import BusAuth, KeysError, load_for
 from bus.limits import MAX_PAYLOAD_BYTES, MAX_TOPIC_BYTES, MAX_WIRE_BYTES
 from bus.messages import Control, Heartbeat
+from bus.roles import PublishGate
 from bus.transport import Publisher, Subscriber, new_incarnation
 from shared.config import Config, ConfigError, load_config
 from shared.files import ensure_private_dir
@@ -36,10 +43,10 @@ from shared.logging import setup_logging
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 # All the frames of one message -> None to forward, or the reason to drop.
-FrameCheck = Callable[[list[bytes]], str | None]
+FrameCheck = Callable[[list[zmq.Frame]], str | None]
 
 
-def check_shape(frames: list[bytes]) -> str | None:
+def check_shape(frames: list[zmq.Frame]) -> str | None:
     """The checks that need no identity: frame count and sizes."""
     if len(frames) != 2:
         return "frame_count"
@@ -57,9 +64,10 @@ class FrameProxy:
     loop thread afterwards; ``stop()`` may be called from any thread."""
 
     def __init__(self, ctx: zmq.Context, pub_endpoint: str, sub_endpoint: str, *,
-                 hwm: int, check: FrameCheck = check_shape,
+                 hwm: int, auth: BusAuth, check: FrameCheck = check_shape,
                  configure: Callable[[zmq.Socket], None] | None = None) -> None:
         self.check = check
+        self.gate = PublishGate()
         self.counters: Counter[str] = Counter()
         self._ctx = ctx
         self.xsub = ctx.socket(zmq.XSUB)
@@ -71,6 +79,7 @@ class FrameProxy:
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
             if configure is not None:
                 configure(sock)
+            auth.server(sock)
         self.xsub.bind(pub_endpoint)
         self.xpub.bind(sub_endpoint)
         self._stop_endpoint = f"inproc://bus-stop-{id(self)}"
@@ -89,6 +98,7 @@ class FrameProxy:
         poller.register(self.xpub, zmq.POLLIN)
         poller.register(self._stop_rx, zmq.POLLIN)
         xsub, xpub, counters, check = self.xsub, self.xpub, self.counters, self.check
+        allowed = self.gate.allowed
         recv, send = xsub.recv_multipart, xpub.send
         noblock, more, again = zmq.NOBLOCK, zmq.SNDMORE, zmq.Again
         try:
@@ -99,22 +109,25 @@ class FrameProxy:
                 if xsub in ready:
                     # Drain what is queued before polling again: one poll per burst. Every
                     # step of this loop is on the path of every message on the bus, so it
-                    # is kept to the fewest pyzmq calls: one recv_multipart, two sends.
+                    # is kept to the fewest pyzmq calls: one recv_multipart, two sends
+                    # (frames, not bytes: the User-Id is a property of the frame).
                     while True:
                         try:
-                            frames = recv(noblock)
+                            frames = recv(noblock, copy=False)
                         except again:
                             break
                         reason = check(frames)
                         if reason is None:
-                            if len(frames) == 2:
-                                send(frames[0], more)
-                                send(frames[1])
+                            topic = frames[0].bytes
+                            who = frames[0].get("User-Id")
+                            if allowed(who, topic):
+                                send(frames[0], more, copy=False)
+                                send(frames[1], copy=False)
+                                counters["proxy_forwarded"] += 1
                             else:
-                                xpub.send_multipart(frames)
-                            counters["proxy_forwarded"] += 1
+                                self._forbidden(who, topic)
                         else:
-                            self._drop(reason, frames[0])
+                            self._drop(reason, frames[0].bytes)
                 if xpub in ready:
                     # Subscriptions (and unsubscriptions) flow upstream unchecked:
                     # they only choose what a subscriber receives.
@@ -130,8 +143,19 @@ class FrameProxy:
     def _drop(self, reason: str, topic: bytes) -> None:
         self.counters[f"proxy_dropped_{reason}"] += 1
         self.counters["proxy_dropped"] += 1
-        if self.counters[f"proxy_dropped_{reason}"] == 1 or reason.startswith("forbidden"):
+        if self.counters[f"proxy_dropped_{reason}"] == 1:
             logger.warning("bus: dropped a frame ({}), topic {!r}", reason, topic[:64])
+
+    def _forbidden(self, identity: str, topic: bytes) -> None:
+        """A key publishing what its role may not: counted per identity (bounded by the
+        roster); logged at the 1st, 2nd, 4th, 8th… so a flood cannot fill the disk."""
+        self.counters["proxy_dropped_forbidden_topic"] += 1
+        self.counters["proxy_dropped"] += 1
+        n = self.counters[f"proxy_forbidden_{identity}"] = \
+            self.counters[f"proxy_forbidden_{identity}"] + 1
+        if n & (n - 1) == 0:
+            logger.warning("bus: dropped topic {!r} from {!r}: not in its role "
+                           "(btcbot-supervisor roles; {} so far)", topic[:64], identity, n)
 
     def stop(self) -> None:
         with self._stop_lock:
@@ -163,8 +187,9 @@ class BusProcess:
         self._stop = asyncio.Event()
         self._parent_pid = os.getppid()
         ensure_private_dir(cfg.runtime_path)
+        self.auth = load_for(cfg.data_path, self.name)
         self.proxy = FrameProxy(self._sync_ctx, cfg.bus_pub_endpoint, cfg.bus_sub_endpoint,
-                                hwm=cfg.bus.hwm)
+                                hwm=cfg.bus.hwm, auth=self.auth)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -172,9 +197,9 @@ class BusProcess:
             loop.add_signal_handler(sig, self._stop.set)
         self.proxy.start()
         pub = Publisher(self._ctx, self.cfg.bus_pub_endpoint, self.name, self.incarnation,
-                        hwm=self.cfg.bus.hwm)
+                        hwm=self.cfg.bus.hwm, auth=self.auth)
         sub = Subscriber(self._ctx, self.cfg.bus_sub_endpoint, ["control", f"hb.{self.name}"],
-                         name=self.name)
+                         name=self.name, auth=self.auth)
         joined = asyncio.Event()
         listener = asyncio.create_task(self._listen(sub, joined))
         logger.info("bus ready (incarnation {}, pid {})", self.incarnation, os.getpid())
@@ -188,6 +213,7 @@ class BusProcess:
             sub.close()
             pub.close()
             self.proxy.close()
+            self.auth.close()
             self._ctx.destroy(linger=200)
             self._sync_ctx.term()
             logger.info("bus stopped")
@@ -223,6 +249,7 @@ class BusProcess:
                         ready: bool) -> None:
         counters = dict(self.proxy.counters)
         counters.update(sub.stats.as_counters())
+        counters.update(self.auth.heartbeat_counters())
         pub.publish(Heartbeat(actor=self.name, pid=os.getpid(), state=state, ready=ready,
                               uptime_s=round(time.monotonic() - self.started_mono, 3),
                               counters=counters))
@@ -241,6 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(cfg, "bus")
     try:
         process = BusProcess(cfg)
+    except KeysError as exc:
+        logger.error("bus: {}", exc)
+        print(f"bus: {exc}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
     except zmq.ZMQError as exc:
         logger.error("bus: cannot bind: {}", exc)
         print(f"bus: cannot bind: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ import zmq
 import zmq.asyncio
 from loguru import logger
 
+from bus.auth import BusAuth
 from bus.limits import (
     DEFAULT_MAX_FUTURE_SKEW_NS,
     MAX_PAYLOAD_BYTES,
@@ -42,6 +43,7 @@ from bus.messages import (
     request_decoder,
     topic_for,
 )
+from bus.roles import command_name, may_call
 
 
 def new_incarnation() -> str:
@@ -57,7 +59,8 @@ class Publisher:
     """
 
     def __init__(
-        self, ctx: zmq.Context, endpoint: str, source: str, incarnation: str, *, hwm: int = 100_000
+        self, ctx: zmq.Context, endpoint: str, source: str, incarnation: str, *,
+        auth: BusAuth, hwm: int = 100_000,
     ) -> None:
         self.source = source
         self.incarnation = incarnation
@@ -70,6 +73,7 @@ class Publisher:
         self._sock = zmq.Socket.shadow(self._owner.underlying)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 200)
+        auth.client(self._sock, "bus")
         self._sock.connect(endpoint)
 
     def envelope(self, topic: str) -> Envelope:
@@ -164,6 +168,7 @@ class Subscriber:
         endpoint: str,
         topics: list[str],
         *,
+        auth: BusAuth,
         hwm: int = 100_000,
         name: str = "",
         reconnect_ivl_ms: int = 100,
@@ -180,6 +185,7 @@ class Subscriber:
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
         for t in topics:
             self._sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        auth.client(self._sock, "bus")
         self._sock.connect(endpoint)
 
     def subscribe(self, topic: str) -> None:
@@ -247,20 +253,24 @@ class RequestFailed(Exception):
 
 class RequestClient:
     """Lazy Pirate client: a REQ socket, timeout, bounded retries with a fresh
-    socket, the same request id on every retry."""
+    socket, the same request id on every retry. ``server`` names the identity serving
+    ``endpoint`` (its roster key authenticates it); we call it as ``auth.identity``."""
 
     def __init__(
         self,
         ctx: zmq.asyncio.Context,
         endpoint: str,
-        sender: str,
+        auth: BusAuth,
         *,
+        server: str,
         timeout_s: float = 2.0,
         retries: int = 3,
     ) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
-        self.sender = sender
+        self.auth = auth
+        self.server = server
+        self.sender = auth.identity
         self.timeout_s = timeout_s
         self.retries = retries
         self._sock: zmq.asyncio.Socket | None = None
@@ -271,6 +281,7 @@ class RequestClient:
         if self._sock is None:
             sock = self.ctx.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
+            self.auth.client(sock, self.server)
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock
@@ -352,8 +363,13 @@ class CommandError(Exception):
 class RequestServer:
     """ROUTER server answering ``CommandRequest``s with ``CommandReply``s.
 
-    Replies are cached by request id (bounded LRU), so a Lazy Pirate retry of a
-    command that was already executed gets the same answer without running the
+    Every caller is authenticated (CURVE, ``bus/auth.py``): the handler sees the
+    caller's identity as ``request.sender``, whatever the request claimed, and only
+    commands ``bus.roles.COMMANDS`` grants that identity on this server reach it; the
+    rest are refused with the reason and counted (``unauthorized``).
+
+    Replies are cached by (caller, request id) (bounded LRU), so a Lazy Pirate retry of
+    a command that was already executed gets the same answer without running the
     handler again; a retry that arrives while the first is still running waits
     for that same result.
     """
@@ -365,37 +381,43 @@ class RequestServer:
         handler: Handler,
         *,
         commands: Any,
+        auth: BusAuth,
         cache_size: int = 10_000,
     ) -> None:
         """``commands`` is the channel's union of command types (``ExecutorCommand``…):
-        a request with any other body is refused as malformed before the handler."""
+        a request with any other body is refused as malformed before the handler.
+        The server's name in the roles table is ``auth.identity``."""
         self.handler = handler
+        self.name = auth.identity
         self._decoder = request_decoder(commands)
         self.cache_size = cache_size
-        self._replies: OrderedDict[str, bytes] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self._replies: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._inflight: dict[tuple[str, str], asyncio.Future[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"requests": 0, "duplicates": 0, "malformed": 0, "oversize": 0,
-                      "errors": 0}
+                      "errors": 0, "unauthorized": 0}
         self._sock = ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
+        auth.server(self._sock)
         if endpoint.startswith("ipc://"):
             _unlink_stale_ipc(endpoint)
         self._sock.bind(endpoint)
 
     async def serve(self) -> None:
         while True:
-            frames = await self._sock.recv_multipart()
+            frames = await self._sock.recv_multipart(copy=False)
             if len(frames) < 3:
                 self.stats["malformed"] += 1
                 continue
-            identity, payload = frames[0], frames[-1]
-            task = asyncio.create_task(self._handle(identity, payload))
+            identity, payload = frames[0].bytes, frames[-1].bytes
+            # Set by our ZAP handler for every message of an authenticated connection.
+            caller = _user_id(frames[-1])
+            task = asyncio.create_task(self._handle(identity, payload, caller))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, identity: bytes, payload: bytes) -> None:
+    async def _handle(self, identity: bytes, payload: bytes, caller: str) -> None:
         if len(payload) > MAX_PAYLOAD_BYTES:
             self.stats["malformed"] += 1
             self.stats["oversize"] += 1
@@ -406,14 +428,29 @@ class RequestServer:
             request = self._decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.stats["malformed"] += 1
-            logger.warning("bus: malformed command dropped: {}", exc)
+            n = self.stats["malformed"]
+            if n & (n - 1) == 0:  # the 1st, 2nd, 4th…: a flood cannot fill the disk
+                logger.warning("bus: malformed command dropped ({} so far): {}", n, exc)
             # Answer with the request's id when it has one, so the caller gets the
             # refusal at once instead of retrying into the same wall.
             await self._send(identity, packet_encoder.encode(
                 CommandReply(_request_id_of(payload), False, f"refused: {exc}")))
             return
         self.stats["requests"] += 1
-        rid = request.request_id
+        command = command_name(request.body)
+        if not may_call(self.name, caller, command):
+            self.stats["unauthorized"] += 1
+            n = self.stats["unauthorized"]
+            if n & (n - 1) == 0:
+                logger.warning("bus: refused {} from {!r} on {} (roles; {} so far)", command,
+                               caller, self.name, n)
+            await self._send(identity, packet_encoder.encode(CommandReply(
+                request.request_id, False,
+                f"refused: {caller or 'an unauthenticated caller'} may not send {command} "
+                f"to {self.name} (btcbot-supervisor roles)")))
+            return
+        request = msgspec.structs.replace(request, sender=caller)
+        rid = (caller, request.request_id)
         if rid in self._replies:
             self.stats["duplicates"] += 1
             await self._send(identity, self._replies[rid])
@@ -444,7 +481,7 @@ class RequestServer:
             reply = CommandReply(request.request_id, False, f"internal error: {exc!r}")
         return packet_encoder.encode(reply)
 
-    def _remember(self, rid: str, reply: bytes) -> None:
+    def _remember(self, rid: tuple[str, str], reply: bytes) -> None:
         self._replies[rid] = reply
         if len(self._replies) > self.cache_size:
             self._replies.popitem(last=False)
@@ -465,6 +502,13 @@ def _request_id_of(payload: bytes) -> str:
     try:
         return _loose_request_decoder.decode(payload).request_id
     except (msgspec.DecodeError, msgspec.ValidationError):
+        return ""
+
+
+def _user_id(frame: zmq.Frame) -> str:
+    try:
+        return frame.get("User-Id")  # type: ignore[no-any-return]
+    except zmq.ZMQError:  # no metadata: not an authenticated connection
         return ""
 
 

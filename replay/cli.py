@@ -75,7 +75,8 @@ def replay(ctx: click.Context, file: str, speed: float | None, max_: bool,
         click.echo(f"note: config differs from the recording: {note}")
     for diff in v.differences:
         click.echo(diff)
-    click.echo(f"verify: {v.expected} recorded decisions, {v.replayed} replayed, "
-               f"{v.matched} identical, {len(v.differences)} differences -> "
-               f"{'OK' if v.ok else 'FAILED'}")
+    click.echo(f"verify: {v.intents_expected} recorded intents, {v.intents_replayed} "
+               f"replayed, {v.intents_matched} identical; {v.expected} recorded decisions, "
+               f"{v.replayed} replayed, {v.matched} identical; {len(v.differences)} "
+               f"differences -> {'OK' if v.ok else 'FAILED'}")
     sys.exit(EXIT_OK if v.ok else EXIT_FAILURE)

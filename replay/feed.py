@@ -1,18 +1,19 @@
 """Publishing records into a pipeline's bus: ``feed`` at the recorded pacing divided by
-``speed`` (or as fast as possible), a progress bar, and ``BusClient``, a publisher that
-is connected for sure before the first record goes."""
+``speed`` (or as fast as possible), telling a progress callback how far it got, and
+``BusClient``, a publisher that is connected for sure before the first record goes."""
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import zmq
 
+from bus.auth import load_for
 from bus.messages import Heartbeat
+from bus.roles import REPLAY
 from bus.transport import Publisher, new_incarnation
 from replay.errors import ReplayError
 from replay.select import Reframer
@@ -41,34 +42,26 @@ def feed(
     speed: float | None,
     reframer: Reframer,
     progress: Callable[[int], None] | None = None,
-    barrier: Callable[[Record], bool] | None = None,
-    unpaced: tuple[str, ...] = (),
 ) -> FeedStats:
     """Publish ``records`` in order. ``speed=None`` is as fast as possible; otherwise a
     record recorded ``d`` ns after the first is sent ``d / speed`` ns after the start.
     Lateness is never "caught up" by sending in a burst faster than recorded: the
     schedule is absolute, so a late record is sent at once and the next ones are on time.
-
-    ``barrier``: records it returns True for are not published but waited on (verify:
-    a recorded decision holds back what the recorded session published after it).
-    ``unpaced``: topic prefixes sent as soon as they are reached, not at their recorded
-    time (verify: the recorded executor's reactions that preceded the next decision in
-    the recording must reach the pipeline before it decides, as they did then)."""
+    Order is all that --verify needs (replay/verify.py): speed only sets how long it
+    takes."""
     stats = FeedStats()
     t0 = time.monotonic_ns()
     first_ns: int | None = None
     sleep = time.sleep
     mono = time.monotonic_ns
     for i, rec in enumerate(records):
-        if speed is not None and not rec.topic.startswith(unpaced or ("\0",)):
+        if speed is not None and rec.recv_ns >= 0:
             if first_ns is None:
                 first_ns = rec.recv_ns
             due = t0 + int((rec.recv_ns - first_ns) / speed)
             ahead = due - mono()
             if ahead > 200_000:  # sleeping less than 0.2 ms costs more than it keeps
                 sleep(ahead / 1e9)
-        if barrier is not None and barrier(rec):
-            continue
         payload = reframer(rec.topic, rec.payload)
         if payload is None:
             stats.skipped += 1
@@ -81,30 +74,6 @@ def feed(
     return stats
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr, shown only when stdout is a terminal."""
-
-    def __init__(self, total: int, enabled: bool | None = None) -> None:
-        self.total = max(total, 1)
-        self.enabled = sys.stdout.isatty() if enabled is None else enabled
-        self._last = 0.0
-
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._last < 0.1:
-            return
-        self._last = now
-        frac = min(1.0, done / self.total)
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\rreplay [{bar:<30}] {done}/{self.total} ({frac:5.1%})")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write(f"\rreplay [{'#' * 30}] {self.total}/{self.total} (100.0%)\n")
-            sys.stderr.flush()
-
-
 class BusClient:
     """A publisher (and probe subscriber) on a pipeline's bus, connected for sure: a PUB
     drops what it sends before the bus's subscriptions reach it (slow joiner), so
@@ -114,14 +83,16 @@ class BusClient:
 
     def __init__(self, cfg: Config, *, hwm: int = 1_000_000) -> None:
         self.ctx = zmq.Context()
-        self.pub = Publisher(self.ctx, cfg.bus_pub_endpoint, "replay", new_incarnation(),
-                             hwm=hwm)
+        self.auth = load_for(cfg.data_path, REPLAY)
+        self.pub = Publisher(self.ctx, cfg.bus_pub_endpoint, REPLAY, new_incarnation(),
+                             hwm=hwm, auth=self.auth)
         self._sub_endpoint = cfg.bus_sub_endpoint
 
     def connect(self, timeout_s: float = 10.0) -> None:
         probe = self.ctx.socket(zmq.SUB)
         probe.setsockopt(zmq.LINGER, 0)
         probe.setsockopt(zmq.SUBSCRIBE, PROBE_TOPIC.encode())
+        self.auth.client(probe, "bus")
         probe.connect(self._sub_endpoint)
         deadline = time.monotonic() + timeout_s
         try:

@@ -27,6 +27,8 @@ from typing import Any
 
 import msgspec
 
+from bus.auth import ensure_keys, keys_dir_of
+from bus.roles import IDENTITIES, REPLAY
 from replay.errors import ReplayError
 from shared.actorspec import ACTOR_NAMES, BY_NAME
 from shared.config import Config, load_config, to_toml
@@ -175,6 +177,9 @@ class IsolatedPipeline(SupervisedPipeline):
         config_path.write_text(to_toml(doc))
         self.config_path = config_path
         self.cfg = load_config(config_path)
+        # Its own throw-away keys (the supervisor would make all but replay's at its
+        # first start): the replay process feeds this bus as the ``replay`` identity.
+        ensure_keys(keys_dir_of(self.cfg.data_path), (*IDENTITIES, REPLAY))
         env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
         if strategy_boot is not None:  # the recorded host's boot: the same intent ids
             env["BTCBOT_STRATEGY_BOOT"] = str(strategy_boot)

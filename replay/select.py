@@ -22,11 +22,15 @@ from bus.transport import new_incarnation
 from shared.recording import ReadReport, Record, last_before, read_recording
 
 MARKET_TOPICS = ("md.",)
-# What strategy and risk consume from other actors, so their state follows the recording.
-VERIFY_TOPICS = ("md.", "portfolio", "order.", "fill.")
+# Every input of strategy and risk (replay/verify.py): market data and the bus clock,
+# the executor's messages, the intents risk judges and the decisions the strategy
+# applies (risk's, and the strategy's own stand-ins on intent.outcome.); and the two
+# actors' heartbeats, which say where each began to take input (they are not fed).
+# Recorded controls are not fed: the replay identity may not publish control
+# (bus/roles.py), docs/recordings.md says what that leaves out.
+VERIFY_TOPICS = ("md.", "portfolio", "order.", "fill.", "intent.", "decision.",
+                 "hb.strategy", "hb.risk")
 PRIMER_TOPICS = ("md.rules.", "md.status", "portfolio")
-# The recorded executor's output (reactions to orders and books), fed unpaced in --verify.
-EXECUTOR_TOPICS = ("order.", "fill.", "portfolio")
 
 
 

@@ -1,5 +1,21 @@
-"""``replay --verify``: collect the decisions the replayed pipeline makes and compare
-them with the recorded ones, in causal lock-step with the feed (``DecisionBarrier``)."""
+"""``replay --verify``: each of strategy and risk is re-run on exactly the recorded
+inputs, and what it decides is compared with what it decided then.
+
+Why this is exact (docs/recordings.md, "Deterministic replay"): every input of a
+strategy or risk decision is a bus message (market data, the bus clock's ticks,
+executor snapshots and events, the intents risk judges where they come on the bus, the
+decisions the strategy applies where they come on the bus), every subscriber
+gets the proxy's one order, and the recorder records that order. The replay feeds
+those records in that order to the pipeline's strategy and risk (``replay.verify``):
+each starts taking input where the recorded one did (``ReplayStart`` at its recorded
+``joined_hb_seq``), the strategy applies the *recorded* decisions and risk judges the
+*recorded* intents, so neither depends on the other's timing, and both publish what they
+decide under ``verify.`` instead of acting on it. Speed changes nothing but how long it
+takes: no barrier, no wait.
+
+The comparison is per intent id (deterministic ids): for each decision and intent,
+which field changed, old -> new.
+"""
 
 from __future__ import annotations
 
@@ -15,23 +31,34 @@ from typing import Any
 import msgspec
 import zmq
 
-from bus.messages import Intent, OrderEvent, PortfolioSnapshot, RiskDecision, packet_decoder
+from bus.auth import load_for
+from bus.messages import (
+    Envelope,
+    Heartbeat,
+    Intent,
+    Packet,
+    ReplayStart,
+    RiskDecision,
+    packet_decoder,
+    packet_encoder,
+)
+from bus.roles import REPLAY
 from shared.config import Config
 from shared.recording import Record, SegmentReader, read_recording, segment_paths
 
-DecisionKey = tuple[str, tuple[str, ...], Decimal, Decimal]
-
-
-def decision_key(d: RiskDecision) -> DecisionKey:
-    """What --verify compares: verdict, reasons, price, quantity (per intent_id)."""
-    return (d.verdict, tuple(d.reasons), d.price, d.quantity)
+VERIFIED_ACTORS = ("strategy", "risk")
+DECISION_FIELDS = ("verdict", "reasons", "price", "quantity")
+INTENT_FIELDS = ("side", "price", "quantity", "reason", "created_wall_ns")
 
 
 @dataclass
 class VerifyResult:
-    expected: int = 0
+    expected: int = 0  # recorded decisions
     replayed: int = 0
     matched: int = 0
+    intents_expected: int = 0
+    intents_replayed: int = 0
+    intents_matched: int = 0
     differences: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -40,128 +67,180 @@ class VerifyResult:
         return not self.differences
 
 
-def _fmt(key: DecisionKey) -> str:
-    verdict, reasons, price, qty = key
-    return f"{verdict} reasons={list(reasons)} price={price} quantity={qty}"
+def _value(x: Any) -> Any:
+    if isinstance(x, Decimal):
+        return x.normalize() if x else Decimal(0)  # 1.0 and 1 are the same quantity
+    if isinstance(x, list | tuple):
+        return tuple(x)
+    return x
 
 
-def compare_decisions(
-    recorded: Sequence[RiskDecision], replayed: Sequence[RiskDecision]
-) -> VerifyResult:
-    """Match decisions by intent_id (deterministic ids: the same decision has the same
-    id) and compare, in order, every decision made for that intent."""
-    res = VerifyResult(expected=len(recorded), replayed=len(replayed))
-    want: dict[str, list[DecisionKey]] = defaultdict(list)
-    got: dict[str, list[DecisionKey]] = defaultdict(list)
+def _show(x: Any) -> str:
+    if isinstance(x, Decimal):
+        return format(x, "f")
+    if isinstance(x, list | tuple):
+        return "[" + ", ".join(map(str, x)) + "]"
+    return str(x)
+
+
+def _compare(kind: str, fields: Sequence[str], recorded: Sequence[Any],
+             replayed: Sequence[Any]) -> tuple[int, list[str]]:
+    """Match by intent_id, and per id in order (an intent re-sent after a rejection is
+    decided again). Returns (identical count, readable differences)."""
+    want: dict[str, list[Any]] = defaultdict(list)
+    got: dict[str, list[Any]] = defaultdict(list)
     symbol: dict[str, str] = {}
-    for d in recorded:
-        want[d.intent_id].append(decision_key(d))
-        symbol[d.intent_id] = d.symbol
-    for d in replayed:
-        got[d.intent_id].append(decision_key(d))
-        symbol.setdefault(d.intent_id, d.symbol)
+    for x in recorded:
+        want[x.intent_id].append(x)
+        symbol[x.intent_id] = x.symbol
+    for x in replayed:
+        got[x.intent_id].append(x)
+        symbol.setdefault(x.intent_id, x.symbol)
+    matched = 0
+    out: list[str] = []
+
+    def brief(x: Any) -> str:
+        return " ".join(f"{f}={_show(getattr(x, f))}" for f in fields)
+
     for iid in list(want) + [i for i in got if i not in want]:
         w, g = want.get(iid, []), got.get(iid, [])
         for n in range(max(len(w), len(g))):
-            label = f"decision {iid} ({symbol[iid]})" + (f" #{n + 1}" if n else "")
+            label = f"{kind} {iid} ({symbol[iid]})" + (f" #{n + 1}" if n else "")
             if n >= len(g):
-                res.differences.append(f"missing in replay: {label}: recorded {_fmt(w[n])}")
+                out.append(f"missing in replay: {label}: recorded {brief(w[n])}")
             elif n >= len(w):
-                res.differences.append(f"extra in replay: {label}: replayed {_fmt(g[n])}")
-            elif w[n] != g[n]:
-                res.differences.append(
-                    f"differs: {label}: recorded {_fmt(w[n])} / replayed {_fmt(g[n])}")
+                out.append(f"extra in replay: {label}: replayed {brief(g[n])}")
             else:
-                res.matched += 1
+                changed = [f"{f} {_show(getattr(w[n], f))} -> {_show(getattr(g[n], f))}"
+                           for f in fields
+                           if _value(getattr(w[n], f)) != _value(getattr(g[n], f))]
+                if changed:
+                    out.append(f"differs: {label}: " + "; ".join(changed))
+                else:
+                    matched += 1
+    return matched, out
+
+
+def compare_decisions(recorded: Sequence[RiskDecision], replayed: Sequence[RiskDecision],
+                      recorded_intents: Sequence[Intent] = (),
+                      replayed_intents: Sequence[Intent] = ()) -> VerifyResult:
+    """Decisions (verdict, reasons, price, quantity) and intents (side, price, quantity,
+    reason, message clock) per intent id; the executor's status is not compared (the
+    replay's executor only mirrors)."""
+    res = VerifyResult(expected=len(recorded), replayed=len(replayed),
+                       intents_expected=len(recorded_intents),
+                       intents_replayed=len(replayed_intents))
+    res.intents_matched, idiff = _compare("intent", INTENT_FIELDS, recorded_intents,
+                                          replayed_intents)
+    res.matched, ddiff = _compare("decision", DECISION_FIELDS, recorded, replayed)
+    # An intent's difference explains its decision's: it comes first.
+    res.differences = idiff + ddiff
     return res
 
 
+def _decode(rec: Record) -> Packet | None:
+    try:
+        return packet_decoder.decode(rec.payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def decode_decisions(records: Iterable[Record]) -> list[RiskDecision]:
+    """Risk's decisions (a strategy's own stand-in for an unreachable risk is not one)."""
     out = []
     for rec in records:
-        try:
-            body = packet_decoder.decode(rec.payload).body
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-        if isinstance(body, RiskDecision):
-            out.append(body)
+        p = _decode(rec)
+        if p is not None and isinstance(p.body, RiskDecision) and p.env.source == "risk":
+            out.append(p.body)
     return out
 
 
-class DecisionBarrier:
-    """Causal lock-step for --verify, so the pipeline's state at each decision is the
-    recorded one whatever its speed relative to the recorded session:
-
-    - a recorded decision is not fed, it is waited for: what the recorded session
-      published after it is fed only once the pipeline has made it too;
-    - a recorded executor message about an intent (an order event, or a portfolio
-      listing its order) is a *consequence* of that intent's decision: it waits for
-      the pipeline's decision of that intent, even where the recording has it first
-      (the recorded executor publishes ``PENDING`` before risk publishes its verdict).
-
-    Executor messages are fed unpaced (``EXECUTOR_TOPICS``): once their cause is
-    decided they go at once, so one the recorded risk had seen before its next decision
-    (a fill triggered by the same book as that decision) reaches the pipeline first too.
-    A decision that does not come (a real difference) costs ``timeout_s``, all waits
-    together at most ``budget_s``; compare_decisions then reports it."""
-
-    def __init__(self, collector: DecisionCollector, recorded: Sequence[RiskDecision],
-                 timeout_s: float = 1.0, budget_s: float = 10.0) -> None:
-        self.collector = collector
-        self.timeout_s = timeout_s
-        self.budget_s = budget_s
-        self.waited_s = 0.0
-        self.missed = 0
-        self._decided = {d.intent_id for d in recorded}  # intents with a recorded decision
-        self._expected: dict[str, int] = defaultdict(int)
-
-    def __call__(self, rec: Record) -> bool:
-        """True: a barrier only, not to be fed."""
-        if not rec.topic.startswith(("decision.", "order.", "portfolio")):
-            return False
-        try:
-            body = packet_decoder.decode(rec.payload).body
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return rec.topic.startswith("decision.")
-        if isinstance(body, RiskDecision):
-            self._expected[body.intent_id] += 1
-            self._wait(body.intent_id, self._expected[body.intent_id])
-            return True
-        if isinstance(body, OrderEvent):
-            causes = [body.intent_id]
-        elif isinstance(body, PortfolioSnapshot):
-            causes = [o.intent_id for o in body.open_orders]
-        else:
-            return rec.topic.startswith("decision.")
-        for intent_id in causes:
-            if intent_id in self._decided:
-                self._wait(intent_id, max(1, self._expected[intent_id]))
-        return False
-
-    def _wait(self, intent_id: str, count: int) -> None:
-        timeout = min(self.timeout_s, max(0.0, self.budget_s - self.waited_s))
-        t0 = time.monotonic()
-        if not self.collector.wait_for(intent_id, count, timeout):
-            self.missed += 1
-        self.waited_s += time.monotonic() - t0
+def decode_intents(records: Iterable[Record]) -> list[Intent]:
+    out = []
+    for rec in records:
+        p = _decode(rec)
+        if p is not None and isinstance(p.body, Intent):
+            out.append(p.body)
+    return out
 
 
-class DecisionCollector:
-    """Every RiskDecision published on a bus, gathered by a background thread."""
+def verify_feed(records: Sequence[Record], starts: Sequence[Record]) -> list[Record]:
+    """The records to feed: ``records`` (in recorded order, with heartbeats) without
+    the heartbeats, each ``ReplayStart`` of ``starts`` put in place of the recorded
+    heartbeat it stands for (same recv_ns and topic, see ``start_points``)."""
+    at = {(s.recv_ns, s.topic): s for s in starts}
+    out: list[Record] = []
+    for rec in records:
+        if rec.topic.startswith("hb."):
+            start = at.pop((rec.recv_ns, rec.topic), None)
+            if start is not None:
+                out.append(Record(rec.recv_ns, "replay.start", start.payload))
+            continue
+        out.append(rec)
+    # An actor whose start is not in the window began before it: input from the start.
+    return [Record(r.recv_ns, "replay.start", r.payload) for r in at.values()] + out
+
+
+def start_points(records: Sequence[Record]) -> tuple[list[Record], list[str]]:
+    """Where the recorded strategy and risk began to take input: the heartbeat of their
+    own that first came back through the bus (its seq is their ``joined_hb_seq``
+    counter). Returns one placeholder Record per actor (recv_ns and topic of that
+    heartbeat, payload a ReplayStart) and notes (a restart inside the window)."""
+    first_incarnation: dict[str, str] = {}
+    joined_seq: dict[str, int] = {}
+    beats: dict[tuple[str, str, int], Record] = {}
+    restarted: dict[str, int] = {}
+    for rec in records:
+        if not rec.topic.startswith("hb."):
+            continue
+        p = _decode(rec)
+        if p is None or not isinstance(p.body, Heartbeat):
+            continue
+        actor = p.body.actor
+        if actor not in VERIFIED_ACTORS or p.env.source != actor:
+            continue
+        inc = first_incarnation.setdefault(actor, p.env.incarnation)
+        if inc != p.env.incarnation:
+            restarted.setdefault(actor, rec.recv_ns)
+            continue
+        beats[(actor, inc, p.env.seq)] = rec
+        seq = p.body.counters.get("joined_hb_seq", 0)
+        if seq and actor not in joined_seq:
+            joined_seq[actor] = seq
+    starts = []
+    for actor in VERIFIED_ACTORS:
+        payload = packet_encoder.encode(Packet(Envelope(1, "replay", "replay", 0, 0, 0),
+                                               ReplayStart(actor=actor)))
+        beat = beats.get((actor, first_incarnation.get(actor, ""), joined_seq.get(actor, -1)))
+        # Not found (it joined before the window): a placeholder that matches nothing,
+        # so verify_feed puts it first.
+        starts.append(Record(beat.recv_ns, beat.topic, payload) if beat is not None
+                      else Record(-1, f"hb.{actor}", payload))
+    notes = [f"{actor} restarted in the window at "
+             f"{time.strftime('%H:%M:%S', time.gmtime(ns / 1e9))} UTC: its decisions after "
+             "that start from a fresh state the replay does not reproduce"
+             for actor, ns in sorted(restarted.items())]
+    return starts, notes
+
+
+class OutputCollector:
+    """What the replay's strategy and risk publish under ``verify.``, gathered by a
+    background thread."""
 
     def __init__(self, cfg: Config) -> None:
         self.decisions: list[RiskDecision] = []
+        self.intents: list[Intent] = []
         self.last_mono = time.monotonic()
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, 1_000_000)
-        self._sock.setsockopt(zmq.SUBSCRIBE, b"decision.")
+        self._sock.setsockopt(zmq.SUBSCRIBE, b"verify.")
+        load_for(cfg.data_path, REPLAY).client(self._sock, "bus")
         self._sock.connect(cfg.bus_sub_endpoint)
         self._halt = threading.Event()
-        self._seen = threading.Condition()
-        self._count: dict[str, int] = defaultdict(int)
-        self._thread = threading.Thread(target=self._run, daemon=True, name="decisions")
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="verify")
         self._thread.start()
 
     def _run(self) -> None:
@@ -173,27 +252,28 @@ class DecisionCollector:
                 body = packet_decoder.decode(payload).body
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
-            if isinstance(body, RiskDecision):
-                with self._seen:
+            with self._lock:
+                if isinstance(body, RiskDecision):
                     self.decisions.append(body)
-                    self._count[body.intent_id] += 1
-                    self.last_mono = time.monotonic()
-                    self._seen.notify_all()
+                elif isinstance(body, Intent):
+                    self.intents.append(body)
+                else:
+                    continue
+                self.last_mono = time.monotonic()
 
-    def wait_for(self, intent_id: str, count: int, timeout_s: float) -> bool:
-        """Wait until ``count`` decisions for ``intent_id`` have been made."""
-        with self._seen:
-            return self._seen.wait_for(lambda: self._count[intent_id] >= count, timeout_s)
-
-    def settle(self, expected: int, quiet_s: float, timeout_s: float) -> None:
-        """Wait until the pipeline has gone quiet: no new decision for ``quiet_s`` (and
-        at least as many as ``expected``, or ``timeout_s`` passed)."""
+    def settle(self, decisions: int, intents: int, quiet_s: float, timeout_s: float) -> None:
+        """Wait until the pipeline has gone quiet: nothing new for ``quiet_s`` and at
+        least as many decisions and intents as recorded (or ``timeout_s`` passed)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            quiet = time.monotonic() - self.last_mono >= quiet_s
-            if quiet and len(self.decisions) >= expected:
+            with self._lock:
+                enough = len(self.decisions) >= decisions and len(self.intents) >= intents
+                idle = time.monotonic() - self.last_mono
+            # All there: a short quiet (extras would be differences, and come at once);
+            # fewer: the full quiet time before calling them missing.
+            if idle >= (min(0.5, quiet_s) if enough else quiet_s):
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     def close(self) -> None:
         self._halt.set()
@@ -252,3 +332,9 @@ def recorded_decisions(
     target: str | os.PathLike[str], from_ns: int | None, to_ns: int | None
 ) -> list[RiskDecision]:
     return decode_decisions(read_recording(target, ["decision."], from_ns, to_ns))
+
+
+def recorded_intents(
+    target: str | os.PathLike[str], from_ns: int | None, to_ns: int | None
+) -> list[Intent]:
+    return decode_intents(read_recording(target, ["intent."], from_ns, to_ns))

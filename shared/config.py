@@ -16,6 +16,7 @@ import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -36,9 +37,11 @@ from shared.config_ranges import (
     SecondsOrOff,
     Symbol,
     ZstdLevel,
+    balances_problem,
     bps,
     check_decimals,
     explain,
+    fee_schedule_problem,
 )
 from shared.hops import BOUNDABLE
 from shared.sizes import parse_size
@@ -160,6 +163,20 @@ class MarketDataConfig(_Section):
     ws_connect_timeout_s: Seconds = 10.0
     status_interval_s: Seconds = 1.0  # FeedStatus republished this often (late joiners)
     rules_republish_s: Seconds = 1.0  # SymbolRules republished this often (late joiners)
+    # The bus clock: a ClockTick on md.clock this often. Strategy and risk run every
+    # time-driven re-evaluation (the throttle's trailing edge) on these ticks instead of
+    # local timers, so the recording holds every input of every decision (replay
+    # --verify). It bounds how late a trailing evaluation can be.
+    clock_tick_ms: MillisOrOff = 100  # 0: no bus clock (nothing trails a throttle)
+
+
+class ReplayConfig(_Section):
+    """Set only by ``replay --verify`` in its isolated pipeline (docs/recordings.md):
+    strategy and risk take every input from the replayed recording (decisions and
+    intents included) and publish what they decide under ``verify.`` for comparison,
+    never to each other."""
+
+    verify: bool = False
 
 
 class StrategyConfig(_Section):
@@ -234,7 +251,7 @@ class RiskConfig(_Section):
     executor_retries: CountOrOff = 2
     # No executor snapshot (or portfolio message) for this long: latches are unknown,
     # so nothing is approved (fail closed).
-    executor_state_max_age_s: Seconds = 30.0  # > snapshot_interval_s
+    executor_state_max_age_s: Seconds = 30.0
 
     def __post_init__(self) -> None:
         check_decimals(self, {
@@ -404,6 +421,7 @@ class Config(_Section):
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
+    replay: ReplayConfig = msgspec.field(default_factory=ReplayConfig)
 
     # Set by load_config, not read from the file.
     base_dir: str = ""
@@ -435,6 +453,13 @@ class Config(_Section):
                 "simulator.state_file": self.path(self.simulator.state_file).parent}
         seen: set[Path] = set()
         return {k: v for k, v in dirs.items() if not (v in seen or seen.add(v))}
+
+    def shared_dirs(self) -> set[Path]:
+        """Directories btcbot writes into but does not own the rest of: the config file's
+        own directory and its ancestors (``db_path = "btcbot.db"`` puts the DB beside
+        the config). Their modes are checked, their other contents left alone."""
+        here = Path(self.source_path).parent if self.source_path else Path(self.base_dir)
+        return {here, *here.parents}
 
     def ipc(self, name: str) -> str:
         return f"ipc://{self.runtime_path / name}"
@@ -581,6 +606,9 @@ def _validate(cfg: Config) -> None:
                           f"TLS, so binding it elsewhere needs dashboard.allow_remote = true")
     if not cfg.marketdata.symbols:
         raise ConfigError("marketdata.symbols: at least one symbol is required")
+    if cfg.replay.verify and cfg.mode != "dry-run":
+        raise ConfigError(f"replay.verify: only for replay --verify's isolated dry-run "
+                          f"pipeline (mode is {cfg.mode})")
     for field, names in (("marketdata.symbols", cfg.marketdata.symbols),
                          ("executor.allowed_symbols", cfg.executor.allowed_symbols)):
         if dupes := sorted({n for n in names if names.count(n) > 1}):
@@ -595,6 +623,15 @@ def _validate(cfg: Config) -> None:
             parse_size(getattr(cfg.recorder, field))
         except ValueError as exc:
             raise ConfigError(f"recorder.{field}: {exc}") from None
+    _validate_rotation(cfg.logging.rotation)
+    _validate_exchange_urls(cfg)
+    for field, problem in (
+            ("simulator.balances", balances_problem(cfg.simulator.balances)),
+            ("backtest.balances", balances_problem(cfg.backtest.balances)),
+            ("simulator.fee_schedule", cfg.simulator.fee_schedule
+             and fee_schedule_problem(cfg.simulator.fee_schedule))):
+        if problem:
+            raise ConfigError(f"{field}: {problem}")
     try:
         zone(cfg.risk.day_boundary_tz)
     except BadTimeZone as exc:
@@ -613,6 +650,38 @@ def _validate_hop_bounds(sup: SupervisorConfig) -> None:
             raise ConfigError(f"{field}: unknown hop (known: {', '.join(BOUNDABLE)})")
         if not (math.isfinite(value) and 0 < value <= 3_600_000):
             raise ConfigError(f"{field}: must be > 0 and <= 3600000 ms (got {value})")
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _validate_exchange_urls(cfg: Config) -> None:
+    """Schemes, and TLS for live: signed requests (the key, a signature, the account's
+    orders) never cross a network in clear. Loopback is allowed plain (a simulator
+    standing in for BTCTurk in tests)."""
+    for field, url, schemes in (("exchange.rest_url", cfg.exchange.rest_url, ("http", "https")),
+                                ("exchange.ws_url", cfg.exchange.ws_url, ("ws", "wss"))):
+        if not url:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ConfigError(f"{field}: {url!r} is not a {' or '.join(schemes)} URL")
+        if (cfg.mode == "live" and parts.scheme in ("http", "ws")
+                and parts.hostname not in _LOOPBACK):
+            raise ConfigError(f"{field}: live mode needs {schemes[1]}:// for {url!r} "
+                              f"(signed requests would cross the network in clear)")
+
+
+def _validate_rotation(rotation: str) -> None:
+    """loguru parses ``logging.rotation`` only when a process opens its log: a bad value
+    would crash every actor at start. Parsed here with loguru's own parser."""
+    from loguru._file_sink import FileSink  # the parser shared/logging.py's sink uses
+
+    try:
+        FileSink._make_rotation_function(rotation)
+    except (ValueError, TypeError):
+        raise ConfigError(f"logging.rotation: {rotation!r} is not a size (\"20 MB\"), a "
+                          f"duration (\"1 day\") or a time of day (\"00:00\")") from None
 
 
 class _Rule(msgspec.Struct, frozen=True):
@@ -652,9 +721,6 @@ def cross_field_rules(cfg: Config) -> list[_Rule]:
         _Rule("marketdata.rest_poll_interval_s", md.rest_poll_interval_s, "<",
               "marketdata.max_data_age_s", md.max_data_age_s,
               "a polled book would be stale before the next poll"),
-        _Rule("risk.executor_state_max_age_s", risk.executor_state_max_age_s, ">",
-              "risk.snapshot_interval_s", risk.snapshot_interval_s,
-              "otherwise every snapshot is already too old and nothing is ever approved"),
         _Rule("risk.min_order_notional_try", risk.min_order_notional_try, "<=",
               "risk.max_notional_per_order_try", risk.max_notional_per_order_try,
               "no order could satisfy both", applies=risk.max_notional_per_order_try > 0),

@@ -141,3 +141,49 @@ def _value_at(doc: Any, where: str) -> Any:
         except (KeyError, IndexError, TypeError):
             return _MISSING
     return doc
+
+
+# --- strings that carry numbers ------------------------------------------------------
+
+def _amount(text: str) -> Decimal | None:
+    try:
+        d = Decimal(text.strip())
+    except ArithmeticError:
+        return None
+    return d if d.is_finite() else None
+
+
+def balances_problem(text: str) -> str | None:
+    """Why ``"TRY=100000,BTC=0.5"`` (a paper account's or a backtest's starting
+    balances) is not valid, or None. The simulator and the backtest parse it later; a
+    bad one would only show in the simulator's output, after retries."""
+    for part in text.split(","):
+        if not part.strip():
+            continue  # "" is an empty account, as the simulator reads it
+        asset, sep, amount = part.partition("=")
+        value = _amount(amount) if sep else None
+        if not asset.strip().isalnum() or value is None:
+            return f"{part.strip()!r} is not ASSET=AMOUNT (e.g. TRY=100000,BTC=0.5)"
+        if value < 0:
+            return f"{part.strip()!r}: the amount must be >= 0"
+    return None
+
+
+def fee_schedule_problem(text: str) -> str | None:
+    """Why ``"0:0.0005/0.001,1000000:0.0004/0.0009"`` (VOLUME:MAKER/TAKER tiers, rates
+    as fractions) is not valid, or None; the simulator's own rules (exchange_sim/fees.py)."""
+    volumes = []
+    for part in text.split(","):
+        volume, _, rates = part.strip().partition(":")
+        maker, _, taker = rates.partition("/")
+        values = [_amount(volume), _amount(maker), _amount(taker)]
+        if any(v is None for v in values):
+            return f"bad tier {part.strip()!r}: want VOLUME:MAKER/TAKER"
+        v, m, t = values
+        assert v is not None and m is not None and t is not None
+        if not (0 <= m <= 1 and 0 <= t <= 1):
+            return f"tier {part.strip()!r}: fee rates must be fractions, 0..1"
+        volumes.append(v)
+    if min(volumes) != 0:
+        return "the first tier must start at volume 0"
+    return None

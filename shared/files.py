@@ -40,16 +40,18 @@ class DirAudit:
     fixed: list[str] = field(default_factory=list)
 
 
-def audit_private_dirs(dirs: dict[str, Path]) -> DirAudit:
+def audit_private_dirs(dirs: dict[str, Path], shallow: set[Path] | None = None) -> DirAudit:
     """Check btcbot's directories before a start (``dirs``: config field -> path; a
     missing one is fine, it is created 0700 under the umask).
 
     Refused (nothing changed): owned by another user, or writable by others or by the
     group; whoever can write there may already have replaced a DB, a socket or a
     recording, so a chmod would hide it rather than fix it. Fixed with a warning: a
-    directory readable by group or others becomes 0700, and anything inside it
-    readable by them 0700 (directories) or 0600 (files): logs and recordings left by an
-    older version or another umask."""
+    directory that group or others may read, and anything inside it they may read,
+    loses its group and other bits (0755 -> 0700, 0644 -> 0600; the owner's bits stay):
+    logs and recordings left by an older version or another umask. A directory in
+    ``shallow`` (one btcbot shares, e.g. the config's own) is checked and tightened
+    itself, its contents left alone."""
     audit = DirAudit()
     uid = os.getuid()
     for label, path in dirs.items():
@@ -71,32 +73,34 @@ def audit_private_dirs(dirs: dict[str, Path]) -> DirAudit:
             audit.refused.append(f"{label} {path}: writable by {who} (mode {mode:03o}); "
                                  f"check its contents, then chmod 700 {path}")
         else:
-            fixed = _tighten(path, mode)
+            fixed = _tighten(path, mode, contents=path.resolve() not in (shallow or set()))
             if fixed:
                 audit.fixed.append(f"{label} {path}: was readable by others (mode {mode:03o}); "
-                                   f"made 0700, {fixed}")
+                                   f"now {mode & 0o700:03o}, {fixed}")
     return audit
 
 
-def _tighten(path: Path, mode: int) -> str:
-    """chmod ``path`` 0700 and its contents 0700/0600 where group/other bits are set;
+def _tighten(path: Path, mode: int, *, contents: bool = True) -> str:
+    """Remove group/other bits from ``path`` and (``contents``) everything in it;
     returns what was done in words ("" when nothing was needed)."""
     changed = failed = 0
     if mode & 0o077:
-        os.chmod(path, 0o700)
-    for root, dirnames, filenames in os.walk(path):
+        os.chmod(path, mode & 0o700)
+    for root, dirnames, filenames in os.walk(path) if contents else ():
         for name in dirnames + filenames:
             p = os.path.join(root, name)
             try:
                 st = os.lstat(p)
                 if stat.S_ISLNK(st.st_mode) or not stat.S_IMODE(st.st_mode) & 0o077:
                     continue
-                os.chmod(p, 0o700 if stat.S_ISDIR(st.st_mode) else 0o600)
+                os.chmod(p, stat.S_IMODE(st.st_mode) & 0o700)
                 changed += 1
             except OSError:
                 failed += 1
     if not (mode & 0o077 or changed or failed):
         return ""
+    if not contents:
+        return "its contents left alone (shared with the config file)"
     words = f"{changed} entr{'y' if changed == 1 else 'ies'} inside made owner-only"
     return words + (f" ({failed} could not be changed)" if failed else "")
 

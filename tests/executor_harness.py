@@ -16,7 +16,9 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from bus.auth import BusAuth, ensure_keys, keys_dir_of, load_for
 from bus.messages import Msg, OrderRequest, PortfolioSnapshot, ReplyBody, SnapshotQuery, SubmitOrder
+from bus.roles import callers, command_name
 from bus.transport import RequestClient, RequestFailed
 from shared.config import load_config
 from shared.ids import client_order_id
@@ -62,8 +64,14 @@ class Rig:
         self.config = tmp / "supervisor.toml"
         self.config.write_text(to_toml(doc))
         self.cfg = load_config(self.config)
+        # What the supervisor does at its first start: a keypair per identity.
+        ensure_keys(keys_dir_of(self.cfg.data_path))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ctx = zmq.asyncio.Context()
+
+    def auth(self, identity: str = "operator") -> BusAuth:
+        """``identity``'s keys (a test on the bus acts as some actor or the operator)."""
+        return load_for(self.cfg.data_path, identity)
 
     def spawn(self, module: str, name: str, env: dict[str, str] | None = None) -> None:
         log = open(self.tmp / f"{name}.out", "ab")  # noqa: SIM115 - lives with the process
@@ -119,9 +127,15 @@ class Rig:
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def request(self, body: Msg, *, request_id: str | None = None, timeout: float = 3.0,
-                retries: int = 1, actor: str = "executor") -> ReplyBody | None:
+                retries: int = 1, actor: str = "executor",
+                as_: str | None = None) -> ReplyBody | None:
+        """``body`` to ``actor``, as ``as_`` or else the first identity the roles
+        table lets send it there (risk for orders, the supervisor for latches…)."""
+        caller = as_ or callers(actor, command_name(body))[0]
+
         async def go() -> ReplyBody | None:
-            client = RequestClient(self.ctx, self.cfg.command_endpoint(actor), "test",
+            client = RequestClient(self.ctx, self.cfg.command_endpoint(actor),
+                                   load_for(self.cfg.data_path, caller), server=actor,
                                    timeout_s=timeout, retries=retries)
             try:
                 return await client.request(body, request_id=request_id)

@@ -13,10 +13,11 @@ from typing import Any
 
 import psutil
 
+from bus.auth import BusAuth, load_for
 from replay.pipeline import SUPERVISOR as _SUPERVISOR
 from replay.pipeline import SupervisedPipeline
 from shared.actorspec import ACTOR_NAMES
-from shared.config import to_toml
+from shared.config import load_config, to_toml
 
 SUPERVISOR = list(_SUPERVISOR)
 REPO = Path(__file__).resolve().parent.parent
@@ -53,6 +54,12 @@ def base_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
         "recorder": {"path": str(tmp / "recordings")},
     }
     return deep_merge(doc, overrides)
+
+
+def bus_auth(config: Path, identity: str) -> BusAuth:
+    """``identity``'s keys in the pipeline of ``config`` (made by its supervisor at
+    start): a test that talks to the bus does so as some actor, or the operator."""
+    return load_for(load_config(config).data_path, identity)
 
 
 def write_config(tmp: Path, doc: dict[str, Any], name: str = "supervisor.toml") -> Path:

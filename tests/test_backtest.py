@@ -189,6 +189,8 @@ def test_cli_sweep_ranks_by_net_pnl(market):
     (["--set", "no_such_param=1"], "strategy.no_such_param"),
     (["--set", "risk.no_such=1"], "risk.no_such"),
     (["--set", "risk.cooldown_s=soon"], "risk.cooldown_s"),
+    (["--set", "risk.cooldown_s=-1"], "--set risk.cooldown_s: must be 0..31622400 (got '-1')"),
+    (["--set", "risk.max_daily_loss_try=0"], "--set risk.max_daily_loss_try: must be > 0 (got 0)"),
     (["--strategy", "nosuch"], "strategy.plugin"),
     (["--maker-fee-bps", "x"], "--maker-fee-bps"),
 ])

@@ -39,6 +39,7 @@ from bus.transport import (
     Subscriber,
     SubscriberStats,
 )
+from tests.keys import auth
 
 decimals = st.decimals(allow_nan=False, allow_infinity=False, places=8,
                        min_value=Decimal("-1e12"), max_value=Decimal("1e12"))
@@ -98,7 +99,7 @@ def test_restart_is_not_a_gap() -> None:
 def test_subscriber_counts_and_drops_malformed(tmp_path: Path) -> None:
     async def go() -> SubscriberStats:
         ctx = zmq.asyncio.Context()
-        sub = Subscriber(ctx, f"ipc://{tmp_path}/s", [""])
+        sub = Subscriber(ctx, f"ipc://{tmp_path}/s", [""], auth=auth("supervisor"))
         frames_in = [[b"t", b"junk"], [b"t"], [b"t", packet_encoder.encode(Packet(env(), FeedStatus(
             symbol="BTCTRY", fresh=True, source="ws", age_ms=1)))]]
         results = [sub.decode(f) for f in frames_in]
@@ -124,13 +125,15 @@ async def serving(endpoint: str, calls: list[str], delay: float = 0.0):
         raise CommandError("only ping")
 
     ctx = zmq.asyncio.Context()
-    server = RequestServer(ctx, endpoint, handler, commands=PingCommand)
+    server_auth = auth("marketdata")
+    server = RequestServer(ctx, endpoint, handler, commands=PingCommand, auth=server_auth)
     task = asyncio.create_task(server.serve())
     try:
         yield server
     finally:
         task.cancel()
         server.close()
+        server_auth.close()
         ctx.destroy()
 
 
@@ -138,7 +141,7 @@ async def serving(endpoint: str, calls: list[str], delay: float = 0.0):
 def client_for(endpoint: str, **kw):
     """A RequestClient on its own context; closed on exit."""
     ctx = zmq.asyncio.Context()
-    client = RequestClient(ctx, endpoint, "test", **kw)
+    client = RequestClient(ctx, endpoint, auth("operator"), server="marketdata", **kw)
     try:
         yield client
     finally:
@@ -230,7 +233,7 @@ def test_sequences_are_per_topic_so_a_filtering_subscriber_sees_no_gap() -> None
 
     ctx = _zmq.Context()
     try:
-        pub = Publisher(ctx, "inproc://seq-test", "marketdata", "inc")
+        pub = Publisher(ctx, "inproc://seq-test", "marketdata", "inc", auth=auth("marketdata"))
         envs = [(t, pub.envelope(t)) for t in
                 ["md.book.A", "md.status", "hb.marketdata", "md.book.A", "md.book.A"]]
         stats = SubscriberStats()

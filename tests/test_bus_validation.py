@@ -35,6 +35,7 @@ from bus.messages import (
 )
 from bus.proxy import FrameProxy, check_shape
 from bus.transport import RequestClient, RequestFailed, RequestServer, Subscriber
+from tests.keys import auth
 
 
 def env(wall_ns: int | None = None, seq: int = 1) -> Envelope:
@@ -87,7 +88,7 @@ def test_strings_and_lists_are_bounded() -> None:
 
 def _subscriber(tmp_path: Path) -> tuple[zmq.asyncio.Context, Subscriber]:
     ctx = zmq.asyncio.Context()
-    return ctx, Subscriber(ctx, f"ipc://{tmp_path}/s", [""])
+    return ctx, Subscriber(ctx, f"ipc://{tmp_path}/s", [""], auth=auth("supervisor"))
 
 
 def test_subscriber_refuses_a_65536_byte_topic_and_future_stamps(tmp_path: Path) -> None:
@@ -151,12 +152,16 @@ def test_proxy_drops_and_counts_oversize_and_misshapen_frames(tmp_path: Path) ->
     """Real sockets: a 65,536-byte topic and a three-frame message never reach a
     subscriber; the good frame after them does."""
     ctx = zmq.Context()
-    proxy = FrameProxy(ctx, f"ipc://{tmp_path}/in", f"ipc://{tmp_path}/out", hwm=1000)
+    bus_auth = auth("bus")
+    proxy = FrameProxy(ctx, f"ipc://{tmp_path}/in", f"ipc://{tmp_path}/out", hwm=1000,
+                       auth=bus_auth)
     proxy.start()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
+    auth("supervisor").client(sub, "bus")
     sub.connect(f"ipc://{tmp_path}/out")
     pub = ctx.socket(zmq.PUB)
+    auth("marketdata").client(pub, "bus")
     pub.connect(f"ipc://{tmp_path}/in")
     try:
         time.sleep(0.3)  # subscriptions travel to the publisher
@@ -174,6 +179,7 @@ def test_proxy_drops_and_counts_oversize_and_misshapen_frames(tmp_path: Path) ->
         for s in (sub, pub):
             s.close(linger=0)
         proxy.close()
+        bus_auth.close()
         ctx.term()
 
 
@@ -186,9 +192,11 @@ def test_request_server_survives_random_payloads(tmp_path: Path) -> None:
 
     async def go() -> None:
         ctx = zmq.asyncio.Context()
-        server = RequestServer(ctx, endpoint, handler, commands=PingCommand)
+        server_auth = auth("marketdata")
+        server = RequestServer(ctx, endpoint, handler, commands=PingCommand, auth=server_auth)
         task = asyncio.create_task(server.serve())
         raw = ctx.socket(zmq.DEALER)
+        auth("operator").client(raw, "marketdata")
         raw.connect(endpoint)
         garbage = [b"", b"\xc1", b"\x93\x01\x02\x03", b"x" * (MAX_PAYLOAD_BYTES + 1),
                    msgspec.msgpack.encode(["r", "s", {"type": "SubmitOrder"}])]
@@ -196,7 +204,8 @@ def test_request_server_survives_random_payloads(tmp_path: Path) -> None:
             await raw.send_multipart([b"", g])
             reply = await asyncio.wait_for(raw.recv_multipart(), 5)
             assert b"refused" in reply[-1]
-        client = RequestClient(ctx, endpoint, "test", timeout_s=5, retries=0)
+        client = RequestClient(ctx, endpoint, auth("operator"), server="marketdata",
+                               timeout_s=5, retries=0)
         assert await client.request(Ping()) is None  # still serving
         with pytest.raises(RequestFailed, match="refused"):
             await client.request(FeedStatus(symbol="S", fresh=True, source="ws",
@@ -208,6 +217,7 @@ def test_request_server_survives_random_payloads(tmp_path: Path) -> None:
         raw.close(linger=0)
         task.cancel()
         server.close()
+        server_auth.close()
         ctx.destroy()
 
     asyncio.run(go())

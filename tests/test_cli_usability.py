@@ -121,6 +121,8 @@ def _line(t: str, actor: str, text: str) -> str:
 
 def test_logs_all_interleaves_every_log_by_time_the_simulator_included(tmp_path: Path) -> None:
     cfg = _log_config(tmp_path)
+    empty = CliRunner().invoke(cli, ["--config", str(cfg), "logs", "--all"])
+    assert empty.exit_code == 2 and "no logs in" in empty.stderr
     logs = tmp_path / "logs"
     (logs / "risk.log").write_text(_line("00:01.000", "risk", "r1") + _line("00:04.000", "risk",
                                                                             "r2"))
@@ -225,7 +227,9 @@ def realistic_status() -> dict[str, Any]:
 
 def test_status_fits_an_80_column_terminal_and_loses_nothing() -> None:
     doc = realistic_status()
+    doc["pnl"][0]["avg_cost"] = "3599568.576211390308877528980"  # fills divide: 28 digits
     text = render_text(doc)
+    assert "avg 3599568.576 mark" in text  # 10 significant digits on screen
     assert WIDTH == 80
     too_wide = [line for line in text.splitlines() if len(line) > 80]
     assert not too_wide, "\n".join(too_wide)

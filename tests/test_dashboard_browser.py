@@ -23,6 +23,7 @@ import pytest
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
+from bus.auth import load_for
 from bus.messages import BookSnapshot, Intent, RiskDecision
 from bus.transport import Publisher
 from shared.config import load_config
@@ -193,26 +194,31 @@ def test_an_order_links_to_its_history(page: Any, dash: Dash) -> None:
 def test_forged_markup_on_the_bus_stays_text(page: Any, dash: Dash) -> None:
     cfg = load_config(dash.pipeline.config)
     ctx = zmq.Context()
-    pub = Publisher(ctx, cfg.bus_pub_endpoint, "forger", "forger-1")
+    # Compromised actors' keys (markup can only come from a roster member now): each
+    # publishes what its role allows, so the forgeries get past the proxy.
+    pubs = {name: Publisher(ctx, cfg.bus_pub_endpoint, name, "forger-1",
+                            auth=load_for(cfg.data_path, name))
+            for name in ("marketdata", "strategy", "risk")}
     try:
         time.sleep(0.5)  # slow joiner: let the proxy learn the subscriptions
         now = time.time_ns()
         for _ in range(3):
-            pub.publish(BookSnapshot(symbol=EVIL, bids=[(Decimal(1), Decimal(1))],
+            pubs["marketdata"].publish(BookSnapshot(symbol=EVIL, bids=[(Decimal(1), Decimal(1))],
                                      asks=[(Decimal(2), Decimal(1))], source="ws",
                                      exchange_ts_ms=now // 1_000_000, recv_wall_ns=now,
                                      recv_mono_ns=time.monotonic_ns(), age_ms=0))
-            pub.publish(Intent(intent_id="forged-1", symbol=EVIL, side="buy",
+            pubs["strategy"].publish(Intent(intent_id="forged-1", symbol=EVIL, side="buy",
                                order_type="limit", price=Decimal(1), quantity=Decimal(1),
                                reason=EVIL_IMG, ttl_s=1.0, strategy="forger",
                                created_wall_ns=now))
-            pub.publish(RiskDecision(intent_id="forged-1", symbol=EVIL, verdict="rejected",
+            pubs["risk"].publish(RiskDecision(intent_id="forged-1", symbol=EVIL, verdict="rejected",
                                      reasons=[EVIL_IMG], side="buy", order_type="limit",
                                      price=Decimal(1), quantity=Decimal(1),
                                      requested_quantity=Decimal(1)))
             time.sleep(0.2)
     finally:
-        pub.close()
+        for pub in pubs.values():
+            pub.close()
         ctx.destroy(linger=0)
     for name, text in (("decisions", EVIL_IMG), ("markets", EVIL)):
         page.goto(f"{dash.base}/{name}")  # server-rendered first paint

@@ -54,7 +54,7 @@ class BusWatch:
     async def _run(self, rig: Rig, prefixes: list[str]) -> None:
         import zmq.asyncio
         ctx = zmq.asyncio.Context()
-        sub = Subscriber(ctx, rig.cfg.bus_sub_endpoint, prefixes)
+        sub = Subscriber(ctx, rig.cfg.bus_sub_endpoint, prefixes, auth=rig.auth())
         self._ready.set()
         while not self._stop.is_set():
             try:

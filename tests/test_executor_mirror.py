@@ -75,18 +75,16 @@ def test_mirror_answers_recorded_snapshots_and_publishes_nothing(tmp_path: Path)
         assert (ack.status, ack.key_status) == ("accepted", "PENDING")
         again = await actor.handle_command(req(SubmitOrder(order=o), 4))
         assert again.status == "duplicate"
-        # After a recorded order event the recorded snapshot is behind: a query waits
-        # for the one the recorded executor published next.
+        # Asked to publish (as strategy and risk ask), it still publishes nothing: the
+        # recorded snapshots are replayed; a recorded order event changes no answer.
         await actor.on_message("order.BTCTRY", pkt(OrderEvent(
             client_order_id=o.client_order_id, intent_id=o.intent_id, symbol="BTCTRY",
             side="buy", state="FILLED", price=o.price, quantity=o.quantity,
             filled_quantity=o.quantity)))
+        assert await actor.handle_command(req(SnapshotQuery(publish=True), 5)) == recorded
         later = snap(40_000, "0.002")
-        waiting = asyncio.ensure_future(actor.handle_command(req(SnapshotQuery(), 5)))
-        await asyncio.sleep(0.1)
-        assert not waiting.done()
         await actor.on_message("portfolio", pkt(later))
-        assert await asyncio.wait_for(waiting, 1.0) == later
+        assert await actor.handle_command(req(SnapshotQuery(publish=True), 6)) == later
         await asyncio.sleep(0.6)  # a normal executor would have published by now
 
     try:

@@ -74,6 +74,7 @@ class BusTap:
         self.items: list[tuple[float, Any]] = []
         self._stop = threading.Event()
         self._endpoint = rig.cfg.bus_sub_endpoint
+        self._auth = rig.auth()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self._thread.start()
@@ -81,7 +82,8 @@ class BusTap:
 
     async def _run(self) -> None:
         ctx = zmq.asyncio.Context()
-        sub = Subscriber(ctx, self._endpoint, ["order.", "fill.", "hb.executor"])
+        sub = Subscriber(ctx, self._endpoint, ["order.", "fill.", "hb.executor"],
+                         auth=self._auth)
         self._ready.set()
         try:
             while not self._stop.is_set():

@@ -258,7 +258,8 @@ def test_dry_run_simulates_fills_without_exchange(tmp_path: Path) -> None:
         ack = rig.submit(req)
         assert isinstance(ack, OrderAck) and ack.status == "accepted"
         wait_for(lambda: req.client_order_id in db_open_cids(rig), what="dry open")
-        pub = Publisher(rig.ctx, rig.cfg.bus_pub_endpoint, "marketdata", "t-1")
+        pub = Publisher(rig.ctx, rig.cfg.bus_pub_endpoint, "marketdata", "t-1",
+                        auth=rig.auth("marketdata"))
         time.sleep(0.3)
 
         def book() -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import zmq
 
+from bus.auth import ensure_keys, keys_dir_of, load_for
 from bus.messages import BookSnapshot, FeedStatus, PublicTrade, SymbolRules, packet_decoder
 from shared.config import load_config
 from tests.helpers import REPO, free_port, to_toml
@@ -25,6 +26,7 @@ def write_cfg(tmp: Path, sim, **md) -> Path:
                        "max_data_age_s": 2.0, **md},
     }
     (tmp / "run").mkdir(mode=0o700, exist_ok=True)
+    ensure_keys(keys_dir_of(tmp / "data"))  # as the supervisor does at its first start
     path = tmp / "supervisor.toml"
     path.write_text(to_toml(doc))
     return path
@@ -59,6 +61,8 @@ def test_rest_fallback_publishes_books_when_ws_is_down(tmp_path, sim):
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"md.")
+    bus = load_for(cfg.data_path, "bus")  # we stand where the proxy would, with its key
+    bus.server(sub)
     sub.bind(cfg.bus_pub_endpoint)
     proc = subprocess.Popen([sys.executable, "-m", "actors.marketdata", "--config",
                              str(cfg_path)], cwd=REPO, stdout=subprocess.DEVNULL,
@@ -80,6 +84,7 @@ def test_rest_fallback_publishes_books_when_ws_is_down(tmp_path, sim):
         proc.terminate()
         proc.wait(timeout=10)
         sub.close(0)
+        bus.close()
         ctx.term()
     assert {"rules", "book", "fresh"} <= set(seen), seen
     b = seen["book"]
@@ -97,6 +102,8 @@ def test_ws_public_trades_are_published_once_each(tmp_path, sim):
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"md.trade.")
+    bus = load_for(cfg.data_path, "bus")  # we stand where the proxy would, with its key
+    bus.server(sub)
     sub.bind(cfg.bus_pub_endpoint)
     proc = subprocess.Popen([sys.executable, "-m", "actors.marketdata", "--config",
                              str(cfg_path)], cwd=REPO, stdout=subprocess.DEVNULL,
@@ -117,6 +124,7 @@ def test_ws_public_trades_are_published_once_each(tmp_path, sim):
         proc.terminate()
         proc.wait(timeout=10)
         sub.close(0)
+        bus.close()
         ctx.term()
     assert len(trades) >= 10, f"only {len(trades)} trades in 20 s"
     ids = [(t.symbol, t.trade_id) for t in trades]

@@ -93,7 +93,8 @@ def test_unreachable_executor_is_asked_again_not_bypassed(tmp_path: Path) -> Non
         rig.start_bus()
 
         async def watch() -> tuple[list[ReconcileReport], list[Control]]:
-            sub = Subscriber(rig.ctx, rig.cfg.bus_sub_endpoint, ["reconcile.report", "control"])
+            sub = Subscriber(rig.ctx, rig.cfg.bus_sub_endpoint, ["reconcile.report", "control"],
+                             auth=rig.auth())
             rig.start_reconciler()
             reports: list[ReconcileReport] = []
             controls: list[Control] = []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import psutil
 import pytest
 import zmq
 
+from bus.auth import load_for
 from bus.messages import (
     SCHEMA_VERSION,
     Envelope,
@@ -29,11 +31,14 @@ from replay.pipeline import IsolatedPipeline
 from shared.recording import SegmentReader, read_recording, scan_segment, segment_paths
 
 FLOOD = """
-import sys, time, zmq
+import os, sys, time, zmq
+from bus.auth import load_for
 from bus.transport import Publisher
 from bus.messages import FeedStatus
 ctx = zmq.Context()
-pub = Publisher(ctx, sys.argv[1], "flood", "flood-1")
+# md.status is marketdata's to publish: the flood holds its key (FLOOD_DATA: the data dir).
+pub = Publisher(ctx, sys.argv[1], "flood", "flood-1",
+                auth=load_for(os.environ["FLOOD_DATA"], "marketdata"))
 time.sleep(0.3)  # subscriptions reach us
 start = time.monotonic()
 end = start + float(sys.argv[2])
@@ -55,6 +60,11 @@ ctx.destroy(linger=1000)
 """
 
 
+def start_flood(pipe: IsolatedPipeline, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", FLOOD, pipe.cfg.bus_pub_endpoint, *args],
+                            env={**os.environ, "FLOOD_DATA": str(pipe.cfg.data_path)})
+
+
 def _pipeline(root: Path, **recorder: object) -> IsolatedPipeline:
     # restart "never": a SIGKILLed recorder stays dead, so its last record is its last.
     return IsolatedPipeline(None, actors=(), record=True, root=root,
@@ -69,7 +79,7 @@ def test_sigkill_mid_flood_loses_only_the_tail_and_corrupts_nothing(tmp_path: Pa
     with pipe:
         # Asked before the flood: the supervisor hears md.status too, and is slow then.
         recorder = psutil.Process(pipe.pids()["recorder"])
-        flood = subprocess.Popen([sys.executable, "-c", FLOOD, pipe.cfg.bus_pub_endpoint, "4"])
+        flood = start_flood(pipe, "4")
         time.sleep(1.5)
         killed_ns = time.time_ns()
         recorder.send_signal(signal.SIGKILL)
@@ -125,6 +135,7 @@ def test_heartbeat_counts_records_gaps_lost_and_malformed(tmp_path: Path) -> Non
         ctx = zmq.Context()
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"hb.recorder")
+        load_for(pipe.cfg.data_path, "operator").client(sub, "bus")
         sub.connect(pipe.cfg.bus_sub_endpoint)
         body = FeedStatus(symbol="X", fresh=True, source="ws", age_ms=0)
         for seq in (1, 2, 5, 6):  # 3 and 4 never sent: one gap, two lost
@@ -151,8 +162,7 @@ def test_heartbeat_counts_records_gaps_lost_and_malformed(tmp_path: Path) -> Non
 def test_recorder_rotates_by_size_under_load(tmp_path: Path) -> None:
     pipe = _pipeline(tmp_path / "p", segment_max_bytes=200_000)
     with pipe:
-        flood = subprocess.Popen([sys.executable, "-c", FLOOD, pipe.cfg.bus_pub_endpoint, "1",
-                                  "20000"])
+        flood = start_flood(pipe, "1", "20000")
         flood.wait(15)
         time.sleep(0.3)
     paths = segment_paths(pipe.recordings)
@@ -194,9 +204,9 @@ def test_a_full_disk_means_not_recording_not_a_crash_and_recording_resumes(
             ctx = zmq.Context()
             sub = ctx.socket(zmq.SUB)
             sub.setsockopt(zmq.SUBSCRIBE, b"hb.recorder")
+            load_for(pipe.cfg.data_path, "operator").client(sub, "bus")
             sub.connect(pipe.cfg.bus_sub_endpoint)
-            flood = subprocess.Popen([sys.executable, "-c", FLOOD, pipe.cfg.bus_pub_endpoint,
-                                      "3"])
+            flood = start_flood(pipe, "3")
             hb = _heartbeats(sub, time.monotonic() + 20,
                              lambda h: h.counters.get("recording") == 0)
             assert hb is not None and hb.counters["recording"] == 0, hb

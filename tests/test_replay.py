@@ -16,12 +16,14 @@ import zmq
 from click.testing import CliRunner
 
 from actors.supervisor.cli import cli
+from bus.auth import load_for
 from bus.messages import (
     SCHEMA_VERSION,
     BookSnapshot,
     Envelope,
     FeedStatus,
     Heartbeat,
+    Intent,
     Packet,
     RiskDecision,
     SymbolRules,
@@ -31,9 +33,9 @@ from bus.messages import (
 from replay.feed import BusClient, feed
 from replay.pipeline import IsolatedPipeline
 from replay.select import Reframer, select_records
-from replay.verify import compare_decisions
+from replay.verify import compare_decisions, decode_decisions, start_points, verify_feed
 from shared.config import load_config, to_toml
-from shared.recording import SegmentWriter, read_recording, segment_paths
+from shared.recording import Record, SegmentWriter, read_recording, segment_paths
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -135,6 +137,7 @@ def test_paced_replay_through_a_real_bus_arrives_complete_and_in_order(tmp_path:
         ctx = zmq.Context()
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"md.")
+        load_for(pipe.cfg.data_path, "replay").client(sub, "bus")
         sub.connect(pipe.cfg.bus_sub_endpoint)
         client = BusClient(pipe.cfg)
         client.connect()
@@ -169,15 +172,78 @@ def test_compare_decisions() -> None:
                              [decision("a", "rejected"), decision("c", qty="2"),
                               decision("d")])
     assert not diff.ok
-    text = "\n".join(diff.differences)
-    assert "differs: decision a" in text and "rejected" in text
-    assert "missing in replay: decision b" in text
-    assert "differs: decision c" in text and "quantity=2" in text
-    assert "extra in replay: decision d" in text
+    assert diff.differences == [
+        "differs: decision a (BTCTRY): verdict approved -> rejected",
+        "missing in replay: decision b (BTCTRY): recorded verdict=approved reasons=[ok] "
+        "price=100 quantity=1",
+        "differs: decision c (BTCTRY): quantity 1 -> 2",
+        "extra in replay: decision d (BTCTRY): replayed verdict=approved reasons=[ok] "
+        "price=100 quantity=1"]
     twice = compare_decisions([decision("a")], [decision("a"), decision("a")])
     assert twice.differences == [
-        "extra in replay: decision a (BTCTRY) #2: replayed approved reasons=['ok'] price=100 "
-        "quantity=1"]
+        "extra in replay: decision a (BTCTRY) #2: replayed verdict=approved reasons=[ok] "
+        "price=100 quantity=1"]
+
+
+def test_compare_intents_names_the_field_old_and_new() -> None:
+    def intent(price: str, at: int) -> Intent:
+        return Intent(intent_id="i", symbol="ETHTRY", side="buy", order_type="limit",
+                      price=Decimal(price), quantity=Decimal("0.5"), reason="entry",
+                      ttl_s=30.0, strategy="s", created_wall_ns=at)
+
+    res = compare_decisions([], [], [intent("100", 5)], [intent("101.0", 5)])
+    assert res.differences == ["differs: intent i (ETHTRY): price 100 -> 101.0"]
+    assert compare_decisions([], [], [intent("100", 5)], [intent("100.00", 5)]).ok
+    late = compare_decisions([], [], [intent("100", 5)], [intent("100", 6)])
+    assert late.differences == ["differs: intent i (ETHTRY): created_wall_ns 5 -> 6"]
+
+
+def _rec(topic: str, body: object, *, source: str = "x", inc: str = "i", seq: int = 1,
+         at: int = 0) -> Record:
+    return Record(at, topic, packet_encoder.encode(
+        Packet(Envelope(1, source, inc, seq, at, 0), body)))  # type: ignore[arg-type]
+
+
+def _hb(actor: str, seq: int, at: int, joined: int = 0, inc: str = "i1") -> Record:
+    counters = {"joined_hb_seq": joined} if joined else {}
+    return _rec(f"hb.{actor}", Heartbeat(actor=actor, pid=1, state="READY", ready=True,
+                                         uptime_s=0.0, counters=counters),
+                source=actor, inc=inc, seq=seq, at=at)
+
+
+def test_each_actor_starts_where_its_own_heartbeat_came_back() -> None:
+    """The strategy joined on its 2nd heartbeat (the 1st went by before its
+    subscription was in place): its ReplayStart goes right after that one; risk's start
+    is not in the window, so it takes input from the first record. Heartbeats are not
+    fed."""
+    book = _rec("md.status", FeedStatus(symbol="X", fresh=True, source="ws", age_ms=0), at=1)
+    records = [book, _hb("strategy", 1, 2), _rec("md.status", book_status(), at=3),
+               _hb("strategy", 2, 4), _rec("md.status", book_status(), at=5),
+               _hb("strategy", 3, 6, joined=2),
+               _rec("md.status", book_status(), at=7)]
+    starts, notes = start_points(records)
+    fed = verify_feed(records, starts)
+    topics = [r.topic for r in fed]
+    assert topics == ["replay.start", "md.status", "md.status", "replay.start", "md.status",
+                      "md.status"]
+    first, second = (packet_decoder.decode(fed[i].payload).body for i in (0, 3))
+    assert (first.actor, second.actor) == ("risk", "strategy")
+    assert fed[3].recv_ns == 4 and notes == []
+    # a restart in the window is said, not hidden
+    _, notes = start_points([*records, _hb("strategy", 1, 9, inc="i2")])
+    assert len(notes) == 1 and "strategy restarted" in notes[0]
+
+
+def book_status() -> FeedStatus:
+    return FeedStatus(symbol="X", fresh=True, source="ws", age_ms=0)
+
+
+def test_only_risks_own_decisions_are_expected() -> None:
+    """A decision with another source (the strategy's stand-ins travel on
+    intent.outcome., but a claim is a claim) is not one risk is to make again."""
+    recs = [_rec("decision.BTCTRY", decision("a"), source="risk"),
+            _rec("decision.BTCTRY", decision("b", "rejected"), source="strategy")]
+    assert [d.intent_id for d in decode_decisions(recs)] == ["a"]
 
 
 def test_pipeline_config_is_isolated_and_loads(tmp_path: Path) -> None:
@@ -276,40 +342,3 @@ def test_replay_command_end_to_end(tmp_path: Path) -> None:
     assert "replayed 306 records" in res.stdout  # 300 books + 6 rules, no heartbeats
     assert time.monotonic() - started < 60
     assert "replay [" not in res.stderr  # no progress bar when stdout is not a tty
-
-
-def test_decision_barrier_holds_an_intents_consequences_until_it_is_decided() -> None:
-    """The recorded executor publishes PENDING before risk publishes the verdict; fed as
-    recorded, the pipeline's risk would see its own order open before judging it."""
-    from bus.messages import Envelope, OrderEvent, Packet, RiskDecision, packet_encoder
-    from replay.verify import DecisionBarrier
-    from shared.recording import Record
-
-    def rec(topic: str, body: object) -> Record:
-        return Record(0, topic, packet_encoder.encode(
-            Packet(Envelope(1, "x", "i", 1, 0, 0), body)))  # type: ignore[arg-type]
-
-    decision = RiskDecision(intent_id="I1", symbol="BTCTRY", verdict="approved", reasons=[],
-                            side="buy", order_type="limit", price=Decimal(1),
-                            quantity=Decimal(1), requested_quantity=Decimal(1))
-    pending = OrderEvent(client_order_id="c", intent_id="I1", symbol="BTCTRY", side="buy",
-                         state="PENDING", price=Decimal(1), quantity=Decimal(1),
-                         filled_quantity=Decimal(0))
-
-    class Collector:
-        def __init__(self) -> None:
-            self.seen: dict[str, int] = {}
-            self.waits: list[tuple[str, int]] = []
-
-        def wait_for(self, intent_id: str, count: int, timeout_s: float) -> bool:
-            self.waits.append((intent_id, count))
-            return self.seen.get(intent_id, 0) >= count
-
-    c = Collector()
-    barrier = DecisionBarrier(c, [decision], timeout_s=0.0)  # type: ignore[arg-type]
-    assert barrier(rec("order.BTCTRY", pending)) is False  # fed, but after waiting:
-    assert c.waits == [("I1", 1)] and barrier.missed == 1
-    c.seen["I1"] = 1
-    assert barrier(rec("decision.BTCTRY", decision)) is True  # never fed
-    assert c.waits[-1] == ("I1", 1) and barrier.missed == 1
-    assert barrier(rec("md.book.BTCTRY", pending)) is False and len(c.waits) == 2

@@ -1,16 +1,18 @@
-"""`replay --verify` against a real recorded session: a dry-run pipeline (supervisor,
-bus, executor, risk, strategy, recorder) is fed synthetic market data and recorded; the
-recording is then replayed through a fresh isolated pipeline (its executor in mirror
-mode). Unchanged parameters must verify (exit 0); a changed strategy parameter must fail
-(exit 1) naming the decision. Determinism rests on the message clock (strategy and risk
-decide by the envelope times, which replay preserves) and on the mirror executor adding
-no order/fill/portfolio messages of its own."""
+"""`replay --verify` against real recorded sessions.
+
+A default-config paper session (simulator, every actor) is recorded and verified at
+--max and at the recorded speed: every intent and every decision must come out the same
+(replay/verify.py says why it is exact). A changed risk limit or strategy parameter
+must fail (exit 1) naming the decision or intent, the field and both values. A dry-run
+session with synthetic market data checks that a recording whose early segments are
+compressed and the last not reads and verifies the same."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
+import tomllib
 from decimal import Decimal
 from pathlib import Path
 
@@ -27,8 +29,9 @@ from bus.messages import (
 )
 from replay.feed import BusClient
 from replay.pipeline import IsolatedPipeline
-from replay.verify import recorded_decisions
+from replay.verify import recorded_decisions, recorded_intents
 from shared.config import load_config
+from tests.helpers import Pipeline, free_port, kill_all, wait_for, write_config
 
 STRATEGY_SRC = Path(__file__).resolve().parent.parent / "actors" / "strategy" / "actor.py"
 
@@ -49,6 +52,7 @@ entry_notional_try = "{notional}"
 snapshot_interval_s = 3600.0
 [risk]
 snapshot_interval_s = 3600.0
+executor_state_max_age_s = 7200.0
 """
 
 
@@ -100,31 +104,90 @@ def _replay(config: Path, rec: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, timeout=180, cwd=config.parent)
 
 
-def test_verify_passes_unchanged_and_fails_on_a_changed_strategy_parameter(
-        tmp_path: Path) -> None:
-    same = _write(tmp_path / "same.toml", "100")
-    changed = _write(tmp_path / "changed.toml", "150")
-    session = tmp_path / "session"
-    with IsolatedPipeline(load_config(same), record=True, root=session) as p:
-        client = BusClient(p.cfg)
-        client.connect()
-        _feed_session(client, 4.0)
-        time.sleep(1.5)  # the last decisions are made and recorded
-        client.close()
-        rec = p.recordings
-    decisions = recorded_decisions(rec, None, None)
-    assert decisions, "the recorded session made no decision: nothing to verify"
+def _default_paper_config(tmp: Path) -> dict:
+    """The shipped defaults (paper mode, every strategy and risk parameter as shipped),
+    only with private paths and free ports; the dashboard (an observer) is off."""
+    return {"runtime_dir": str(tmp / "run"), "log_dir": str(tmp / "logs"),
+            "data_dir": str(tmp / "data"),
+            "simulator": {"port": free_port()},
+            "dashboard": {"port": free_port()},
+            "actors": {"dashboard": {"enabled": False}},
+            "executor": {"db_path": str(tmp / "data" / "btcbot.db")},
+            "recorder": {"path": str(tmp / "recordings")}}
 
-    ok = _replay(same, rec)
+
+def _verify(config: Path, rec: Path, *speed: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actors.supervisor", "--config", str(config), "replay",
+         str(rec), "--verify", *speed],
+        capture_output=True, text=True, timeout=240, cwd=config.parent)
+
+
+@pytest.fixture(scope="module")
+def paper_session(tmp_path_factory) -> tuple[Path, Path]:
+    """A default-config paper session recorded until risk has decided at least three
+    intents, one of them approved (about 20-30 s)."""
+    tmp = tmp_path_factory.mktemp("paper")
+    doc = _default_paper_config(tmp)
+    config = write_config(tmp, doc)
+    p = Pipeline(config)
+    try:
+        p.start()
+        risk = lambda: next(a for a in p.status()["actors"] if a["name"] == "risk")  # noqa: E731
+        wait_for(lambda: (c := risk()["counters"]).get("approved", 0) >= 1
+                 and c.get("approved", 0) + c.get("rejected", 0) >= 3,
+                 timeout=120, interval=1.0, what="three decisions, one approved")
+        time.sleep(2.0)  # the executor's reactions to the last one are recorded too
+    finally:
+        p.stop()
+        kill_all(config, doc["simulator"]["port"])
+    return config, tmp / "recordings"
+
+
+def test_verify_of_a_default_paper_session_passes_at_max_speed(paper_session) -> None:
+    config, rec = paper_session
+    decisions = recorded_decisions(rec, None, None)
+    assert len(decisions) >= 3
+    t0 = time.monotonic()
+    ok = _verify(config, rec, "--max")
+    print(f"verify --max of the recorded session: {time.monotonic() - t0:.1f}s")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert f"{len(decisions)} recorded decisions" in ok.stdout
+    assert f"{len(decisions)} recorded decisions, {len(decisions)} replayed" in ok.stdout
     assert "0 differences -> OK" in ok.stdout
 
-    bad = _replay(changed, rec)
+
+def test_verify_of_a_default_paper_session_passes_at_the_recorded_speed(
+        paper_session) -> None:
+    config, rec = paper_session
+    ok = _verify(config, rec)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "0 differences -> OK" in ok.stdout
+
+
+def test_a_changed_config_shows_which_decision_which_field_old_and_new(
+        paper_session, tmp_path: Path) -> None:
+    """A risk limit changed: risk decides differently on the recorded intents, and the
+    diff names the decision, the field and both values. A strategy parameter changed:
+    the intents differ, named the same way."""
+    config, rec = paper_session
+    doc = tomllib.loads(config.read_text())
+    decisions = recorded_decisions(rec, None, None)
+    approved = [d for d in decisions if d.verdict == "approved"]
+    stricter = {**doc, "risk": {**doc.get("risk", {}), "min_order_notional_try": "1000"}}
+    bad = _verify(write_config(tmp_path, stricter, "stricter.toml"), rec, "--max")
     assert bad.returncode == 1, bad.stdout + bad.stderr
+    first = approved[0]
+    assert (f"differs: decision {first.intent_id} ({first.symbol}): verdict approved -> "
+            "rejected") in bad.stdout, bad.stdout
+    assert "note: config differs from the recording: risk.min_order_notional_try" in bad.stdout
     assert "FAILED" in bad.stdout
-    assert f"decision {decisions[0].intent_id}" in bad.stdout
-    assert "strategy.entry_notional_try: recorded '100', now '150'" in bad.stdout
+
+    bigger = {**doc, "strategy": {**doc.get("strategy", {}), "entry_notional_try": "150"}}
+    bad = _verify(write_config(tmp_path, bigger, "bigger.toml"), rec, "--max")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    buys = [i for i in recorded_intents(rec, None, None) if i.reason == "conservative_entry"]
+    assert buys, "the session made no entry"
+    assert f"differs: intent {buys[0].intent_id} ({buys[0].symbol}): quantity " in bad.stdout
 
 
 def test_verify_reads_a_session_whose_early_segments_are_compressed_and_the_last_not(

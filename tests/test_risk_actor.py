@@ -13,11 +13,13 @@ from actors.risk.state import apply_book, apply_feed_status, apply_rules, apply_
 from bus.messages import (
     Balance,
     BookSnapshot,
+    CancelOrder,
     CommandRequest,
     Envelope,
     ExecutorCommand,
     FeedStatus,
     Intent,
+    IntentAck,
     KeyCounts,
     Latches,
     OrderAck,
@@ -27,10 +29,11 @@ from bus.messages import (
     SubmitOrder,
     SymbolRules,
 )
-from bus.transport import CommandError, RequestServer
+from bus.transport import CommandError
 from shared.config import Config
 from shared.fsm import State
 from shared.ids import client_order_id
+from tests.keys import StandIn, disk_keys
 
 D = Decimal
 
@@ -41,6 +44,7 @@ def make_actor(tmp: Path) -> tuple[RiskActor, list]:
     cfg.base_dir = str(tmp)
     cfg.risk.executor_timeout_s = 0.3
     cfg.risk.executor_retries = 0
+    disk_keys(cfg)
     actor = RiskActor(cfg)
     actor.fsm.to(State.LOCKING, "test")
     published: list = []
@@ -66,6 +70,15 @@ def intent(n: int = 0) -> Intent:
                   strategy="s", created_wall_ns=time.time_ns())
 
 
+async def submit(actor: RiskActor, i: Intent) -> IntentAck:
+    """As the strategy does it: the request, and the intent's copy on the bus, where
+    risk judges it (whichever of the two comes first)."""
+    req = asyncio.create_task(actor.on_intent(i))
+    await asyncio.sleep(0)
+    await actor.on_message(f"intent.{i.symbol}", Packet(Envelope(1, "strategy", "s", 1, 0, 0), i))
+    return await req
+
+
 async def stop(actor: RiskActor) -> None:
     for task in list(actor._tasks):
         task.cancel()
@@ -75,15 +88,12 @@ async def stop(actor: RiskActor) -> None:
 
 
 async def with_executor(actor: RiskActor, handler, body):
-    server = RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), handler,
-                           commands=ExecutorCommand)
-    task = asyncio.create_task(server.serve())
+    server = StandIn(actor.cfg, "executor", handler, ExecutorCommand)
     try:
         await actor.setup()
         return await body()
     finally:
-        task.cancel()
-        server.close()
+        await server.close()
         await stop(actor)
 
 
@@ -101,8 +111,8 @@ def test_approved_order_reaches_executor_with_deterministic_cid(tmp_path):
                                  open_orders=[], latches=Latches(), keys=KeyCounts())
 
     async def body():
-        ack = await actor.on_intent(intent())
-        again = await actor.on_intent(intent())  # same id: same answer, no second order
+        ack = await submit(actor, intent())
+        again = await submit(actor, intent())  # same id: same answer, no second order
         return ack, again
 
     ack, again = asyncio.run(with_executor(actor, handler, body))
@@ -125,7 +135,7 @@ def test_refused_executor_is_a_published_rejection(tmp_path):
                             key_status="FAILED", reason="kill_switch")
         raise CommandError("no snapshot today")
 
-    ack = asyncio.run(with_executor(actor, handler, lambda: actor.on_intent(intent())))
+    ack = asyncio.run(with_executor(actor, handler, lambda: submit(actor, intent())))
     assert ack.verdict == "rejected" and "executor:refused" in ack.reasons
     d = [b for b in published if isinstance(b, RiskDecision)][-1]
     assert d.verdict == "rejected" and d.executor_status.startswith("rejected:FAILED")
@@ -139,7 +149,7 @@ def test_unreachable_executor_is_a_published_rejection(tmp_path):
     async def body():
         await actor.setup()
         try:
-            return await actor.on_intent(intent())
+            return await submit(actor, intent())
         finally:
             await stop(actor)
 
@@ -156,7 +166,7 @@ def test_stale_intent_is_rejected_as_expired(tmp_path):
     old = intent()
     old = Intent(**{**{f: getattr(old, f) for f in old.__struct_fields__},
                     "created_wall_ns": time.time_ns() - 60 * 10**9})
-    ack = asyncio.run(actor.on_intent(old))
+    ack = asyncio.run(submit(actor, old))
     assert ack.reasons == ["intent:expired"]
     assert isinstance(published[-1], RiskDecision) and published[-1].verdict == "rejected"
 
@@ -172,6 +182,7 @@ def clocked_actor(tmp: Path) -> tuple[RiskActor, list]:
     cfg.risk.executor_timeout_s = 0.5
     cfg.risk.executor_retries = 0
     cfg.risk.snapshot_interval_s = 3600.0
+    disk_keys(cfg)
     actor = RiskActor(cfg)
     actor.fsm.to(State.LOCKING, "test")
     published: list = []
@@ -226,16 +237,16 @@ def test_verdicts_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeypa
 
         async def body(actor=actor):
             await feed(actor, T0, *market(T0), FUNDS)
-            first = await actor.on_intent(clocked_intent(T0 + 10**6, 1))
+            first = await submit(actor, clocked_intent(T0 + 10**6, 1))
             # 1 s later (message clock): cooldown, whatever the wall clock.
             await feed(actor, T0 + 10**9, *market(T0 + 10**9))
-            second = await actor.on_intent(clocked_intent(T0 + 10**9, 2))
+            second = await submit(actor, clocked_intent(T0 + 10**9, 2))
             # An intent decided 20 s before the latest message clock: expired.
             await feed(actor, T0 + 21 * 10**9, *market(T0 + 21 * 10**9))
-            third = await actor.on_intent(clocked_intent(T0 + 10**9, 3))
+            third = await submit(actor, clocked_intent(T0 + 10**9, 3))
             # 40 s of market data without an executor snapshot: executor state stale.
             await feed(actor, T0 + 41 * 10**9, *market(T0 + 41 * 10**9))
-            fourth = await actor.on_intent(clocked_intent(T0 + 41 * 10**9, 4))
+            fourth = await submit(actor, clocked_intent(T0 + 41 * 10**9, 4))
             return [first, second, third, fourth]
 
         acks = asyncio.run(with_executor(actor, handler, body))
@@ -261,8 +272,68 @@ def test_silent_market_data_is_rejected_by_the_wall_clock_guard(tmp_path):
         await feed(actor, now, *market(now), FUNDS)
         assert actor.md_seen_mono is not None
         actor.md_seen_mono -= 16 * 10**9  # nothing on md.* for more than max_data_age
-        return await actor.on_intent(clocked_intent(now))
+        return await submit(actor, clocked_intent(now))
 
     ack = asyncio.run(body())
     assert (ack.verdict, ack.reasons) == ("rejected", ["market_data:silent"])
     actor.ctx.destroy(0)
+
+
+def test_an_intent_is_judged_where_its_copy_comes_on_the_bus(tmp_path):
+    """The state an intent is judged on is the bus's up to the intent's copy, however
+    late its request comes: a stale status after the copy does not change the verdict.
+    A request whose copy never comes is judged after INTENT_WAIT_S, and counted."""
+    from actors.risk import actor as risk_actor
+    actor, published = clocked_actor(tmp_path)
+
+    async def handler(req: CommandRequest):
+        if isinstance(req.body, SubmitOrder):
+            return OrderAck(client_order_id=req.body.order.client_order_id, status="accepted",
+                            key_status="PENDING")
+        return FUNDS
+
+    async def body():
+        await feed(actor, T0, *market(T0), FUNDS)
+        i = clocked_intent(T0, 1)
+        await actor.on_message("intent.ETHTRY", Packet(Envelope(1, "strategy", "s", 1, 0, 0), i))
+        await feed(actor, T0 + 10**6, FeedStatus(symbol="ETHTRY", fresh=False, source="ws",
+                                                 age_ms=99_000))
+        first = await actor.on_intent(i)  # the request comes after the stale status
+        risk_actor.INTENT_WAIT_S = 0.1
+        lost = await actor.on_intent(clocked_intent(T0, 2))  # no copy on the bus
+        return first, lost
+
+    saved = risk_actor.INTENT_WAIT_S
+    try:
+        first, lost = asyncio.run(with_executor(actor, handler, body))
+    finally:
+        risk_actor.INTENT_WAIT_S = saved
+    assert first.verdict == "approved", first.reasons
+    assert lost.verdict == "rejected" and any("stale" in r for r in lost.reasons), lost.reasons
+    assert actor.counters["intent_not_on_bus"] == 1
+    assert [d.intent_id for d in published if isinstance(d, RiskDecision)] == [
+        "ETHTRY-buy-1", "ETHTRY-buy-2"]
+
+
+def test_a_strategy_cancel_is_forwarded_to_the_executor_by_risk(tmp_path):
+    """Only risk may cancel at the executor (bus/roles.py), so a strategy's cancel goes
+    through risk's command socket and risk passes it on, as itself."""
+    actor, _published = make_actor(tmp_path)
+    seen: list = []
+
+    async def handler(req: CommandRequest):
+        if isinstance(req.body, CancelOrder):
+            seen.append((req.sender, req.body.client_order_id))
+            return OrderAck(client_order_id=req.body.client_order_id, status="accepted",
+                            key_status="COMMITTED")
+        return PortfolioSnapshot(positions=[], balances=[], open_orders=[], latches=Latches(),
+                                 keys=KeyCounts())
+
+    async def body():
+        req = CommandRequest("r1", "strategy", CancelOrder(client_order_id="c-1"))
+        return await actor.handle_command(req)
+
+    ack = asyncio.run(with_executor(actor, handler, body))
+    assert isinstance(ack, OrderAck) and ack.client_order_id == "c-1"
+    assert seen == [("risk", "c-1")]  # the executor saw risk's authenticated identity
+    assert actor.counters["cancels_forwarded"] == 1

@@ -15,15 +15,17 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from bus.auth import BusAuth, load_for
 from bus.messages import (
     FeedStatus,
+    Heartbeat,
     Intent,
     IntentAck,
     RiskDecision,
     SubmitIntent,
     packet_decoder,
 )
-from bus.transport import RequestClient
+from bus.transport import Publisher, RequestClient, new_incarnation
 from shared.config import load_config
 from tests.helpers import wait_for
 
@@ -35,11 +37,12 @@ class BusTap:
     """A SUB socket on the bus collecting decisions and feed statuses with their
     envelope wall time."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, auth: BusAuth) -> None:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
         for t in ("decision.", "md.status"):
             self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        auth.client(self.sock, "bus")
         self.sock.connect(endpoint)
         self.decisions: list[tuple[int, RiskDecision]] = []
         self.status: dict[str, FeedStatus] = {}
@@ -71,20 +74,50 @@ def sim_admin(port: int, method: str, path: str, body: Any = None) -> Any:
         return json.loads(resp.read() or b"null")
 
 
+def strategy_publisher(cfg: Any) -> tuple[zmq.Context, Publisher]:
+    """A publisher with the strategy's key (only it may publish intent.*), connected for
+    sure: a probe on an intent.* topic (a heartbeat body, which risk ignores) is sent
+    until it comes back through the proxy."""
+    auth = load_for(cfg.data_path, "strategy")
+    ctx = zmq.Context()
+    pub = Publisher(ctx, cfg.bus_pub_endpoint, "strategy", new_incarnation(), auth=auth)
+    probe = ctx.socket(zmq.SUB)
+    probe.setsockopt(zmq.LINGER, 0)
+    probe.setsockopt(zmq.SUBSCRIBE, b"intent.probe")
+    auth.client(probe, "bus")
+    probe.connect(cfg.bus_sub_endpoint)
+    beat = Heartbeat(actor="strategy", pid=0, state="READY", ready=True, uptime_s=0.0,
+                     counters={})
+    try:
+        for _ in range(200):
+            pub.publish(beat, "intent.probe")
+            if probe.poll(50, zmq.POLLIN):
+                return ctx, pub
+        raise AssertionError("the test's strategy publisher never reached the bus")
+    finally:
+        probe.close(linger=0)
+
+
 async def submit_to_risk(cfg: Any, symbol: str) -> IntentAck:
+    """As the strategy submits: the request, and the intent's copy on the bus (where
+    risk judges it)."""
+    pub_ctx, pub = strategy_publisher(cfg)
     ctx = zmq.asyncio.Context()
-    client = RequestClient(ctx, cfg.command_endpoint("risk"), "test", timeout_s=10.0, retries=0)
+    client = RequestClient(ctx, cfg.command_endpoint("risk"), load_for(cfg.data_path, "strategy"),
+                           server="risk", timeout_s=10.0, retries=0)
     try:
         intent = Intent(intent_id=f"probe-{symbol}-{time.time_ns()}", symbol=symbol, side="buy",
                         order_type="limit", price=Decimal("200000"), quantity=Decimal("0.001"),
                         reason="probe", ttl_s=10, strategy="test",
                         created_wall_ns=time.time_ns())
-        reply = await client.request(SubmitIntent(intent=intent))
+        reply = await client.request(SubmitIntent(intent=intent),
+                                     after_send=lambda: pub.publish(intent))
         assert isinstance(reply, IntentAck)
         return reply
     finally:
         client.close()
         ctx.destroy(0)
+        pub_ctx.destroy(linger=200)
 
 
 def test_books_lead_to_orders_and_frozen_book_stops_approvals(make_pipeline):
@@ -98,7 +131,7 @@ def test_books_lead_to_orders_and_frozen_book_stops_approvals(make_pipeline):
     cfg = load_config(pipeline.config)
     port = cfg.simulator.port
     pipeline.start()
-    tap = BusTap(cfg.bus_sub_endpoint)
+    tap = BusTap(cfg.bus_sub_endpoint, load_for(cfg.data_path, "operator"))
     try:
         # 1. Books from the simulator become orders that reach the executor and the sim.
         wait_for(lambda: len(tap.accepted()) >= 4, timeout=30, what="accepted orders")

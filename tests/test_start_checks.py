@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from actors.supervisor.symbols import SymbolCheck, judge, unknown_symbols
 from shared.files import audit_private_dirs
-from tests.helpers import kill_all, processes_using
+from tests.helpers import REPO, SUPERVISOR, base_config, kill_all, processes_using, write_config
 
 # --- directories (unit) --------------------------------------------------------------
 
@@ -58,11 +59,30 @@ def test_readable_dirs_and_files_are_made_owner_only_with_a_warning(tmp_path: Pa
     before = _mode(Path("/etc/passwd"))
     audit = audit_private_dirs({"log_dir": logs, "data_dir": tmp_path / "missing"})
     assert not audit.refused
-    assert audit.fixed == [f"log_dir {logs}: was readable by others (mode 755); made 0700, "
+    assert audit.fixed == [f"log_dir {logs}: was readable by others (mode 755); now 700, "
                            f"2 entries inside made owner-only"]
     assert (_mode(logs), _mode(logs / "old"), _mode(logs / "risk.log")) == (0o700, 0o700, 0o600)
     assert _mode(Path("/etc/passwd")) == before  # a symlink is never followed
     assert audit_private_dirs({"log_dir": logs}).fixed == []  # nothing left to say
+
+
+def test_only_group_and_other_bits_go_and_a_shared_dir_keeps_its_contents(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chmod(data, 0o755)
+    (data / "tool.sh").write_text("#!/bin/sh\n")
+    os.chmod(data / "tool.sh", 0o755)
+    audit_private_dirs({"data_dir": data})
+    assert _mode(data / "tool.sh") == 0o700  # still executable by its owner
+    here = tmp_path / "repo"
+    here.mkdir()
+    os.chmod(here, 0o755)
+    (here / "README").write_text("x")
+    os.chmod(here / "README", 0o644)
+    audit = audit_private_dirs({"executor.db_path": here}, shallow={here.resolve()})
+    assert audit.fixed == [f"executor.db_path {here}: was readable by others (mode 755); "
+                           f"now 700, its contents left alone (shared with the config file)"]
+    assert (_mode(here), _mode(here / "README")) == (0o700, 0o644)
 
 
 # --- symbols (unit) ------------------------------------------------------------------
@@ -86,6 +106,8 @@ def test_judge(mode: str, verdict: Any, action: str) -> None:
                         url="http://x/api/v2/server/exchangeinfo")
     got, message = judge(mode, check)
     assert got == action
+    if mode == "paper" and verdict == "unreachable":  # another supervisor's simulator
+        assert judge(mode, check, simulator_ours=False)[0] == "warn"
     if verdict == "unknown":
         assert message.startswith("marketdata.symbols: not listed") and "NOPETRY" in message
     if verdict == "unreachable":
@@ -150,3 +172,28 @@ def test_a_started_pipeline_writes_only_owner_only_files(make_pipeline: Any) -> 
     finally:
         p.stop()
         kill_all(p.config)
+
+
+def test_live_start_refuses_an_unknown_symbol_before_preflight(tmp_path: Any, sim: Any) -> None:
+    """Live mode has no embedded simulator to wait for: `start` asks the exchange itself
+    (here the simulator standing in for BTCTurk) before preflight and before any process."""
+    doc = base_config(tmp_path, mode="live",
+                      gates={"live_trading": True, "live_trading_ack": "I_UNDERSTAND"},
+                      exchange={"rest_url": sim.base_url, "ws_url": sim.ws_url},
+                      marketdata={"symbols": ["BTCTRY", "NOPETRY"]})
+    cfg = write_config(tmp_path, doc)
+    env = {**os.environ, "BTCTURK_API_KEY": sim.api_key, "BTCTURK_API_SECRET": sim.api_secret}
+    r = subprocess.run([*SUPERVISOR, "--config", str(cfg), "start", "--detach"], env=env,
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "marketdata.symbols: not listed by the exchange's exchangeinfo" in r.stderr
+    assert "NOPETRY" in r.stderr and "preflight" not in r.stdout + r.stderr
+    assert not (tmp_path / "run" / "supervisor.pid").exists()
+    # unreachable in live mode: refused, exit 1, naming the URL
+    doc["exchange"]["rest_url"] = "http://127.0.0.1:9"
+    write_config(tmp_path, doc)
+    r = subprocess.run([*SUPERVISOR, "--config", str(cfg), "start", "--detach"], env=env,
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "cannot check marketdata.symbols: exchangeinfo at http://127.0.0.1:9" in r.stderr
+    assert "not starting (live mode)" in r.stderr

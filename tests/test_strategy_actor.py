@@ -1,6 +1,8 @@
 """Strategy actor: nothing before the executor snapshot; then book -> intent -> risk,
 one at a time per symbol; a cancelled order moves the id on; a restart re-sends the
-same id for the same state."""
+same id for the same state. Snapshots and verdicts are applied as they come on the bus
+(the stand-in executor and risk below put them there, as the real ones publish them),
+and the throttle's trailing edge runs on the bus clock."""
 
 from __future__ import annotations
 
@@ -26,14 +28,16 @@ from bus.messages import (
     Packet,
     PortfolioSnapshot,
     RiskCommand,
+    RiskDecision,
     SnapshotQuery,
     SubmitIntent,
     SymbolRules,
 )
-from bus.transport import CommandError, RequestServer
+from bus.transport import CommandError
 from shared.config import Config
 from shared.fsm import State
 from shared.ids import client_order_id
+from tests.keys import StandIn, disk_keys
 
 D = Decimal
 
@@ -55,12 +59,27 @@ SNAP = PortfolioSnapshot(positions=[], balances=[Balance(asset="TRY", free=D(100
                          open_orders=[], latches=Latches(), keys=KeyCounts())
 
 
+def on_bus(actor: StrategyActor, topic: str, body) -> None:
+    """What the real executor or risk publishes, arriving at the actor."""
+    asyncio.get_running_loop().create_task(actor.on_message(topic, pkt(body)))
+
+
+def decision_for(i: Intent, verdict: str, reasons: list[str]) -> RiskDecision:
+    approved = verdict != "rejected"
+    return RiskDecision(intent_id=i.intent_id, symbol=i.symbol, verdict=verdict,
+                        reasons=reasons, side=i.side, order_type=i.order_type, price=i.price,
+                        quantity=i.quantity if approved else D(0),
+                        requested_quantity=i.quantity,
+                        client_order_id=client_order_id("bb", i.intent_id) if approved else "")
+
+
 def make_actor(tmp: Path) -> tuple[StrategyActor, list]:
     cfg = Config()
     cfg.runtime_dir = str(tmp)
     cfg.base_dir = str(tmp)
     cfg.strategy.throttle_ms = 0
     cfg.strategy.reject_backoff_s = 0.0
+    disk_keys(cfg)
     actor = StrategyActor(cfg)
     actor.fsm.to(State.LOCKING, "test")
     published: list = []
@@ -74,12 +93,14 @@ async def run_with(actor: StrategyActor, executor_up: asyncio.Event, scenario):
     async def executor(req: CommandRequest):
         if not executor_up.is_set():
             raise CommandError("not yet")  # the strategy must retry
-        assert isinstance(req.body, SnapshotQuery)
+        assert isinstance(req.body, SnapshotQuery) and req.body.publish
+        on_bus(actor, "portfolio", SNAP)
         return SNAP
 
     async def risk(req: CommandRequest):
         assert isinstance(req.body, SubmitIntent)
         intents.append(req.body.intent)
+        on_bus(actor, "decision.ETHTRY", decision_for(req.body.intent, "approved", []))
         return IntentAck(intent_id=req.body.intent.intent_id, verdict="approved", reasons=[])
 
     await against(actor, executor, risk, lambda: scenario(intents))
@@ -89,20 +110,17 @@ async def run_with(actor: StrategyActor, executor_up: asyncio.Event, scenario):
 async def against(actor: StrategyActor, executor, risk, scenario) -> None:
     """Set the actor up against stand-in executor and risk servers, run ``scenario()``,
     then stop everything."""
-    servers = [RequestServer(actor.ctx, actor.cfg.command_endpoint("executor"), executor,
-                             commands=ExecutorCommand),
-               RequestServer(actor.ctx, actor.cfg.command_endpoint("risk"), risk,
-                             commands=RiskCommand)]
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    servers = [StandIn(actor.cfg, "executor", executor, ExecutorCommand),
+               StandIn(actor.cfg, "risk", risk, RiskCommand)]
     try:
         await actor.setup()
         await scenario()
     finally:
-        for t in [*tasks, *actor._tasks]:
+        for t in actor._tasks:
             t.cancel()
-        await asyncio.gather(*tasks, *actor._tasks, return_exceptions=True)
+        await asyncio.gather(*actor._tasks, return_exceptions=True)
         for s in servers:
-            s.close()
+            await s.close()
         await actor.teardown()
         actor.ctx.destroy(0)
 
@@ -209,13 +227,16 @@ def test_decisions_follow_the_message_clock_not_the_wall_clock(tmp_path, monkeyp
         intents: list[Intent] = []
 
         async def executor(req: CommandRequest):
+            on_bus(actor, "portfolio", SNAP)
             return SNAP
 
         async def risk(req: CommandRequest):
             intents.append(req.body.intent)
             verdict = "rejected" if len(intents) == 1 else "approved"
+            reasons = ["limit:cooldown"] if verdict == "rejected" else []
+            on_bus(actor, "decision.ETHTRY", decision_for(req.body.intent, verdict, reasons))
             return IntentAck(intent_id=req.body.intent.intent_id, verdict=verdict,
-                             reasons=["limit:cooldown"] if verdict == "rejected" else [])
+                             reasons=reasons)
 
         async def scenario() -> None:
             for _ in range(200):
@@ -278,3 +299,75 @@ def test_a_raising_plugin_is_logged_counted_and_paused_and_the_actor_lives(tmp_p
     assert actor.counters["plugin_errors"] == 1
     assert actor.heartbeat_info().plugin_paused == ["BTCTRY"]
     assert [i.symbol for i in intents] == ["ETHTRY"]  # the other symbol still trades
+
+
+def test_the_trailing_evaluation_runs_on_the_bus_clock_not_a_timer(tmp_path):
+    """Throttled books: the last book of a burst is evaluated when a bus clock tick at
+    or after the window's end comes, and not before, however long the wall clock runs."""
+    from bus.messages import ClockTick
+    actor, _ = make_actor(tmp_path)
+    actor.cfg.strategy.throttle_ms = 500
+    actor.host.gate.synced = True
+    t0 = 1_700_000_000 * 10**9
+
+    def at(body, wall: int) -> Packet:
+        return Packet(Envelope(1, "marketdata", "m", 1, wall, 0), body)
+
+    async def scenario() -> None:
+        await actor.on_message("md.rules.ETHTRY", pkt(RULES))
+        await actor.on_message("md.book.ETHTRY", at(book(1), t0))
+        await actor.on_message("md.book.ETHTRY", at(book(2), t0 + 100 * 10**6))
+        assert actor.counters["evaluations"] == 1
+        await asyncio.sleep(0.7)  # a loop timer would have fired by now
+        assert actor.counters["evaluations"] == 1
+        await actor.on_message("md.clock", at(ClockTick(interval_ms=100), t0 + 400 * 10**6))
+        assert actor.counters["evaluations"] == 1
+        await actor.on_message("md.clock", at(ClockTick(interval_ms=100), t0 + 500 * 10**6))
+        assert actor.counters["evaluations"] == 2
+        await actor.on_message("md.clock", at(ClockTick(interval_ms=100), t0 + 600 * 10**6))
+        assert actor.counters["evaluations"] == 2  # once per window
+
+    asyncio.run(scenario())
+    actor.ctx.destroy(0)
+
+
+def test_unreachable_risk_is_a_published_decision_applied_from_the_bus(tmp_path):
+    """Even the failure is a recorded input: the strategy publishes 'risk:unreachable'
+    as a decision of its own and leaves the pending state only when it comes back."""
+    actor, published = make_actor(tmp_path)
+    actor.cfg.risk.executor_timeout_s = 0.05
+    actor.cfg.risk.executor_retries = 0
+    seen: list = []
+
+    async def executor(req: CommandRequest):
+        on_bus(actor, "portfolio", SNAP)
+        return SNAP
+
+    async def risk(req: CommandRequest):
+        seen.append(req.body.intent)
+        await asyncio.sleep(30)  # never answers in time
+
+    async def scenario() -> None:
+        import actors.strategy.actor as strategy_actor
+        for _ in range(100):
+            if actor.synced:
+                break
+            await asyncio.sleep(0.02)
+        actor.risk.timeout_s = 0.2  # type: ignore[union-attr]
+        actor.risk.retries = 0  # type: ignore[union-attr]
+        await actor.on_message("md.rules.ETHTRY", pkt(RULES))
+        await actor.on_message("md.book.ETHTRY", pkt(book(1)))
+        for _ in range(100):
+            if any(isinstance(b, RiskDecision) for b in published):
+                break
+            await asyncio.sleep(0.05)
+        own = [b for b in published if isinstance(b, RiskDecision)]
+        assert len(own) == 1 and own[0].reasons == ["risk:unreachable"], own
+        assert "ETHTRY" in actor.gate.pending  # not applied before it comes on the bus
+        await actor.on_message("decision.ETHTRY", pkt(own[0]))
+        assert "ETHTRY" not in actor.gate.pending
+        assert actor.gate.backoff_until["ETHTRY"] > 0
+        assert strategy_actor.DECISION_WAIT_S > 0
+
+    asyncio.run(against(actor, executor, risk, scenario))
+    assert len(seen) == 1

@@ -17,6 +17,7 @@ from tests.helpers import (
     REPO,
     SUPERVISOR,
     alive,
+    bus_auth,
     processes_using,
     wait_for,
 )
@@ -190,6 +191,9 @@ def test_malformed_frames_are_counted_and_survived(make_pipeline) -> None:
     endpoint = f"ipc://{p.config.parent / 'run' / 'bus.in'}"
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
+    # A compromised supervisor key: it may publish on control, so its garbage gets past
+    # the proxy's roles check to every actor (md.book and hb.strategy are dropped there).
+    bus_auth(p.config, "supervisor").client(pub, "bus")
     pub.connect(endpoint)
     time.sleep(0.5)  # slow joiner: let the proxy's subscriptions reach us
     garbage = [

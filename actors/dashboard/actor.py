@@ -38,7 +38,6 @@ from shared.tradingday import TradingDay
 BIND_RETRY_S = 5.0
 WHY_TIMEOUT_S = 30.0
 WHY_MAX_CHARS = 200_000
-SENDER = "dashboard"  # the operator's role once the bus has roles
 
 
 class DashboardActor(Actor):
@@ -112,7 +111,7 @@ class DashboardActor(Actor):
         assert self.hub is not None
         while True:
             started = time.monotonic()
-            doc = await fetch_status(self.ctx, self.cfg.supervisor_endpoint, sender=SENDER,
+            doc = await fetch_status(self.ctx, self.cfg.supervisor_endpoint, auth=self.auth,
                                      timeout_s=2.0)
             self.watch.update(doc)
             self.counters["status_polls" if doc is not None else "status_poll_failures"] += 1
@@ -124,7 +123,7 @@ class DashboardActor(Actor):
 
     async def _send_command(self, command: str, value: bool, reason: str) -> str:
         reply = await supervisor_request(self.ctx, self.cfg.supervisor_endpoint, command,
-                                         sender=SENDER, timeout_s=30.0, value=value,
+                                         auth=self.auth, timeout_s=30.0, value=value,
                                          reason=reason)
         return reply.detail if isinstance(reply, Ack) else "ok"
 

@@ -185,8 +185,8 @@ class ExecutorActor(Actor):
         match body:
             case SubmitOrder(order=order):
                 return await self.orders.submit(order)
-            case SnapshotQuery():
-                return await self.snapshots.answer()
+            case SnapshotQuery(publish=publish):
+                return await self.snapshots.answer(publish)
             case Ping():
                 return None
         if not self.s.venue.follows:

@@ -24,9 +24,19 @@ class Snapshots:
         self.s = s
         self.gates = gates
 
-    async def answer(self) -> PortfolioSnapshot:
+    async def answer(self, publish: bool = False) -> PortfolioSnapshot:
+        """The reply to SnapshotQuery. ``publish``: announce it on ``portfolio`` too,
+        which is the copy strategy and risk apply (a recorded input). The replay
+        mirror answers with the latest recorded snapshot and never publishes: the
+        recorded ones are replayed."""
         recorded = await self.s.venue.recorded_portfolio()
-        return recorded if recorded is not None else self.build()
+        if recorded is not None:
+            return recorded
+        snap = self.build()
+        if publish and self.s.db_or_none is not None:
+            self.s.dirty = False
+            self.s.publish(snap)
+        return snap
 
     def build(self) -> PortfolioSnapshot:
         s = self.s

@@ -9,6 +9,9 @@ on ``md.status`` on every change and every ``status_interval_s``, and ``SymbolRu
 on ``md.rules.<SYMBOL>`` (exchangeinfo at start, refreshed and republished), and each
 live public trade of the WebSocket ``trade`` channel as ``PublicTrade`` on
 ``md.trade.<SYMBOL>`` (REST polling has no trade feed: in fallback no trades are heard).
+It is also the bus clock: a ``ClockTick`` on ``md.clock`` every ``clock_tick_ms``, on
+which strategy and risk run their time-driven re-evaluations (recorded, so a replay
+repeats them at the same point of the stream).
 
 Fail closed: a symbol without new data for ``max_data_age_s`` is published stale; the
 FSM is PAUSED_DATA while every symbol is stale. A REST answer identical to the last one
@@ -29,6 +32,7 @@ from actors.marketdata.rules import UnknownSymbols, rules_for
 from actors.runtime import EXIT_CONFIG, Actor, FatalActorError, main_for
 from bus.messages import (
     BookSnapshot,
+    ClockTick,
     FeedStatus,
     MarketdataInfo,
     PublicTrade,
@@ -88,6 +92,8 @@ class MarketdataActor(Actor):
         self.spawn(self._rest_loop(), "rest-poll")
         self.spawn(self._status_loop(), "status")
         self.spawn(self._rules_loop(), "rules")
+        if self.md.clock_tick_ms > 0:
+            self.spawn(self._clock_loop(), "clock")
         # No book yet: fail closed until the first fresh data arrives.
         self.fsm.to(State.PAUSED_DATA, "waiting for first market data")
 
@@ -296,6 +302,21 @@ class MarketdataActor(Actor):
         if self.fsm.state == State.PAUSED_DATA:
             self._publish_status(changed_only=True)
         return True
+
+    async def _clock_loop(self) -> None:
+        """Ticks on an absolute schedule (a late tick does not shift the later ones)."""
+        interval = self.md.clock_tick_ms / 1000
+        tick = ClockTick(interval_ms=self.md.clock_tick_ms)
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            self.publish(tick)
+            self.counters["clock_ticks"] += 1
+            due += interval
+            now = loop.time()
+            if due < now:  # fell behind (a stalled loop): go on from now, no burst
+                due = now
+            await asyncio.sleep(due - now)
 
     async def _status_loop(self) -> None:
         while True:

@@ -56,8 +56,8 @@ class ReconcilerActor(Actor):
 
     async def setup(self) -> None:
         self.client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"),
-                                    self.name, timeout_s=self.cfg.reconciler.request_timeout_s,
-                                    retries=1)
+                                    self.auth, server="executor",
+                                    timeout_s=self.cfg.reconciler.request_timeout_s, retries=1)
         self.spawn(self._loop(), "reconcile")
 
     async def teardown(self) -> None:

@@ -105,6 +105,7 @@ class RecorderActor(Actor):
         sock.setsockopt(zmq.RCVBUF, 4 * 1024 * 1024)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.auth.client(sock, "bus")
         sock.connect(self.cfg.bus_sub_endpoint)
         self.spawn(asyncio.to_thread(self._record_loop, sock), "record")
         self.spawn(self._mirror_health(), "health")

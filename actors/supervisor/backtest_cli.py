@@ -17,6 +17,7 @@ import msgspec
 from actors.supervisor.cli_common import EXIT_USAGE, fail, load, run_supervisor
 from shared.config import Config, ConfigError, load_config, to_toml
 from shared.logging import setup_logging
+from shared.progress import progress, progress_wanted, reached
 
 MARKET_ACTORS = ("bus", "exchange-sim", "marketdata", "recorder")
 
@@ -59,7 +60,7 @@ def backtest(ctx: click.Context, recordings: tuple[str, ...], plugin: str | None
     """Run a strategy over recorded market data (RECORDINGS: segment files or
     directories) with the backtest fill model; print net PnL, drawdown, Sharpe,
     Sortino, turnover, orders, fills and fees."""
-    from backtest import report, runner, sweep  # matplotlib and friends: only here
+    from backtest import data, report, runner, sweep  # matplotlib and friends: only here
 
     cfg = load(ctx)
     try:
@@ -71,14 +72,18 @@ def backtest(ctx: click.Context, recordings: tuple[str, ...], plugin: str | None
             taker_fee=_fee(taker_fee_bps or str(cfg.backtest.taker_fee_bps),
                            "--taker-fee-bps"),
             balances=runner.parse_balances(balances or cfg.backtest.balances))
+        wanted = progress_wanted(as_json)
         if sweeps:
-            rows = sweep.sweep(cfg, opts, sweeps, workers)
+            with progress(len(sweep.grid(sweeps)), "backtest sweep", enabled=wanted) as bar:
+                rows = sweep.sweep(cfg, opts, sweeps, workers, done=lambda: bar.update(1))
             if as_json:
                 click.echo(report.json.dumps(rows, indent=2, sort_keys=True))
             else:
                 click.echo(sweep.render(rows))
             return
-        result, summary = runner.run(cfg, opts)
+        span_s = data.market_span_s(opts.recordings) if wanted else 0
+        with progress(span_s, "backtest (recorded seconds)", enabled=wanted) as bar:
+            result, summary = runner.run(cfg, opts, reached(bar))
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
     click.echo(report.render_json(summary) if as_json else report.render_text(summary))

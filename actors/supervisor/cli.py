@@ -34,8 +34,9 @@ from actors.supervisor.core import InstanceLock, read_pid
 from actors.supervisor.logtail import Follower, format_line, interleave, last_lines, log_paths
 from actors.supervisor.ops_cli import arm_live, incident, preflight, why
 from actors.supervisor.status import render_text
+from actors.supervisor.symbols import check_symbols, judge
 from actors.supervisor.watch import watch as watch_status
-from bus.control import fetch_status, supervisor_request
+from bus.control import fetch_status, operator_auth, supervisor_request
 from bus.messages import Ack
 from bus.transport import RequestFailed
 from replay.cli import replay
@@ -51,10 +52,11 @@ def send(cfg: Config, command: str, *, timeout_s: float = 5.0, **kwargs: Any) ->
     """One command to the running supervisor; RequestFailed if it is not there."""
 
     async def go() -> Any:
+        auth = operator_auth(cfg.data_path)
         ctx = zmq.asyncio.Context()
         try:
             return await supervisor_request(ctx, cfg.supervisor_endpoint, command,
-                                            sender="cli", timeout_s=timeout_s, **kwargs)
+                                            auth=auth, timeout_s=timeout_s, **kwargs)
         finally:
             ctx.destroy(linger=0)
 
@@ -145,7 +147,7 @@ def cli(ctx: click.Context, config_path: str) -> None:
 def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool) -> None:
     """Start bus, recorder and actors (and the simulator in paper mode)."""
     cfg = load(ctx, mode)
-    audit = audit_private_dirs(cfg.private_dirs())
+    audit = audit_private_dirs(cfg.private_dirs(), cfg.shared_dirs())
     for line in audit.fixed:
         click.echo(f"btcbot-supervisor: warning: {line}", err=True)
     if audit.refused:
@@ -160,6 +162,15 @@ def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool
     if is_running(cfg):
         fail(f"already running (pid {read_pid(cfg.runtime_path / 'supervisor.pid')}, "
              f"runtime dir {cfg.runtime_path})", EXIT_LOCKED)
+    if not daemon_child and not cfg.runs_simulator and "marketdata" in cfg.enabled_actors():
+        # The exchange is already there (live; dry-run on a configured URL): ask it now,
+        # before preflight (whose exit 1 would hide a config error) and before any
+        # process starts. With the embedded simulator the supervisor asks once it is up.
+        action, message = judge(cfg.mode, asyncio.run(check_symbols(cfg)))
+        if action == "warn":
+            click.echo(f"btcbot-supervisor: warning: {message}", err=True)
+        elif action != "start":
+            fail(message, EXIT_USAGE if action == "refuse_usage" else EXIT_FAILURE)
     if cfg.mode == "live" and not daemon_child:
         arm_live(cfg)  # preflight; exits 1 on a FAIL, the report stored in the DB
     if detach:
@@ -216,9 +227,13 @@ def _daemon_said(path: Path, offset: int, limit: int = 20) -> list[str]:
 
 def _try_status(cfg: Config, timeout_s: float = 1.0) -> dict[str, Any] | None:
     async def go() -> dict[str, Any] | None:
+        try:
+            auth = operator_auth(cfg.data_path)
+        except RequestFailed:
+            return None  # no keys yet: no supervisor ever started here
         ctx = zmq.asyncio.Context()
         try:
-            return await fetch_status(ctx, cfg.supervisor_endpoint, sender="cli",
+            return await fetch_status(ctx, cfg.supervisor_endpoint, auth=auth,
                                       timeout_s=timeout_s)
         finally:
             ctx.destroy(linger=0)
@@ -427,6 +442,8 @@ def logs(ctx: click.Context, actor: str | None, all_: bool, follow: bool, lines:
     known = log_paths(cfg)
     if all_:
         paths = {n: p for n, p in known.items() if p.exists() or follow}
+        if not paths:
+            fail(f"no logs in {cfg.log_path}", EXIT_USAGE)
     elif actor:
         if actor not in known:
             fail(f"no log named {actor!r} (known: {', '.join(known)})", EXIT_USAGE)
@@ -485,3 +502,9 @@ cli.add_command(orders)
 
 cli.add_command(backtest)
 cli.add_command(record_market)
+
+# The bus's roles table and CURVE keys (actors/supervisor/security_cli.py).
+from actors.supervisor.security_cli import keys, roles_cmd  # noqa: E402
+
+cli.add_command(roles_cmd)
+cli.add_command(keys)

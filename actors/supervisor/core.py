@@ -24,6 +24,7 @@ from actors.supervisor.env import child_environment, ignored_live_credentials
 from actors.supervisor.policy import RestartTracker
 from actors.supervisor.status import build_status
 from actors.supervisor.symbols import check_symbols, judge
+from bus.auth import BusAuth, KeysError, ensure_keys, keys_dir_of
 from bus.health import BusHealth
 from bus.messages import (
     Ack,
@@ -40,6 +41,7 @@ from bus.messages import (
     SupervisorChannel,
     SupervisorCommand,
 )
+from bus.roles import IDENTITIES, SUPERVISOR
 from bus.transport import (
     CommandError,
     Publisher,
@@ -49,7 +51,7 @@ from bus.transport import (
     Subscriber,
     new_incarnation,
 )
-from shared import pending_latches
+from shared import pending_latches, sdnotify
 from shared.actorspec import spec as actor_spec
 from shared.config import Config
 from shared.files import ensure_private_dir
@@ -135,6 +137,8 @@ class Supervisor:
         # pipeline and sees the whole bus, so its windows span restarts of any actor.
         self.health = BusHealth("supervisor", time.monotonic_ns())
         self.ctx = zmq.asyncio.Context()
+        self.auth: BusAuth | None = None  # loaded in run(), under the instance lock
+        self.heartbeat_mismatches = 0
         self.incarnation = new_incarnation()
         self.pub: Publisher | None = None
         self.sub: Subscriber | None = None
@@ -150,6 +154,15 @@ class Supervisor:
     # --- lifecycle -------------------------------------------------------------------
     async def run(self) -> int:
         self.lock.acquire()  # raises AlreadyRunning
+        try:
+            # First start: a keypair per identity and the roster (bus/auth.py).
+            ensure_keys(keys_dir_of(self.cfg.data_path), IDENTITIES)
+            self.auth = BusAuth.load(keys_dir_of(self.cfg.data_path), SUPERVISOR)
+        except KeysError as exc:
+            logger.error("supervisor: bus keys: {}", exc)
+            self.lock.release()
+            self.ctx.destroy(linger=0)
+            return 2
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.request_stop)
@@ -169,6 +182,8 @@ class Supervisor:
             self._tasks += [asyncio.create_task(self._probe_http(child), name=f"probe-{n}")
                             for n, child in self.children.items() if not child.heartbeats]
             await self._start_all()
+            if not self.stopping:
+                sdnotify.notify("READY=1")
             await self._stop_event.wait()
         finally:
             await self._stop_all()
@@ -178,6 +193,7 @@ class Supervisor:
             for closable in (self._control_server, self.sub, self.pub):
                 if closable is not None:
                     closable.close()
+            self._auth().close()
             self.ctx.destroy(linger=0)
             self.lock.release()
             logger.info("supervisor stopped")
@@ -190,21 +206,26 @@ class Supervisor:
     def request_stop(self) -> None:
         self.stopping = True
         self._stop_event.set()
+        sdnotify.notify("STOPPING=1")
 
     def _open_sockets(self) -> None:
+        assert self.auth is not None
         self._control_server = RequestServer(self.ctx, self.cfg.supervisor_endpoint,
-                                             self._handle_command, commands=SupervisorChannel)
+                                             self._handle_command, commands=SupervisorChannel,
+                                             auth=self.auth)
         # Everything, like the recorder: bus health needs every publisher's stamps and
         # sequences (bench/latency.py: no measurable cost to tick-to-order; see
         # docs/operator-tools.md).
         self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint, [""],
-                              name="supervisor", reconnect_ivl_ms=20)
-        self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, "supervisor", self.incarnation)
+                              name="supervisor", reconnect_ivl_ms=20, auth=self.auth)
+        self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, "supervisor", self.incarnation,
+                             auth=self.auth)
 
     async def _start_all(self) -> None:
         """Start in dependency order (cfg.enabled_actors), each waiting for READY. The
-        configured symbols are checked once the exchange is up, before any actor."""
-        checked = False
+        configured symbols are checked once the exchange is up, before any actor (when
+        marketdata runs here: replay's pipelines and a split host may not run it)."""
+        checked = "marketdata" not in self.children  # the symbols are marketdata's to use
         for child in self.children.values():
             if self.stopping:
                 return
@@ -218,7 +239,8 @@ class Supervisor:
     async def _check_symbols(self) -> bool:
         """False (and the supervisor stopping with exit 2 or 1) when start must not go on;
         actors/supervisor/symbols.py says when."""
-        action, message = judge(self.cfg.mode, await check_symbols(self.cfg))
+        action, message = judge(self.cfg.mode, await check_symbols(self.cfg),
+                                simulator_ours="exchange-sim" in self.children)
         if action == "start":
             logger.info("symbols listed by the exchange: {}",
                         ", ".join(self.cfg.marketdata.symbols))
@@ -289,6 +311,13 @@ class Supervisor:
             self.health.observe(topic, packet, time.monotonic_ns())
             body = packet.body
             if isinstance(body, Heartbeat):
+                # The proxy lets only actor X publish hb.X; a body naming another actor
+                # on X's topic is X lying about someone else, ignored and counted.
+                if topic != f"hb.{body.actor}":
+                    self.heartbeat_mismatches += 1
+                    logger.warning("supervisor: ignored a heartbeat for {!r} on {!r}",
+                                   body.actor, topic)
+                    continue
                 self._on_heartbeat(body)
             elif isinstance(body, FeedStatus):
                 self.feed[body.symbol] = body
@@ -310,6 +339,7 @@ class Supervisor:
         child.heard.last_mono = now
 
     async def _monitor(self) -> None:
+        watchdog_sent = 0.0
         while True:
             now = time.monotonic()
             for child in self.children.values():
@@ -319,6 +349,11 @@ class Supervisor:
                     child.restarts += 1
                     child.tracker.note_restart(now)
                     self._spawn(child)
+            # The supervisor's own heartbeat for systemd's WatchdogSec= (deploy/): sent
+            # only while this loop runs, so a stuck event loop stops feeding it.
+            if now - watchdog_sent >= 1.0:
+                sdnotify.notify("WATCHDOG=1")
+                watchdog_sent = now
             await asyncio.sleep(MONITOR_INTERVAL_S)
 
     def _check_exit(self, child: Child, now: float) -> None:
@@ -471,8 +506,8 @@ class Supervisor:
             raise CommandError("no executor in this pipeline: nothing can persist the latch")
         if not self.children["executor"].running:
             return self._pending_latch(latch, value, reason, "executor not running")
-        client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"), "supervisor",
-                               timeout_s=2.0, retries=2)
+        client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"), self._auth(),
+                               server="executor", timeout_s=2.0, retries=2)
         try:
             await client.request(SetLatch(latch=latch, value=value,  # type: ignore[arg-type]
                                           reason=reason or "operator"))
@@ -481,6 +516,19 @@ class Supervisor:
         finally:
             client.close()
         return f"{latch} {'set' if value else 'cleared'}"
+
+    def security_counters(self) -> dict[str, int]:
+        """The supervisor's own refusals (its control socket is a CURVE server too)."""
+        counters = dict(self.auth.counters) if self.auth is not None else {}
+        if self._control_server is not None:
+            counters["cmd_unauthorized"] = self._control_server.stats["unauthorized"]
+            counters["cmd_malformed"] = self._control_server.stats["malformed"]
+        counters["heartbeat_mismatches"] = self.heartbeat_mismatches
+        return counters
+
+    def _auth(self) -> BusAuth:
+        assert self.auth is not None, "keys are loaded before any socket opens"
+        return self.auth
 
     def _pending_latch(self, latch: str, value: bool, reason: str, why: str) -> str:
         path = pending_latches.path_in(self.cfg.data_path)
@@ -492,8 +540,8 @@ class Supervisor:
     async def _query_snapshot(self) -> PortfolioSnapshot | None:
         if "executor" not in self.children or not self.children["executor"].running:
             return self.last_snapshot
-        client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"), "supervisor",
-                               timeout_s=0.5, retries=0)
+        client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"), self._auth(),
+                               server="executor", timeout_s=0.5, retries=0)
         try:
             reply = await client.request(SnapshotQuery())
             if isinstance(reply, PortfolioSnapshot):

@@ -15,7 +15,9 @@ from shared.actorspec import ActorSpec
 
 SECRET_VARS = ("BTCTURK_API_KEY", "BTCTURK_API_SECRET")
 # Ours only: the supervisor's own stderr logging must not be inherited by children.
-SUPERVISOR_ONLY_VARS = ("BTCBOT_LOG_STDERR",)
+# NOTIFY_SOCKET: systemd's, for the supervisor alone (a child that could notify could
+# feed the watchdog of a stuck supervisor).
+SUPERVISOR_ONLY_VARS = ("BTCBOT_LOG_STDERR", "NOTIFY_SOCKET")
 
 
 def child_environment(env: Mapping[str, str], spec: ActorSpec, mode: str) -> dict[str, str]:

@@ -18,12 +18,13 @@ from actors.supervisor.bundle import build_bundle, parse_duration
 from actors.supervisor.core import InstanceLock
 from actors.supervisor.preflight import Report, render_text
 from actors.supervisor.preflight_probe import record_arming, run_preflight
-from actors.supervisor.progress import progress, progress_wanted
 from actors.supervisor.why import explain
 from actors.supervisor.why import render_text as render_why
 from actors.supervisor.why_sources import gather
-from bus.control import fetch_status
+from bus.control import fetch_status, operator_auth
+from bus.transport import RequestFailed
 from shared.config import Config, ConfigError, load_config
+from shared.progress import progress, progress_wanted
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -70,9 +71,13 @@ def status_doc(cfg: Config) -> dict[str, Any]:
         return {"running": False, "mode": cfg.mode}
 
     async def go() -> dict[str, Any] | None:
+        try:
+            auth = operator_auth(cfg.data_path)
+        except RequestFailed:
+            return None
         ctx = zmq.asyncio.Context()
         try:
-            return await fetch_status(ctx, cfg.supervisor_endpoint, sender="cli",
+            return await fetch_status(ctx, cfg.supervisor_endpoint, auth=auth,
                                       timeout_s=5.0)
         finally:
             ctx.destroy(linger=0)

@@ -17,6 +17,7 @@ import sys
 import click
 import zmq.asyncio
 
+from bus.control import operator_auth
 from bus.messages import Ack, ResolveOrder
 from bus.transport import RequestClient, RequestFailed
 from shared.config import ConfigError, load_config
@@ -47,8 +48,9 @@ def resolve(ctx: click.Context, order: str, resolution: str, reason: str) -> Non
         sys.exit(EXIT_USAGE)
 
     async def go() -> object:
+        auth = operator_auth(cfg.data_path)
         zctx = zmq.asyncio.Context()
-        client = RequestClient(zctx, cfg.command_endpoint("executor"), "cli",
+        client = RequestClient(zctx, cfg.command_endpoint("executor"), auth, server="executor",
                                timeout_s=5.0, retries=1)
         try:
             return await client.request(ResolveOrder(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import textwrap
 import time
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from actors.supervisor.trading_state import ActorView, TradingInputs
@@ -46,8 +47,11 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
     actors = [child.as_status(now) for child in sup.children.values()]
     executor = sup.children.get("executor")
     heard = executor.heard.info if executor is not None else None
-    ex_info = heard if isinstance(heard, ExecutorInfo) else None
-    ex_counters = executor.heard.counters if executor is not None else {}
+    # What a dead or restarting executor last said is not what its DB says now: its
+    # flags are unknown (None, "unknown" in the text) until it is up again.
+    ex_up = executor is not None and executor.running and executor.heard.ready
+    ex_info = heard if isinstance(heard, ExecutorInfo) and ex_up else None
+    ex_counters = executor.heard.counters if executor is not None and ex_up else {}
     latch = {
         "kill_switch": ex_info.kill_switch if ex_info else None,
         "safety_latch": ex_info.safety_latch if ex_info else None,
@@ -83,7 +87,8 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "exchange": {"kind": cfg.exchange_kind,
                      "url": None if cfg.mode == "dry-run" else cfg.rest_url},
         "supervisor": {"pid": os.getpid(), "uptime_s": round(now - sup.started_mono, 3),
-                       "config": cfg.source_path, "runtime_dir": str(cfg.runtime_path)},
+                       "config": cfg.source_path, "runtime_dir": str(cfg.runtime_path),
+                       "security": sup.security_counters()},
         "trading": derive_trading_state(sup, gates, latch, bus_health["slow_hops"]),
         "actors": actors,
         "gates": gates,
@@ -200,6 +205,11 @@ def _pnl_total(rows: list[SymbolPnl]) -> dict[str, str]:
             "fees": plain(t.fees), "net": plain(t.net)}
 
 
+def _known(value: Any) -> str:
+    """None (the executor is not up to say) reads "unknown", never "None"."""
+    return "unknown" if value is None else str(value)
+
+
 def _fmt_age(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}s"
 
@@ -227,10 +237,11 @@ def render_text(doc: dict[str, Any]) -> str:
         "",
         f"gates: kill_switch={g['kill_switch']} safe_mode={g['safe_mode']} "
         f"live_armed={g['live_armed']} stale={','.join(g['stale_symbols']) or 'none'}",
-        f"latch: kill_switch={latch['kill_switch']} safety_latch={latch['safety_latch']} "
-        f"paused={latch['paused']} {latch['reason']}",
-        f"idempotency keys: pending={keys['pending']} unknown={keys['unknown']} "
-        f"failed={keys['failed']}",
+        f"latch: kill_switch={_known(latch['kill_switch'])} "
+        f"safety_latch={_known(latch['safety_latch'])} paused={_known(latch['paused'])} "
+        f"{latch['reason']}",
+        f"idempotency keys: pending={_known(keys['pending'])} "
+        f"unknown={_known(keys['unknown'])} failed={_known(keys['failed'])}",
     ]
     rec = doc.get("recordings")
     if rec:
@@ -319,6 +330,16 @@ def render_bus_health(h: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _short(value: Any) -> str:
+    """An average cost to 10 significant digits (a division carries 28); --json keeps
+    every digit."""
+    try:
+        d = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return str(value)
+    return str(value) if not d.is_finite() or len(d.as_tuple().digits) <= 10 else f"{d:.10g}"
+
+
 def _render_portfolio(doc: dict[str, Any]) -> list[str]:
     lines = []
     if doc.get("open_orders"):
@@ -330,7 +351,7 @@ def _render_portfolio(doc: dict[str, Any]) -> list[str]:
         lines += ["", "positions and PnL (TRY; realised gross of fees, unrealised at the mid;",
                   "net = realised + unrealised - fees):"]
         for p in doc["pnl"]:
-            lines.append(f"  {p['symbol']:<8} qty {p['position']} avg {p['avg_cost']} "
+            lines.append(f"  {p['symbol']:<8} qty {p['position']} avg {_short(p['avg_cost'])} "
                          f"mark {p.get('mark') or '-'}")
             lines.append(f"  {'':<8} realised {p['realized']} unrealised {p['unrealized']} "
                          f"fees {p['fees']} net {p.get('net')}")
@@ -341,5 +362,5 @@ def _render_portfolio(doc: dict[str, Any]) -> list[str]:
     elif doc.get("positions"):
         lines += ["", "positions:"]
         for p in doc["positions"]:
-            lines.append(f"  {p['symbol']:<8} qty {p['quantity']} avg {p['avg_cost']}")
+            lines.append(f"  {p['symbol']:<8} qty {p['quantity']} avg {_short(p['avg_cost'])}")
     return lines

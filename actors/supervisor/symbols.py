@@ -11,7 +11,8 @@ When the exchange cannot be asked (``judge``, pure):
   trade, preflight would FAIL on the same call, and starting it would leave marketdata
   to find a bad symbol later with money at stake.
 - paper: the simulator is ours and was just probed READY; not answering exchangeinfo
-  is a broken start: refuse (exit 1).
+  is a broken start: refuse (exit 1). A simulator another supervisor runs (a split
+  deployment) may simply not be up yet: warn and start, as below.
 - dry-run: no money moves and marketdata checks again when it loads the rules (its own
   exit 2 on an unknown symbol): warn and start.
 """
@@ -43,16 +44,17 @@ def unknown_symbols(configured: list[str], listed: list[str]) -> list[str]:
     return [s for s in configured if s.replace("_", "").upper() not in names]
 
 
-def judge(mode: str, check: SymbolCheck) -> tuple[Action, str]:
-    """What ``start`` does with a check, and the line it says."""
+def judge(mode: str, check: SymbolCheck, *, simulator_ours: bool = True) -> tuple[Action, str]:
+    """What ``start`` does with a check, and the line it says. ``simulator_ours``: the
+    paper simulator is this supervisor's child (it was probed READY)."""
     if check.verdict == "ok":
         return "start", ""
     if check.verdict == "unknown":
         return "refuse_usage", (f"marketdata.symbols: not listed by the exchange's "
                                 f"exchangeinfo ({check.url}): {', '.join(check.unknown)}")
     reason = f"cannot check marketdata.symbols: exchangeinfo at {check.url} failed: {check.error}"
-    if mode == "dry-run":
-        return "warn", f"{reason}; starting anyway (dry-run: marketdata checks them again)"
+    if mode == "dry-run" or (mode == "paper" and not simulator_ours):
+        return "warn", f"{reason}; starting anyway ({mode}: marketdata checks them again)"
     return "refuse", f"{reason}; not starting ({mode} mode)"
 
 

@@ -6,27 +6,21 @@ messages, so this venue sends nothing (``sends = False``: a SubmitOrder is only 
 in the temp DB, so a repeated key answers ``duplicate``), simulates no fills and runs no
 background loop (``follows = False``: nothing may publish). Snapshots are the latest
 recorded ``portfolio`` (before any: an empty snapshot marked ``recovering``, which is
-what a fresh dry-run executor answers too, so strategy and risk start as they did in the
-recorded session). After a recorded order/fill event and before the portfolio the
-recorded executor published in reaction (at most ~0.5 s later), the latest recorded
-snapshot is known to be behind: a query then waits up to ``MIRROR_WAIT_S`` for the next
-one, as the live executor's answer would have reflected the change.
+what a fresh dry-run executor answers too). Strategy and risk apply only the snapshots
+that come on the bus, so the reply's copy is never a decision input: the recorded
+``portfolio`` messages are, replayed at their recorded places.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Container, Mapping
 from decimal import Decimal
 from typing import Any
 
 from actors.executor.db import OrderRow
 from actors.executor.venues.dryrun import SimFill, VenueUnreadable
-from bus.messages import Fill, KeyCounts, Latches, Msg, OrderEvent, PortfolioSnapshot
+from bus.messages import KeyCounts, Latches, Msg, PortfolioSnapshot
 from shared.btcturk.models import ExchangeOrder, UserTrade
-
-# Below the strategy's and risk's snapshot request timeouts (2 s).
-MIRROR_WAIT_S = 1.2
 
 
 class MirrorVenue:
@@ -39,8 +33,6 @@ class MirrorVenue:
     def __init__(self, counters: Any) -> None:
         self.counters = counters
         self._snap: PortfolioSnapshot | None = None
-        self._behind = False
-        self._fresh = asyncio.Event()
 
     async def submit(self, symbol: str, side: str, quantity: Decimal, price: Decimal,
                      client_order_id: str) -> int:
@@ -94,23 +86,10 @@ class MirrorVenue:
                ) -> list[tuple[OrderRow, SimFill, str]]:
         if isinstance(body, PortfolioSnapshot):
             self._snap = body
-            self._behind = False
-            self._fresh.set()
             self.counters["mirror_snapshots"] += 1
-        elif isinstance(body, OrderEvent | Fill):
-            # The recorded executor published a portfolio after this: until it comes,
-            # the latest one is behind.
-            self._behind = True
-            self._fresh = asyncio.Event()
         return []
 
     async def recorded_portfolio(self) -> PortfolioSnapshot | None:
-        if self._behind:
-            self.counters["mirror_waits"] += 1
-            try:
-                await asyncio.wait_for(self._fresh.wait(), MIRROR_WAIT_S)
-            except TimeoutError:
-                self.counters["mirror_wait_timeouts"] += 1
         if self._snap is None:
             return PortfolioSnapshot(positions=[], balances=[], open_orders=[],
                                      latches=Latches(), keys=KeyCounts(), recovering=True)
