@@ -17,12 +17,10 @@ import ctypes
 import os
 import signal
 import sys
-import time
 from collections import Counter
 from collections.abc import Coroutine
 from typing import Any, ClassVar
 
-import zmq
 import zmq.asyncio
 from loguru import logger
 
@@ -39,13 +37,9 @@ from bus.messages import (
     ReplayStart,
     StateTransition,
 )
-from bus.transport import (
-    CommandError,
-    Publisher,
-    RequestServer,
-    Subscriber,
-    new_incarnation,
-)
+from bus.transport import CommandError
+from bus.wiring import Bus, ClientLike, PublisherLike, ServerLike, SubscriberLike, ZmqBus
+from shared.clock import Clock, LiveClock
 from shared.config import Config, ConfigError, load_config
 from shared.files import PRIVATE_UMASK
 from shared.fsm import State, StateMachine
@@ -78,21 +72,27 @@ class Actor:
     deterministic_inputs: ClassVar[bool] = False
     commands: ClassVar[Any] = PingCommand  # the union this actor's command socket decodes
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, clock: Clock | None = None,
+                 bus: Bus | None = None) -> None:
+        """``clock`` and ``bus`` are injected by the deterministic simulation (virtual
+        time, in-memory bus); a real process gets the live clock and ZeroMQ."""
         self.cfg = cfg
-        self.incarnation = new_incarnation()
-        self.started_mono = time.monotonic()
+        self.clock: Clock = clock or LiveClock()
+        self.bus: Bus = bus or ZmqBus(lambda: self.auth)
+        # A real process handles its signals; a simulated actor shares the process.
+        self._own_process = bus is None
+        self.incarnation = self.bus.new_incarnation()
+        self.started_mono = self._mono()
         self.counters: Counter[str] = Counter()
         self.ready = False
         self._ready_mono = 0.0
         self.paused = False
         self.exit_code = EXIT_OK
-        self.ctx = zmq.asyncio.Context()
         self._auth: BusAuth | None = None
         self.fsm = StateMachine(self.name, listener=self._publish_transition)
-        self.pub: Publisher | None = None
-        self.sub: Subscriber | None = None
-        self.server: RequestServer | None = None
+        self.pub: PublisherLike | None = None
+        self.sub: SubscriberLike | None = None
+        self.server: ServerLike | None = None
         self._stop = asyncio.Event()
         self._joined = asyncio.Event()  # our own heartbeat came back through the bus
         self.joined_hb_seq = 0  # the seq of that heartbeat (0: not yet)
@@ -140,7 +140,7 @@ class Actor:
         """This actor's CURVE identity, loaded when the first socket opens (at start)."""
         if self._auth is None:
             try:
-                self._auth = load_for(self.cfg.data_path, self.name)
+                self._auth = load_for(self.cfg.data_path, self.cfg.identity(self.name))
             except KeysError as exc:
                 # Not a transient fault: restarting cannot create a key (exit 2, why).
                 raise FatalActorError(f"bus keys: {exc}", EXIT_CONFIG) from None
@@ -158,19 +158,35 @@ class Actor:
         task.add_done_callback(self._task_done)
         return task
 
+    @property
+    def ctx(self) -> zmq.asyncio.Context:
+        """The ZeroMQ context, for actors that open sockets of their own (recorder)."""
+        if not isinstance(self.bus, ZmqBus):
+            raise RuntimeError(f"{self.name}: no ZeroMQ context on an in-memory bus")
+        return self.bus.ctx
+
+    def request_client(self, endpoint: str, *, server: str, timeout_s: float,
+                       retries: int) -> ClientLike:
+        """A Lazy Pirate client to ``server``'s command socket at ``endpoint``."""
+        return self.bus.client(endpoint, server=server, timeout_s=timeout_s, retries=retries)
+
+    def _mono(self) -> float:
+        return self.clock.mono_ns() / 1e9
+
     def stop(self, exit_code: int = EXIT_OK) -> None:
         self.exit_code = max(self.exit_code, exit_code)
         self._stop.set()
 
     @property
     def uptime_s(self) -> float:
-        return time.monotonic() - self.started_mono
+        return self._mono() - self.started_mono
 
     # --- lifecycle ---------------------------------------------------------------
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
+        if self._own_process:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
         try:
             self._connect()
             self.fsm.to(State.LOCKING, "start")
@@ -184,7 +200,7 @@ class Actor:
             if self.fsm.state == State.LOCKING:
                 self.fsm.to(State.READY, "started")
             self.ready = True
-            self._ready_mono = time.monotonic()
+            self._ready_mono = self._mono()
             self._send_heartbeat()
             logger.info("{} ready (incarnation {}, pid {})", self.name, self.incarnation,
                         os.getpid())
@@ -203,16 +219,19 @@ class Actor:
 
     def _connect(self) -> None:
         hwm = self.cfg.bus.hwm
-        self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, self.name, self.incarnation,
-                             hwm=hwm, auth=self.auth)
-        extra = ["replay.start"] if self.deterministic_inputs and self._verify else []
-        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
-                              ["control", f"hb.{self.name}", *extra, *self.subscriptions],
-                              hwm=hwm, name=self.name, auth=self.auth)
+        self.pub = self.bus.publisher(self.cfg.bus_pub_endpoint, self.name, self.incarnation,
+                                      hwm=hwm, clock=self.clock)
+        # replay --verify: where the recorded actor began, and the recorded controls
+        # (replay/verify.py; only a verify pipeline subscribes to them).
+        extra = (["replay.start", "replay.control"] if self.deterministic_inputs
+                 and self._verify else [])
+        self.sub = self.bus.subscriber(
+            self.cfg.bus_sub_endpoint, ["control", f"hb.{self.name}", *extra,
+                                        *self.subscriptions],
+            hwm=hwm, name=self.name, clock=self.clock)
         if self.serves_commands:
-            self.server = RequestServer(self.ctx, self.cfg.command_endpoint(self.name),
-                                        self.handle_command, commands=self.commands,
-                                        auth=self.auth)
+            self.server = self.bus.server(self.cfg.command_endpoint(self.name),
+                                          self.handle_command, commands=self.commands)
 
     def _to_fatal(self, why: str) -> None:
         if self.fsm.can(State.ERROR_FATAL):
@@ -234,7 +253,7 @@ class Actor:
                 closable.close()
         if self._auth is not None:
             self._auth.close()
-        self.ctx.destroy(linger=200)
+        self.bus.close()
         logger.info("{} stopped (exit {})", self.name, self.exit_code)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
@@ -266,8 +285,9 @@ class Actor:
                     if body.actor == self.name and self._verify:
                         self._inputs_open = True
                     continue
-                if isinstance(body, Control):
-                    if packet.body.target in ("*", self.name):
+                if isinstance(body, Control) and (topic == "control" or (
+                        self._verify and topic == "replay.control")):
+                    if body.target in ("*", self.name):
                         self.counters["control"] += 1
                         await self.on_control(packet.body)
                 elif self._inputs_open:
@@ -284,6 +304,14 @@ class Actor:
     async def _heartbeat_loop(self) -> None:
         interval = self.cfg.supervisor.heartbeat_interval_s
         while True:
+            if LOG_HEALTH.failing:
+                # The failing state clears only on a line that gets written: an actor
+                # that seldom logs would report its log file failing long after space
+                # was freed. One line per heartbeat while failing finds out (and, once
+                # written, says when it happened).
+                logger.warning("{}: the log file was failing ({}, {} lines lost); "
+                               "writing again", self.name, LOG_HEALTH.failing,
+                               LOG_HEALTH.errors)
             self._send_heartbeat()
             self._check_parent()
             await self._sleep_until_next_heartbeat(interval)
@@ -292,7 +320,7 @@ class Actor:
         # A PUB drops what it sends before the bus's subscriptions reach it (slow
         # joiner), so until our own heartbeat comes back we repeat it quickly: the
         # supervisor then sees READY within milliseconds instead of one interval.
-        settled = self.ready and time.monotonic() - self._ready_mono > 0.5
+        settled = self.ready and self._mono() - self._ready_mono > 0.5
         if self._joined.is_set() and settled:
             await asyncio.sleep(interval)
             return
@@ -306,7 +334,7 @@ class Actor:
 
     def _check_parent(self) -> None:
         # PR_SET_PDEATHSIG normally kills us with the supervisor; this is the backstop.
-        if self._parent_pid > 1 and os.getppid() != self._parent_pid:
+        if self._own_process and self._parent_pid > 1 and os.getppid() != self._parent_pid:
             logger.error("{}: parent {} is gone; stopping", self.name, self._parent_pid)
             self.stop(EXIT_FAILURE)
 

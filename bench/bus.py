@@ -64,7 +64,7 @@ from bus.messages import (  # noqa: E402
     IntentAck,
     Packet,
     Ping,
-    PingCommand,
+    RiskCommand,
     StatusReply,
     SubmitIntent,
     SupervisorCommand,
@@ -405,7 +405,8 @@ async def _async_server(kind: str, ep: str, reply_len: int, ready: Any) -> None:
             return intent_ack()
         return Ack()
 
-    server = RequestServer(ctx, ep, handler, commands=PingCommand, auth=bench_auth("risk"))
+    # risk's channel: (b) pings it, (c) sends SubmitIntent like the strategy does.
+    server = RequestServer(ctx, ep, handler, commands=RiskCommand, auth=bench_auth("risk"))
     ready.set()
     await server.serve()
 

@@ -2,11 +2,16 @@
 
     .venv/bin/python bench/latency.py [--orders 1000] [--sync FULL|NORMAL] [--profile DIR]
                                       [--dashboard] [--curve-rounds 3]
+                                      [--against CHECKOUT [--rounds 3]]
 
 Ours runs with CURVE and the roles checks on (as always) and, alternated with it, off:
 every process of that pipeline starts with bench/plaintext/ on its PYTHONPATH, whose
 sitecustomize patches them out (btcbot itself has no plaintext mode, and nothing in the
 config or the CLI reaches this). The difference is what the authenticated bus costs.
+
+``--against CHECKOUT``: only ours, from another checkout (one whose bus this bench can
+join: CURVE, the same keys layout) and from this one, alternating for ``--rounds`` pairs,
+and the mean difference: what a change costs tick-to-order.
 
 ``--dashboard``: only ours, twice — without, then with the dashboard actor and two
 headless chromium browsers on its Markets and Overview pages — and the difference.
@@ -64,6 +69,7 @@ import zmq.asyncio  # noqa: E402
 from bench.browsers import browsers  # noqa: E402
 from bus.auth import load_for  # noqa: E402
 from bus.messages import OrderEvent, RiskDecision, packet_decoder  # noqa: E402
+from replay.pipeline import SupervisedPipeline  # noqa: E402
 from shared.config import SimulatorConfig, load_config  # noqa: E402
 from tests.helpers import Pipeline, base_config, free_port, kill_all, write_config  # noqa: E402
 from tests.sim_fixtures import start_sim_process  # noqa: E402
@@ -200,10 +206,12 @@ async def _await_outcome(sub: zmq.asyncio.Socket, price: Decimal) -> str:
 
 
 def run_pipeline(tmp: Path, n: int, sync: str, profile: Path | None,
-                 gap_s: float, dashboard: bool = False, plaintext: bool = False) -> list[float]:
+                 gap_s: float, dashboard: bool = False, plaintext: bool = False,
+                 tree: Path | None = None) -> list[float]:
     """``plaintext``: every process of the pipeline starts with bench/plaintext/ on its
     PYTHONPATH, whose sitecustomize patches CURVE and the roles checks out (the bench's
-    comparison only: btcbot itself has no plaintext mode)."""
+    comparison only: btcbot itself has no plaintext mode). ``tree``: another checkout of
+    btcbot whose supervisor (and so every actor) runs the pipeline (``--against``)."""
     tmp.mkdir(parents=True, exist_ok=True)
     doc = latency_config(tmp, sync)
     if dashboard:
@@ -213,7 +221,9 @@ def run_pipeline(tmp: Path, n: int, sync: str, profile: Path | None,
     if plaintext:
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO / "bench" / "plaintext"), *filter(None, [os.environ.get("PYTHONPATH")])])
-    p = Pipeline(write_config(tmp, doc), env=env)
+    p: SupervisedPipeline = Pipeline(write_config(tmp, doc), env=env)
+    if tree is not None:  # `python -m actors.supervisor` from there: its code, not ours
+        p = SupervisedPipeline(p.config, {**os.environ, **env}, cwd=tree)
     p.start()
     try:
         with (browsers(p.cli("dashboard").stdout.strip(), ["markets", "overview"])
@@ -497,6 +507,32 @@ def compare_dashboard(tmp: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_trees(tmp: Path, args: argparse.Namespace) -> int:
+    """Tick-to-order of this checkout against another (e.g. ``git worktree add /tmp/base
+    <commit>``), alternating for ``--rounds`` pairs so that the machine's drift hits both:
+    what a change costs the hot path."""
+    other = args.against.resolve()
+    if not (other / "actors" / "supervisor" / "__main__.py").exists():
+        print(f"--against {other}: not a btcbot checkout", file=sys.stderr)
+        return 2
+    gap = args.gap_ms / 1000
+    runs: dict[str, list[dict[str, float]]] = {"this": [], "other": []}
+    for i in range(args.rounds):
+        for name, tree in (("other", other), ("this", None)):
+            d = tmp / f"{name}-{i}"
+            d.mkdir()
+            label = f"ours [{name}: {tree or REPO}] round {i + 1}"
+            runs[name].append(summarize(label, run_pipeline(d, args.orders, args.sync, None,
+                                                            gap, tree=tree)))
+    for q in ("p50", "p99"):
+        this = statistics.mean(r[q] for r in runs["this"])
+        that = statistics.mean(r[q] for r in runs["other"])
+        spread = max(r[q] for r in runs["other"]) - min(r[q] for r in runs["other"])
+        print(f"mean {q}: this {this:.3f} ms, other {that:.3f} ms, difference "
+              f"{this - that:+.3f} ms (the other's own run-to-run spread: {spread:.3f} ms)")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--orders", type=int, default=1000)
@@ -510,6 +546,10 @@ def main() -> int:
                          "headless chromium browsers on it; print both and the difference")
     ap.add_argument("--curve-rounds", type=int, default=3,
                     help="pipeline runs with CURVE on and off, alternated (default 3)")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="another btcbot checkout: run ours from it and from this one, "
+                         "alternating, and print the difference")
+    ap.add_argument("--rounds", type=int, default=3, help="pairs of runs with --against")
     ap.add_argument("--raw-role", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--endpoints", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -521,6 +561,8 @@ def main() -> int:
           f"{os.cpu_count()} CPUs")
     if args.dashboard:
         return compare_dashboard(tmp, args)
+    if args.against:
+        return compare_trees(tmp, args)
     fsync_cost(tmp)
     # CURVE and the roles checks on (production) and off (bench/plaintext), alternated
     # so that a change in the machine's load hits both sides alike.

@@ -45,7 +45,7 @@ from shared.files import ensure_private_dir, write_private_file
 KEYS_DIRNAME = "keys"
 ROSTER_FILE = "roster.json"
 ZAP_DOMAIN = "btcbot"
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_@")
 _HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                        | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
@@ -61,7 +61,7 @@ def keys_dir_of(data_path: str | os.PathLike[str]) -> Path:
 
 def _check_name(name: str) -> str:
     if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
-        raise KeysError(f"{name!r}: an identity is 1-64 of [a-z0-9-_]")
+        raise KeysError(f"{name!r}: an identity is 1-64 of [a-z0-9-_@]")
     return name
 
 

@@ -37,7 +37,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bus.messages import BookSnapshot, Intent, OrderEvent, Packet, RiskDecision
+import msgspec
+
+from bus.limits import MAX_PAYLOAD_BYTES, MAX_TOPIC_BYTES
+from bus.messages import (
+    BookSnapshot,
+    Envelope,
+    EnvelopeOnly,
+    Intent,
+    OrderEvent,
+    Packet,
+    RiskDecision,
+    Str,
+)
 from bus.transport import SequenceTracker, SubscriberStats
 from shared import hops
 from shared.windows import Window, WindowStats
@@ -46,6 +58,8 @@ WINDOWS_S: tuple[tuple[str, int], ...] = (("1m", 60), ("15m", 900))
 SPAN_S = max(s for _, s in WINDOWS_S)
 PENDING = 4096  # intents and orders remembered for matching their later events
 MIN_SAMPLES_TO_FLAG = 5  # a "p99" of fewer samples is one outlier, not a slow hop
+MAX_FLOWS = 64  # publishers tracked one by one; any more are summed as OTHER_SOURCES
+OTHER_SOURCES = "(others)"
 UNANSWERED = frozenset({"PENDING", "SUBMITTED"})  # order states before the exchange's answer
 
 QUEUE_DEPTH_NOTE = ("not exposed: libzmq has no socket option or counter for the number "
@@ -56,13 +70,22 @@ QUEUE_DEPTH_NOTE = ("not exposed: libzmq has no socket option or counter for the
 
 class HopMatcher:
     """Turns messages into hop samples: ``on_sample(hop, ms, recv_mono_ns)`` for each.
-    Remembers the last ``PENDING`` intents and orders to match their later events."""
+    Remembers the last ``PENDING`` intents and orders to match their later events.
+
+    Pairing intents with decisions allows for arrival out of order: the strategy
+    announces an intent just after sending it to risk, so risk's decision can reach an
+    observer first. Each intent publication pairs with one decision, whichever comes
+    first; a strategy repeats a rejected intent under the same id, and matching a decision
+    with the previous round's publication would report seconds of latency that never
+    happened."""
 
     def __init__(self, observer: str, on_sample: Callable[[str, float, int], None]) -> None:
         self.transit_hop = hops.transit(observer)
         self._emit = on_sample
-        self._intent_mono: OrderedDict[str, int] = OrderedDict()
-        self._ordered: set[str] = set()
+        self._intent_open: OrderedDict[str, int] = OrderedDict()  # awaiting its decision
+        self._decision_early: OrderedDict[str, int] = OrderedDict()  # before its intent
+        self._intent_mono: OrderedDict[str, int] = OrderedDict()  # latest, for orders
+        self._ordered: OrderedDict[str, None] = OrderedDict()  # first order event seen
         self._order_mono: OrderedDict[str, int] = OrderedDict()  # reserved, not answered
 
     def observe(self, packet: Packet, recv_mono_ns: int) -> None:
@@ -95,31 +118,82 @@ class HopMatcher:
                at_ns: int) -> None:
         if book_mono_ns > 0:
             self.add(hops.BOOK_TO_INTENT, (published_mono_ns - book_mono_ns) / 1e6, at_ns)
-        self._intent_mono[intent_id] = published_mono_ns
-        if len(self._intent_mono) > PENDING:
-            old, _ = self._intent_mono.popitem(last=False)
-            self._ordered.discard(old)
+        _remember(self._intent_mono, intent_id, published_mono_ns)
+        decided = self._decision_early.pop(intent_id, None)
+        if decided is not None:  # its decision came first: this round is complete
+            self._intent_open.pop(intent_id, None)
+            # Published before the announcement even (risk answered the request before
+            # the strategy's loop announced it): faster than the stamps can tell, so 0,
+            # not dropped (dropping the fast ones would push the quantiles up).
+            self.add(hops.INTENT_TO_DECISION,
+                     max(0.0, (decided - published_mono_ns) / 1e6), at_ns)
+        else:
+            _remember(self._intent_open, intent_id, published_mono_ns)
 
     def decision(self, intent_id: str, published_mono_ns: int, at_ns: int) -> None:
-        start = self._intent_mono.get(intent_id)
+        start = self._intent_open.pop(intent_id, None)
         if start is not None:
             self.add(hops.INTENT_TO_DECISION, (published_mono_ns - start) / 1e6, at_ns)
+        else:
+            _remember(self._decision_early, intent_id, published_mono_ns)
 
     def order(self, intent_id: str, client_order_id: str, state: str,
               published_mono_ns: int, at_ns: int) -> None:
-        start = self._intent_mono.get(intent_id)
-        if start is not None and intent_id not in self._ordered:
-            self._ordered.add(intent_id)
-            self.add(hops.INTENT_TO_ORDER, (published_mono_ns - start) / 1e6, at_ns)
+        if intent_id not in self._ordered:  # only an intent's first order event is the hop
+            _remember(self._ordered, intent_id, None)
+            start = self._intent_mono.get(intent_id)
+            if start is not None:
+                self.add(hops.INTENT_TO_ORDER, (published_mono_ns - start) / 1e6, at_ns)
         sent = self._order_mono.get(client_order_id)
         if state in UNANSWERED:
             if sent is None:
-                self._order_mono[client_order_id] = published_mono_ns
-                if len(self._order_mono) > PENDING:
-                    self._order_mono.popitem(last=False)
+                _remember(self._order_mono, client_order_id, published_mono_ns)
         elif sent is not None:  # the first answer: later changes are not this hop
             del self._order_mono[client_order_id]
             self.add(hops.EXECUTOR_TO_EXCHANGE, (published_mono_ns - sent) / 1e6, at_ns)
+
+
+def _remember(table: OrderedDict[str, Any], key: str, value: Any) -> None:
+    """Insert or replace; the oldest entry goes beyond ``PENDING`` (bounded memory)."""
+    table[key] = value
+    table.move_to_end(key)
+    if len(table) > PENDING:
+        table.popitem(last=False)
+
+
+# --- light decoding: only the stamps and ids a hop needs ------------------------------
+# The observer of the whole bus decodes every message; a full strict decode of a book
+# (every level a validated Decimal) costs ~10x these, on every tick, beside the hot path.
+# Tags are the bodies' class names (bus.messages.Msg is tag=True); other fields ignored.
+
+class _BookStamps(msgspec.Struct, tag="BookSnapshot", kw_only=True):
+    exchange_ts_ms: int = 0
+    recv_wall_ns: int = 0
+    recv_mono_ns: int = 0
+
+
+class _IntentIds(msgspec.Struct, tag="Intent", kw_only=True):
+    intent_id: Str
+    book_mono_ns: int = 0
+
+
+class _DecisionIds(msgspec.Struct, tag="RiskDecision", kw_only=True):
+    intent_id: Str
+
+
+class _OrderIds(msgspec.Struct, tag="OrderEvent", kw_only=True):
+    intent_id: Str
+    client_order_id: Str
+    state: Str
+
+
+_envelope_decoder = msgspec.msgpack.Decoder(EnvelopeOnly)
+_LIGHT: dict[str, msgspec.msgpack.Decoder[Any]] = {
+    "md.book.": msgspec.msgpack.Decoder(_BookStamps),
+    "intent.": msgspec.msgpack.Decoder(_IntentIds),
+    "decision.": msgspec.msgpack.Decoder(_DecisionIds),
+    "order.": msgspec.msgpack.Decoder(_OrderIds),
+}
 
 
 class _Flow:
@@ -142,21 +216,61 @@ class BusHealth:
             for i, h in enumerate((*hops.PIPELINE, hops.transit(observer)))}
         self.flows: dict[str, _Flow] = {}
         self.matcher = HopMatcher(observer, self._sample)
+        self.malformed = 0  # frames observe_raw could not read (counted, skipped)
 
     def _sample(self, hop: str, ms: float, at_ns: int) -> None:
         self.hops[hop].add(at_ns / 1e9, ms)
 
+    def observe_raw(self, frames: list[bytes], recv_mono_ns: int) -> bool:
+        """One message as it came off the socket, decoded only as far as bus health
+        needs (envelope, and a hop's stamps and ids). False: malformed, counted."""
+        if (len(frames) != 2 or len(frames[0]) > MAX_TOPIC_BYTES
+                or len(frames[1]) > MAX_PAYLOAD_BYTES):
+            self.malformed += 1
+            return False
+        try:
+            topic = frames[0].decode()
+            env = _envelope_decoder.decode(frames[1])
+            light = next((d for prefix, d in _LIGHT.items() if topic.startswith(prefix)),
+                         None)
+            body = light.decode(env.body) if light is not None else None
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            self.malformed += 1
+            return False
+        self._flow(topic, env.env, recv_mono_ns)
+        m, e = self.matcher, env.env
+        m.add(m.transit_hop, (recv_mono_ns - e.mono_ns) / 1e6, recv_mono_ns)
+        if isinstance(body, _BookStamps):
+            m.book(body.exchange_ts_ms, body.recv_wall_ns, body.recv_mono_ns, e.mono_ns,
+                   recv_mono_ns)
+        elif isinstance(body, _IntentIds):
+            m.intent(body.intent_id, e.mono_ns, body.book_mono_ns, recv_mono_ns)
+        elif isinstance(body, _DecisionIds):
+            m.decision(body.intent_id, e.mono_ns, recv_mono_ns)
+        elif isinstance(body, _OrderIds):
+            m.order(body.intent_id, body.client_order_id, body.state, e.mono_ns,
+                    recv_mono_ns)
+        return True
+
     def observe(self, topic: str, packet: Packet, recv_mono_ns: int) -> None:
-        env = packet.env
-        flow = self.flows.get(env.source)
+        """One decoded message (what a ``bus.transport.Subscriber`` returns)."""
+        self._flow(topic, packet.env, recv_mono_ns)
+        self.matcher.observe(packet, recv_mono_ns)
+
+    def _flow(self, topic: str, env: Envelope, recv_mono_ns: int) -> None:
+        source = env.source
+        flow = self.flows.get(source)
         if flow is None:
-            flow = self.flows[env.source] = _Flow(self.started_s)
+            if len(self.flows) >= MAX_FLOWS:  # a source is a claim: bounded all the same
+                source = OTHER_SOURCES
+                flow = self.flows.get(source)
+            if flow is None:
+                flow = self.flows[source] = _Flow(self.started_s)
         flow.stats.received += 1
         flow.seq.observe(env, topic)
         transit = (recv_mono_ns - env.mono_ns) / 1e6
         if transit >= 0:
             flow.transit.add(recv_mono_ns / 1e9, transit)
-        self.matcher.observe(packet, recv_mono_ns)
 
     def report(self, now_mono_ns: int, bounds_ms: Mapping[str, float],
                heartbeats: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
@@ -194,6 +308,7 @@ class BusHealth:
             "proxy": _proxy(heartbeats.get("bus", {})),
             "recorder": _recorder(heartbeats.get("recorder")),
             "queue_depth": {"available": False, "why": QUEUE_DEPTH_NOTE},
+            "malformed": self.malformed,
         }
 
 

@@ -413,6 +413,11 @@ class RiskInfo(Msg):
     daily_loss: Decimal = Decimal(0)  # drop of net PnL since the day's baseline (>0: loss)
     max_daily_loss: Decimal = Decimal(0)
     day_start_net: Decimal = Decimal(0)  # the baseline: net PnL when today's count began
+    # The baseline's trading day (-1: none yet) and whether every held position had a
+    # mark then: with day_start_net, what data/risk.day holds (replay --verify seeds a
+    # replayed risk with the recorded one).
+    day: int = -1
+    day_marked: bool = False
 
     def __post_init__(self) -> None:
         _finite("daily_loss", self.daily_loss)
@@ -691,7 +696,8 @@ class CommandRequest(msgspec.Struct, Generic[B], array_like=True):
     """A command. ``request_id`` is reused on every retry of the same command so the
     server can answer a retry from its reply cache instead of executing twice.
     Parametrised by the channel's union: ``CommandRequest[ExecutorCommand]``.
-    ``sender`` is what the caller says it is: a claim, not an authenticated identity."""
+    ``sender`` is what the caller says it is on the wire; a ``RequestServer`` replaces it
+    with the caller's authenticated CURVE identity before any handler sees it."""
 
     request_id: Str
     sender: Str

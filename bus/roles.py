@@ -53,7 +53,10 @@ PUBLISH: Mapping[str, tuple[str, ...]] = {
     OPERATOR: (),
     # The recorded data plane, never anyone's heartbeat, state or control.
     REPLAY: ("md.", "intent.", "decision.", "order.", "fill.", "portfolio",
-             "reconcile.report", "incident.", "replay.probe", "replay.start"),
+             "reconcile.report", "incident.", "replay.probe", "replay.start",
+             # recorded controls, for a verify pipeline's strategy and risk only (the
+             # actors of a live roster never subscribe to it)
+             "replay.control"),
 }
 
 # What the operator may ask the supervisor (the CLI and the dashboard, which sends its
@@ -89,6 +92,12 @@ COMMANDS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
 }
 
 
+def role_of(identity: str) -> str:
+    """An identity's role: its name before any ``@host`` (a host running a subset of the
+    actors names its keys ``strategy@b``: the strategy's role, its own key)."""
+    return identity.partition("@")[0]
+
+
 def command_name(body: Msg) -> str:
     """The name ``COMMANDS`` knows a command body by."""
     if isinstance(body, SetLatch):
@@ -122,11 +131,11 @@ def topic_allowed(rules: Iterable[str], topic: str) -> bool:
 
 
 def may_publish(identity: str, topic: str) -> bool:
-    return topic_allowed(publish_rules(identity), topic)
+    return topic_allowed(publish_rules(role_of(identity)), topic)
 
 
 def may_call(server: str, caller: str, command: str) -> bool:
-    return command in COMMANDS.get(server, {}).get(caller, ())
+    return command in COMMANDS.get(role_of(server), {}).get(role_of(caller), ())
 
 
 def callers(server: str, command: str) -> list[str]:

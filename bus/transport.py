@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -44,6 +43,7 @@ from bus.messages import (
     topic_for,
 )
 from bus.roles import command_name, may_call
+from shared.clock import Clock, LiveClock
 
 
 def new_incarnation() -> str:
@@ -51,7 +51,38 @@ def new_incarnation() -> str:
     return f"{os.getpid():x}-{uuid.uuid4().hex[:12]}"
 
 
-class Publisher:
+class PacketStamper:
+    """What every publisher does before sending, whatever carries the frames: the
+    envelope (source, incarnation, a sequence per topic, the clock's stamps) and the
+    encoding. ``publish_raw`` is the carrier's (ZeroMQ here, simulate/membus.py's
+    in-memory bus in the deterministic simulation)."""
+
+    def __init__(self, source: str, incarnation: str, clock: Clock | None = None) -> None:
+        self.source = source
+        self.incarnation = incarnation
+        self.clock: Clock = clock or LiveClock()
+        # One sequence per topic: a subscriber sees only the topics it subscribed to, so
+        # a per-publisher sequence would show every topic it filtered out as a "gap".
+        self._seqs: dict[str, int] = {}
+
+    def envelope(self, topic: str) -> Envelope:
+        seq = self._seqs.get(topic, 0) + 1
+        self._seqs[topic] = seq
+        return Envelope(
+            SCHEMA_VERSION, self.source, self.incarnation, seq, self.clock.wall_ns(),
+            self.clock.mono_ns(),
+        )
+
+    def publish(self, body: Msg, topic: str | None = None) -> None:
+        topic = topic or topic_for(body, self.source)
+        payload = packet_encoder.encode(Packet(self.envelope(topic), body))
+        self.publish_raw(topic.encode(), payload)
+
+    def publish_raw(self, topic: bytes, payload: bytes) -> None:
+        raise NotImplementedError
+
+
+class Publisher(PacketStamper):
     """Publishes ``[topic, Packet]`` frames to the bus proxy's XSUB side.
 
     A plain (non-asyncio) PUB socket: PUB never blocks (it drops at the high-water
@@ -60,13 +91,9 @@ class Publisher:
 
     def __init__(
         self, ctx: zmq.Context, endpoint: str, source: str, incarnation: str, *,
-        auth: BusAuth, hwm: int = 100_000,
+        auth: BusAuth, hwm: int = 100_000, clock: Clock | None = None,
     ) -> None:
-        self.source = source
-        self.incarnation = incarnation
-        # One sequence per topic: a subscriber sees only the topics it subscribed to, so
-        # a per-publisher sequence would show every topic it filtered out as a "gap".
-        self._seqs: dict[str, int] = {}
+        super().__init__(source, incarnation, clock)
         # Owned by ``ctx`` (so ctx.destroy() closes it), sent through a plain shadow:
         # an asyncio socket's send would cost a future per message for nothing.
         self._owner = ctx.socket(zmq.PUB)
@@ -75,19 +102,6 @@ class Publisher:
         self._sock.setsockopt(zmq.LINGER, 200)
         auth.client(self._sock, "bus")
         self._sock.connect(endpoint)
-
-    def envelope(self, topic: str) -> Envelope:
-        seq = self._seqs.get(topic, 0) + 1
-        self._seqs[topic] = seq
-        return Envelope(
-            SCHEMA_VERSION, self.source, self.incarnation, seq, time.time_ns(),
-            time.monotonic_ns(),
-        )
-
-    def publish(self, body: Msg, topic: str | None = None) -> None:
-        topic = topic or topic_for(body, self.source)
-        payload = packet_encoder.encode(Packet(self.envelope(topic), body))
-        self.publish_raw(topic.encode(), payload)
 
     def publish_raw(self, topic: bytes, payload: bytes) -> None:
         """Send an encoded payload (replay forwards recorded ones with this)."""
@@ -158,9 +172,54 @@ class SequenceTracker:
         return 0
 
 
-class Subscriber:
-    """Typed subscriber on the proxy's XPUB side, with strict decoding and gap
-    detection. Undecodable frames are counted, logged once per kind, and dropped."""
+class PacketInbox:
+    """What every subscriber does with the frames it receives, whatever carries them:
+    strict typed decoding, size and future-stamp limits, gap and restart detection.
+    Undecodable frames are counted, logged once per kind, and dropped."""
+
+    def __init__(self, *, name: str = "", max_future_skew_ns: int = DEFAULT_MAX_FUTURE_SKEW_NS,
+                 clock: Clock | None = None) -> None:
+        self.name = name
+        self.max_future_skew_ns = max_future_skew_ns
+        self.clock: Clock = clock or LiveClock()
+        self.stats = SubscriberStats()
+        self.tracker = SequenceTracker(self.stats)
+
+    def decode(self, frames: list[bytes]) -> tuple[str, Packet] | None:
+        if len(frames) != 2:
+            self._malformed("frame_count", f"{len(frames)} frames")
+            return None
+        if len(frames[0]) > MAX_TOPIC_BYTES or len(frames[1]) > MAX_PAYLOAD_BYTES:
+            self.stats.oversize += 1
+            self._malformed("oversize", f"topic {len(frames[0])} B, payload {len(frames[1])} B")
+            return None
+        try:
+            topic = frames[0].decode()
+            packet = packet_decoder.decode(frames[1])
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            self._malformed(type(exc).__name__, str(exc))
+            return None
+        stamp = _latest_stamp_ns(packet)
+        limit = self.clock.wall_ns() + self.max_future_skew_ns
+        if stamp > limit:
+            # A stamp from the future would look fresh for as long as it stays ahead (and
+            # move a message clock forward): refused, counted.
+            self.stats.future_stamps += 1
+            self._malformed("future_stamp", f"{topic}: {(stamp - limit) / 1e9:.3f}s past skew")
+            return None
+        self.stats.received += 1
+        self.tracker.observe(packet.env, topic)
+        return topic, packet
+
+    def _malformed(self, kind: str, detail: str) -> None:
+        self.stats.malformed += 1
+        if kind not in self.stats.malformed_kinds:
+            self.stats.malformed_kinds.add(kind)
+            logger.warning("bus: dropped malformed frame ({}): {}", kind, detail[:200])
+
+
+class Subscriber(PacketInbox):
+    """Typed subscriber on the proxy's XPUB side (``PacketInbox`` decodes)."""
 
     def __init__(
         self,
@@ -173,11 +232,9 @@ class Subscriber:
         name: str = "",
         reconnect_ivl_ms: int = 100,
         max_future_skew_ns: int = DEFAULT_MAX_FUTURE_SKEW_NS,
+        clock: Clock | None = None,
     ) -> None:
-        self.name = name
-        self.max_future_skew_ns = max_future_skew_ns
-        self.stats = SubscriberStats()
-        self.tracker = SequenceTracker(self.stats)
+        super().__init__(name=name, max_future_skew_ns=max_future_skew_ns, clock=clock)
         self._sock = ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -201,38 +258,6 @@ class Subscriber:
             decoded = self.decode(frames)
             if decoded is not None:
                 return decoded
-
-    def decode(self, frames: list[bytes]) -> tuple[str, Packet] | None:
-        if len(frames) != 2:
-            self._malformed("frame_count", f"{len(frames)} frames")
-            return None
-        if len(frames[0]) > MAX_TOPIC_BYTES or len(frames[1]) > MAX_PAYLOAD_BYTES:
-            self.stats.oversize += 1
-            self._malformed("oversize", f"topic {len(frames[0])} B, payload {len(frames[1])} B")
-            return None
-        try:
-            topic = frames[0].decode()
-            packet = packet_decoder.decode(frames[1])
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-            self._malformed(type(exc).__name__, str(exc))
-            return None
-        stamp = _latest_stamp_ns(packet)
-        limit = time.time_ns() + self.max_future_skew_ns
-        if stamp > limit:
-            # A stamp from the future would look fresh for as long as it stays ahead (and
-            # move a message clock forward): refused, counted.
-            self.stats.future_stamps += 1
-            self._malformed("future_stamp", f"{topic}: {(stamp - limit) / 1e9:.3f}s past skew")
-            return None
-        self.stats.received += 1
-        self.tracker.observe(packet.env, topic)
-        return topic, packet
-
-    def _malformed(self, kind: str, detail: str) -> None:
-        self.stats.malformed += 1
-        if kind not in self.stats.malformed_kinds:
-            self.stats.malformed_kinds.add(kind)
-            logger.warning("bus: dropped malformed frame ({}): {}", kind, detail[:200])
 
     def close(self) -> None:
         self._sock.close()
@@ -360,19 +385,103 @@ class CommandError(Exception):
     """Raised by a handler to refuse a command with a message for the caller."""
 
 
-class RequestServer:
+class CommandAnswerer:
+    """What every command server does with a request, whatever carries it: the size
+    limit, strict decoding against the channel's command union, the roles check (only
+    commands ``bus.roles.COMMANDS`` grants the authenticated caller on this server reach
+    the handler; the rest are refused with the reason and counted ``unauthorized``), the
+    handler, and a reply cache by (caller, request id) (bounded LRU), so a Lazy Pirate
+    retry of a command that was already executed gets the same answer without running
+    the handler again; a retry that arrives while the first is still running waits for
+    that same result."""
+
+    def __init__(self, handler: Handler, name: str, *, commands: Any,
+                 cache_size: int = 10_000) -> None:
+        """``commands`` is the channel's union of command types (``ExecutorCommand``…):
+        a request with any other body is refused as malformed before the handler.
+        ``name`` is the server's name in the roles table."""
+        self.handler = handler
+        self.name = name
+        self._decoder = request_decoder(commands)
+        self.cache_size = cache_size
+        self._replies: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._inflight: dict[tuple[str, str], asyncio.Future[bytes]] = {}
+        self.stats = {"requests": 0, "duplicates": 0, "malformed": 0, "oversize": 0,
+                      "errors": 0, "unauthorized": 0}
+
+    async def answer(self, payload: bytes, caller: str) -> bytes:
+        """The encoded ``CommandReply`` to one encoded request from ``caller`` (the
+        authenticated identity, whatever the request claims)."""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            self.stats["malformed"] += 1
+            self.stats["oversize"] += 1
+            return packet_encoder.encode(
+                CommandReply("", False, f"refused: request of {len(payload)} bytes"))
+        try:
+            request = self._decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.stats["malformed"] += 1
+            n = self.stats["malformed"]
+            if n & (n - 1) == 0:  # the 1st, 2nd, 4th…: a flood cannot fill the disk
+                logger.warning("bus: malformed command dropped ({} so far): {}", n, exc)
+            # Answer with the request's id when it has one, so the caller gets the
+            # refusal at once instead of retrying into the same wall.
+            return packet_encoder.encode(
+                CommandReply(_request_id_of(payload), False, f"refused: {exc}"))
+        self.stats["requests"] += 1
+        command = command_name(request.body)
+        if not may_call(self.name, caller, command):
+            self.stats["unauthorized"] += 1
+            n = self.stats["unauthorized"]
+            if n & (n - 1) == 0:
+                logger.warning("bus: refused {} from {!r} on {} (roles; {} so far)", command,
+                               caller, self.name, n)
+            return packet_encoder.encode(CommandReply(
+                request.request_id, False,
+                f"refused: {caller or 'an unauthenticated caller'} may not send {command} "
+                f"to {self.name} (btcbot-supervisor roles)"))
+        request = msgspec.structs.replace(request, sender=caller)
+        rid = (caller, request.request_id)
+        if rid in self._replies:
+            self.stats["duplicates"] += 1
+            return self._replies[rid]
+        if rid in self._inflight:
+            self.stats["duplicates"] += 1
+            return await asyncio.shield(self._inflight[rid])
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._inflight[rid] = future
+        try:
+            reply = await self._run_handler(request)
+            future.set_result(reply)
+            self._remember(rid, reply)
+        finally:
+            del self._inflight[rid]
+        return reply
+
+    async def _run_handler(self, request: CommandRequest[Any]) -> bytes:
+        try:
+            body = await self.handler(request)
+            reply = CommandReply(request.request_id, True, "", body)
+        except CommandError as exc:
+            reply = CommandReply(request.request_id, False, str(exc))
+        except Exception as exc:  # a handler bug must not kill the server loop
+            self.stats["errors"] += 1
+            logger.exception("command handler failed on {}", type(request.body).__name__)
+            reply = CommandReply(request.request_id, False, f"internal error: {exc!r}")
+        return packet_encoder.encode(reply)
+
+    def _remember(self, rid: tuple[str, str], reply: bytes) -> None:
+        self._replies[rid] = reply
+        if len(self._replies) > self.cache_size:
+            self._replies.popitem(last=False)
+
+
+class RequestServer(CommandAnswerer):
     """ROUTER server answering ``CommandRequest``s with ``CommandReply``s.
 
     Every caller is authenticated (CURVE, ``bus/auth.py``): the handler sees the
-    caller's identity as ``request.sender``, whatever the request claimed, and only
-    commands ``bus.roles.COMMANDS`` grants that identity on this server reach it; the
-    rest are refused with the reason and counted (``unauthorized``).
-
-    Replies are cached by (caller, request id) (bounded LRU), so a Lazy Pirate retry of
-    a command that was already executed gets the same answer without running the
-    handler again; a retry that arrives while the first is still running waits
-    for that same result.
-    """
+    caller's identity as ``request.sender``, whatever the request claimed
+    (``CommandAnswerer`` decides the answer)."""
 
     def __init__(
         self,
@@ -384,18 +493,9 @@ class RequestServer:
         auth: BusAuth,
         cache_size: int = 10_000,
     ) -> None:
-        """``commands`` is the channel's union of command types (``ExecutorCommand``…):
-        a request with any other body is refused as malformed before the handler.
-        The server's name in the roles table is ``auth.identity``."""
-        self.handler = handler
-        self.name = auth.identity
-        self._decoder = request_decoder(commands)
-        self.cache_size = cache_size
-        self._replies: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._inflight: dict[tuple[str, str], asyncio.Future[bytes]] = {}
+        """The server's name in the roles table is ``auth.identity``."""
+        super().__init__(handler, auth.identity, commands=commands, cache_size=cache_size)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.stats = {"requests": 0, "duplicates": 0, "malformed": 0, "oversize": 0,
-                      "errors": 0, "unauthorized": 0}
         self._sock = ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
@@ -418,73 +518,7 @@ class RequestServer:
             task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, identity: bytes, payload: bytes, caller: str) -> None:
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            self.stats["malformed"] += 1
-            self.stats["oversize"] += 1
-            await self._send(identity, packet_encoder.encode(
-                CommandReply("", False, f"refused: request of {len(payload)} bytes")))
-            return
-        try:
-            request = self._decoder.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.stats["malformed"] += 1
-            n = self.stats["malformed"]
-            if n & (n - 1) == 0:  # the 1st, 2nd, 4th…: a flood cannot fill the disk
-                logger.warning("bus: malformed command dropped ({} so far): {}", n, exc)
-            # Answer with the request's id when it has one, so the caller gets the
-            # refusal at once instead of retrying into the same wall.
-            await self._send(identity, packet_encoder.encode(
-                CommandReply(_request_id_of(payload), False, f"refused: {exc}")))
-            return
-        self.stats["requests"] += 1
-        command = command_name(request.body)
-        if not may_call(self.name, caller, command):
-            self.stats["unauthorized"] += 1
-            n = self.stats["unauthorized"]
-            if n & (n - 1) == 0:
-                logger.warning("bus: refused {} from {!r} on {} (roles; {} so far)", command,
-                               caller, self.name, n)
-            await self._send(identity, packet_encoder.encode(CommandReply(
-                request.request_id, False,
-                f"refused: {caller or 'an unauthenticated caller'} may not send {command} "
-                f"to {self.name} (btcbot-supervisor roles)")))
-            return
-        request = msgspec.structs.replace(request, sender=caller)
-        rid = (caller, request.request_id)
-        if rid in self._replies:
-            self.stats["duplicates"] += 1
-            await self._send(identity, self._replies[rid])
-            return
-        if rid in self._inflight:
-            self.stats["duplicates"] += 1
-            await self._send(identity, await asyncio.shield(self._inflight[rid]))
-            return
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._inflight[rid] = future
-        try:
-            reply = await self._run_handler(request)
-            future.set_result(reply)
-            self._remember(rid, reply)
-        finally:
-            del self._inflight[rid]
-        await self._send(identity, reply)
-
-    async def _run_handler(self, request: CommandRequest[Any]) -> bytes:
-        try:
-            body = await self.handler(request)
-            reply = CommandReply(request.request_id, True, "", body)
-        except CommandError as exc:
-            reply = CommandReply(request.request_id, False, str(exc))
-        except Exception as exc:  # a handler bug must not kill the server loop
-            self.stats["errors"] += 1
-            logger.exception("command handler failed on {}", type(request.body).__name__)
-            reply = CommandReply(request.request_id, False, f"internal error: {exc!r}")
-        return packet_encoder.encode(reply)
-
-    def _remember(self, rid: tuple[str, str], reply: bytes) -> None:
-        self._replies[rid] = reply
-        if len(self._replies) > self.cache_size:
-            self._replies.popitem(last=False)
+        await self._send(identity, await self.answer(payload, caller))
 
     async def _send(self, identity: bytes, reply: bytes) -> None:
         await self._sock.send_multipart([identity, b"", reply])

@@ -54,6 +54,9 @@ __all__ = [
 ]
 
 
+
+HEALTH_PATH = "/health"
+
 class ExposureError(ValueError):
     """The simulator was asked to listen where its admin API would be unprotected."""
 
@@ -183,6 +186,11 @@ class Simulator:
         path = request.path.lower().rstrip("/") or "/"
         if path in ("/", "/ws"):
             return await self.ws.handler(request)
+        if path == HEALTH_PATH:
+            # The process's liveness (the supervisor's probe), never faulted or rate
+            # limited: an injected exchange outage is the exchange's, not a dead
+            # simulator's, and must not get the simulator restarted (which ends it).
+            return web.json_response({"ok": True})
         if path.startswith("/sim/"):
             if not self._admin_allowed(request):
                 return error("Unauthorized - admin token required", 401, 401)

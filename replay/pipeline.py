@@ -57,10 +57,13 @@ class SupervisedPipeline:
         self.cwd = cwd
         self.start_timeout_s = start_timeout_s
 
-    def cli(self, *args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 90.0,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``input``: what the command reads on stdin (``keys import -``); else none."""
+        stdin = {"stdin": subprocess.DEVNULL} if input is None else {"input": input}
         return subprocess.run([*SUPERVISOR, "--config", str(self.config), *args],
                               capture_output=True, text=True, timeout=timeout, env=self.env,
-                              cwd=self.cwd, stdin=subprocess.DEVNULL, check=False)
+                              cwd=self.cwd, check=False, **stdin)  # type: ignore[call-overload]
 
     def start(self) -> None:
         r = self.cli("start", "--detach", timeout=self.start_timeout_s)

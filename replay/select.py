@@ -24,11 +24,10 @@ from shared.recording import ReadReport, Record, last_before, read_recording
 MARKET_TOPICS = ("md.",)
 # Every input of strategy and risk (replay/verify.py): market data and the bus clock,
 # the executor's messages, the intents risk judges and the decisions the strategy
-# applies (risk's, and the strategy's own stand-ins on intent.outcome.); and the two
-# actors' heartbeats, which say where each began to take input (they are not fed).
-# Recorded controls are not fed: the replay identity may not publish control
-# (bus/roles.py), docs/recordings.md says what that leaves out.
-VERIFY_TOPICS = ("md.", "portfolio", "order.", "fill.", "intent.", "decision.",
+# applies (risk's, and the strategy's own stand-ins on intent.outcome.), controls (fed
+# on replay.control: the replay identity may not publish control, bus/roles.py); and
+# the two actors' heartbeats, which say where each began to take input (not fed).
+VERIFY_TOPICS = ("md.", "portfolio", "order.", "fill.", "intent.", "decision.", "control",
                  "hb.strategy", "hb.risk")
 PRIMER_TOPICS = ("md.rules.", "md.status", "portfolio")
 

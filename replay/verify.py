@@ -4,7 +4,7 @@ inputs, and what it decides is compared with what it decided then.
 Why this is exact (docs/recordings.md, "Deterministic replay"): every input of a
 strategy or risk decision is a bus message (market data, the bus clock's ticks,
 executor snapshots and events, the intents risk judges where they come on the bus, the
-decisions the strategy applies where they come on the bus), every subscriber
+decisions the strategy applies where they come on the bus, controls), every subscriber
 gets the proxy's one order, and the recorder records that order. The replay feeds
 those records in that order to the pipeline's strategy and risk (``replay.verify``):
 each starts taking input where the recorded one did (``ReplayStart`` at its recorded
@@ -33,12 +33,14 @@ import zmq
 
 from bus.auth import load_for
 from bus.messages import (
+    Control,
     Envelope,
     Heartbeat,
     Intent,
     Packet,
     ReplayStart,
     RiskDecision,
+    RiskInfo,
     packet_decoder,
     packet_encoder,
 )
@@ -47,6 +49,7 @@ from shared.config import Config
 from shared.recording import Record, SegmentReader, read_recording, segment_paths
 
 VERIFIED_ACTORS = ("strategy", "risk")
+REPLAY_CONTROL = "replay.control"  # recorded controls, as a verify pipeline takes them
 DECISION_FIELDS = ("verdict", "reasons", "price", "quantity")
 INTENT_FIELDS = ("side", "price", "quantity", "reason", "created_wall_ns")
 
@@ -164,10 +167,16 @@ def decode_intents(records: Iterable[Record]) -> list[Intent]:
     return out
 
 
-def verify_feed(records: Sequence[Record], starts: Sequence[Record]) -> list[Record]:
-    """The records to feed: ``records`` (in recorded order, with heartbeats) without
-    the heartbeats, each ``ReplayStart`` of ``starts`` put in place of the recorded
-    heartbeat it stands for (same recv_ns and topic, see ``start_points``)."""
+def verify_feed(records: Sequence[Record], starts: Sequence[Record]
+                ) -> tuple[list[Record], list[Record]]:
+    """What to feed, as (first, rest): ``first`` goes before the primers, ``rest`` is
+    ``records`` (in recorded order, with heartbeats) without the heartbeats, each
+    ``ReplayStart`` of ``starts`` in place of the recorded heartbeat it stands for
+    (same recv_ns and topic, see ``start_points``). An actor whose start is not in the
+    window began before it: its ReplayStart is in ``first``, so it takes the primers
+    too. Recorded controls travel on ``replay.control`` (the replay identity may not
+    publish ``control``, bus/roles.py; a verify pipeline's strategy and risk take them
+    from there), ``shutdown`` left out: the pipeline must not stop."""
     at = {(s.recv_ns, s.topic): s for s in starts}
     out: list[Record] = []
     for rec in records:
@@ -176,9 +185,35 @@ def verify_feed(records: Sequence[Record], starts: Sequence[Record]) -> list[Rec
             if start is not None:
                 out.append(Record(rec.recv_ns, "replay.start", start.payload))
             continue
+        if rec.topic == "control":
+            p = _decode(rec)
+            if p is None or not isinstance(p.body, Control) or p.body.command == "shutdown":
+                continue
+            out.append(Record(rec.recv_ns, REPLAY_CONTROL, rec.payload))
+            continue
         out.append(rec)
-    # An actor whose start is not in the window began before it: input from the start.
-    return [Record(r.recv_ns, "replay.start", r.payload) for r in at.values()] + out
+    return [Record(r.recv_ns, "replay.start", r.payload) for r in at.values()], out
+
+
+def recorded_risk_day(records: Sequence[Record], starts: Sequence[Record]
+                      ) -> tuple[int, Decimal, bool] | None:
+    """The daily-loss baseline the recorded risk held when it began to take input (a
+    risk restarted mid-day restores it from data/risk.day, which is not in the
+    recording): its heartbeat at its starting point says it (RiskInfo day,
+    day_start_net, day_marked). None: no baseline then (or no such heartbeat)."""
+    where = {(s.recv_ns, s.topic) for s in starts if s.topic == "hb.risk" and s.recv_ns >= 0}
+    for rec in records:
+        if rec.topic != "hb.risk":
+            continue
+        p = _decode(rec)
+        if p is None or not isinstance(p.body, Heartbeat) or p.env.source != "risk":
+            continue
+        info = p.body.info
+        if (rec.recv_ns, rec.topic) in where or not where:
+            if isinstance(info, RiskInfo) and info.day >= 0:
+                return info.day, info.day_start_net, info.day_marked
+            return None
+    return None
 
 
 def start_points(records: Sequence[Record]) -> tuple[list[Record], list[str]]:

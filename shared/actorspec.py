@@ -40,8 +40,10 @@ def simulator_args(cfg: Config) -> list[str]:
 
 
 def simulator_url(cfg: Config) -> str:
-    """Answered by the simulator once it serves; its liveness probe."""
-    return f"http://{cfg.simulator.host}:{cfg.simulator.port}/api/v2/server/time"
+    """Answered by the simulator once it serves; its liveness probe. Not an exchange
+    API: an outage injected into those (/sim/faults) is the simulated exchange's, and
+    must not get the simulator process judged dead and restarted."""
+    return f"http://{cfg.simulator.host}:{cfg.simulator.port}/health"
 
 
 def always(cfg: Config) -> bool:

@@ -65,6 +65,14 @@ class BusConfig(_Section):
     pub_endpoint: str = ""  # XSUB side: publishers connect here
     sub_endpoint: str = ""  # XPUB side: subscribers connect here
     hwm: Count = 200_000  # libzmq's 0 (no limit) would let a stuck subscriber eat memory
+    # Multi-host (docs/security.md): an actor's command socket elsewhere than ipc under
+    # the runtime dir, e.g. {risk = "tcp://10.0.0.1:5701"}; the serving host binds the
+    # same address its clients connect to. Every socket is CURVE-authenticated.
+    command_endpoints: dict[str, str] = msgspec.field(default_factory=dict)
+    # A host running a subset of the actors (start --only) names its identities
+    # <name>@<host_id> so that its supervisor and CLI keys differ from the main host's;
+    # the roles table reads the part before the "@". Empty on the host of the bus.
+    host_id: str = ""
 
 
 class LoggingConfig(_Section):
@@ -473,7 +481,11 @@ class Config(_Section):
         return self.bus.sub_endpoint or self.ipc("bus.out")
 
     def command_endpoint(self, actor: str) -> str:
-        return self.ipc(f"cmd.{actor}")
+        return self.bus.command_endpoints.get(actor) or self.ipc(f"cmd.{actor}")
+
+    def identity(self, name: str) -> str:
+        """``name``'s bus identity on this host (its key's name, bus/auth.py)."""
+        return f"{name}@{self.bus.host_id}" if self.bus.host_id else name
 
     @property
     def supervisor_endpoint(self) -> str:
@@ -593,13 +605,19 @@ def _validate(cfg: Config) -> None:
         settings = cfg.actors.setdefault(name, _default_settings(name))
         if settings.enabled is None:
             settings.enabled = actor_spec(name).enabled_by_default
-    for field, endpoint in (("bus.pub_endpoint", cfg.bus.pub_endpoint),
-                            ("bus.sub_endpoint", cfg.bus.sub_endpoint)):
-        if endpoint and not endpoint.startswith("ipc://"):
-            # DESIGN: tcp:// needs CURVE authentication, which is not built yet; an
-            # unauthenticated tcp bus would let anyone on the network send orders.
-            raise ConfigError(f"{field}: only ipc:// endpoints are supported (tcp:// requires "
-                              f"CURVE authentication, not implemented)")
+    endpoints = [("bus.pub_endpoint", cfg.bus.pub_endpoint),
+                 ("bus.sub_endpoint", cfg.bus.sub_endpoint),
+                 *((f"bus.command_endpoints.{n}", e)
+                   for n, e in cfg.bus.command_endpoints.items())]
+    for field, endpoint in endpoints:
+        # tcp is safe to offer because every socket is CURVE-authenticated (bus/auth.py).
+        if endpoint and not endpoint.startswith(("ipc://", "tcp://")):
+            raise ConfigError(f"{field}: {endpoint!r} is neither ipc:// nor tcp://")
+    for name in cfg.bus.command_endpoints:
+        if name not in ACTOR_NAMES:
+            raise ConfigError(f"bus.command_endpoints.{name}: unknown actor")
+    if cfg.bus.host_id and not set(cfg.bus.host_id) <= set("abcdefghijklmnopqrstuvwxyz0123456789-"):
+        raise ConfigError(f"bus.host_id: {cfg.bus.host_id!r} is not [a-z0-9-]")
     d = cfg.dashboard
     if d.host not in ("127.0.0.1", "localhost", "::1") and not d.allow_remote:
         raise ConfigError(f"dashboard.host: {d.host!r} is not loopback; the dashboard has no "

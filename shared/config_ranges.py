@@ -7,6 +7,8 @@ a bad value never reaches a process. msgspec has no ``Meta`` bounds for ``Decima
 way. ``explain`` turns msgspec's ``Expected `int` <= 65535 - at `$.dashboard.port```
 into ``dashboard.port: must be 1..65535 (got 70000)``: the field, the whole allowed
 range (read back from the type, not only the side that failed) and the value given.
+Strings that carry numbers (starting balances, the simulator's fee schedule) are
+checked here too, by the rules of the code that reads them later.
 """
 
 from __future__ import annotations

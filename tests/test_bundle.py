@@ -60,9 +60,9 @@ def test_bundle_of_a_paper_session_holds_no_secret(make_pipeline, tmp_path: Path
     p.start()
     wait_for(lambda: any(read_recording(tmp_path / "recordings", topics=["md.book"])),
              timeout=30, what="recorded books")
-    keys = tmp_path / "data" / "keys"
-    keys.mkdir(parents=True, mode=0o700)
-    (keys / "executor.key_secret").write_text(
+    keys = tmp_path / "data" / "keys"  # made by the supervisor at its first start
+    keys.mkdir(parents=True, mode=0o700, exist_ok=True)
+    (keys / "planted.key_secret").write_text(
         f'metadata\ncurve\n    public-key = "abcdefabcdefabcdefabcdefabcdefabcdefabcd"\n'
         f'    secret-key = "{CURVE_SECRET}"\n')
     # a careless line that reached a log: the bundle must still not carry it

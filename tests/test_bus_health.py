@@ -182,6 +182,36 @@ def test_matcher_names_each_hop_once_in_pipeline_order() -> None:
     assert [v for h, v in seen if h == "bus→x"] == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 
 
+def test_each_intent_round_pairs_with_its_own_decision_in_any_arrival_order() -> None:
+    # A rejected intent is repeated under the same id every few seconds, and its
+    # announcement can reach us after risk's decision: no decision may pair with the
+    # previous round's announcement (seconds that never happened).
+    seen: list[float] = []
+    m = HopMatcher("x", lambda hop, ms, at: seen.append(ms)
+                   if hop == hops.INTENT_TO_DECISION else None)
+    ms = 1_000_000
+    m.intent("i", 0, 0, 0)
+    m.decision("i", 1 * ms, 1 * ms)  # round 1 in order: 1 ms
+    m.decision("i", 5001 * ms, 5001 * ms)  # round 2: the decision first…
+    m.intent("i", 5000 * ms, 0, 5001 * ms)  # …then its announcement: 1 ms, not 5000
+    m.decision("i", 10_001 * ms, 10_001 * ms)  # round 3: decided before announced
+    m.intent("i", 10_002 * ms, 0, 10_002 * ms)  # faster than the stamps tell: 0
+    m.intent("i", 15_000 * ms, 0, 15_000 * ms)  # round 4: never decided (a duplicate)
+    m.intent("i", 20_000 * ms, 0, 20_000 * ms)  # round 5 replaces it
+    m.decision("i", 20_003 * ms, 20_003 * ms)
+    assert seen == [1.0, 1.0, 0.0, 3.0]
+
+
+def test_an_intents_first_order_event_is_the_only_intent_to_order_sample() -> None:
+    seen: list[tuple[str, float]] = []
+    m = HopMatcher("x", lambda hop, ms, at: seen.append((hop, ms)))
+    ms = 1_000_000
+    m.order("i", "c", "PENDING", 3 * ms, 3 * ms)  # before its intent reached us
+    m.intent("i", 2 * ms, 0, 3 * ms)
+    m.order("i", "c", "OPEN", 9 * ms, 9 * ms)  # not an intent→order sample
+    assert [h for h, _ in seen] == [hops.EXECUTOR_TO_EXCHANGE]
+
+
 def test_negative_latencies_are_not_samples() -> None:
     seen: list[str] = []
     m = HopMatcher("x", lambda hop, ms, at: seen.append(hop))
@@ -349,3 +379,36 @@ def test_weighted_quantiles_equal_a_slow_reference(samples: list[tuple[int, floa
     s = w.stats(10.0)
     assert s.count == n == len(samples)
     assert (s.p50, s.p99) == (ref(0.50), ref(0.99))
+
+
+def test_light_decoding_sees_what_a_full_decode_sees() -> None:
+    # The supervisor reads the bus with observe_raw (envelope, stamps and ids only);
+    # the figures must equal those of full decoding.
+    from bus.messages import packet_encoder
+    ms = 1_000_000
+    msgs = [("md.book.BTCTRY", book(recv_mono_ns=10 * ms), 11 * ms, "marketdata", 1),
+            ("intent.BTCTRY", intent("i1", book_mono_ns=10 * ms), 14 * ms, "strategy", 1),
+            ("order.BTCTRY", order("i1", "c1", "PENDING"), 16 * ms, "executor", 1),
+            ("decision.BTCTRY", decision("i1"), 17 * ms, "risk", 1),
+            ("order.BTCTRY", order("i1", "c1", "OPEN"), 20 * ms, "executor", 3),  # a gap
+            ("hb.risk", decision("x"), 21 * ms, "risk", 1)]  # any body: envelope only
+    full, light = BusHealth("s", 0), BusHealth("s", 0)
+    for topic, body, mono, source, seq in msgs:
+        p = pkt(body, mono, source=source, seq=seq)
+        full.observe(topic, p, mono + ms)
+        assert light.observe_raw([topic.encode(), packet_encoder.encode(p)], mono + ms)
+    a, b = full.report(30 * ms, {}, {}), light.report(30 * ms, {}, {})
+    assert a == b
+    assert {h["hop"]: h["1m"]["count"] for h in a["hops"]}[hops.EXECUTOR_TO_EXCHANGE] == 1
+    assert {x["actor"]: x["gaps"] for x in a["actors"]}["executor"] == 1
+    assert not light.observe_raw([b"md.book.X", b"\xc1garbage"], 40 * ms)
+    assert not light.observe_raw([b"only one frame"], 40 * ms)
+    assert light.malformed == 2
+
+
+def test_forged_sources_cannot_grow_the_flows_without_bound() -> None:
+    h = BusHealth("s", 0)
+    for i in range(500):
+        h.observe("hb.x", pkt(decision("x"), 1, source=f"forger{i}"), 2)
+    assert len(h.flows) == 65
+    assert h.flows["(others)"].stats.received == 500 - 64

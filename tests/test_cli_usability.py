@@ -155,6 +155,22 @@ def test_logs_all_interleaves_every_log_by_time_the_simulator_included(tmp_path:
     assert bad.exit_code == 2 and "known: supervisor, bus" in bad.stderr
 
 
+def test_interleave_puts_a_line_without_a_time_where_it_belongs() -> None:
+    from actors.supervisor.logtail import interleave, line_time
+
+    t9 = line_time(_line("00:09.000", "risk", "x"))
+    assert t9 is not None
+    last: dict[str, float] = {}
+    first = interleave({"exchange-sim": ["listening"],
+                        "risk": [_line("00:01.000", "risk", "a").rstrip()]}, last)
+    assert [n for n, _ in first] == ["exchange-sim", "risk"]  # no time yet: first
+    later = interleave({"exchange-sim": ["POST /api 200"],
+                        "risk": [_line("00:09.000", "risk", "b").rstrip(), "  traceback"]},
+                       last, arrived=t9 + 1)
+    assert [n for n, _ in later] == ["risk", "risk", "exchange-sim"]  # read after 00:09
+    assert last["risk"] == t9
+
+
 def test_logs_all_follow_shows_new_lines_of_every_log_plain_when_piped(tmp_path: Path) -> None:
     cfg = _log_config(tmp_path)
     logs = tmp_path / "logs"

@@ -274,3 +274,19 @@ def test_ws_frame_is_stamped_when_written_not_when_queued() -> None:
     assert len(stamps) == 1
     assert stamps[0] - queued >= 20_000_000
     assert stamps[0] <= sent[0][1]
+
+
+def test_health_answers_through_an_outage_of_every_api(sim: SimProcess) -> None:
+    """The supervisor's probe is /health: an injected 503 on every API is the simulated
+    exchange's outage, not a dead simulator to restart."""
+    sim.add_fault(kind="http_500", status=503, duration_s=5)
+    try:
+        async def go() -> None:
+            status, _ = await raw_get(sim.base_url + "/api/v2/server/time")
+            assert status == 503
+            status, body = await raw_get(sim.base_url + "/health")
+            assert status == 200 and body == {"ok": True}
+
+        asyncio.run(go())
+    finally:
+        sim.clear_faults()

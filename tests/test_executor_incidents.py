@@ -140,7 +140,9 @@ def test_vanished_order_latches_and_resolve_settles_it(tmp_path: Path, sim: SimP
             assert res[2:6] == (cid, "VANISHED", "CANCELED", "lost by the simulator")
         finally:
             db.close()
-        assert not rig.snapshot().latches.safety_latch
+        cleared = rig.snapshot().latches
+        assert not cleared.safety_latch
+        assert cleared.reason == "", cleared  # a cleared latch's reason is not current
         wait_for(lambda: any(b.client_order_id == cid and b.state == "CANCELED"
                              for b in watch.bodies(OrderEvent)), timeout=5,
                  what="CANCELED published")

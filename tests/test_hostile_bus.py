@@ -206,6 +206,9 @@ def test_the_strategy_key_can_do_only_what_the_strategy_may(pipe: Pipeline) -> N
     assert after["executor"]["counters"]["cmd_unauthorized"] \
         >= before["executor"].get("cmd_unauthorized", 0) + 4
     assert pipe.status()["supervisor"]["security"]["cmd_unauthorized"] >= 2
+    sec = pipe.status()["security"]
+    assert sec["forbidden_topics"] >= 15 and sec["unauthorized_commands"] >= 6, sec
+    assert "bus security: REFUSED" in pipe.cli("status").stdout
     # No state change, no restart, no order.
     assert pipe.pids() == pids, "an actor stopped or restarted"
     assert pipe.status()["latch"] == latch_before

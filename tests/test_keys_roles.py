@@ -180,3 +180,22 @@ def test_an_actor_without_its_key_exits_2_naming_it(tmp_path: Path) -> None:
 def test_an_unknown_identity_has_no_keys() -> None:
     with pytest.raises(KeysError):
         BusAuth("Bad Name", b"", b"", Roster({}))
+
+
+def test_status_sums_the_refusals_and_names_who_counted_them() -> None:
+    from actors.supervisor.status import render_security, security_summary
+
+    actors = [{"name": "bus", "counters": {"auth_refused_unknown_key": 2,
+                                           "proxy_dropped_forbidden_topic": 15}},
+              {"name": "executor", "counters": {"auth_refused_unknown_key": 1,
+                                                "cmd_unauthorized": 4}},
+              {"name": "risk", "counters": {}}]
+    sec = security_summary(actors, {"cmd_unauthorized": 2, "heartbeat_mismatches": 0})
+    assert sec["unknown_keys"] == 3 and sec["unauthorized_commands"] == 6
+    assert sec["forbidden_topics"] == 15 and sec["failed_handshakes"] == 0
+    assert sec["where"]["unauthorized_commands"] == {"executor": 4, "supervisor": 2}
+    line = render_security(sec)
+    assert line.startswith("bus security: REFUSED unknown keys 3 (bus, executor)")
+    assert "failed handshakes" not in line
+    quiet = security_summary([{"name": "bus", "counters": {}}], {})
+    assert render_security(quiet) == "bus security: nothing refused (CURVE on every socket)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 import tomllib
 import urllib.request
@@ -44,7 +45,9 @@ def _accepted_after(port: int, mono_s: float) -> list[dict[str, Any]]:
 ])
 def test_exchange_outage_and_a_killed_simulator_trade_again_without_an_operator(
         make_pipeline, outage_s: float) -> None:
-    p = make_pipeline()
+    # A 5 s cooldown instead of 60 s: "an order is accepted again" must measure the
+    # exchange coming back, not risk's per-symbol cooldown after the last order.
+    p = make_pipeline({"risk": {"cooldown_s": 5.0}})
     port = int(tomllib.loads(p.config.read_text())["simulator"]["port"])
     p.start()
     wait_for(lambda: _accepted_after(port, 0), timeout=60, interval=1.0,
@@ -68,6 +71,9 @@ def test_exchange_outage_and_a_killed_simulator_trade_again_without_an_operator(
              interval=0.5, what="an order accepted within 30 s of the outage's end")
     print(f"accepted again {time.monotonic() - end:.1f}s after the outage's end")
     before_kill = _received(port)
+    # The outage was the exchange's: the simulator process was never judged dead
+    # (restarting it would have ended the outage early).
+    assert p.actor("exchange-sim")["restarts"] == 0
 
     # 2. SIGKILL of the simulator: the supervisor restarts it on the same account.
     sim_pid = p.pids()["exchange-sim"]
@@ -88,3 +94,91 @@ def test_exchange_outage_and_a_killed_simulator_trade_again_without_an_operator(
     assert not (latch["kill_switch"] or latch["safety_latch"] or latch["paused"]), latch
     executor = next(a for a in doc["actors"] if a["name"] == "executor")
     assert executor["restarts"] == 0, executor
+
+
+def _mount_tmpfs(path, size: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                          str(path)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+
+
+def _fill(directory) -> None:
+    """Take every free byte of ``directory``'s filesystem: a filler file, then the rest
+    of the last page of every file there (tmpfs gives a file whole pages, so a log file
+    could otherwise take a few more lines)."""
+    for path in [directory / "filler", *sorted(directory.glob("*.log"))]:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for chunk in (65536, 4096, 1):
+                try:
+                    while True:
+                        os.write(fd, (b"\0" if path.name == "filler" else b"#") * chunk)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+
+
+def test_full_disks_under_the_db_the_recorder_and_the_logs_halt_and_say_why(
+        make_pipeline, tmp_path) -> None:
+    """ENOSPC where each writer writes, on a running paper session: the recordings
+    disk (the recorder reports NOT RECORDING, status leaves TRADING saying so), the logs
+    disk (status names the failing log sinks) and the executor's DB (BTCBOT_TEST_DB_FAULT:
+    its writes fail with ENOSPC; trading halts with reason disk). Space back: recording
+    and logging resume by themselves; the DB halt stays until the executor is restarted
+    (what the failed write meant to record is re-learnt by recovery)."""
+    rec_mnt, logs_mnt = tmp_path / "rec-disk", tmp_path / "logs-disk"
+    _mount_tmpfs(rec_mnt, "8m")
+    try:
+        _mount_tmpfs(logs_mnt, "8m")
+        trigger = tmp_path / "db-fault"
+        p = make_pipeline({"log_dir": str(logs_mnt),
+                           "recorder": {"path": str(rec_mnt / "rec"), "retry_s": 0.3}},
+                          env={"BTCBOT_TEST_DB_FAULT": str(trigger)})
+        p.start()
+        wait_for(lambda: p.status()["trading"]["state"] == "TRADING", timeout=60,
+                 interval=0.5, what="TRADING")
+
+        _fill(rec_mnt)
+        doc = wait_for(lambda: (d := p.status())["recordings"]
+                       and not d["recordings"]["recording"] and d, timeout=30, interval=0.5,
+                       what="the recorder saying NOT RECORDING")
+        assert "ENOSPC" in doc["recordings"]["reason"] or "space" in doc["recordings"][
+            "reason"].lower(), doc["recordings"]
+        doc = wait_for(lambda: (d := p.status())["trading"]["state"] != "TRADING" and d,
+                       timeout=10, interval=0.5, what="status leaving TRADING")
+        assert any(r.startswith("recorder:NOT RECORDING") for r in doc["trading"]["reasons"])
+
+        _fill(logs_mnt)
+        doc = wait_for(lambda: (d := p.status())["log_sinks_failing"] and d, timeout=30,
+                       interval=0.5, what="status naming a failing log sink")
+        assert any("ENOSPC" in why or "space" in why.lower()
+                   for why in doc["log_sinks_failing"].values()), doc["log_sinks_failing"]
+        assert "is not being written" in p.cli("status").stdout
+
+        trigger.write_text("enospc")
+        def disk_halt() -> dict[str, Any] | None:
+            d = p.status()
+            return d if any("disk" in r for r in d["trading"]["reasons"]) else None
+
+        doc = wait_for(disk_halt, timeout=30, interval=0.5, what="the executor halting: disk")
+        assert doc["trading"]["state"] != "TRADING"
+        executor = p.actor("executor")
+        assert executor["restarts"] == 0 and executor["ready"], executor  # still answering
+
+        # Space back.
+        trigger.unlink()
+        (rec_mnt / "filler").unlink()
+        (logs_mnt / "filler").unlink()
+        wait_for(lambda: p.status()["recordings"]["recording"], timeout=30, interval=0.5,
+                 what="recording again")
+        wait_for(lambda: p.status()["log_sinks_failing"] == {}, timeout=30, interval=1.0,
+                 what="the log sinks writing again")
+        assert "the log file was failing" in (logs_mnt / "strategy.log").read_text()
+        doc = p.status()
+        assert any("disk" in r for r in doc["trading"]["reasons"]), doc["trading"]
+    finally:
+        for m in (rec_mnt, logs_mnt):
+            subprocess.run(["umount", "-l", str(m)], check=False, capture_output=True)

@@ -43,12 +43,25 @@ def test_three_starts_on_the_same_data_each_trade(make_pipeline, tmp_path: Path)
             if actor["name"] in ("executor", "marketdata"):
                 assert int(actor["counters"].get("http_429", 0)) == 0, actor
         assert _sim_get(port, "/sim/state")["rate_limited"] == 0
+        # A restart never looks like a duplicate: no intent id of an earlier run is
+        # reissued (the executor would refuse it as executor:duplicate).
+        counters = {a["name"]: a["counters"] for a in doc["actors"]}
+        assert counters["executor"].get("duplicates", 0) == 0, counters["executor"]
+        assert counters["risk"].get("reason.executor:duplicate", 0) == 0, counters["risk"]
         order_ids += [o["order_id"] for o in accepted]
         client_ids += [o["newOrderClientId"] for o in accepted]
         p.stop()
     assert len(order_ids) == len(set(order_ids)), "an order id repeated across restarts"
     assert len(client_ids) == len(set(client_ids)), "a client order id repeated"
     assert (tmp_path / "data" / "exchange-sim.db").exists()
+    # The executor's DB holds every order the simulator accepted, each intent once.
+    import apsw
+    db = apsw.Connection(str(tmp_path / "data" / "btcbot.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    rows = list(db.execute("SELECT client_order_id, intent_id FROM orders"))
+    db.close()
+    assert set(client_ids) <= {cid for cid, _ in rows}
+    intents = [iid for _, iid in rows]
+    assert len(intents) == len(set(intents)), "an intent id repeated in the DB"
 
 
 def _config_port(config: Path) -> int:

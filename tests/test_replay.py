@@ -20,6 +20,7 @@ from bus.auth import load_for
 from bus.messages import (
     SCHEMA_VERSION,
     BookSnapshot,
+    Control,
     Envelope,
     FeedStatus,
     Heartbeat,
@@ -213,22 +214,23 @@ def _hb(actor: str, seq: int, at: int, joined: int = 0, inc: str = "i1") -> Reco
 
 def test_each_actor_starts_where_its_own_heartbeat_came_back() -> None:
     """The strategy joined on its 2nd heartbeat (the 1st went by before its
-    subscription was in place): its ReplayStart goes right after that one; risk's start
-    is not in the window, so it takes input from the first record. Heartbeats are not
-    fed."""
+    subscription was in place): its ReplayStart goes in place of that one; risk's start
+    is not in the window, so it goes first, before the primers. Heartbeats are not fed;
+    controls go on replay.control (shutdown left out)."""
     book = _rec("md.status", FeedStatus(symbol="X", fresh=True, source="ws", age_ms=0), at=1)
     records = [book, _hb("strategy", 1, 2), _rec("md.status", book_status(), at=3),
                _hb("strategy", 2, 4), _rec("md.status", book_status(), at=5),
                _hb("strategy", 3, 6, joined=2),
-               _rec("md.status", book_status(), at=7)]
+               _rec("control", Control(command="shutdown"), at=7),
+               _rec("control", Control(command="pause"), at=8)]
     starts, notes = start_points(records)
-    fed = verify_feed(records, starts)
-    topics = [r.topic for r in fed]
-    assert topics == ["replay.start", "md.status", "md.status", "replay.start", "md.status",
-                      "md.status"]
-    first, second = (packet_decoder.decode(fed[i].payload).body for i in (0, 3))
-    assert (first.actor, second.actor) == ("risk", "strategy")
-    assert fed[3].recv_ns == 4 and notes == []
+    first, fed = verify_feed(records, starts)
+    assert [packet_decoder.decode(r.payload).body.actor for r in first] == ["risk"]
+    assert [r.topic for r in fed] == ["md.status", "md.status", "replay.start", "md.status",
+                                      "replay.control"]
+    assert packet_decoder.decode(fed[2].payload).body.actor == "strategy"
+    assert fed[2].recv_ns == 4 and notes == []
+    assert packet_decoder.decode(fed[4].payload).body.command == "pause"
     # a restart in the window is said, not hidden
     _, notes = start_points([*records, _hb("strategy", 1, 9, inc="i2")])
     assert len(notes) == 1 and "strategy restarted" in notes[0]
@@ -342,3 +344,40 @@ def test_replay_command_end_to_end(tmp_path: Path) -> None:
     assert "replayed 306 records" in res.stdout  # 300 books + 6 rules, no heartbeats
     assert time.monotonic() - started < 60
     assert "replay [" not in res.stderr  # no progress bar when stdout is not a tty
+
+
+def test_a_replayed_record_the_pipeline_missed_voids_the_comparison() -> None:
+    from types import SimpleNamespace
+
+    from replay.run import lost_inputs
+
+    counters = {"strategy": {"bus_lost": 0, "bus_gaps": 0},
+                "risk": {"bus_lost": 12, "bus_gaps": 2}}
+    pipe = SimpleNamespace(cfg=SimpleNamespace(supervisor=SimpleNamespace(
+        heartbeat_interval_s=0.0)), status=lambda: {"actors": [
+            {"name": n, "counters": c} for n, c in counters.items()]})
+    out = lost_inputs(pipe, time.monotonic())  # type: ignore[arg-type]
+    assert len(out) == 1 and "risk missed 12 replayed messages (2 gaps)" in out[0]
+    counters["risk"] = {"bus_lost": 0, "bus_gaps": 0}
+    assert lost_inputs(pipe, time.monotonic()) == []  # type: ignore[arg-type]
+
+
+def test_the_recorded_risks_baseline_is_the_one_its_start_heartbeat_announced() -> None:
+    from bus.messages import RiskInfo
+    from replay.verify import recorded_risk_day
+
+    def beat(seq: int, at: int, day: int, net: str, joined: int = 0) -> Record:
+        counters = {"joined_hb_seq": joined} if joined else {}
+        return _rec("hb.risk", Heartbeat(actor="risk", pid=1, state="READY", ready=True,
+                                         uptime_s=0.0, counters=counters,
+                                         info=RiskInfo(gates=[], fresh=[], day=day,
+                                                       day_start_net=Decimal(net),
+                                                       day_marked=True)),
+                    source="risk", inc="r1", seq=seq, at=at)
+
+    records = [beat(1, 1, 739_000, "-40"), beat(2, 2, 739_000, "-40"),
+               beat(3, 3, 739_000, "-55", joined=2)]
+    starts, _ = start_points(records)
+    assert recorded_risk_day(records, starts) == (739_000, Decimal("-40"), True)
+    fresh = [beat(1, 1, -1, "0", joined=1)]
+    assert recorded_risk_day(fresh, start_points(fresh)[0]) is None

@@ -157,7 +157,7 @@ def test_restart_one_actor(make_pipeline) -> None:
         ("[actors.strategy]\nrestart = 'sometimes'\n", "actors.strategy.restart"),
         ("[actors.nosuch]\nenabled = true\n", "actors.nosuch"),
         ("mode = 'paper'\n[marketdata]\nsymbols = []\n", "marketdata.symbols"),
-        ("[bus]\npub_endpoint = 'tcp://0.0.0.0:5555'\n", "bus.pub_endpoint"),
+        ("[bus]\npub_endpoint = 'udp://0.0.0.0:5555'\n", "bus.pub_endpoint"),
         ("[actors.recorder]\nnice = -5\n", "actors.recorder.nice"),
         ("[supervisor]\nhop_p99_bound_ms = 0\n", "supervisor.hop_p99_bound_ms"),
         ("[supervisor.hop_p99_bounds_ms]\nnope = 5\n", "supervisor.hop_p99_bounds_ms.nope"),

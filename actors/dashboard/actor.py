@@ -112,6 +112,7 @@ class DashboardActor(Actor):
         while True:
             started = time.monotonic()
             doc = await fetch_status(self.ctx, self.cfg.supervisor_endpoint, auth=self.auth,
+                                     server=self.cfg.identity("supervisor"),
                                      timeout_s=2.0)
             self.watch.update(doc)
             self.counters["status_polls" if doc is not None else "status_poll_failures"] += 1
@@ -123,6 +124,7 @@ class DashboardActor(Actor):
 
     async def _send_command(self, command: str, value: bool, reason: str) -> str:
         reply = await supervisor_request(self.ctx, self.cfg.supervisor_endpoint, command,
+                                         server=self.cfg.identity("supervisor"),
                                          auth=self.auth, timeout_s=30.0, value=value,
                                          reason=reason)
         return reply.detail if isinstance(reply, Ack) else "ok"

@@ -26,7 +26,7 @@ from loguru import logger
 
 from actors.executor import dbmarker
 from actors.executor.db import ExecutorDB, LockHeld, acquire_lock
-from actors.executor.faults import CrashHook
+from actors.executor.faults import CrashHook, Faults
 from actors.executor.gates import Gates
 from actors.executor.incidents import Incidents
 from actors.executor.orders import Orders
@@ -57,6 +57,7 @@ from bus.messages import (
 )
 from bus.transport import CommandError
 from shared import pending_latches
+from shared.btcturk.http import HttpTransport
 from shared.clock import Clock, LiveClock
 from shared.config import Config
 from shared.fsm import State
@@ -70,7 +71,12 @@ class ExecutorActor(Actor):
     serves_commands = True
     commands = ExecutorCommand
 
-    def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
+    def __init__(self, cfg: Config, clock: Clock | None = None, *,
+                 http: HttpTransport | None = None, faults: Faults | None = None,
+                 **kwargs: Any) -> None:
+        """``http``: the simulation's in-process exchange under the venue's real client
+        (real sockets otherwise); ``faults``: the simulation's fault seam (the test hook
+        from the environment otherwise); ``kwargs`` go to the runtime (its bus)."""
         self.db_path = cfg.path(cfg.executor.db_path)
         # The lock comes first: before the command socket is bound (binding unlinks the
         # ipc path, which would steal the running executor's endpoint).
@@ -78,14 +84,14 @@ class ExecutorActor(Actor):
             self._lock_fd = acquire_lock(self.db_path)
         except LockHeld as exc:
             raise FatalActorError(str(exc), EXIT_LOCKED) from None
-        super().__init__(cfg)
+        clock = clock or LiveClock()
+        super().__init__(cfg, clock=clock, **kwargs)
         if cfg.executor.replay_mirror and cfg.mode != "dry-run":
             raise FatalActorError(
                 f"executor.replay_mirror = true needs mode dry-run (mode is {cfg.mode}): "
                 "it is only for replay --verify", EXIT_CONFIG)
-        clock = clock or LiveClock()
-        faults = CrashHook.from_env()
-        venue = make_venue(cfg, self.counters, clock, faults)
+        faults = faults or CrashHook.from_env()
+        venue = make_venue(cfg, self.counters, clock, faults, http=http)
         self.subscriptions = venue.subscriptions  # type: ignore[misc]
         self.s = ExecState(cfg=cfg, venue=venue, clock=clock, faults=faults,
                            counters=self.counters, publish=self.publish,
@@ -122,12 +128,15 @@ class ExecutorActor(Actor):
             return
         self.probes.load()
         self.fsm.to(State.DEGRADED_RECOVERY, "startup recovery")
-        self.spawn(self.probes.loop(), "probe")
-        self.spawn(self.snapshots.publish_loop(), "portfolio")
-        self.spawn(self.snapshots.prune_loop(), "prune")
-        self.spawn(self.snapshots.checkpoint_loop(), "checkpoint")
+        # Guarded: a DB write that meets a full or failing disk in any of these halts
+        # trading with reason "disk" and the executor stays up answering commands; an
+        # unguarded loop would die, and with it the process, into a restart loop.
+        self._spawn_guarded(self.probes.loop(), "probe")
+        self._spawn_guarded(self.snapshots.publish_loop(), "portfolio")
+        self._spawn_guarded(self.snapshots.prune_loop(), "prune")
+        self._spawn_guarded(self.snapshots.checkpoint_loop(), "checkpoint")
         if self.gates.read_block() != "dry_run":
-            self.spawn(self.sync.poll_loop(), "poll")
+            self._spawn_guarded(self.sync.poll_loop(), "poll")
             self.sync.start_events()
 
     def _apply_pending_latches(self) -> None:

@@ -111,8 +111,12 @@ class Gates:
         kill, kr = self.latches.get("kill_switch", (False, ""))
         safety, sr = self.latches.get("safety_latch", (False, ""))
         paused, pr = self.latches.get("paused", (False, ""))
+        # Only the reasons of latches that are set: a cleared latch keeps its last reason
+        # in the DB (the audit), but status must not show it as if it still held.
         return Latches(kill_switch=kill or self.s.cfg.gates.kill_switch, safety_latch=safety,
-                       paused=paused, reason=self.reason(kr, sr, pr))
+                       paused=paused, reason=self.reason(kr if kill else "",
+                                                         sr if safety else "",
+                                                         pr if paused else ""))
 
     def reason(self, *reasons: str) -> str:
         parts = [r for r in reasons if r]

@@ -21,7 +21,6 @@ FSM is PAUSED_DATA while every symbol is stale. A REST answer identical to the l
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from loguru import logger
@@ -65,8 +64,12 @@ def norm_symbol(pair: str) -> str:
 class MarketdataActor(Actor):
     name = "marketdata"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, rest_client: BtcTurkClient | None = None,
+                 **kwargs: Any) -> None:
+        """``rest_client``: the simulation's client over its in-process exchange (one is
+        made from the config otherwise)."""
         super().__init__(*args, **kwargs)
+        self._given_client = rest_client
         md = self.cfg.marketdata
         self.md = md
         self.symbols = [norm_symbol(s) for s in md.symbols]
@@ -84,7 +87,8 @@ class MarketdataActor(Actor):
 
     # --- lifecycle -----------------------------------------------------------------
     async def setup(self) -> None:
-        self.client = BtcTurkClient(self.cfg.rest_url, timeout_s=self.cfg.exchange.timeout_s)
+        self.client = self._given_client or BtcTurkClient(self.cfg.rest_url,
+                                                          timeout_s=self.cfg.exchange.timeout_s)
         await self._load_rules(fatal_on_error=True)
         self._publish_rules()
         if self.md.source == "ws":
@@ -132,12 +136,12 @@ class MarketdataActor(Actor):
             self.publish(rules)
 
     async def _rules_loop(self) -> None:
-        last_refresh = time.monotonic()
+        last_refresh = self._mono()
         while True:
             await asyncio.sleep(self.md.rules_republish_s)
-            if time.monotonic() - last_refresh >= self.md.exchangeinfo_refresh_s:
+            if self._mono() - last_refresh >= self.md.exchangeinfo_refresh_s:
                 await self._load_rules(fatal_on_error=False)
-                last_refresh = time.monotonic()
+                last_refresh = self._mono()
             self._publish_rules()
 
     # --- WebSocket -------------------------------------------------------------------
@@ -233,7 +237,7 @@ class MarketdataActor(Actor):
         try:
             trade = PublicTrade(symbol=symbol, trade_id=ev.trade_id, price=ev.price,
                                 quantity=ev.amount, side=ev.side,  # type: ignore[arg-type]
-                                exchange_ts_ms=ev.timestamp_ms, recv_wall_ns=time.time_ns())
+                                exchange_ts_ms=ev.timestamp_ms, recv_wall_ns=self.clock.wall_ns())
         except ValueError:
             self.counters["trades_invalid"] += 1
             return
@@ -248,7 +252,7 @@ class MarketdataActor(Actor):
     # --- REST ------------------------------------------------------------------------
     async def _rest_loop(self) -> None:
         while True:
-            now = time.monotonic_ns()
+            now = self.clock.mono_ns()
             due = [s for s in self.symbols if needs_rest(
                 source=self.md.source, rest_fallback=self.md.rest_fallback,
                 ws_connected=self.ws_connected, ws_age_ns=self._ws_age(s, now),
@@ -269,7 +273,7 @@ class MarketdataActor(Actor):
             self.counters["rest_errors"] += 1
             logger.debug("orderbook {} failed: {}", symbol, exc)
             return
-        recv_mono = time.monotonic_ns()
+        recv_mono = self.clock.mono_ns()
         bids = [(lv.price, lv.amount) for lv in ob.bids[: self.md.depth]]
         asks = [(lv.price, lv.amount) for lv in ob.asks[: self.md.depth]]
         key = (ob.timestamp_ms, tuple(bids[:1]), tuple(asks[:1]), len(bids), len(asks))
@@ -290,8 +294,8 @@ class MarketdataActor(Actor):
         if not is_sane(bids, asks):
             self.counters["book_insane"] += 1
             return False
-        now_mono = time.monotonic_ns()
-        recv_wall = time.time_ns() - (now_mono - recv_mono_ns)
+        now_mono = self.clock.mono_ns()
+        recv_wall = self.clock.wall_ns() - (now_mono - recv_mono_ns)
         self.publish(BookSnapshot(
             symbol=symbol, bids=bids, asks=asks, source=source,  # type: ignore[arg-type]
             exchange_ts_ms=exchange_ts_ms, recv_wall_ns=recv_wall, recv_mono_ns=recv_mono_ns,
@@ -328,7 +332,7 @@ class MarketdataActor(Actor):
                 self._publish_status(changed_only=True)
 
     def _publish_status(self, *, changed_only: bool) -> None:
-        now = time.monotonic_ns()
+        now = self.clock.mono_ns()
         statuses, changed = self.freshness.evaluate(now)
         for st in changed if changed_only else statuses:
             self.publish(FeedStatus(symbol=st.symbol, fresh=st.fresh, source=st.source,
@@ -348,7 +352,7 @@ class MarketdataActor(Actor):
             self.fsm.to(State.PAUSED_DATA, "all symbols stale")
 
     def heartbeat_info(self) -> MarketdataInfo:
-        now = time.monotonic_ns()
+        now = self.clock.mono_ns()
         symbols = []
         for s in self.symbols:
             st = self.freshness.status(s, now)

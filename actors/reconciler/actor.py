@@ -14,8 +14,8 @@ Each round publishes a ReconcileReport (key counts, drift, failures, PnL per sym
 from __future__ import annotations
 
 import asyncio
-import time
 from decimal import Decimal
+from typing import Any
 
 from loguru import logger
 
@@ -36,28 +36,29 @@ from bus.messages import (
     SnapshotQuery,
     StateTransition,
 )
-from bus.transport import RequestClient, RequestFailed
-from shared.config import Config
+from bus.transport import RequestFailed
+from bus.wiring import ClientLike
 
 
 class ReconcilerActor(Actor):
     name = "reconciler"
     subscriptions = ("order.", "hb.executor", "state.executor", "md.book.")
 
-    def __init__(self, cfg: Config) -> None:
-        super().__init__(cfg)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.failures: dict[str, int] = {}
         self.books: dict[str, tuple[Decimal | None, Decimal | None]] = {}
         self.incidents = IncidentDetector()
         self._trigger = asyncio.Event()
-        self.client: RequestClient | None = None
+        self.client: ClientLike | None = None
         self.latch_confirmed = False
         self.last_report: ReconcileReport | None = None
 
     async def setup(self) -> None:
-        self.client = RequestClient(self.ctx, self.cfg.command_endpoint("executor"),
-                                    self.auth, server="executor",
-                                    timeout_s=self.cfg.reconciler.request_timeout_s, retries=1)
+        self.client = self.request_client(self.cfg.command_endpoint("executor"),
+                                          server="executor",
+                                          timeout_s=self.cfg.reconciler.request_timeout_s,
+                                          retries=1)
         self.spawn(self._loop(), "reconcile")
 
     async def teardown(self) -> None:
@@ -91,11 +92,11 @@ class ReconcilerActor(Actor):
             except TimeoutError:
                 pass
             # Incident bursts (e.g. a restart seen on several topics) make one round.
-            gap = rc.incident_min_interval_s - (time.monotonic() - last)
+            gap = rc.incident_min_interval_s - (self._mono() - last)
             if gap > 0:
                 await asyncio.sleep(gap)
             self._trigger.clear()
-            last = time.monotonic()
+            last = self._mono()
             await self.round(self.incidents.take())
 
     async def round(self, why: list[str]) -> ReconcileReport:

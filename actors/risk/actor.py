@@ -47,7 +47,6 @@ recorded ones (replayed on ``intent.``), decisions are published on
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -93,7 +92,8 @@ from bus.messages import (
     SubmitOrder,
     SymbolRules,
 )
-from bus.transport import CommandError, RequestClient, RequestFailed
+from bus.transport import CommandError, RequestFailed
+from bus.wiring import ClientLike
 from shared.fsm import State
 from shared.ids import client_order_id
 from shared.tradingday import TradingDay
@@ -131,8 +131,8 @@ class RiskActor(Actor):
         self.clock_ns = 0  # latest envelope wall_ns seen on md.* / portfolio
         self.md_seen_mono: int | None = None  # local receipt of the latest md.* message
         self._verify = self.cfg.replay.verify
-        self.exec_client: RequestClient | None = None
-        self.snap_client: RequestClient | None = None
+        self.exec_client: ClientLike | None = None
+        self.snap_client: ClientLike | None = None
         self._refresh = asyncio.Event()
         # Always present in the heartbeat, also while zero.
         self.counters.update({"approved": 0, "rejected": 0, "resized": 0})
@@ -141,11 +141,11 @@ class RiskActor(Actor):
     async def setup(self) -> None:
         endpoint = self.cfg.command_endpoint("executor")
         rc = self.cfg.risk
-        self.exec_client = RequestClient(self.ctx, endpoint, self.auth, server="executor",
-                                         timeout_s=rc.executor_timeout_s,
-                                         retries=rc.executor_retries)
-        self.snap_client = RequestClient(self.ctx, endpoint, self.auth, server="executor",
-                                         timeout_s=2.0, retries=0)
+        self.exec_client = self.request_client(endpoint, server="executor",
+                                               timeout_s=rc.executor_timeout_s,
+                                               retries=rc.executor_retries)
+        self.snap_client = self.request_client(endpoint, server="executor", timeout_s=2.0,
+                                               retries=0)
         self.fsm.to(State.DEGRADED_RECOVERY, "waiting for executor snapshot")
         if not self._verify:
             self.spawn(self._snapshot_loop(), "snapshot")
@@ -162,7 +162,7 @@ class RiskActor(Actor):
         if topic.startswith(("md.", "portfolio")):
             self._advance_clock(packet.env.wall_ns)
             if topic.startswith("md."):
-                self.md_seen_mono = time.monotonic_ns()
+                self.md_seen_mono = self.clock.mono_ns()
         match body:
             case BookSnapshot():
                 apply_book(self.state, body)
@@ -396,7 +396,7 @@ class RiskActor(Actor):
         # can come). None: nothing received yet, and then no FeedStatus either, so the
         # data gate is closed anyway.
         if (self.md_seen_mono is not None
-                and time.monotonic_ns() - self.md_seen_mono > max_age_ns):
+                and self.clock.mono_ns() - self.md_seen_mono > max_age_ns):
             return Verdict("rejected", ["market_data:silent"], intent.price, Decimal(0))
         return decide(intent, self.state, self.cfg, intent.created_wall_ns)
 
@@ -467,6 +467,7 @@ class RiskActor(Actor):
                         # the dashboard's daily-loss budget: risk's own count
                         daily_loss=self.state.daily_loss(),
                         day_start_net=self.state.day_start_net,
+                        day=self.state.day, day_marked=self.state.day_start_marked,
                         max_daily_loss=self.cfg.risk.max_daily_loss_try)
 
 

@@ -72,7 +72,8 @@ from bus.messages import (
     SubmitIntent,
     SymbolRules,
 )
-from bus.transport import RequestClient, RequestFailed
+from bus.transport import RequestFailed
+from bus.wiring import ClientLike
 from shared.boot import BootCounterError, next_boot
 from shared.config import ConfigError
 from shared.fsm import State
@@ -118,8 +119,8 @@ class StrategyActor(Actor):
         self._inflight: dict[str, Intent] = {}  # intent id -> intent awaiting its decision
         self._verify = self.cfg.replay.verify
         self._refresh = asyncio.Event()
-        self.risk: RequestClient | None = None
-        self.executor: RequestClient | None = None
+        self.risk: ClientLike | None = None
+        self.executor: ClientLike | None = None
         logger.info("strategy: plug-in {} ({}), boot {}", plugin.name, self.params.plugin,
                     self.host.boot)
 
@@ -135,10 +136,10 @@ class StrategyActor(Actor):
         rc = self.cfg.risk
         # Risk may wait for the intent's bus copy (INTENT_WAIT_S) and the executor.
         risk_timeout = rc.executor_timeout_s * (rc.executor_retries + 1) + 4.0
-        self.risk = RequestClient(self.ctx, self.cfg.command_endpoint("risk"), self.auth,
-                                  server="risk", timeout_s=risk_timeout, retries=1)
-        self.executor = RequestClient(self.ctx, self.cfg.command_endpoint("executor"),
-                                      self.auth, server="executor", timeout_s=2.0, retries=0)
+        self.risk = self.request_client(self.cfg.command_endpoint("risk"), server="risk",
+                                        timeout_s=risk_timeout, retries=1)
+        self.executor = self.request_client(self.cfg.command_endpoint("executor"),
+                                            server="executor", timeout_s=2.0, retries=0)
         self.fsm.to(State.DEGRADED_RECOVERY, "waiting for executor snapshot")
         if not self._verify:
             self.spawn(self._snapshot_loop(), "snapshot")

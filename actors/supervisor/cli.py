@@ -52,11 +52,12 @@ def send(cfg: Config, command: str, *, timeout_s: float = 5.0, **kwargs: Any) ->
     """One command to the running supervisor; RequestFailed if it is not there."""
 
     async def go() -> Any:
-        auth = operator_auth(cfg.data_path)
+        auth = operator_auth(cfg.data_path, cfg.identity("operator"))
         ctx = zmq.asyncio.Context()
         try:
             return await supervisor_request(ctx, cfg.supervisor_endpoint, command,
-                                            auth=auth, timeout_s=timeout_s, **kwargs)
+                                            server=cfg.identity("supervisor"), auth=auth,
+                                            timeout_s=timeout_s, **kwargs)
         finally:
             ctx.destroy(linger=0)
 
@@ -142,11 +143,17 @@ def cli(ctx: click.Context, config_path: str) -> None:
 @cli.command()
 @click.option("--detach", is_flag=True, help="run in the background; return once all are READY")
 @click.option("--mode", type=click.Choice(["dry-run", "paper", "live"]), default=None)
+@click.option("--only", default="", metavar="A,B",
+              help="run only these actors (a split deployment: the bus and the rest run on "
+                   "another host, docs/security.md)")
 @click.option("--daemon-child", is_flag=True, hidden=True)
 @click.pass_context
-def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool) -> None:
+def start(ctx: click.Context, detach: bool, mode: str | None, only: str,
+          daemon_child: bool) -> None:
     """Start bus, recorder and actors (and the simulator in paper mode)."""
     cfg = load(ctx, mode)
+    if only:
+        restrict_to(cfg, only)
     audit = audit_private_dirs(cfg.private_dirs(), cfg.shared_dirs())
     for line in audit.fixed:
         click.echo(f"btcbot-supervisor: warning: {line}", err=True)
@@ -174,15 +181,27 @@ def start(ctx: click.Context, detach: bool, mode: str | None, daemon_child: bool
     if cfg.mode == "live" and not daemon_child:
         arm_live(cfg)  # preflight; exits 1 on a FAIL, the report stored in the DB
     if detach:
-        sys.exit(start_detached(cfg, ctx.obj["config"]))
+        sys.exit(start_detached(cfg, ctx.obj["config"], only))
     setup_logging(cfg, "supervisor", stderr=not daemon_child)
     sys.exit(asyncio.run(run_supervisor(cfg, foreground=not daemon_child)))
 
 
-def start_detached(cfg: Config, config_path: str) -> int:
+def restrict_to(cfg: Config, only: str) -> None:
+    """``--only a,b``: every other actor disabled for this run (the config file is not
+    changed). Unknown names exit 2."""
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ACTOR_NAMES]
+    if unknown or not names:
+        fail(f"--only: unknown actor {', '.join(unknown)} (known: {', '.join(ACTOR_NAMES)})"
+             if unknown else "--only: name at least one actor", EXIT_USAGE)
+    for name in ACTOR_NAMES:
+        cfg.actor_settings(name).enabled = name in names
+
+
+def start_detached(cfg: Config, config_path: str, only: str = "") -> int:
     cfg.log_path.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "actors.supervisor", "--config", config_path, "start",
-            "--mode", cfg.mode, "--daemon-child"]
+            "--mode", cfg.mode, "--daemon-child", *(["--only", only] if only else [])]
     out_path = cfg.log_path / "supervisor.out"
     with open(out_path, "ab") as out:
         said_from = out.tell()  # what the daemon says from here on is this start's
@@ -228,12 +247,13 @@ def _daemon_said(path: Path, offset: int, limit: int = 20) -> list[str]:
 def _try_status(cfg: Config, timeout_s: float = 1.0) -> dict[str, Any] | None:
     async def go() -> dict[str, Any] | None:
         try:
-            auth = operator_auth(cfg.data_path)
+            auth = operator_auth(cfg.data_path, cfg.identity("operator"))
         except RequestFailed:
             return None  # no keys yet: no supervisor ever started here
         ctx = zmq.asyncio.Context()
         try:
             return await fetch_status(ctx, cfg.supervisor_endpoint, auth=auth,
+                                      server=cfg.identity("supervisor"),
                                       timeout_s=timeout_s)
         finally:
             ctx.destroy(linger=0)
@@ -468,7 +488,9 @@ def logs(ctx: click.Context, actor: str | None, all_: bool, follow: bool, lines:
     followers = {n: Follower(p) for n, p in paths.items()}
     try:
         while True:
-            batch = interleave({n: f.poll() for n, f in followers.items()}, times)
+            # a line without a time (the simulator's) sorts as read, about now
+            batch = interleave({n: f.poll() for n, f in followers.items()}, times,
+                               arrived=time.time() - 0.1)
             for name, line in batch:
                 show(name, line)
             if not batch:
@@ -502,6 +524,11 @@ cli.add_command(orders)
 
 cli.add_command(backtest)
 cli.add_command(record_market)
+
+# The deterministic simulation (actors/supervisor/simulate_cli.py, simulate/).
+from actors.supervisor.simulate_cli import simulate  # noqa: E402
+
+cli.add_command(simulate)
 
 # The bus's roles table and CURVE keys (actors/supervisor/security_cli.py).
 from actors.supervisor.security_cli import keys, roles_cmd  # noqa: E402

@@ -21,6 +21,7 @@ from loguru import logger
 
 from actors.supervisor.child import Child
 from actors.supervisor.env import child_environment, ignored_live_credentials
+from actors.supervisor.healthwatch import HealthListener
 from actors.supervisor.policy import RestartTracker
 from actors.supervisor.status import build_status
 from actors.supervisor.symbols import check_symbols, judge
@@ -41,7 +42,7 @@ from bus.messages import (
     SupervisorChannel,
     SupervisorCommand,
 )
-from bus.roles import IDENTITIES, SUPERVISOR
+from bus.roles import ACTORS, IDENTITIES, OPERATOR, SUPERVISOR
 from bus.transport import (
     CommandError,
     Publisher,
@@ -134,8 +135,11 @@ class Supervisor:
         self.last_report: ReconcileReport | None = None
         self.last_snapshot: PortfolioSnapshot | None = None
         # Bus health for status (bus/health.py): the supervisor lives as long as the
-        # pipeline and sees the whole bus, so its windows span restarts of any actor.
+        # pipeline, so its windows span restarts of any actor. Its view of the whole bus
+        # is a thread of its own (healthwatch.py), off this event loop.
         self.health = BusHealth("supervisor", time.monotonic_ns())
+        self.health_listener = HealthListener(cfg.bus_sub_endpoint, self.health,
+                                              hwm=cfg.bus.hwm)
         self.ctx = zmq.asyncio.Context()
         self.auth: BusAuth | None = None  # loaded in run(), under the instance lock
         self.heartbeat_mismatches = 0
@@ -155,9 +159,11 @@ class Supervisor:
     async def run(self) -> int:
         self.lock.acquire()  # raises AlreadyRunning
         try:
-            # First start: a keypair per identity and the roster (bus/auth.py).
-            ensure_keys(keys_dir_of(self.cfg.data_path), IDENTITIES)
-            self.auth = BusAuth.load(keys_dir_of(self.cfg.data_path), SUPERVISOR)
+            # First start: a keypair per identity and the roster (bus/auth.py). A host
+            # with a host_id (a subset of the actors, start --only) mints only its own.
+            ensure_keys(keys_dir_of(self.cfg.data_path), self._identities())
+            self.auth = BusAuth.load(keys_dir_of(self.cfg.data_path),
+                                     self.cfg.identity(SUPERVISOR))
         except KeysError as exc:
             logger.error("supervisor: bus keys: {}", exc)
             self.lock.release()
@@ -193,6 +199,7 @@ class Supervisor:
             for closable in (self._control_server, self.sub, self.pub):
                 if closable is not None:
                     closable.close()
+            self.health_listener.stop()
             self._auth().close()
             self.ctx.destroy(linger=0)
             self.lock.release()
@@ -213,11 +220,10 @@ class Supervisor:
         self._control_server = RequestServer(self.ctx, self.cfg.supervisor_endpoint,
                                              self._handle_command, commands=SupervisorChannel,
                                              auth=self.auth)
-        # Everything, like the recorder: bus health needs every publisher's stamps and
-        # sequences (bench/latency.py: no measurable cost to tick-to-order; see
-        # docs/operator-tools.md).
-        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint, [""],
+        self.sub = Subscriber(self.ctx, self.cfg.bus_sub_endpoint,
+                              ["hb.", "md.status", "reconcile.report", "portfolio"],
                               name="supervisor", reconnect_ivl_ms=20, auth=self.auth)
+        self.health_listener.start(self.auth)
         self.pub = Publisher(self.ctx, self.cfg.bus_pub_endpoint, "supervisor", self.incarnation,
                              auth=self.auth)
 
@@ -308,7 +314,6 @@ class Supervisor:
         assert self.sub is not None
         while True:
             topic, packet = await self.sub.recv()
-            self.health.observe(topic, packet, time.monotonic_ns())
             body = packet.body
             if isinstance(body, Heartbeat):
                 # The proxy lets only actor X publish hb.X; a body naming another actor
@@ -516,6 +521,12 @@ class Supervisor:
         finally:
             client.close()
         return f"{latch} {'set' if value else 'cleared'}"
+
+    def _identities(self) -> list[str]:
+        if not self.cfg.bus.host_id:
+            return list(IDENTITIES)
+        names = [n for n in self.children if n in ACTORS] + [SUPERVISOR, OPERATOR]
+        return [self.cfg.identity(n) for n in names]
 
     def security_counters(self) -> dict[str, int]:
         """The supervisor's own refusals (its control socket is a CURVE server too)."""

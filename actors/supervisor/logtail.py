@@ -109,15 +109,16 @@ def log_paths(cfg: Config) -> dict[str, Path]:
     return paths
 
 
-def interleave(batches: dict[str, list[str]],
-               last: dict[str, float]) -> list[tuple[str, str]]:
+def interleave(batches: dict[str, list[str]], last: dict[str, float],
+               arrived: float = 0.0) -> list[tuple[str, str]]:
     """(name, line) of every batch in time order. A line without a time of its own
     goes with the stamped line before it in the same log (``last`` carries that time
-    from one call to the next, and is updated); the sort is stable, so one log's lines
-    never change order."""
+    from one call to the next, and is updated), or at ``arrived`` (when a follower
+    read it) if that is later: the simulator's own output carries no time at all. The
+    sort is stable, so one log's lines never change order."""
     stamped: list[tuple[float, str, str]] = []
     for name, lines in batches.items():
-        t = last.get(name, 0.0)
+        t = max(last.get(name, 0.0), arrived)
         for line in lines:
             t = line_time(line) or t
             stamped.append((t, name, line))

@@ -72,12 +72,13 @@ def status_doc(cfg: Config) -> dict[str, Any]:
 
     async def go() -> dict[str, Any] | None:
         try:
-            auth = operator_auth(cfg.data_path)
+            auth = operator_auth(cfg.data_path, cfg.identity("operator"))
         except RequestFailed:
             return None
         ctx = zmq.asyncio.Context()
         try:
             return await fetch_status(ctx, cfg.supervisor_endpoint, auth=auth,
+                                      server=cfg.identity("supervisor"),
                                       timeout_s=5.0)
         finally:
             ctx.destroy(linger=0)

@@ -48,7 +48,7 @@ def resolve(ctx: click.Context, order: str, resolution: str, reason: str) -> Non
         sys.exit(EXIT_USAGE)
 
     async def go() -> object:
-        auth = operator_auth(cfg.data_path)
+        auth = operator_auth(cfg.data_path, cfg.identity("operator"))
         zctx = zmq.asyncio.Context()
         client = RequestClient(zctx, cfg.command_endpoint("executor"), auth, server="executor",
                                timeout_s=5.0, retries=1)

@@ -38,11 +38,12 @@ def keys() -> None:
 @keys.command("init")
 @click.pass_context
 def keys_init(ctx: click.Context) -> None:
-    """Create the missing keypairs now (the supervisor does it at its first start)."""
+    """Create the missing keypairs now (the supervisor does it at its first start); on a
+    host with a bus.host_id, they are named <identity>@<host_id>."""
     cfg = load(ctx)
     d = keys_dir_of(cfg.data_path)
     try:
-        roster = ensure_keys(d, roles.IDENTITIES)
+        roster = ensure_keys(d, [cfg.identity(n) for n in roles.IDENTITIES])
     except KeysError as exc:
         fail(str(exc))
     click.echo(f"{d}: {len(roster.keys)} identities in the roster")

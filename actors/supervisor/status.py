@@ -78,9 +78,10 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "unknown": ex_counters.get("keys_unknown"),
         "failed": ex_counters.get("keys_failed"),
     }
-    bus_health = sup.health.report(time.monotonic_ns(), cfg.supervisor.hop_bounds(),
-                                   {c.name: c.heard.counters for c in sup.children.values()
-                                    if c.running})
+    with sup.health_listener.lock:
+        bus_health = sup.health.report(time.monotonic_ns(), cfg.supervisor.hop_bounds(),
+                                       {c.name: c.heard.counters
+                                        for c in sup.children.values() if c.running})
     doc: dict[str, Any] = {
         "running": True,
         "mode": cfg.mode,
@@ -90,6 +91,7 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
                        "config": cfg.source_path, "runtime_dir": str(cfg.runtime_path),
                        "security": sup.security_counters()},
         "trading": derive_trading_state(sup, gates, latch, bus_health["slow_hops"]),
+        "security": security_summary(actors, sup.security_counters()),
         "actors": actors,
         "gates": gates,
         "latch": latch,
@@ -214,6 +216,43 @@ def _fmt_age(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}s"
 
 
+# What the authenticated bus refused (bus/auth.py, bus/roles.py), from every bind side's
+# heartbeat counters and the supervisor's own control socket: counter -> status key.
+SECURITY_COUNTERS = {
+    "auth_refused_unknown_key": "unknown_keys",
+    "auth_handshake_failed": "failed_handshakes",
+    "cmd_unauthorized": "unauthorized_commands",
+    "proxy_dropped_forbidden_topic": "forbidden_topics",
+    "heartbeat_mismatches": "heartbeat_mismatches",
+}
+
+
+def security_summary(actors: list[dict[str, Any]],
+                     supervisor: dict[str, int]) -> dict[str, Any]:
+    """Totals of the bus's refusals, and who counted each (an operator's first question
+    after a nonzero total: which socket)."""
+    totals = dict.fromkeys(SECURITY_COUNTERS.values(), 0)
+    where: dict[str, dict[str, int]] = {}
+    sources = [(a["name"], a.get("counters") or {}) for a in actors]
+    sources.append(("supervisor", supervisor))
+    for name, counters in sources:
+        for counter, key in SECURITY_COUNTERS.items():
+            n = int(counters.get(counter) or 0)
+            if n:
+                totals[key] += n
+                where.setdefault(key, {})[name] = n
+    return {**totals, "where": where}
+
+
+def render_security(sec: dict[str, Any]) -> str:
+    refused = {k: v for k, v in sec.items() if k != "where" and v}
+    if not refused:
+        return "bus security: nothing refused (CURVE on every socket)"
+    return "bus security: REFUSED " + ", ".join(
+        f"{k.replace('_', ' ')} {v} ({', '.join(sorted(sec['where'][k]))})"
+        for k, v in refused.items())
+
+
 def render_text(doc: dict[str, Any]) -> str:
     lines = [
         f"mode {doc['mode']}  exchange {doc['exchange']['kind']} {doc['exchange']['url'] or ''}",
@@ -243,6 +282,8 @@ def render_text(doc: dict[str, Any]) -> str:
         f"idempotency keys: pending={_known(keys['pending'])} "
         f"unknown={_known(keys['unknown'])} failed={_known(keys['failed'])}",
     ]
+    if sec := doc.get("security"):
+        lines.append(render_security(sec))
     rec = doc.get("recordings")
     if rec:
         state = "recording" if rec["recording"] else f"NOT RECORDING ({rec['reason']})"

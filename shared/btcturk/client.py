@@ -29,7 +29,14 @@ from .errors import (
     RetryableError,
     kind_for_message,
 )
-from .http import ConnectError, ExchangeTimeout, HttpPool, HttpResponse, ResponseLost
+from .http import (
+    ConnectError,
+    ExchangeTimeout,
+    HttpPool,
+    HttpResponse,
+    HttpTransport,
+    ResponseLost,
+)
 from .models import (
     Balance,
     Envelope,
@@ -100,7 +107,8 @@ class SlidingWindow:
     async def acquire(self) -> None:
         async with self._lock:
             while True:
-                now = time.monotonic()
+                # The loop's clock (time.monotonic in a real loop; virtual in simulation).
+                now = asyncio.get_running_loop().time()
                 while self.sent and now - self.sent[0] >= self.period_s:
                     self.sent.popleft()
                 if len(self.sent) < self.capacity:
@@ -154,7 +162,10 @@ class BtcTurkClient:
         retry_backoff_s: float = 0.2,
         retry_after_cap_s: float = 10.0,
         rate_limits: dict[str, list[tuple[int, float]]] | None | Literal[False] = None,
+        http: HttpTransport | None = None,
     ) -> None:
+        """``http``: another transport under the same client (the deterministic
+        simulation's in-process exchange); real keep-alive sockets otherwise."""
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.api_secret = api_secret
@@ -163,7 +174,7 @@ class BtcTurkClient:
         self.clock = StampClock()
         # Every HTTP answer by status code (429s included), for heartbeats and metrics.
         self.http_statuses: Counter[int] = Counter()
-        self._pool: HttpPool | None = None
+        self._pool: HttpTransport | None = http
         self._read_attempts = max(1, read_attempts)
         self._backoff_s = retry_backoff_s
         self._retry_after_cap_s = retry_after_cap_s
@@ -193,7 +204,7 @@ class BtcTurkClient:
             self._pool.close()
             self._pool = None
 
-    def _http(self) -> HttpPool:
+    def _http(self) -> HttpTransport:
         if self._pool is None:
             try:
                 self._pool = HttpPool(self.base_url, connect_timeout_s=self.connect_timeout_s)

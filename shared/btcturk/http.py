@@ -21,6 +21,7 @@ import asyncio
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlencode, urlsplit
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -215,6 +216,18 @@ class _Connection(asyncio.Protocol):
                 raise ValueError("chunk without its CRLF")
             self._chunks.append(bytes(buf[line_end + 2:data_end]))
             self._chunk_pos = data_end + 2
+
+
+class HttpTransport(Protocol):
+    """What BtcTurkClient needs of HTTP: one exchange, the taxonomy above on failure."""
+
+    async def request(
+        self, method: str, path: str, *, params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None, body: bytes | None = None,
+        timeout_s: float = 5.0,
+    ) -> HttpResponse: ...
+
+    def close(self) -> None: ...
 
 
 class HttpPool:

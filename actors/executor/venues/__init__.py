@@ -11,13 +11,15 @@ from actors.executor.venues.btcturk import BtcTurkVenue
 from actors.executor.venues.dryrun import DryRunVenue
 from actors.executor.venues.mirror import MirrorVenue
 from shared.btcturk.client import BtcTurkClient
+from shared.btcturk.http import HttpTransport
 from shared.clock import Clock
 from shared.config import Config
 
 __all__ = ["Venue", "make_venue"]
 
 
-def make_venue(cfg: Config, counters: Counter[str], clock: Clock, faults: Faults) -> Venue:
+def make_venue(cfg: Config, counters: Counter[str], clock: Clock, faults: Faults, *,
+               http: HttpTransport | None = None) -> Venue:
     ex = cfg.executor
     if cfg.mode == "dry-run":
         if ex.replay_mirror:
@@ -27,7 +29,7 @@ def make_venue(cfg: Config, counters: Counter[str], clock: Clock, faults: Faults
     key, secret = cfg.credentials()
     client = BtcTurkClient(cfg.rest_url, key or None, secret or None,
                            timeout_s=cfg.exchange.timeout_s,
-                           rate_limits=None if ex.client_rate_limit else False)
+                           rate_limits=None if ex.client_rate_limit else False, http=http)
     venue = BtcTurkVenue(client, ws_url=cfg.ws_url, credentials=(key, secret),
                          private_ws=ex.private_ws, fast_poll_s=ex.order_poll_interval_s,
                          slow_poll_s=ex.ws_poll_interval_s, counters=counters, clock=clock)

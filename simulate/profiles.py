@@ -1,0 +1,59 @@
+"""Fault profiles: how often each fault happens, written down (docs/simulation.md).
+
+Rates are per message / per request (probabilities) or per simulated hour (events, drawn
+as a Poisson process from the world's one random source). ``none`` injects nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # bus, per message
+    pubsub_loss: float = 0.0
+    req_loss: float = 0.0
+    reply_loss: float = 0.0
+    reply_late: float = 0.0
+    crash_at_boundary: float = 0.0  # an actor dies before handling a message
+    # exchange, per request
+    connect_refused: float = 0.0
+    timeout: float = 0.0
+    server_error: float = 0.0
+    rate_limited: float = 0.0
+    drop_after_accept: float = 0.0
+    repeat_trade: float = 0.0
+    # events per simulated hour
+    outages: float = 0.0  # exchange refuses / 503s everything for 10-60 s
+    frozen_books: float = 0.0  # one symbol's book stops moving for 10-90 s
+    late_fills: float = 0.0  # user trades listed 5-30 s late for 30-120 s
+    vanishing_orders: float = 0.0  # an open order disappears at the exchange
+    clock_skews: float = 0.0  # one actor's wall clock off by up to +-2 s for 30-300 s
+    full_disks: float = 0.0  # the executor's DB refuses writes for 10-60 s
+    kill_switch: float = 0.0  # the operator sets the kill switch for 30-300 s
+    pauses: float = 0.0  # the operator pauses trading for 30-300 s
+
+
+PROFILES: dict[str, Profile] = {
+    "none": Profile("none"),
+    "default": Profile(
+        "default",
+        pubsub_loss=0.001, req_loss=0.001, reply_loss=0.001, reply_late=0.001,
+        crash_at_boundary=0.00003,  # ~5 crashes an hour (the bus carries ~50 msg/s)
+        connect_refused=0.003, timeout=0.002, server_error=0.005, rate_limited=0.003,
+        drop_after_accept=0.01, repeat_trade=0.02,
+        outages=1.0, frozen_books=2.0, late_fills=1.0, vanishing_orders=1.0,
+        clock_skews=1.0, full_disks=0.5, kill_switch=2.0, pauses=1.0,
+    ),
+    "harsh": Profile(
+        "harsh",
+        pubsub_loss=0.01, req_loss=0.01, reply_loss=0.01, reply_late=0.01,
+        crash_at_boundary=0.0002,  # ~35 an hour
+        connect_refused=0.02, timeout=0.01, server_error=0.03, rate_limited=0.02,
+        drop_after_accept=0.05, repeat_trade=0.1,
+        outages=4.0, frozen_books=6.0, late_fills=4.0, vanishing_orders=4.0,
+        clock_skews=4.0, full_disks=2.0, kill_switch=6.0, pauses=4.0,
+    ),
+}

@@ -1,0 +1,112 @@
+"""The deterministic simulation (simulate/, docs/simulation.md): determinism, a clean
+short form under default faults, and proof that it finds planted bugs and that the
+reproducer it prints fails again."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from simulate.planted import PLANTS
+from simulate.run import Spec, run_child, run_many
+
+# What each planted bug must be caught as.
+EXPECTED = {
+    "send_before_durable": "durable_before_send",
+    "ignore_kill_switch": "gates_respected",
+    "double_fees": "pnl_equals_equity",
+    "livelock": "no_stall",
+}
+
+
+def spec_of(command: str) -> Spec:
+    """The Spec a printed reproducer names (its own parser: the CLI's options)."""
+    argv = shlex.split(command)
+    assert argv[:2] == ["btcbot-supervisor", "simulate"], command
+    opts = dict(zip(argv[2::2], argv[3::2], strict=True))
+    return Spec(int(opts["--seed"]), float(opts["--hours"]), opts["--faults"],
+                opts.get("--plant", ""), tuple(k for k in opts.get("--without", "").split(",")
+                                                if k), opts.get("--trading", "default"))
+
+
+def test_same_seed_same_trace_in_two_processes() -> None:
+    spec = Spec(7, 0.1, "default")
+    first, second = run_many([spec, spec], jobs=2)
+    assert first["trace_hash"] == second["trace_hash"]
+    assert first["violations"] == [] and first["orders"] > 0
+    other = run_child(Spec(8, 0.1, "default"))
+    assert other["trace_hash"] != first["trace_hash"]
+
+
+def test_short_form_default_faults_holds_every_invariant() -> None:
+    """CI's short form: 3 seeds x 30 simulated minutes, default faults."""
+    results = run_many([Spec(seed, 0.5, "default") for seed in (101, 102, 103)], jobs=2)
+    for r in results:
+        assert r["violations"] == [], r["violations"]
+        assert r["faults_injected"] > 0
+    assert sum(r["orders"] for r in results) > 0
+    assert sum(r["fills"] for r in results) > 0
+
+
+def test_busy_trading_under_harsh_faults_holds_every_invariant() -> None:
+    """Many orders in flight (bench/chaos.py's settings) under the harsh profile."""
+    result = run_child(Spec(11, 0.1, "harsh", trading="busy"))
+    assert result["violations"] == [], result["violations"]
+    assert result["orders"] > 20 and result["faults_injected"] > 0
+    assert "--trading busy" in result["command"]
+
+
+def _hunt(plant: str, seeds: int, hours: float) -> dict:
+    for seed in range(1, seeds + 1):
+        result = run_child(Spec(seed, hours, "default", plant))
+        if result["violations"]:
+            return result
+    raise AssertionError(f"planted {plant} not found in {seeds} seeds of {hours} h")
+
+
+@pytest.mark.parametrize("plant", PLANTS)
+def test_planted_bug_is_found_and_the_reproducer_fails_again(plant: str) -> None:
+    """CI form: at most 20 seeds of 30 simulated minutes (each is found in the first few);
+    the full form (100 seeds x 1 h) is test_planted_bugs_full_form below."""
+    found = _hunt(plant, 20, 0.5)
+    assert found["violations"][0]["invariant"] == EXPECTED[plant]
+    again = run_child(spec_of(found["command"]))
+    assert again["violations"][0]["invariant"] == EXPECTED[plant]
+    assert again["trace_hash"] == found["trace_hash"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("plant", PLANTS)
+def test_planted_bugs_full_form(plant: str) -> None:
+    found = _hunt(plant, 100, 1.0)
+    assert found["violations"][0]["invariant"] == EXPECTED[plant]
+
+
+def test_cli_prints_the_reproducer_and_fails() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "actors.supervisor", "simulate", "--seed", "1", "--hours",
+         "0.05", "--plant", "send_before_durable"],
+        capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "VIOLATION durable_before_send" in proc.stderr
+    assert "reproduce: btcbot-supervisor simulate --seed 1 --hours 0.05 --faults default " \
+           "--plant send_before_durable" in proc.stderr
+    assert "commit " in proc.stderr and "virtual time" in proc.stderr
+
+
+def test_shrink_finds_a_smaller_schedule_that_still_fails() -> None:
+    from simulate.run import run_here, shrink
+
+    spec = Spec(1, 0.5, "default", "send_before_durable")
+    first = run_here(spec)
+    assert first["violations"][0]["invariant"] == "durable_before_send"
+    best, result = shrink(spec, first, budget=6, runner=run_here)
+    assert best.hours < spec.hours
+    assert result["violations"][0]["invariant"] == "durable_before_send"
+    assert result["command"] == best.command()
+    again = run_here(spec_of(best.command()))
+    assert again["trace_hash"] == result["trace_hash"]
+

@@ -1,0 +1,152 @@
+"""Units of the simulation's machinery: the virtual-time loop and the in-memory bus's
+delivery semantics (what the whole-bot runs in test_simulate.py rely on)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from bus.messages import CommandRequest, Ping, PingCommand, packet_encoder
+from bus.transport import RequestFailed
+from simulate.clock import VirtualClock
+from simulate.membus import MemBus, MemClient, Network
+from simulate.trace import Trace
+from simulate.vloop import SimulationStalled, VirtualTimeLoop
+
+
+def run(coro_fn):  # type: ignore[no-untyped-def]
+    loop = VirtualTimeLoop()
+    try:
+        return loop, loop.run_until_complete(coro_fn(loop))
+    finally:
+        loop.close()
+
+
+def test_virtual_time_jumps_to_the_next_timer() -> None:
+    async def main(loop: VirtualTimeLoop) -> list[float]:
+        seen: list[float] = []
+
+        async def ticker(period: float, n: int) -> None:
+            for _ in range(n):
+                await asyncio.sleep(period)
+                seen.append(loop.time())
+
+        await asyncio.gather(ticker(1.0, 3), ticker(2.5, 1))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.Event().wait(), 10.0)
+        return seen
+
+    loop, seen = run(main)
+    assert seen == [1.0, 2.0, 2.5, 3.0]
+    assert loop.time() == pytest.approx(13.0)
+
+
+def test_a_deadlock_and_a_livelock_are_errors_not_hangs() -> None:
+    async def deadlock(loop: VirtualTimeLoop) -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(SimulationStalled, match="no timer"):
+        run(deadlock)
+
+    async def spin(loop: VirtualTimeLoop) -> None:
+        while True:  # noqa: ASYNC110 - the spin under test
+            await asyncio.sleep(0)
+
+    with pytest.raises(SimulationStalled, match="livelock"):
+        run(spin)
+
+
+def test_a_tiny_positive_sleep_still_moves_time() -> None:
+    async def main(loop: VirtualTimeLoop) -> float:
+        await asyncio.sleep(3600.0)
+        start = loop.time()
+        for _ in range(5):
+            await asyncio.sleep(1e-15)  # below the float resolution at t = 3600 s
+        return loop.time() - start
+
+    _, moved = run(main)
+    assert moved > 0
+
+
+def _net(loop: VirtualTimeLoop, seed: int = 1) -> Network:
+    return Network(loop, random.Random(seed), Trace(loop.time))
+
+
+def test_pubsub_late_joiner_misses_earlier_messages_and_order_is_kept() -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[list[int], list[int]]:
+        net = _net(loop)
+        clock = VirtualClock(loop)
+        pub = MemBus(net, "marketdata", "md-1").publisher("", "marketdata", "md-1", hwm=10,
+                                                          clock=clock)
+        early = MemBus(net, "risk", "r-1").subscriber("", ["hb."], hwm=100, name="risk",
+                                                      clock=clock)
+        from bus.messages import Heartbeat
+
+        def hb(n: int) -> Heartbeat:
+            return Heartbeat(actor="marketdata", pid=n, state="READY", ready=True,
+                             uptime_s=0.0, counters={})
+        pub.publish(hb(1))
+        await asyncio.sleep(0.01)
+        late = MemBus(net, "strategy", "s-1").subscriber("", ["hb."], hwm=100,
+                                                         name="strategy", clock=clock)
+        for n in range(2, 6):
+            pub.publish(hb(n))
+        got_early = [(await early.recv())[1].body.pid for _ in range(5)]
+        got_late = [(await late.recv())[1].body.pid for _ in range(4)]
+        return got_early, got_late
+
+    _, (early, late) = run(main)
+    assert early == [1, 2, 3, 4, 5]
+    assert late == [2, 3, 4, 5]
+
+
+def test_request_retries_keep_the_id_and_the_server_answers_once() -> None:
+    calls: list[str] = []
+
+    async def main(loop: VirtualTimeLoop) -> object:
+        net = _net(loop)
+
+        async def handler(req: CommandRequest[Ping]) -> None:
+            calls.append(req.request_id)
+            await asyncio.sleep(3.0)  # longer than the caller's timeout: it retries
+
+        MemBus(net, "executor", "e-1").server("ipc:///x/cmd.executor", handler,
+                                              commands=PingCommand)
+        client = MemClient(net, "ipc:///x/cmd.executor", "risk", timeout_s=2.0, retries=2)
+        return await client.request(Ping())
+
+    _, reply = run(main)
+    assert reply is None  # Ping's answer
+    assert len(calls) == 1  # the retry was answered from the in-flight result
+
+
+def test_request_to_a_dead_server_fails_after_its_attempts() -> None:
+    async def main(loop: VirtualTimeLoop) -> float:
+        net = _net(loop)
+        client = MemClient(net, "ipc:///x/cmd.executor", "risk", timeout_s=2.0, retries=1)
+        with pytest.raises(RequestFailed, match="no reply from cmd.executor after 2"):
+            await client.request(Ping())
+        return loop.time()
+
+    _, took = run(main)
+    assert took == pytest.approx(4.0)
+
+
+def test_the_roles_apply_on_the_in_memory_bus() -> None:
+    async def main(loop: VirtualTimeLoop) -> None:
+        net = _net(loop)
+
+        async def handler(req: CommandRequest[Ping]) -> None:
+            return None
+
+        MemBus(net, "executor", "e-1").server("ipc:///x/cmd.executor", handler,
+                                              commands=PingCommand)
+        stranger = MemClient(net, "ipc:///x/cmd.executor", "marketdata", timeout_s=1.0,
+                             retries=0)
+        with pytest.raises(RequestFailed, match="may not send"):
+            await stranger.request(Ping())
+
+    run(main)
+    assert packet_encoder  # the frames are the wire's own encoding
