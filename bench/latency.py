@@ -509,8 +509,8 @@ def compare_dashboard(tmp: Path, args: argparse.Namespace) -> int:
 
 def compare_trees(tmp: Path, args: argparse.Namespace) -> int:
     """Tick-to-order of this checkout against another (e.g. ``git worktree add /tmp/base
-    <commit>``), alternating for ``--rounds`` pairs so that the machine's drift hits both:
-    what a change costs the hot path."""
+    <commit>``), alternating for ``--rounds`` pairs so that the machine's drift hits both,
+    each side first in turn: what a change costs the hot path."""
     other = args.against.resolve()
     if not (other / "actors" / "supervisor" / "__main__.py").exists():
         print(f"--against {other}: not a btcbot checkout", file=sys.stderr)
@@ -518,7 +518,10 @@ def compare_trees(tmp: Path, args: argparse.Namespace) -> int:
     gap = args.gap_ms / 1000
     runs: dict[str, list[dict[str, float]]] = {"this": [], "other": []}
     for i in range(args.rounds):
-        for name, tree in (("other", other), ("this", None)):
+        # ABBA: the second run of a pair tends to be slower here (the first one's
+        # teardown: recorder compression, fsyncs), so each side goes first in turn.
+        order = (("other", other), ("this", None))
+        for name, tree in (order if i % 2 == 0 else order[::-1]):
             d = tmp / f"{name}-{i}"
             d.mkdir()
             label = f"ours [{name}: {tree or REPO}] round {i + 1}"

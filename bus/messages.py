@@ -413,6 +413,11 @@ class RiskInfo(Msg):
     daily_loss: Decimal = Decimal(0)  # drop of net PnL since the day's baseline (>0: loss)
     max_daily_loss: Decimal = Decimal(0)
     day_start_net: Decimal = Decimal(0)  # the baseline: net PnL when today's count began
+    # The baseline's trading day (-1: none yet) and whether every held position had a
+    # mark then: with day_start_net, what data/risk.day holds (replay --verify seeds a
+    # replayed risk with the recorded one).
+    day: int = -1
+    day_marked: bool = False
 
     def __post_init__(self) -> None:
         _finite("daily_loss", self.daily_loss)

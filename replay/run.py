@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.risk import daybook
 from replay.errors import ReplayError
 from replay.feed import BusClient, FeedStats, feed
 from replay.pipeline import IsolatedPipeline
@@ -18,6 +19,7 @@ from replay.verify import (
     config_differences,
     decode_decisions,
     decode_intents,
+    recorded_risk_day,
     recorded_strategy_boot,
     recording_meta,
     start_points,
@@ -26,6 +28,7 @@ from replay.verify import (
 from shared.config import Config
 from shared.progress import progress, progress_wanted, reached
 from shared.recording import ReadReport, Record
+from shared.tradingday import TradingDay
 
 
 def lost_inputs(pipe: IsolatedPipeline, since: float) -> list[str]:
@@ -90,10 +93,12 @@ def run_replay(opts: ReplayOptions, base: Config | None) -> ReplayOutcome:
     notes: list[str] = []
     expected, intents = [], []
     first: list[Record] = []
+    risk_day = None
     if opts.verify:
         expected = decode_decisions(r for r in records if r.topic.startswith("decision."))
         intents = decode_intents(r for r in records if r.topic.startswith("intent."))
         starts, notes = start_points(records)
+        risk_day = recorded_risk_day(records, starts)
         first, records = verify_feed(records, starts)
         if base is not None:
             notes = config_differences(recording_meta(opts.target), base) + notes
@@ -109,10 +114,22 @@ def run_replay(opts: ReplayOptions, base: Config | None) -> ReplayOutcome:
         # A heartbeat after the feed tells whether anything was lost (lost_inputs): a
         # short interval keeps that wait short.
         extra["supervisor"] = {"heartbeat_interval_s": 0.25}
-    with IsolatedPipeline(base, record=opts.record, keep=opts.keep,
-                          strategy=opts.strategy, risk=opts.risk, extra=extra,
-                          strategy_boot=recorded_strategy_boot(opts.target, opts.from_ns,
-                                                               opts.to_ns)) as pipe:
+    pipe = IsolatedPipeline(base, record=opts.record, keep=opts.keep,
+                            strategy=opts.strategy, risk=opts.risk, extra=extra,
+                            strategy_boot=recorded_strategy_boot(opts.target, opts.from_ns,
+                                                                 opts.to_ns))
+    if risk_day is not None:
+        # The recorded risk's daily-loss baseline (restored from its risk.day after a
+        # restart, so not otherwise in the recording): the replayed one starts with it.
+        try:
+            rc = pipe.cfg.risk
+            daybook.save(daybook.path_in(pipe.cfg.data_path),
+                         TradingDay.named(rc.day_boundary_tz, rc.day_boundary_hour),
+                         daybook.DayBaseline(*risk_day))
+        except BaseException:
+            pipe.stop()
+            raise
+    with pipe:
         collector = OutputCollector(pipe.cfg) if opts.verify else None
         client = BusClient(pipe.cfg)
         try:

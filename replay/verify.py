@@ -40,6 +40,7 @@ from bus.messages import (
     Packet,
     ReplayStart,
     RiskDecision,
+    RiskInfo,
     packet_decoder,
     packet_encoder,
 )
@@ -192,6 +193,27 @@ def verify_feed(records: Sequence[Record], starts: Sequence[Record]
             continue
         out.append(rec)
     return [Record(r.recv_ns, "replay.start", r.payload) for r in at.values()], out
+
+
+def recorded_risk_day(records: Sequence[Record], starts: Sequence[Record]
+                      ) -> tuple[int, Decimal, bool] | None:
+    """The daily-loss baseline the recorded risk held when it began to take input (a
+    risk restarted mid-day restores it from data/risk.day, which is not in the
+    recording): its heartbeat at its starting point says it (RiskInfo day,
+    day_start_net, day_marked). None: no baseline then (or no such heartbeat)."""
+    where = {(s.recv_ns, s.topic) for s in starts if s.topic == "hb.risk" and s.recv_ns >= 0}
+    for rec in records:
+        if rec.topic != "hb.risk":
+            continue
+        p = _decode(rec)
+        if p is None or not isinstance(p.body, Heartbeat) or p.env.source != "risk":
+            continue
+        info = p.body.info
+        if (rec.recv_ns, rec.topic) in where or not where:
+            if isinstance(info, RiskInfo) and info.day >= 0:
+                return info.day, info.day_start_net, info.day_marked
+            return None
+    return None
 
 
 def start_points(records: Sequence[Record]) -> tuple[list[Record], list[str]]:

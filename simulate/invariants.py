@@ -87,13 +87,13 @@ class Invariants:
             self._db = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
         return self._db
 
-    def _rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         db = self.db()
         return [] if db is None else list(db.execute(sql, args))
 
     def _latches_on(self, older_than: float) -> list[str]:
         cutoff = self.w._wall_ms() / 1000 - older_than
-        return [name for name, value, at in self._rows(
+        return [name for name, value, at in self.rows(
             "SELECT name, value, updated_at FROM latches") if value and at < cutoff]
 
     # --- hooks ---------------------------------------------------------------------------
@@ -128,7 +128,7 @@ class Invariants:
             raise_later(w, Violation("no_duplicate_send",
                                      f"{cid} reached the venue again after a send that may "
                                      "have executed"))
-        if not self._rows("SELECT status FROM idempotency_keys WHERE action_type='submit' "
+        if not self.rows("SELECT status FROM idempotency_keys WHERE action_type='submit' "
                           "AND key=?", cid):
             raise_later(w, Violation("durable_before_send",
                                      f"{cid} reached the venue with no committed key"))
@@ -197,7 +197,7 @@ class Invariants:
         self._ticks += 1
         if self._ticks % 10 == 0:
             cutoff = w._wall_ms() / 1000 - PENDING_BOUND_S
-            stuck = self._rows("SELECT key, status FROM idempotency_keys WHERE status IN "
+            stuck = self.rows("SELECT key, status FROM idempotency_keys WHERE status IN "
                                "('PENDING','UNKNOWN') AND created_at < ?", cutoff)
             if stuck:
                 raise Violation("intents_settle", f"{len(stuck)} keys unsettled for over "
@@ -235,7 +235,7 @@ class Invariants:
         engine = w.exchange.engine
         prefix = self.cfg.executor.client_id_prefix
         ours = {o.client_id: o for o in engine.orders.values() if o.client_id.startswith(prefix)}
-        rows = {r[0]: r for r in self._rows(
+        rows = {r[0]: r for r in self.rows(
             "SELECT client_order_id, state, filled_quantity, exchange_order_id FROM orders")}
         problems = []
         for cid, o in sorted(ours.items()):
@@ -254,7 +254,7 @@ class Invariants:
             if row[1] not in ("FAILED", "REJECTED") or Decimal(row[2]) != 0:
                 problems.append(f"{cid}: DB {row[1]} {row[2]}, unknown to the venue")
         venue_fills = {str(f.id) for f in engine.fills if f.client_id.startswith(prefix)}
-        db_fills = {r[0] for r in self._rows("SELECT trade_id FROM fills")}
+        db_fills = {r[0] for r in self.rows("SELECT trade_id FROM fills")}
         if venue_fills != db_fills:
             problems.append(f"fills: {len(venue_fills - db_fills)} on the venue only, "
                             f"{len(db_fills - venue_fills)} in the DB only")
@@ -266,7 +266,7 @@ class Invariants:
     def _pnl(self) -> None:
         w = self.w
         facts = [FillFact(sym, side, Decimal(price), Decimal(qty), Decimal(fee))
-                 for sym, side, price, qty, fee in self._rows(
+                 for sym, side, price, qty, fee in self.rows(
                      "SELECT symbol, side, price, quantity, fee FROM fills ORDER BY ts_ms, "
                      "trade_id")]
         positions = replay(facts)

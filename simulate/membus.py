@@ -1,6 +1,7 @@
 """The in-memory bus: the production transport's semantics without sockets.
 
-- PUB/SUB: a subscriber gets what is published after it subscribed (no history), in
+- PUB/SUB: the proxy's roles check (``PublishGate``) drops what an identity may not
+  publish; a subscriber gets what is published after it subscribed (no history), in
   publish order per publisher, after a small seeded latency; under faults a message may
   be lost (PUB/SUB's documented loss). Frames are encoded and decoded exactly as on the
   wire (``PacketStamper``, ``PacketInbox``: same envelopes, sequences, gap detection).
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bus.messages import CommandRequest, Msg, Packet, ReplyBody, packet_encoder, reply_decoder
+from bus.roles import PublishGate
 from bus.transport import (
     CommandAnswerer,
     Handler,
@@ -60,6 +62,8 @@ class Network:
         self.faults = NetFaults()
         self.subscribers: list[MemSubscriber] = []
         self.servers: dict[str, MemServer] = {}
+        self.gate = PublishGate()  # the proxy's per-frame roles check
+        self.refused = 0
         self._ids = 0
         # The world's hook: crash ``actor`` now (returns True when it did).
         self.on_boundary: Callable[[str], bool] = lambda _actor: False
@@ -76,6 +80,11 @@ class Network:
         return bool(p) and self.rng.random() < p and self.on_boundary(actor)
 
     def publish(self, pub: MemPublisher, topic: bytes, payload: bytes) -> None:
+        if not self.gate.allowed(pub.source, topic):
+            # The proxy drops what the roles do not let this identity publish.
+            self.refused += 1
+            self.trace.add("refused", pub.source, topic.decode(errors="replace"), b"")
+            return
         topic_s = topic.decode()
         self.trace.add("pub", pub.source, topic_s, payload)
         self.on_publish(pub.source, topic_s, payload)

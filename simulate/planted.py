@@ -7,6 +7,9 @@ production function, applied only in a simulation process that asks for it
   on the exchange with no ledger row.
 - ``ignore_kill_switch``: neither risk nor the executor honours the kill switch latch.
 - ``double_fees``: net PnL subtracts fees twice (the bug issue 15 fixed in status/risk).
+- ``livelock``: from its 20th book on, risk's message handler spins without ever waiting
+  for time (a busy loop): the simulated world stalls, which is the violation
+  ``no_stall`` rather than a hang of the simulator.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-PLANTS = ("send_before_durable", "ignore_kill_switch", "double_fees")
+PLANTS = ("send_before_durable", "ignore_kill_switch", "double_fees", "livelock")
 COMMIT_DELAY_S = 0.2
 
 
@@ -25,7 +28,7 @@ def plant(name: str) -> Callable[[], None]:
         raise ValueError(f"unknown planted bug {name!r} (known: {', '.join(PLANTS)})")
     return {"send_before_durable": _send_before_durable,
             "ignore_kill_switch": _ignore_kill_switch,
-            "double_fees": _double_fees}[name]()
+            "double_fees": _double_fees, "livelock": _livelock}[name]()
 
 
 def _patch(owner: Any, attr: str, value: Any) -> Callable[[], None]:
@@ -84,3 +87,19 @@ def _double_fees() -> Callable[[], None]:
         return self.realized + self.unrealized - 2 * self.fees
 
     return _patch(pnl.Pnl, "net", property(net))
+
+
+def _livelock() -> Callable[[], None]:
+    from actors.risk.actor import RiskActor
+
+    original = RiskActor.on_message
+    books = {"n": 0}
+
+    async def on_message(self: RiskActor, topic: str, packet: Any) -> None:
+        if topic.startswith("md.book."):
+            books["n"] += 1
+            while books["n"] > 20:  # noqa: ASYNC110 - the planted busy loop
+                await asyncio.sleep(0)
+        await original(self, topic, packet)
+
+    return _patch(RiskActor, "on_message", on_message)

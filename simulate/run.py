@@ -9,9 +9,11 @@ byte-for-byte determinism needs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,7 @@ from typing import Any
 
 from simulate.planted import PLANTS, plant
 from simulate.profiles import PROFILES
-from simulate.world import FAULT_KINDS, World
+from simulate.world import FAULT_KINDS, TRADING, World
 
 HASH_SEED = "0"
 
@@ -33,9 +35,12 @@ class Spec:
     faults: str = "default"
     plant: str = ""
     without: tuple[str, ...] = ()  # fault kinds switched off (the shrinker's)
+    trading: str = "default"
 
     def args(self) -> list[str]:
         out = ["--seed", str(self.seed), "--hours", f"{self.hours:g}", "--faults", self.faults]
+        if self.trading != "default":
+            out += ["--trading", self.trading]
         if self.plant:
             out += ["--plant", self.plant]
         if self.without:
@@ -51,7 +56,7 @@ def run_here(spec: Spec) -> dict[str, Any]:
     undo = plant(spec.plant) if spec.plant else None
     try:
         result = World(spec.seed, spec.hours, spec.faults, plant=spec.plant,
-                       without=spec.without).run().as_json()
+                       without=spec.without, trading=spec.trading).run().as_json()
     finally:
         if undo is not None:
             undo()
@@ -118,16 +123,14 @@ def shrink(spec: Spec, first: dict[str, Any], budget: int = 16,
 
     at_h = first["violations"][0]["sim_time_s"] / 3600
     if at_h < spec.hours:
-        shorter = Spec(spec.seed, max(0.01, round(at_h + 0.005, 2)), spec.faults, spec.plant,
-                       spec.without)
+        shorter = dataclasses.replace(spec, hours=max(0.01, round(at_h + 0.005, 2)))
         budget -= 1
         if shorter.hours < spec.hours and (r := fails(shorter)) is not None:
             best, best_result = shorter, r
     for kind in FAULT_KINDS:
         if budget <= 0 or kind in best.without:
             continue
-        candidate = Spec(best.seed, best.hours, best.faults, best.plant,
-                         (*best.without, kind))
+        candidate = dataclasses.replace(best, without=(*best.without, kind))
         budget -= 1
         if (r := fails(candidate)) is not None:
             best, best_result = candidate, r
@@ -141,13 +144,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--faults", choices=sorted(PROFILES), default="default")
     p.add_argument("--plant", choices=PLANTS, default="")
     p.add_argument("--without", default="")
+    p.add_argument("--trading", choices=TRADING, default="default")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
+    # A terminated child exits through Python (its temporary directory is removed).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     a = parse(argv)
     without = tuple(k for k in a.without.split(",") if k)
-    print(json.dumps(run_here(Spec(a.seed, a.hours, a.faults, a.plant, without))))
+    print(json.dumps(run_here(Spec(a.seed, a.hours, a.faults, a.plant, without, a.trading))),
+          flush=True)
+    # Done (the run's directory is already removed): no interpreter teardown, which after
+    # a stalled run would finalize the abandoned loop's coroutines noisily.
+    os._exit(0)
 
 
 if __name__ == "__main__":

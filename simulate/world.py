@@ -31,52 +31,78 @@ from actors.risk.actor import RiskActor
 from actors.runtime import Actor
 from actors.strategy.actor import StrategyActor
 from actors.supervisor.policy import RestartTracker
-from bus.messages import SetLatch
-from bus.roles import SUPERVISOR
+from bus.messages import ResolveOrder, SetLatch
+from bus.roles import OPERATOR, SUPERVISOR
 from bus.transport import RequestFailed
 from shared.btcturk.client import BtcTurkClient
-from shared.config import Config, load_config
+from shared.config import Config, load_config, to_toml
 from simulate.clock import EPOCH_NS, VirtualClock
 from simulate.exchange import InProcessExchange
 from simulate.invariants import Invariants, Violation
 from simulate.membus import MemBus, MemClient, Network
-from simulate.profiles import PROFILES, Profile
+from simulate.profiles import (  # noqa: F401 - FAULT_KINDS, TRADING: re-exported
+    EVENT_FAULTS,
+    FAULT_KINDS,
+    PROFILES,
+    RATE_FAULTS,
+    TRADING,
+    Profile,
+)
 from simulate.trace import Trace
-from simulate.vloop import VirtualTimeLoop
+from simulate.vloop import SimulationStalled, VirtualTimeLoop
 
 ACTORS = ("executor", "marketdata", "risk", "strategy", "reconciler")
-# Every fault by name (``--without`` switches some off; the shrinker uses it). Rates are
-# per message/request, events per simulated hour (simulate/profiles.py).
-RATE_FAULTS = ("pubsub_loss", "req_loss", "reply_loss", "reply_late", "crash_at_boundary",
-               "connect_refused", "timeout", "server_error", "rate_limited",
-               "drop_after_accept", "repeat_trade")
-EVENT_FAULTS = ("outages", "frozen_books", "late_fills", "vanishing_orders", "clock_skews",
-                "full_disks", "kill_switch", "pauses")
-FAULT_KINDS = RATE_FAULTS + EVENT_FAULTS
 DRAWN_NEVER = -1.0  # a per-message rate switched off: drawn, never below it
 DISK_HALT = "disk"  # the executor's halt name for a failed DB write (executor/actor.py)
-SETTLE_S = 180.0  # quiet time after the faults stop, before the end-of-run checks
+# After the faults stop: the operator sets the kill switch (no new orders), the market
+# moves on for SETTLE_S - QUIET_S (resting orders still fill, the executor follows), then
+# stands still for QUIET_S (no fill can land between the executor's last poll and the
+# check), and the end-of-run checks run.
+SETTLE_S = 180.0
+QUIET_S = 60.0
+RESOLVE_EVERY_S = 300.0
 CHECK_EVERY_S = 1.0
 START_BALANCES = {"TRY": Decimal("100000"), "BTC": Decimal("0"), "ETH": Decimal("0"),
                   "SOL": Decimal("0")}
 
-CONFIG = """
-mode = "paper"
-runtime_dir = "run"
-log_dir = "logs"
-data_dir = "data"
-[exchange]
-rest_url = "http://exchange.sim.invalid"
-ws_url = "ws://exchange.sim.invalid/ws"
-[marketdata]
-symbols = ["BTCTRY", "ETHTRY", "SOLTRY"]
-source = "rest"
-[executor]
-db_synchronous = "NORMAL"
-private_ws = false
-[recorder]
-required = false
-"""
+# The simulated deployment: paper mode, the default three symbols, marketdata on REST (its
+# WebSocket path is not simulated), the executor following orders by REST (no private
+# WebSocket), no recorder. Everything else is the configuration's defaults.
+BASE_CONFIG: dict[str, Any] = {
+    "mode": "paper", "runtime_dir": "run", "log_dir": "logs", "data_dir": "data",
+    "exchange": {"rest_url": "http://exchange.sim.invalid",
+                 "ws_url": "ws://exchange.sim.invalid/ws"},
+    "marketdata": {"symbols": ["BTCTRY", "ETHTRY", "SOLTRY"], "source": "rest"},
+    "executor": {"db_synchronous": "NORMAL", "private_ws": False},
+    "recorder": {"required": False},
+}
+# ``--trading busy``: bench/chaos.py's aggressive settings (sell the whole position right
+# after each buy, small cooldown, several open orders, short data-age limit and settle
+# window), so faults meet many more orders in flight.
+BUSY: dict[str, Any] = {
+    "strategy": {"throttle_ms": 100, "entry_notional_try": "150", "min_profit_bps": -100,
+                 "take_profit_fraction": "1", "reject_backoff_s": 0.5,
+                 "snapshot_interval_s": 1.0},
+    "risk": {"cooldown_s": 0.3, "max_open_orders_per_symbol": 3, "max_orders_per_minute": 600,
+             "max_position_try_per_symbol": "100000", "max_daily_loss_try": "100000",
+             "snapshot_interval_s": 1.0},
+    "executor": {"settle_window_s": 3.0, "order_poll_interval_s": 0.5,
+                 "stale_order_ttl_s": 5.0, "balance_refresh_s": 1.0,
+                 "probe_backoff_max_s": 2.0},
+    "marketdata": {"max_data_age_s": 3.0, "rest_poll_interval_s": 0.5},
+    "reconciler": {"interval_s": 5.0},
+}
+
+
+def config_doc(trading: str) -> dict[str, Any]:
+    if trading not in TRADING:
+        raise ValueError(f"unknown trading {trading!r} (known: {', '.join(TRADING)})")
+    doc = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE_CONFIG.items()}
+    if trading == "busy":
+        for section, values in BUSY.items():
+            doc[section] = {**doc.get(section, {}), **values}
+    return doc
+
 
 
 @dataclass
@@ -96,6 +122,7 @@ class RunResult:
     fault_counts: dict[str, int] = field(default_factory=dict)
     trading_seconds: int = 0
     events: int = 0
+    bus_refused: int = 0  # publishes the roles would have the proxy drop (0 expected)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +133,7 @@ class RunResult:
             "restarts": self.restarts, "violations": self.violations,
             "fault_counts": dict(sorted(self.fault_counts.items())),
             "trading_seconds": self.trading_seconds, "events": self.events,
+            "bus_refused": self.bus_refused,
         }
 
 
@@ -143,7 +171,7 @@ class Slot:
 class World:
     def __init__(self, seed: int, hours: float, profile: Profile | str = "default",
                  plant: str = "", workdir: Path | None = None,
-                 without: tuple[str, ...] = ()) -> None:
+                 without: tuple[str, ...] = (), trading: str = "default") -> None:
         self.seed = seed
         self.hours = hours
         unknown = set(without) - set(FAULT_KINDS)
@@ -167,7 +195,7 @@ class World:
             prefix=f"btcbot-sim-{seed}-", dir=_fast_tmp())
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.trace.mask = str(self.dir).encode()
-        (self.dir / "supervisor.toml").write_text(CONFIG)
+        (self.dir / "supervisor.toml").write_text(to_toml(config_doc(trading)))
         self.cfg: Config = load_config(self.dir / "supervisor.toml", mode="paper")
         self.disk_trigger = self.dir / "disk-fault"
         base = self.rng.getrandbits(32)
@@ -185,8 +213,14 @@ class World:
         # identity the roles allow SetLatch on the executor).
         self.operator = MemClient(self.net, self.cfg.command_endpoint("executor"), SUPERVISOR,
                                   timeout_s=2.0, retries=2)
+        # The operator's own console: settles VANISHED orders (`orders resolve`).
+        self.console = MemClient(self.net, self.cfg.command_endpoint("executor"), OPERATOR,
+                                 timeout_s=2.0, retries=2)
         self._bg: set[asyncio.Task[Any]] = set()
         self._main_task: asyncio.Task[Any] | None = None
+        self._operator_tasks: set[asyncio.Task[Any]] = set()
+        self.market_still = False
+        self._stalled = False
 
     def _wall_ms(self) -> int:
         return (EPOCH_NS + int(self.loop.time() * 1e9)) // 1_000_000
@@ -276,6 +310,14 @@ class World:
         logger.disable("")
         try:
             self.loop.run_until_complete(self._main())
+        except SimulationStalled as exc:
+            # A deadlock or livelock of the simulated system is a failure like any other:
+            # reported with its reproducer, not a crash of the simulator.
+            self.inv.record(Violation("no_stall", str(exc)))
+            # The spinning task cannot be stopped: the loop is abandoned, and its pending
+            # tasks with it (their "destroyed but pending" notes would only be noise).
+            self.loop.set_exception_handler(lambda _loop, _ctx: None)
+            self._stalled = True
         finally:
             logger.enable("")
             self._close()
@@ -284,6 +326,7 @@ class World:
         r.sim_seconds = self.loop.time()
         r.trace_hash = self.trace.hexdigest()
         r.events = self.trace.events
+        r.bus_refused = self.net.refused
         return r
 
     def abort(self) -> None:
@@ -297,6 +340,7 @@ class World:
             self.start(name)
         self._spawn(self._market())
         self._spawn(self._checks())
+        self._spawn(self._operator_resolves())
         if self.profile.name != "none":
             self._apply_rates(self.profile)
             self._spawn(self._fault_events())
@@ -313,7 +357,9 @@ class World:
             self.faulting = False
             self._apply_rates(PROFILES["none"])
             await self._settle()
-            await asyncio.sleep(SETTLE_S)
+            await asyncio.sleep(SETTLE_S - QUIET_S)
+            self.market_still = True
+            await asyncio.sleep(QUIET_S)
             self.inv.final()
         except Violation as v:
             self.inv.record(v)
@@ -321,6 +367,9 @@ class World:
     async def _settle(self) -> None:
         """The end of the faults: what a careful operator does next. Every actor runs, the
         disk has room, latches are cleared, the exchange is healthy."""
+        for task in list(self._operator_tasks):
+            task.cancel()  # the operator's own latch pulses end here
+        self._spawn(self._set_latch("kill_switch", True))
         self.disk_trigger.unlink(missing_ok=True)
         self.exchange.faults.outage_until = 0.0
         self.exchange.faults.frozen_until.clear()
@@ -336,22 +385,26 @@ class World:
 
     async def _stop_all(self) -> None:
         self.stopping = True
-        for task in self._bg:
+        for task in [*self._bg, *self._operator_tasks]:
             task.cancel()
         for slot in self.slots.values():
             if slot.actor is not None:
                 slot.actor.stop()
         tasks = [s.task for s in self.slots.values() if s.task is not None]
-        await asyncio.gather(*tasks, *self._bg, return_exceptions=True)
+        await asyncio.gather(*tasks, *self._bg, *self._operator_tasks, return_exceptions=True)
 
     def _close(self) -> None:
         for slot in self.slots.values():
             if slot.task is not None and not slot.task.done():
                 slot.task.cancel()
         try:
-            self.loop.run_until_complete(asyncio.sleep(0))
+            if not self._stalled:
+                self.loop.run_until_complete(asyncio.sleep(0))
         finally:
-            self.loop.close()
+            if not self._stalled:
+                # Left open after a stall: the abandoned tasks' coroutines are finalized
+                # later by the collector, which needs a loop that is not closed.
+                self.loop.close()
             if self._tmp is not None:
                 self._tmp.cleanup()
 
@@ -368,7 +421,8 @@ class World:
     async def _market(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.exchange.tick()
+            if not self.market_still:
+                self.exchange.tick()
 
     async def _checks(self) -> None:
         while True:
@@ -481,7 +535,25 @@ class World:
         hold = self.rng.uniform(30, 300)
         if live:
             self.fault(latch, "on")
-            self._spawn(self._operator_latch(latch, hold))
+            task = self.loop.create_task(self._operator_latch(latch, hold))
+            self._operator_tasks.add(task)
+            task.add_done_callback(self._operator_tasks.discard)
+
+    async def _operator_resolves(self) -> None:
+        """An operator who reads status every few minutes settles each VANISHED order
+        with `orders resolve ... --as cancelled`: the truth here (a vanished order is
+        gone with its reserved funds released, never filled)."""
+        while True:
+            await asyncio.sleep(RESOLVE_EVERY_S)
+            for (cid,) in self.inv.rows("SELECT client_order_id FROM orders WHERE "
+                                        "state='VANISHED' ORDER BY client_order_id"):
+                self.trace.note("operator", "resolve", cid)
+                try:
+                    await self.console.request(ResolveOrder(
+                        client_order_id=cid, resolution="cancelled",
+                        reason="simulated operator: gone at the exchange", operator="sim"))
+                except RequestFailed:
+                    pass  # the next round tries again
 
     async def _operator_latch(self, latch: str, hold_s: float) -> None:
         await self._set_latch(latch, True)

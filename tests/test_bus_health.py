@@ -412,3 +412,22 @@ def test_forged_sources_cannot_grow_the_flows_without_bound() -> None:
         h.observe("hb.x", pkt(decision("x"), 1, source=f"forger{i}"), 2)
     assert len(h.flows) == 65
     assert h.flows["(others)"].stats.received == 500 - 64
+
+
+def test_the_listener_thread_yields_the_cpu_and_only_it() -> None:
+    import os
+    import threading
+
+    from actors.supervisor.healthwatch import NICE_INCREMENT, _lower_priority
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: dict[str, int] = {}
+
+    def run() -> None:
+        _lower_priority()
+        seen["thread"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert seen["thread"] == min(19, before + NICE_INCREMENT)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the supervisor's loop is not

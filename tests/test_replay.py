@@ -360,3 +360,24 @@ def test_a_replayed_record_the_pipeline_missed_voids_the_comparison() -> None:
     assert len(out) == 1 and "risk missed 12 replayed messages (2 gaps)" in out[0]
     counters["risk"] = {"bus_lost": 0, "bus_gaps": 0}
     assert lost_inputs(pipe, time.monotonic()) == []  # type: ignore[arg-type]
+
+
+def test_the_recorded_risks_baseline_is_the_one_its_start_heartbeat_announced() -> None:
+    from bus.messages import RiskInfo
+    from replay.verify import recorded_risk_day
+
+    def beat(seq: int, at: int, day: int, net: str, joined: int = 0) -> Record:
+        counters = {"joined_hb_seq": joined} if joined else {}
+        return _rec("hb.risk", Heartbeat(actor="risk", pid=1, state="READY", ready=True,
+                                         uptime_s=0.0, counters=counters,
+                                         info=RiskInfo(gates=[], fresh=[], day=day,
+                                                       day_start_net=Decimal(net),
+                                                       day_marked=True)),
+                    source="risk", inc="r1", seq=seq, at=at)
+
+    records = [beat(1, 1, 739_000, "-40"), beat(2, 2, 739_000, "-40"),
+               beat(3, 3, 739_000, "-55", joined=2)]
+    starts, _ = start_points(records)
+    assert recorded_risk_day(records, starts) == (739_000, Decimal("-40"), True)
+    fresh = [beat(1, 1, -1, "0", joined=1)]
+    assert recorded_risk_day(fresh, start_points(fresh)[0]) is None

@@ -230,3 +230,33 @@ def test_verify_reads_a_session_whose_early_segments_are_compressed_and_the_last
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert f"{len(decisions)} recorded decisions" in ok.stdout
     assert "0 differences -> OK" in ok.stdout
+
+
+def test_a_risk_that_restored_todays_loss_is_verified_with_it(tmp_path: Path) -> None:
+    """The bot restarted mid-day on the same data: risk restores today's daily-loss
+    baseline from data/risk.day (here one that puts the day 1000 TRY down, beyond the
+    500 TRY limit), which no recorded message carries. Verify seeds the replayed risk
+    with the baseline the recorded one announced at its start, so its limit:daily_loss
+    rejections replay as they were made."""
+    from actors.risk import daybook
+    from shared.tradingday import TradingDay
+
+    doc = _default_paper_config(tmp_path)
+    config = write_config(tmp_path, doc)
+    td = TradingDay.named("Europe/Istanbul", 0)
+    daybook.save(daybook.path_in(tmp_path / "data"), td,
+                 daybook.DayBaseline(td.day(time.time_ns()), Decimal(1000), True))
+    p = Pipeline(config)
+    try:
+        p.start()
+        risk = lambda: next(a for a in p.status()["actors"] if a["name"] == "risk")  # noqa: E731
+        wait_for(lambda: risk()["counters"].get("reason.limit:daily_loss", 0) >= 2,
+                 timeout=120, interval=1.0, what="two daily-loss rejections")
+    finally:
+        p.stop()
+        kill_all(config, doc["simulator"]["port"])
+    decisions = recorded_decisions(tmp_path / "recordings", None, None)
+    assert decisions and all("limit:daily_loss" in d.reasons for d in decisions)
+    ok = _verify(config, tmp_path / "recordings", "--max")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "0 differences -> OK" in ok.stdout

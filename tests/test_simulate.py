@@ -18,6 +18,7 @@ EXPECTED = {
     "send_before_durable": "durable_before_send",
     "ignore_kill_switch": "gates_respected",
     "double_fees": "pnl_equals_equity",
+    "livelock": "no_stall",
 }
 
 
@@ -28,7 +29,7 @@ def spec_of(command: str) -> Spec:
     opts = dict(zip(argv[2::2], argv[3::2], strict=True))
     return Spec(int(opts["--seed"]), float(opts["--hours"]), opts["--faults"],
                 opts.get("--plant", ""), tuple(k for k in opts.get("--without", "").split(",")
-                                                if k))
+                                                if k), opts.get("--trading", "default"))
 
 
 def test_same_seed_same_trace_in_two_processes() -> None:
@@ -48,6 +49,14 @@ def test_short_form_default_faults_holds_every_invariant() -> None:
         assert r["faults_injected"] > 0
     assert sum(r["orders"] for r in results) > 0
     assert sum(r["fills"] for r in results) > 0
+
+
+def test_busy_trading_under_harsh_faults_holds_every_invariant() -> None:
+    """Many orders in flight (bench/chaos.py's settings) under the harsh profile."""
+    result = run_child(Spec(11, 0.1, "harsh", trading="busy"))
+    assert result["violations"] == [], result["violations"]
+    assert result["orders"] > 20 and result["faults_injected"] > 0
+    assert "--trading busy" in result["command"]
 
 
 def _hunt(plant: str, seeds: int, hours: float) -> dict:
@@ -100,3 +109,4 @@ def test_shrink_finds_a_smaller_schedule_that_still_fails() -> None:
     assert result["command"] == best.command()
     again = run_here(spec_of(best.command()))
     assert again["trace_hash"] == result["trace_hash"]
+

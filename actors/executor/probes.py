@@ -27,7 +27,7 @@ from actors.executor.recovery import exchange_view
 from actors.executor.state import SUBMIT, ExecState, KeyId
 from actors.executor.venues.base import find_by_client_id
 from bus.messages import TERMINAL_ORDER_STATES
-from shared.btcturk.errors import BtcTurkError
+from shared.btcturk.errors import BtcTurkError, RejectedError
 from shared.btcturk.models import ExchangeOrder
 
 
@@ -101,7 +101,7 @@ class Probes:
                                              order.created_at)
             else:
                 assert order.exchange_order_id is not None
-                eo = await s.venue.get_order(order.exchange_order_id)
+                eo = await self._order_or_none(order.exchange_order_id)
         except BtcTurkError as exc:
             s.counters["probe_errors"] += 1
             self.orders.key_event(k, idem.ProbeFailed(s.now(), exc.kind))
@@ -113,6 +113,18 @@ class Probes:
         else:
             done = eo is not None and exchange_view(eo)[0] in TERMINAL_ORDER_STATES
             self._finish(k, eo.id if eo else None, inherited, found=done, eo=eo)
+
+    async def _order_or_none(self, order_id: int) -> ExchangeOrder | None:
+        """A cancel's order by id; None when the exchange does not know it (it vanished):
+        the cancel then had nothing to act on, and its key settles like any not-found
+        probe (FAILED after the settle window) instead of being probed for as long as it
+        is kept. Found by the deterministic simulation (vanished order + cancel timeout)."""
+        try:
+            return await self.s.venue.get_order(order_id)
+        except RejectedError as exc:
+            if exc.kind == "order_not_found":
+                return None
+            raise
 
     def _finish(self, k: KeyId, oid: int | None, inherited: bool, *, found: bool = False,
                 eo: ExchangeOrder | None = None) -> None:

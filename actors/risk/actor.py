@@ -467,6 +467,7 @@ class RiskActor(Actor):
                         # the dashboard's daily-loss budget: risk's own count
                         daily_loss=self.state.daily_loss(),
                         day_start_net=self.state.day_start_net,
+                        day=self.state.day, day_marked=self.state.day_start_marked,
                         max_daily_loss=self.cfg.risk.max_daily_loss_try)
 
 

@@ -9,10 +9,11 @@ import sys
 import click
 
 from actors.supervisor.cli_common import EXIT_USAGE, fail
+
+# Only the light modules here: the CLI imports this file for every command, and the
+# simulation itself (every actor, the simulator) is imported when `simulate` runs.
 from simulate.planted import PLANTS
-from simulate.profiles import PROFILES
-from simulate.run import Spec, report, run_many, shrink
-from simulate.world import FAULT_KINDS
+from simulate.profiles import FAULT_KINDS, PROFILES, TRADING
 
 
 @click.command()
@@ -25,13 +26,16 @@ from simulate.world import FAULT_KINDS
               show_default=True, help="fault profile (rates in docs/simulation.md)")
 @click.option("--without", default="", metavar="KIND,...",
               help=f"fault kinds switched off: {', '.join(FAULT_KINDS)}")
+@click.option("--trading", type=click.Choice(TRADING), default="default", show_default=True,
+              help="default: the configuration's defaults; busy: bench/chaos.py's "
+                   "aggressive trading (many more orders in flight)")
 @click.option("--plant", type=click.Choice(PLANTS), default=None,
               help="plant a known bug (to show the simulation finds it)")
 @click.option("--jobs", type=int, default=None, help="parallel processes (default: CPUs)")
 @click.option("--shrink", "do_shrink", is_flag=True,
               help="on a violation, search a shorter fault schedule that still fails")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable results")
-def simulate(seed: int, seeds: int, hours: float, faults: str, without: str,
+def simulate(seed: int, seeds: int, hours: float, faults: str, without: str, trading: str,
              plant: str | None, jobs: int | None, do_shrink: bool, as_json: bool) -> None:
     """Run the bot's production logic in one process per seed, in virtual time, under
     faults chosen by the seed; check the invariants; exit 1 on a violation and print the
@@ -41,7 +45,9 @@ def simulate(seed: int, seeds: int, hours: float, faults: str, without: str,
     off = tuple(k for k in without.split(",") if k)
     if bad := [k for k in off if k not in FAULT_KINDS]:
         fail(f"--without: unknown fault kinds {bad}", EXIT_USAGE)
-    specs = [Spec(seed + i, hours, faults, plant or "", off) for i in range(seeds)]
+    from simulate.run import Spec, report, run_many, shrink
+
+    specs = [Spec(seed + i, hours, faults, plant or "", off, trading) for i in range(seeds)]
     results = run_many(specs, jobs or os.cpu_count() or 1)
     failed = [r for r in results if r["violations"]]
     shrunk = None
