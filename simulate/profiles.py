@@ -57,3 +57,17 @@ PROFILES: dict[str, Profile] = {
         clock_skews=4.0, full_disks=2.0, kill_switch=6.0, pauses=4.0,
     ),
 }
+
+
+# Every fault by name (``--without`` switches some off; the shrinker uses it). Rates are
+# per message/request, events per simulated hour (simulate/profiles.py).
+RATE_FAULTS = ("pubsub_loss", "req_loss", "reply_loss", "reply_late", "crash_at_boundary",
+               "connect_refused", "timeout", "server_error", "rate_limited",
+               "drop_after_accept", "repeat_trade")
+EVENT_FAULTS = ("outages", "frozen_books", "late_fills", "vanishing_orders", "clock_skews",
+                "full_disks", "kill_switch", "pauses")
+FAULT_KINDS = RATE_FAULTS + EVENT_FAULTS
+
+# How hard the simulated operator trades: the configuration's defaults, or bench/chaos.py's
+# aggressive settings (many more orders in flight).
+TRADING = ("default", "busy")

@@ -40,19 +40,18 @@ from simulate.clock import EPOCH_NS, VirtualClock
 from simulate.exchange import InProcessExchange
 from simulate.invariants import Invariants, Violation
 from simulate.membus import MemBus, MemClient, Network
-from simulate.profiles import PROFILES, Profile
+from simulate.profiles import (  # noqa: F401 - FAULT_KINDS, TRADING: re-exported
+    EVENT_FAULTS,
+    FAULT_KINDS,
+    PROFILES,
+    RATE_FAULTS,
+    TRADING,
+    Profile,
+)
 from simulate.trace import Trace
 from simulate.vloop import SimulationStalled, VirtualTimeLoop
 
 ACTORS = ("executor", "marketdata", "risk", "strategy", "reconciler")
-# Every fault by name (``--without`` switches some off; the shrinker uses it). Rates are
-# per message/request, events per simulated hour (simulate/profiles.py).
-RATE_FAULTS = ("pubsub_loss", "req_loss", "reply_loss", "reply_late", "crash_at_boundary",
-               "connect_refused", "timeout", "server_error", "rate_limited",
-               "drop_after_accept", "repeat_trade")
-EVENT_FAULTS = ("outages", "frozen_books", "late_fills", "vanishing_orders", "clock_skews",
-                "full_disks", "kill_switch", "pauses")
-FAULT_KINDS = RATE_FAULTS + EVENT_FAULTS
 DRAWN_NEVER = -1.0  # a per-message rate switched off: drawn, never below it
 DISK_HALT = "disk"  # the executor's halt name for a failed DB write (executor/actor.py)
 # After the faults stop: the operator sets the kill switch (no new orders), the market
@@ -93,7 +92,6 @@ BUSY: dict[str, Any] = {
     "marketdata": {"max_data_age_s": 3.0, "rest_poll_interval_s": 0.5},
     "reconciler": {"interval_s": 5.0},
 }
-TRADING = ("default", "busy")
 
 
 def config_doc(trading: str) -> dict[str, Any]:

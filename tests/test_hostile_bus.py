@@ -216,6 +216,47 @@ def test_the_strategy_key_can_do_only_what_the_strategy_may(pipe: Pipeline) -> N
     assert not [o for o in received_orders(pipe) if "forged" in json.dumps(o)]
 
 
+# Every command socket of a pipeline: the two actors that serve commands, and the
+# supervisor's control socket (the others serve none).
+_servers = ["executor", "risk", "supervisor"]
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(target=st.sampled_from(_servers), payload=st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda body: packet_encoder.encode(CommandRequest("fz", "risk", body)),
+              st.sampled_from([SubmitOrder(order=forged_order()),
+                               SetLatch(latch="kill_switch", value=False),
+                               SetLatch(latch="safety_latch", value=True)]))))
+def test_random_frames_at_every_live_command_socket_are_refused(
+        pipe: Pipeline, target: str, payload: bytes) -> None:
+    """Every actor's command socket of the running pipeline, the strategy's key, random
+    bytes or commands it may not send anywhere (orders, latches): always an answer, and
+    it is a refusal."""
+    cfg = load_config(pipe.config)
+    ctx = zmq.Context()
+    try:
+        dealer = ctx.socket(zmq.DEALER)
+        bus_auth(pipe.config, "strategy").client(dealer, target)
+        dealer.connect(cfg.supervisor_endpoint if target == "supervisor"
+                       else cfg.command_endpoint(target))
+        dealer.send_multipart([b"", payload])
+        assert dealer.poll(5_000), f"{target} did not answer"
+        reply = dealer.recv_multipart()[-1]
+        assert b"refused" in reply, (target, reply[:200])
+        dealer.close(linger=0)
+    finally:
+        ctx.term()
+
+
+def test_after_the_fuzz_nothing_restarted(pipe: Pipeline) -> None:
+    """Runs after the live fuzz (file order): every actor still on its first pid, READY."""
+    status = pipe.status()
+    assert all(a["restarts"] == 0 and a["ready"] for a in status["actors"]), status["actors"]
+    assert not [o for o in received_orders(pipe) if "forged" in json.dumps(o)]
+
+
 # --- hypothesis: random frames at the proxy and at a command server ---------------------
 
 

@@ -9,10 +9,11 @@ import sys
 import click
 
 from actors.supervisor.cli_common import EXIT_USAGE, fail
+
+# Only the light modules here: the CLI imports this file for every command, and the
+# simulation itself (every actor, the simulator) is imported when `simulate` runs.
 from simulate.planted import PLANTS
-from simulate.profiles import PROFILES
-from simulate.run import Spec, report, run_many, shrink
-from simulate.world import FAULT_KINDS, TRADING
+from simulate.profiles import FAULT_KINDS, PROFILES, TRADING
 
 
 @click.command()
@@ -44,6 +45,8 @@ def simulate(seed: int, seeds: int, hours: float, faults: str, without: str, tra
     off = tuple(k for k in without.split(",") if k)
     if bad := [k for k in off if k not in FAULT_KINDS]:
         fail(f"--without: unknown fault kinds {bad}", EXIT_USAGE)
+    from simulate.run import Spec, report, run_many, shrink
+
     specs = [Spec(seed + i, hours, faults, plant or "", off, trading) for i in range(seeds)]
     results = run_many(specs, jobs or os.cpu_count() or 1)
     failed = [r for r in results if r["violations"]]
