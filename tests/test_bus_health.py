@@ -431,3 +431,23 @@ def test_the_listener_thread_yields_the_cpu_and_only_it() -> None:
     t.join()
     assert seen["thread"] == min(19, before + NICE_INCREMENT)
     assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the supervisor's loop is not
+
+
+def test_a_long_window_resorts_every_60th_of_its_span_with_exact_counts() -> None:
+    w = Window(900)
+    for i in range(100):
+        w.add(100 + i / 10, float(i))  # 0..99 over 10 s
+    first = w.stats(110.0)
+    assert (first.count, first.p50, first.p99, first.max) == (100, 49.0, 98.0, 99.0)
+    w.add(110.5, 1000.0)  # within 15 s: quantiles kept, count and max exact
+    kept = w.stats(111.0)
+    assert (kept.count, kept.max) == (101, 1000.0)
+    assert (kept.p50, kept.p99) == (49.0, 98.0)
+    assert w.stats(111.0, 60).p99 == 99.0  # the minute is always sorted afresh
+    later = w.stats(125.0)  # 15 s on: sorted again
+    assert (later.count, later.p50, later.p99) == (101, 50.0, 99.0)
+    # a reused p99 is capped by the current maximum once the top samples expired
+    w.add(1000.5, 5.0)
+    assert w.stats(1000.9).p99 == 1000.0  # sorted afresh: seconds 101..110 and 1000
+    capped = w.stats(1010.0)  # second 110 (the 1000.0) expired; sorted < 15 s ago
+    assert capped.max == 5.0 and capped.p99 == 5.0 and capped.p50 == 5.0
