@@ -49,11 +49,14 @@ def test_paper_session_trades_and_status_shows_it(make_pipeline) -> None:
     assert D(t["net"]) == sum(D(r["net"]) for r in doc["pnl"])
     assert D(t["net"]) == D(t["realized"]) + D(t["unrealized"]) - D(t["fees"])
 
-    # numbers printed plainly: no Decimal anywhere in exponent form (0E-8)
-    assert not re.search(r"\d[eE][-+]?\d", json.dumps(doc["pnl"]) + json.dumps(
+    # numbers printed plainly: no Decimal anywhere in exponent form (0E-8). A whole
+    # token only: hex client order ids (…3e05f…) hold the same characters.
+    exponent = re.compile(r"(?<![0-9A-Za-z.])\d+(\.\d+)?[eE][-+]?\d+(?![0-9A-Za-z])")
+    assert not exponent.search(json.dumps(doc["pnl"]) + json.dumps(
         doc["pnl_total"]) + json.dumps(doc["positions"]) + json.dumps(doc["balances"]))
+    assert exponent.search("fees 0E-8 TRY") and not exponent.search("bb-a3e05f91 x1e5y")
     text = p.cli("status").stdout
-    assert not re.search(r"\d[eE][-+]?\d", text), text
+    assert not exponent.search(text), text
     for word in ("executor", "READY", "positions and PnL", "idempotency keys", "total:"):
         assert word in text
 
