@@ -101,8 +101,9 @@ def test_paper_reset_archives_both_and_refuses_while_running(make_pipeline,
 def test_sigkilled_simulator_continues_the_same_account(make_pipeline) -> None:
     """SIGKILL the exchange-sim mid-session: the supervisor restarts it on the same state
     file, the account continues (no order it answered is lost, no id is reused) and
-    orders are accepted again, without an executor restart."""
-    p = make_pipeline()
+    orders are accepted again, without an executor restart. Risk's cooldown is 5 s (the
+    default 60 s per symbol would make "accepted again" measure risk, not the simulator)."""
+    p = make_pipeline({"risk": {"cooldown_s": 5.0}})
     p.start()
     port = _config_port(p.config)
     wait_for(lambda: _accepted(port), timeout=60, interval=1.0, what="an accepted order")

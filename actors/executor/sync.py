@@ -44,6 +44,11 @@ from shared.btcturk.errors import BtcTurkError, RejectedError
 from shared.btcturk.models import ExchangeOrder, UserTrade
 from shared.btcturk.ws import OrderDelete, OrderInsert, OrderMatch
 
+# A private event's refresh that failed (429, a timeout) is tried again this soon, not
+# left to the slow poll: the event said money moved (an order filled), and until its
+# trades are read the DB holds a FILLED order without its fill, a position that is wrong.
+REFRESH_RETRY_S = 1.0
+
 
 class Sync:
     def __init__(self, s: ExecState, gates: Gates, orders: Orders,
@@ -383,15 +388,18 @@ class Sync:
         if s.db_or_none is None or s.recovering or self.gates.read_block() is not None:
             return
         s.counters["ws_refreshes"] += 1
-        for cid in sorted(cids):
-            await self.orders.refresh_order(cid)
         try:
+            for cid in sorted(cids):
+                await self.orders.refresh_order(cid)
             if await self.read_trades():
                 # A fill moved money: do not leave balances to the (slow) poll.
                 await self.fetch_balances()
         except BtcTurkError as exc:
             s.counters["ws_refresh_errors"] += 1
-            logger.info("executor: trade refresh failed (the poll will catch up): {}", exc)
+            logger.info("executor: trade refresh failed, again in {:.0f} s: {}",
+                        REFRESH_RETRY_S, exc)
+            self._refresh_cids |= cids
+            asyncio.get_running_loop().call_later(REFRESH_RETRY_S, self._refresh_wanted.set)
 
     # --- bus input: dry-run fills, the mirror's recording ------------------------------
     def on_bus(self, body: Msg) -> None:
