@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bus.messages import packet_decoder  # noqa: E402
-from replay.pipeline import IsolatedPipeline  # noqa: E402
+from replay.pipeline import IsolatedPipeline, SupervisedPipeline  # noqa: E402
 from shared.recording import read_recording, scan_segment, segment_paths  # noqa: E402
 
 PUBLISHER = r"""
@@ -94,7 +94,9 @@ def main() -> int:
         time.sleep(1.0)  # the recorder drains its queue and flushes
         seqs: dict[str, list[int]] = defaultdict(list)
         times: dict[str, list[int]] = defaultdict(list)
-        pipe._stop_direct()  # recorder flushes and closes its segment on SIGTERM
+        # Stop without removing the directory (the with block does that after the read):
+        # the recorder flushes and closes its segment on the stop.
+        SupervisedPipeline.stop(pipe)
         for rec in read_recording(pipe.recordings, ["md.book"]):
             env = packet_decoder.decode(rec.payload).env
             seqs[env.source].append(env.seq)
