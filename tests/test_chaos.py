@@ -133,9 +133,11 @@ def _assert_soak(tmp_path: Path, duration: float, seed: int) -> None:
 
 
 @pytest.mark.timeout(150)
-def test_chaos_soak_60s(tmp_path: Path) -> None:
-    """The CI form: 60 s of chaos, then every invariant (about 75-90 s in all)."""
-    _assert_soak(tmp_path, 60.0, seed=1)
+def test_chaos_soak_50s(tmp_path: Path) -> None:
+    """The CI form: 50 s of real-process chaos, then every invariant (about 65 s in all;
+    the seeded in-process simulation, tests/test_simulate.py, explores far more fault
+    schedules per second than this can)."""
+    _assert_soak(tmp_path, 50.0, seed=1)
 
 
 @pytest.mark.slow
