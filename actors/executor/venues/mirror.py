@@ -79,6 +79,9 @@ class MirrorVenue:
     def http_statuses(self) -> Mapping[int, int]:
         return {}
 
+    def rate_waits(self) -> int:
+        return 0
+
     def status(self) -> str:
         return "off"
 
