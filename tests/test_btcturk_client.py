@@ -122,7 +122,7 @@ def test_private_order_lifecycle(sim: SimProcess) -> None:
         after = {b.asset: b for b in await c.balances()}
         assert after["BTC"].free == Decimal("0.51")
         assert after["TRY"].locked == 0
-        assert after["TRY"].free == Decimal("100000") - Decimal("36010") - Decimal("36.01")
+        assert after["TRY"].free == Decimal("100000") - Decimal("36010") - Decimal("32.409")
 
     with_client(sim, go)
 
