@@ -22,6 +22,7 @@ DEPTH = 20
 HISTORY_MINUTES = 24 * 60
 HISTORY_VOLATILITY = Decimal("0.0012")  # per minute: a calm day's path (about 4.5 %/day)
 FIRST_TRADE_ID = 100_000_000_001
+_MICRO = Decimal(1_000_000)
 
 
 @dataclass(frozen=True)
@@ -171,11 +172,16 @@ class Market:
         book.touch(now_ms)
 
     def _level_amount(self, spec: SymbolSpec, price: Decimal) -> Decimal:
-        # The hottest line of a simulated run (40 levels per book per tick): _rand and
-        # max() inlined, same values (uniform(lo, hi) is lo + (hi - lo) * random()).
+        # The hottest lines of a simulated run (40 levels per book per tick), so _rand
+        # and max() are inlined with the same values: uniform(lo, hi) is
+        # lo + (hi - lo) * random(); Decimal(str(round(u, 6))) is exactly micros / 10**6
+        # (a float rounded to 6 decimals has that short decimal as its repr), and a
+        # Decimal quotient is the correctly rounded value of the same rational, so
+        # amounts are bit for bit what _rand gave (tests/test_sim_market.py).
         quantum = spec.qty_quantum
-        factor = Decimal(str(round(0.2 + (1.6 - 0.2) * self.rng.random(), 6)))
-        amount = (spec.level_notional * factor / price).quantize(quantum, rounding=ROUND_DOWN)
+        micros = round(round(0.2 + (1.6 - 0.2) * self.rng.random(), 6) * 1e6)
+        amount = (spec.level_notional * Decimal(micros) / (price * _MICRO)).quantize(
+            quantum, ROUND_DOWN)
         return amount if amount >= quantum else quantum
 
     def walk(self, book: Book, now_ms: int) -> PublicTrade | None:
