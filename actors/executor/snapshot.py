@@ -104,6 +104,7 @@ class Snapshots:
             base.update(keys_pending=counts["PENDING"], keys_unknown=counts["UNKNOWN"],
                         keys_failed=counts["FAILED"], keys_committed=counts["COMMITTED"])
         base.update({f"http_{code}": n for code, n in s.venue.http_statuses().items()})
+        base["rate_waits"] = s.venue.rate_waits()
         return base
 
     def heartbeat_info(self, db_path: str) -> ExecutorInfo:
