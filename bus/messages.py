@@ -62,9 +62,13 @@ def _finite_float(name: str, value: float, *, minimum: float = 0.0) -> None:
 
 
 def _levels(name: str, levels: list[Level]) -> None:
+    # Every subscriber decodes every book (40 levels): the common case is checked
+    # without building a name per level; a bad level goes through the checks that say
+    # which bound it broke (is_finite first: comparing a NaN raises).
     for price, amount in levels:
-        _positive(f"{name} price", price)
-        _nonneg(f"{name} amount", amount)
+        if not (price.is_finite() and amount.is_finite() and price > 0 and amount >= 0):
+            _positive(f"{name} price", price)
+            _nonneg(f"{name} amount", amount)
 
 
 class Envelope(msgspec.Struct, array_like=True, frozen=True):
@@ -398,6 +402,8 @@ class ExecutorInfo(Msg):
     safety_latch: bool = False
     paused: bool = False
     latch_reason: Text = ""
+    # Wall time (epoch s) each latch that is set now was set, from the executor's DB.
+    latch_set_at: Annotated[dict[Str, float], Meta(max_length=MAX_MAP_LEN)] = {}
     recovering: bool = False
     mode: Str = ""
     db: Text = ""
@@ -405,6 +411,10 @@ class ExecutorInfo(Msg):
     private_ws: Text = ""
     halt: Text = ""  # why submits are halted now (exchange unreachable, disk), "" if not
     venue: Str = ""
+
+    def __post_init__(self) -> None:
+        for name, at in self.latch_set_at.items():
+            _finite_float(f"latch_set_at[{name}]", at)
 
 
 class RiskInfo(Msg):

@@ -58,6 +58,19 @@ def test_non_finite_or_non_positive_prices_are_refused(bad: str) -> None:
         packet_decoder.decode(msgspec.msgpack.encode(book_dict(bids=[[bad, "1"]])))
 
 
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", "-1", "sNaN"])
+def test_non_finite_or_negative_amounts_are_refused_naming_the_side(bad: str) -> None:
+    # A bad level deep in the book, behind good ones (the fast path checks all of them).
+    asks = [["101", "1"], ["102", "0"], ["103", bad]]
+    with pytest.raises(msgspec.ValidationError, match="asks amount"):
+        packet_decoder.decode(msgspec.msgpack.encode(book_dict(asks=asks)))
+
+
+def test_a_zero_amount_level_is_accepted() -> None:
+    packet = packet_decoder.decode(msgspec.msgpack.encode(book_dict(asks=[["101", "0"]])))
+    assert packet.body.asks == [(Decimal("101"), Decimal("0"))]
+
+
 @pytest.mark.parametrize("field", ["price", "quantity"])
 @pytest.mark.parametrize("bad", ["NaN", "Infinity", "-5"])
 def test_an_order_with_bad_money_is_refused_by_the_executor_channel(field: str,

@@ -104,6 +104,7 @@ class Snapshots:
             base.update(keys_pending=counts["PENDING"], keys_unknown=counts["UNKNOWN"],
                         keys_failed=counts["FAILED"], keys_committed=counts["COMMITTED"])
         base.update({f"http_{code}": n for code, n in s.venue.http_statuses().items()})
+        base["rate_waits"] = s.venue.rate_waits()
         return base
 
     def heartbeat_info(self, db_path: str) -> ExecutorInfo:
@@ -114,6 +115,7 @@ class Snapshots:
             safety_latch=latches.safety_latch,
             paused=latches.paused,
             latch_reason=latches.reason,
+            latch_set_at=dict(self.gates.set_at),
             recovering=s.recovering,
             mode=s.mode,
             db=db_path,

@@ -147,6 +147,9 @@ class BtcTurkVenue:
     def http_statuses(self) -> Mapping[int, int]:
         return self.client.http_statuses
 
+    def rate_waits(self) -> int:
+        return self.client.rate_waits
+
     def status(self) -> str:
         if not self._enabled:
             return "off"
