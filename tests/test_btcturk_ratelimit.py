@@ -172,3 +172,16 @@ def test_client_honours_retry_after_for_the_whole_group() -> None:
         assert sim.state()["rate_limited"] == 1
     finally:
         sim.stop()
+
+
+def test_an_unusable_journal_is_reported_and_pacing_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "j").mkdir()  # a directory where the file should be
+    journal = RateJournal(tmp_path / "j", "a", LIMITS)
+
+    async def run() -> bool:
+        limiter = RateLimiter(LIMITS, journal=journal, wall=Wall())
+        for _ in range(2):
+            await limiter.acquire("h")
+        return await _blocks(limiter, "h")  # still paced within the run
+
+    assert asyncio.run(run()) and journal.open_error and "IsADirectoryError" in journal.open_error

@@ -98,7 +98,8 @@ class Snapshots:
         s = self.s
         base = {name: s.counters.get(name, 0)
                 for name in ("submitted", "committed", "failed", "unknown", "ws_private_events",
-                             "ws_refreshes", "ws_missed_events", "ws_login_failed")}
+                             "ws_refreshes", "ws_missed_events", "ws_login_failed",
+                             "ws_connect_refused")}
         if s.db_or_none is not None:
             counts = s.db.key_counts()
             base.update(keys_pending=counts["PENDING"], keys_unknown=counts["UNKNOWN"],

@@ -61,14 +61,24 @@ class RateJournal:
         self._fd: int | None = None
         self.write_errors = 0
         self.reset_reason: str | None = None  # why an existing file was not used
+        self.open_error: str | None = None  # why there is no journal at all
 
     def load(self) -> dict[str, tuple[float, list[float]]]:
         """Open (creating it 0600 if missing) and return group -> (blocked_until, sends),
         wall seconds. A file of another account, another limits table or the wrong size
         is started afresh (``reset_reason`` says why)."""
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        raw = os.pread(self._fd, self._size + 1, 0)
         out: dict[str, tuple[float, list[float]]] = {}
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            raw = os.pread(self._fd, self._size + 1, 0)
+        except OSError as exc:
+            # Trading goes on, paced within this run; only the memory across restarts is
+            # missing, and the exchange's Retry-After is the backstop. Said loudly.
+            self.close()
+            self.open_error = f"{type(exc).__name__}: {exc}"
+            logger.error("rate journal {} unusable ({}): a restart will not remember "
+                         "this run's requests", self.path, self.open_error)
+            return out
         if raw and (len(raw) != self._size or not raw.startswith(self._header)):
             self.reset_reason = ("another account or limits table" if len(raw) == self._size
                                  else f"size {len(raw)}, expected {self._size}")
