@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Decimal, InvalidOperation
 from typing import Any
 
-from .fees import FeeSchedule, Tier
+from .fees import DEFAULT_MAKER, DEFAULT_TAKER, FeeSchedule, Tier
 from .ids import IdAllocator, Reserve
 from .market import Book, Market, SymbolSpec
 
@@ -161,8 +161,8 @@ class Engine:
         balances: dict[str, Decimal],
         *,
         now_ms: Callable[[], int],
-        taker_fee: Decimal = Decimal("0.001"),
-        maker_fee: Decimal = Decimal("0.0005"),
+        taker_fee: Decimal = DEFAULT_TAKER,
+        maker_fee: Decimal = DEFAULT_MAKER,
         fee_tiers: tuple[Tier, ...] | None = None,
         user_id: int = 424242,
     ) -> None:
