@@ -1,7 +1,7 @@
 """Tick-to-order latency of the pipeline, against the raw-transport floor.
 
     .venv/bin/python bench/latency.py [--orders 1000] [--sync FULL|NORMAL] [--profile DIR]
-                                      [--dashboard] [--curve-rounds 3]
+                                      [--dashboard [--rounds 3]] [--curve-rounds 3]
                                       [--against CHECKOUT [--rounds 3]]
 
 Ours runs with CURVE and the roles checks on (as always) and, alternated with it, off:
@@ -13,8 +13,9 @@ config or the CLI reaches this). The difference is what the authenticated bus co
 join: CURVE, the same keys layout) and from this one, alternating for ``--rounds`` pairs,
 and the mean difference: what a change costs tick-to-order.
 
-``--dashboard``: only ours, twice — without, then with the dashboard actor and two
-headless chromium browsers on its Markets and Overview pages — and the difference.
+``--dashboard``: only ours, without and then with the dashboard actor and two headless
+chromium browsers on its Markets and Overview pages, alternated for ``--rounds`` pairs,
+and the median difference.
 
 Ours: a real supervisor runs the paper pipeline with ``strategy.trade_every_tick`` and
 risk limits relaxed so every tick qualifies. The simulator's random walk is paused and
@@ -491,19 +492,26 @@ def run_old() -> list[float]:
 
 def compare_dashboard(tmp: Path, args: argparse.Namespace) -> int:
     """The dashboard's cost to the pipeline: the same run without and with it (and two
-    browsers following its live pages), each in a fresh directory."""
+    browsers following its live pages), each in a fresh directory, alternated for
+    ``--rounds`` pairs so that a change in the machine's load hits both sides alike."""
     gap = args.gap_ms / 1000
-    for sub in ("without", "with"):
-        (tmp / sub).mkdir()
-    without = summarize("ours without the dashboard",
-                        run_pipeline(tmp / "without", args.orders, args.sync, None, gap))
-    with_ = summarize("ours with the dashboard and two browsers",
-                      run_pipeline(tmp / "with", args.orders, args.sync, None, gap,
-                                   dashboard=True))
-    cost = with_["p50"] - without["p50"]
-    print(f"dashboard cost: p50 {cost:+.3f} ms, p99 {with_['p99'] - without['p99']:+.3f} ms "
-          f"(target p50 <= 0.1 ms: {'MET' if cost <= 0.1 else 'MISSED'}; runs vary by "
-          f"about ±20 % on a shared VM, so compare several runs)")
+    costs, p99_costs = [], []
+    for r in range(args.rounds):
+        (tmp / f"without{r}").mkdir()
+        (tmp / f"with{r}").mkdir()
+        without = summarize(f"ours without the dashboard, round {r + 1}",
+                            run_pipeline(tmp / f"without{r}", args.orders, args.sync, None,
+                                         gap))
+        with_ = summarize(f"ours with the dashboard and two browsers, round {r + 1}",
+                          run_pipeline(tmp / f"with{r}", args.orders, args.sync, None, gap,
+                                       dashboard=True))
+        costs.append(with_["p50"] - without["p50"])
+        p99_costs.append(with_["p99"] - without["p99"])
+    cost = statistics.median(costs)
+    print(f"dashboard cost (median of {len(costs)} alternated rounds): p50 {cost:+.3f} ms, "
+          f"p99 {statistics.median(p99_costs):+.3f} ms; per round p50 "
+          f"{', '.join(f'{c:+.3f}' for c in sorted(costs))} (target p50 <= 0.1 ms: "
+          f"{'MET' if cost <= 0.1 else 'MISSED'}; runs vary by about ±20 % on a shared VM)")
     return 0
 
 
@@ -552,7 +560,8 @@ def main() -> int:
     ap.add_argument("--against", type=Path, default=None,
                     help="another btcbot checkout: run ours from it and from this one, "
                          "alternating, and print the difference")
-    ap.add_argument("--rounds", type=int, default=3, help="pairs of runs with --against")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="pairs of runs with --against or --dashboard")
     ap.add_argument("--raw-role", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--endpoints", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -41,13 +41,9 @@ import msgspec
 
 from bus.limits import MAX_PAYLOAD_BYTES, MAX_TOPIC_BYTES
 from bus.messages import (
-    BookSnapshot,
     Envelope,
     EnvelopeOnly,
-    Intent,
-    OrderEvent,
     Packet,
-    RiskDecision,
     Str,
 )
 from bus.transport import SequenceTracker, SubscriberStats
@@ -89,17 +85,24 @@ class HopMatcher:
         self._order_mono: OrderedDict[str, int] = OrderedDict()  # reserved, not answered
 
     def observe(self, packet: Packet, recv_mono_ns: int) -> None:
-        env, body = packet.env, packet.body
-        self.add(self.transit_hop, (recv_mono_ns - env.mono_ns) / 1e6, recv_mono_ns)
-        if isinstance(body, BookSnapshot):
-            self.book(body.exchange_ts_ms, body.recv_wall_ns, body.recv_mono_ns, env.mono_ns,
-                      recv_mono_ns)
-        elif isinstance(body, Intent):
-            self.intent(body.intent_id, env.mono_ns, body.book_mono_ns, recv_mono_ns)
-        elif isinstance(body, RiskDecision):
-            self.decision(body.intent_id, env.mono_ns, recv_mono_ns)
-        elif isinstance(body, OrderEvent):
-            self.order(body.intent_id, body.client_order_id, body.state, env.mono_ns,
+        self.observe_body(packet.body, packet.env.mono_ns, recv_mono_ns)
+
+    def observe_body(self, body: Any, sent_mono_ns: int,
+                     recv_mono_ns: int) -> None:
+        """A message's body: whole (bus.messages) or only its stamps and ids (the light
+        structs below). Both carry the same field names and the same tag, the class
+        name of the message, which is what this dispatches on."""
+        self.add(self.transit_hop, (recv_mono_ns - sent_mono_ns) / 1e6, recv_mono_ns)
+        tag = body.__struct_config__.tag if body is not None else None
+        if tag == "BookSnapshot":
+            self.book(body.exchange_ts_ms, body.recv_wall_ns, body.recv_mono_ns,
+                      sent_mono_ns, recv_mono_ns)
+        elif tag == "Intent":
+            self.intent(body.intent_id, sent_mono_ns, body.book_mono_ns, recv_mono_ns)
+        elif tag == "RiskDecision":
+            self.decision(body.intent_id, sent_mono_ns, recv_mono_ns)
+        elif tag == "OrderEvent":
+            self.order(body.intent_id, body.client_order_id, body.state, sent_mono_ns,
                        recv_mono_ns)
 
     def add(self, hop: str, ms: float, at_ns: int) -> None:
@@ -238,18 +241,7 @@ class BusHealth:
             self.malformed += 1
             return False
         self._flow(topic, env.env, recv_mono_ns)
-        m, e = self.matcher, env.env
-        m.add(m.transit_hop, (recv_mono_ns - e.mono_ns) / 1e6, recv_mono_ns)
-        if isinstance(body, _BookStamps):
-            m.book(body.exchange_ts_ms, body.recv_wall_ns, body.recv_mono_ns, e.mono_ns,
-                   recv_mono_ns)
-        elif isinstance(body, _IntentIds):
-            m.intent(body.intent_id, e.mono_ns, body.book_mono_ns, recv_mono_ns)
-        elif isinstance(body, _DecisionIds):
-            m.decision(body.intent_id, e.mono_ns, recv_mono_ns)
-        elif isinstance(body, _OrderIds):
-            m.order(body.intent_id, body.client_order_id, body.state, e.mono_ns,
-                    recv_mono_ns)
+        self.matcher.observe_body(body, env.env.mono_ns, recv_mono_ns)
         return True
 
     def observe(self, topic: str, packet: Packet, recv_mono_ns: int) -> None:

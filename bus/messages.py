@@ -398,6 +398,8 @@ class ExecutorInfo(Msg):
     safety_latch: bool = False
     paused: bool = False
     latch_reason: Text = ""
+    # Wall time (epoch s) each latch that is set now was set, from the executor's DB.
+    latch_set_at: Annotated[dict[Str, float], Meta(max_length=MAX_MAP_LEN)] = {}
     recovering: bool = False
     mode: Str = ""
     db: Text = ""
@@ -405,6 +407,10 @@ class ExecutorInfo(Msg):
     private_ws: Text = ""
     halt: Text = ""  # why submits are halted now (exchange unreachable, disk), "" if not
     venue: Str = ""
+
+    def __post_init__(self) -> None:
+        for name, at in self.latch_set_at.items():
+            _finite_float(f"latch_set_at[{name}]", at)
 
 
 class RiskInfo(Msg):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from shared.files import write_private_file
+
 
 class BootCounterError(Exception):
     pass
@@ -29,20 +31,8 @@ def next_boot(path: str | os.PathLike[str]) -> int:
         raise BootCounterError(f"boot counter {p}: not a number ({text[:20]!r}); "
                                f"restore it or set it above every boot used so far")
     boot = int(text) + 1
-    tmp = p.with_name(p.name + ".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, f"{boot}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, p)
-        dfd = os.open(p.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_private_file(p, f"{boot}\n".encode())
     except OSError as exc:
         raise BootCounterError(f"boot counter {p}: {exc.strerror or exc}") from None
     return boot

@@ -123,14 +123,22 @@ def unsafe_reason(path: str | os.PathLike[str]) -> str | None:
 
 
 def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` atomically to a 0600 file (a crash leaves the old file or the new
-    one, never half of one)."""
+    """Write ``data`` durably and atomically to a 0600 file: a crash, power loss included,
+    leaves the old file or the new one, never half of one (the data is fsynced before the
+    rename, the directory after it)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a write may be short (a full disk raises instead)
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -3,11 +3,12 @@ its CLI, on real sockets, in a private temp dir."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,17 @@ def kill_all(config: Path, port: int | None = None) -> None:
             p.send_signal(signal.SIGKILL)
         except psutil.Error:
             pass
+
+
+@contextlib.contextmanager
+def started_pipeline(tmp: Path, **overrides: Any) -> Iterator[Pipeline]:
+    """A paper pipeline on ``base_config(tmp, **overrides)``, started; on exit stopped,
+    and every process of it (its simulator included) killed if any is left."""
+    doc = base_config(tmp, **overrides)
+    p = Pipeline(write_config(tmp, doc))
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()
+        kill_all(p.config, doc["simulator"]["port"])

@@ -20,22 +20,24 @@ import pytest
 
 from actors.supervisor.watch import CLEAR_HOME
 from shared import hops
-from tests.helpers import REPO, SUPERVISOR, Pipeline, base_config, kill_all, wait_for, write_config
+from tests.helpers import (
+    REPO,
+    SUPERVISOR,
+    Pipeline,
+    base_config,
+    started_pipeline,
+    wait_for,
+    write_config,
+)
 
 FORCED = hops.MARKETDATA  # its p99 is tens of µs at best: 0.001 ms is always exceeded
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    tmp = tmp_path_factory.mktemp("bushealth")
-    doc = base_config(tmp, supervisor={"hop_p99_bounds_ms": {FORCED: 0.001}})
-    p = Pipeline(write_config(tmp, doc))
-    try:
-        p.start()
+    with started_pipeline(tmp_path_factory.mktemp("bushealth"),
+                          supervisor={"hop_p99_bounds_ms": {FORCED: 0.001}}) as p:
         yield p
-    finally:
-        p.stop()
-        kill_all(p.config, doc["simulator"]["port"])
 
 
 def _hop(doc: dict[str, Any], name: str) -> dict[str, Any]:

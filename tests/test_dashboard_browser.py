@@ -299,6 +299,11 @@ def test_pause_button_halts_trading_and_status_agrees(page: Any, dash: Dash) -> 
     wait_for(lambda: page.locator("#hdr-state").inner_text() == "HALTED", timeout=10,
              what="the page showing HALTED")
     wait_for(lambda: cell(page, "latches", "paused", 1) == "SET", timeout=10)
+    # the set time is the executor's (a date and a time), not when the page first saw it
+    set_at = doc["latch"]["set_at"]["paused"]
+    wait_for(lambda: cell(page, "latches", "paused", 2)
+             == time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(set_at)), timeout=10,
+             what="the latch's set time on the page")
     page.screenshot(path=str(ARTIFACTS / "overview-paused.png"), full_page=True)
 
     assert "paused cleared" in confirm_command(page, "resume")

@@ -379,3 +379,14 @@ def test_grafana_dashboard_queries_only_metrics_we_export() -> None:
     queried = {name for panel in board["panels"] for target in panel["targets"]
                for name in re.findall(r"btcbot_[a-z_]+", target["expr"])}
     assert queried and queried <= exported, queried - exported
+
+
+def test_latch_set_time_is_the_executors_when_status_has_it() -> None:
+    watch = StatusWatch(wall=lambda: 2_000_000_000.0)
+    doc = status_doc()
+    doc["latch"]["set_at"] = {"paused": 1_700_000_000.0}
+    watch.update(doc)
+    view = build("overview", watch, BusModel(), {}, time.monotonic())
+    latches = next(c for c in view["cards"] if c["id"] == "latches")
+    paused = next(r for r in latches["rows"] if r[0] == "paused")
+    assert paused[2] == "2023-11-14 22:13:20"  # the executor's time, with its date

@@ -87,9 +87,20 @@ def test_kill_switch_and_pause_stop_approvals_and_persist(make_pipeline) -> None
     assert p.cli("kill-switch", "off").returncode == 0
     wait_for(lambda: p.status()["latch"]["kill_switch"] is False, timeout=10, what="cleared")
 
+    before = time.time()
     assert p.cli("pause").returncode == 0
     wait_for(lambda: p.status()["latch"]["paused"] is True, timeout=10, what="paused")
     assert "gate:paused" in p.status()["trading"]["reasons"]
+    # The time it was set comes from the executor's DB: a second pause keeps it, and
+    # so does a restart of the executor.
+    set_at = wait_for(lambda: p.status()["latch"]["set_at"].get("paused"), timeout=10,
+                      what="the paused latch's set time")
+    assert before - 1 <= set_at <= time.time(), (before, set_at)
+    assert p.cli("pause").returncode == 0
+    assert p.cli("restart", "executor").returncode == 0
+    wait_for(lambda: p.status()["latch"]["paused"] is True, timeout=20, what="executor back")
+    assert p.status()["latch"]["set_at"] == {"paused": set_at}
+    assert "latch set at: paused=" in p.cli("status").stdout
     assert p.cli("resume").returncode == 0
     wait_for(lambda: p.status()["latch"]["paused"] is False, timeout=10, what="resumed")
     wait_for(lambda: _counter(p, "risk", "approved") >= 1, timeout=60,

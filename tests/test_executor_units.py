@@ -306,3 +306,36 @@ def test_checkpoints_on_a_thread_beside_the_writer_lose_nothing(tmp_path: Path) 
     again = ExecutorDB(path)
     assert again.key_counts()["PENDING"] == 300
     again.close()
+
+
+def test_latch_set_time_is_the_first_set_and_survives_a_reopen(tmp_path: Path) -> None:
+    db = ExecutorDB(tmp_path / "x.db")
+    assert db.latch_set_times() == {}
+    db.set_latch("paused", True, "first", now=100.0)
+    db.set_latch("paused", True, "again", now=200.0)  # a repeated pause keeps the first time
+    db.set_latch("kill_switch", True, "k", now=150.0)
+    assert db.latch_set_times() == {"paused": 100.0, "kill_switch": 150.0}
+    assert db.latches()["paused"] == (True, "again")
+    db.set_latch("kill_switch", False, "off", now=300.0)  # cleared: no set time
+    db.close()
+    again = ExecutorDB(tmp_path / "x.db")
+    assert again.latch_set_times() == {"paused": 100.0}
+    again.set_latch("kill_switch", True, "k2", now=400.0)  # set anew: its new time
+    assert again.latch_set_times() == {"paused": 100.0, "kill_switch": 400.0}
+
+
+def test_v4_database_gets_latch_set_times_from_updated_at(tmp_path: Path) -> None:
+    """A DB made before the set time existed: a latch that holds was set no later than
+    its last update, which is the best the old schema knows."""
+    path = tmp_path / "old.db"
+    conn = apsw.Connection(str(path))
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version, sql in enumerate(MIGRATIONS[:4], start=1):
+        conn.execute(sql)
+        conn.execute("INSERT INTO schema_version(version) VALUES (?)", (version,))
+    conn.execute("INSERT INTO latches(name, value, reason, updated_at) VALUES "
+                 "('paused', 1, 'old', 42.0), ('kill_switch', 0, 'was', 43.0)")
+    conn.close()
+    db = ExecutorDB(path)
+    assert db.version() == len(MIGRATIONS)
+    assert db.latch_set_times() == {"paused": 42.0}

@@ -42,7 +42,7 @@ from bus.proxy import FrameProxy
 from bus.roles import may_publish
 from bus.transport import Publisher, RequestClient, RequestFailed, RequestServer
 from shared.config import load_config
-from tests.helpers import Pipeline, base_config, bus_auth, kill_all, wait_for, write_config
+from tests.helpers import Pipeline, bus_auth, started_pipeline, wait_for
 from tests.keys import auth
 
 # --- a live paper pipeline under attack -------------------------------------------------
@@ -50,15 +50,8 @@ from tests.keys import auth
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    tmp = tmp_path_factory.mktemp("hostile")
-    doc = base_config(tmp)
-    p = Pipeline(write_config(tmp, doc))
-    try:
-        p.start()
+    with started_pipeline(tmp_path_factory.mktemp("hostile")) as p:
         yield p
-    finally:
-        p.stop()
-        kill_all(p.config, doc["simulator"]["port"])
 
 
 def actors(p: Pipeline) -> dict[str, dict[str, Any]]:

@@ -4,9 +4,11 @@ ran without one); publish fresh books and rules otherwise."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import zmq
@@ -37,6 +39,30 @@ def run_md(cfg: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+@contextlib.contextmanager
+def marketdata_alone(cfg_path: Path, prefix: bytes) -> Iterator[zmq.Socket]:
+    """The marketdata process with a plain SUB (subscribed to ``prefix``) bound where its
+    publisher connects, in the proxy's place and with its key; no other actor."""
+    cfg = load_config(cfg_path)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, prefix)
+    bus = load_for(cfg.data_path, "bus")
+    bus.server(sub)
+    sub.bind(cfg.bus_pub_endpoint)
+    proc = subprocess.Popen([sys.executable, "-m", "actors.marketdata", "--config",
+                             str(cfg_path)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        yield sub
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        sub.close(0)
+        bus.close()
+        ctx.term()
+
+
 def test_unknown_symbol_fails_at_start(tmp_path, sim):
     r = run_md(write_cfg(tmp_path, sim, symbols=["BTCTRY", "NOPETRY"]))
     assert r.returncode == 2
@@ -58,17 +84,8 @@ def test_rest_fallback_publishes_books_when_ws_is_down(tmp_path, sim):
     cfg_path = write_cfg(tmp_path, sim, ws_url=bad_ws, rest_fallback=True,
                          rest_poll_interval_s=0.2)
     cfg = load_config(cfg_path)
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"md.")
-    bus = load_for(cfg.data_path, "bus")  # we stand where the proxy would, with its key
-    bus.server(sub)
-    sub.bind(cfg.bus_pub_endpoint)
-    proc = subprocess.Popen([sys.executable, "-m", "actors.marketdata", "--config",
-                             str(cfg_path)], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
     seen: dict[str, object] = {}
-    try:
+    with marketdata_alone(cfg_path, b"md.") as sub:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not {"rules", "book", "fresh"} <= set(seen):
             if sub.poll(200):
@@ -80,12 +97,6 @@ def test_rest_fallback_publishes_books_when_ws_is_down(tmp_path, sim):
                     seen["book"] = body
                 elif isinstance(body, FeedStatus) and body.fresh and body.source == "rest":
                     seen["fresh"] = body
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        sub.close(0)
-        bus.close()
-        ctx.term()
     assert {"rules", "book", "fresh"} <= set(seen), seen
     b = seen["book"]
     assert isinstance(b, BookSnapshot) and b.bids[0][0] < b.asks[0][0]
@@ -97,21 +108,11 @@ def test_ws_public_trades_are_published_once_each(tmp_path, sim):
     marketdata publishes each live one on ``md.trade.<SYM>`` exactly once, and not the
     join snapshot's history (its 421 trades were not seen happening)."""
     cfg_path = write_cfg(tmp_path, sim)
-    cfg = load_config(cfg_path)
     sim.set_walk(True)
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"md.trade.")
-    bus = load_for(cfg.data_path, "bus")  # we stand where the proxy would, with its key
-    bus.server(sub)
-    sub.bind(cfg.bus_pub_endpoint)
-    proc = subprocess.Popen([sys.executable, "-m", "actors.marketdata", "--config",
-                             str(cfg_path)], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
     trades: list[PublicTrade] = []
     topics: list[bytes] = []
     started_ms = int(time.time() * 1000)
-    try:
+    with marketdata_alone(cfg_path, b"md.trade.") as sub:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and len(trades) < 10:
             if sub.poll(200):
@@ -120,12 +121,6 @@ def test_ws_public_trades_are_published_once_each(tmp_path, sim):
                 assert isinstance(body, PublicTrade)
                 trades.append(body)
                 topics.append(topic)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        sub.close(0)
-        bus.close()
-        ctx.term()
     assert len(trades) >= 10, f"only {len(trades)} trades in 20 s"
     ids = [(t.symbol, t.trade_id) for t in trades]
     assert len(ids) == len(set(ids)), "a trade was published twice"

@@ -11,7 +11,6 @@ nothing.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 import stat
 import time
@@ -19,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from loguru import logger
+
+from shared.files import write_private_file
 
 CONFIRM_TTL_S = 120.0
 MAX_PENDING_CONFIRMS = 64
@@ -47,14 +48,7 @@ def load_or_create_token(path: Path) -> str:
     except FileNotFoundError:
         pass
     token = secrets.token_urlsafe(32)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_private_file(path, (token + "\n").encode())
     logger.info("dashboard: created a new access token in {}", path)
     return token
 

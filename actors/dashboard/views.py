@@ -146,11 +146,16 @@ def _overview(doc: dict[str, Any], watch: StatusWatch, model: BusModel,
     rows: list[list[Cell]] = []
     for name in LATCHES:
         on = latch.get(name)
-        since = watch.latch_since.get(name)
+        # The executor's DB says when a latch was set; a latch it has no time for (the
+        # config's kill switch, an older executor) shows when the dashboard first saw it.
+        set_at = (latch.get("set_at") or {}).get(name)
+        seen = watch.latch_since.get(name)
+        when = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(set_at)) if set_at and on else
+                clock(seen) + " (seen by the dashboard)" if seen else "-")
         rows.append([name.replace("_", " "),
                      cls("unknown" if on is None else "SET" if on else "clear",
                          "bad" if on or on is None else "good"),
-                     clock(since) + " (seen by the dashboard)" if since else "-",
+                     when,
                      latch.get("reason", "") if on else ""])
     if latch.get("supervisor_kill_switch"):
         rows.append(["supervisor kill switch", cls("SET", "bad"), "-",

@@ -154,6 +154,12 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # v5: when each latch became set (updated_at moves with every write, a repeated
+    # "pause" included; the operator wants to know since when trading has been held).
+    """
+    ALTER TABLE latches ADD COLUMN set_at REAL NOT NULL DEFAULT 0;
+    UPDATE latches SET set_at = updated_at WHERE value = 1;
+    """,
 ]
 
 LATCH_NAMES = ("kill_switch", "safety_latch", "paused")
@@ -524,12 +530,16 @@ class ExecutorDB:
     def set_latch(self, name: str, value: bool, reason: str, now: float | None = None) -> None:
         if name not in LATCH_NAMES:
             raise ValueError(f"unknown latch {name!r}")
+        at = now if now is not None else time.time()
         with self._durable():
             self.conn.execute(
-                "INSERT INTO latches(name, value, reason, updated_at) VALUES (?,?,?,?) "
+                "INSERT INTO latches(name, value, reason, updated_at, set_at) VALUES (?,?,?,?,?) "
                 "ON CONFLICT(name) DO UPDATE SET value=excluded.value, reason=excluded.reason, "
-                "updated_at=excluded.updated_at",
-                (name, int(value), reason[:500], now if now is not None else time.time()))
+                "updated_at=excluded.updated_at, "
+                # A latch set again keeps the time it was first set; a cleared one has none.
+                "set_at=CASE WHEN excluded.value=0 THEN 0 "
+                "WHEN latches.value=1 THEN latches.set_at ELSE excluded.set_at END",
+                (name, int(value), reason[:500], at, at if value else 0.0))
 
     def record_arming(self, mode: str, armed: bool, report_json: str, now: float) -> int:
         """A preflight report with the arming decision it led to; returns its id."""
@@ -605,3 +615,8 @@ class ExecutorDB:
         for name, value, reason in self.conn.execute("SELECT name, value, reason FROM latches"):
             out[name] = (bool(value), reason)
         return out
+
+    def latch_set_times(self) -> dict[str, float]:
+        """Wall time each latch that is set now was set (epoch seconds)."""
+        return {name: at for name, at in self.conn.execute(
+            "SELECT name, set_at FROM latches WHERE value = 1")}

@@ -23,6 +23,7 @@ class Gates:
         self.s = s
         self.fsm = fsm
         self.latches: dict[str, tuple[bool, str]] = {}
+        self.set_at: dict[str, float] = {}  # when each latch that is set was set (wall s)
         # Announces a durable change (wired to the snapshot publisher).
         self.on_change: Callable[[], None] = lambda: None
         # Halts: conditions of the moment, in memory only (they must work when the disk
@@ -33,6 +34,7 @@ class Gates:
 
     def load(self) -> None:
         self.latches = self.s.db.latches()
+        self.set_at = self.s.db.latch_set_times()
 
     def latch(self, name: str) -> bool:
         return self.latches.get(name, (False, ""))[0]
@@ -70,7 +72,7 @@ class Gates:
     def set_latch(self, latch: str, value: bool, reason: str) -> None:
         """Durable first, then announced (the portfolio snapshot, at once)."""
         self.s.db.set_latch(latch, value, reason, self.s.now())
-        self.latches = self.s.db.latches()
+        self.load()
         logger.warning("executor: latch {} = {} ({})", latch, value, reason)
         self.sync_fsm(f"latch {latch}={value}")
         self.s.dirty = True

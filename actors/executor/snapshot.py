@@ -114,6 +114,7 @@ class Snapshots:
             safety_latch=latches.safety_latch,
             paused=latches.paused,
             latch_reason=latches.reason,
+            latch_set_at=dict(self.gates.set_at),
             recovering=s.recovering,
             mode=s.mode,
             db=db_path,

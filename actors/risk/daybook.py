@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from shared.files import write_private_file
 from shared.tradingday import TradingDay
 
 FILE = "risk.day"
@@ -70,16 +71,4 @@ def save(path: Path, td: TradingDay, base: DayBaseline) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     doc = {"boundary": _boundary(td), "day": base.day, "start_net": format(base.start_net, "f"),
            "marked": base.marked}
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, json.dumps(doc).encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_private_file(path, json.dumps(doc).encode() + b"\n")

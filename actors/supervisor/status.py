@@ -57,6 +57,8 @@ def build_status(sup: Supervisor, snapshot: PortfolioSnapshot | None,
         "safety_latch": ex_info.safety_latch if ex_info else None,
         "paused": ex_info.paused if ex_info else None,
         "reason": (ex_info.latch_reason if ex_info else "") or sup.kill_switch_reason,
+        # When each latch that holds was set (epoch s, from the executor's DB).
+        "set_at": dict(ex_info.latch_set_at) if ex_info else {},
         "supervisor_kill_switch": sup.kill_switch_reason,
         "executor_halt": ex_info.halt if ex_info else "",
         "pending_persist": _pending(cfg),
@@ -279,6 +281,7 @@ def render_text(doc: dict[str, Any]) -> str:
         f"latch: kill_switch={_known(latch['kill_switch'])} "
         f"safety_latch={_known(latch['safety_latch'])} paused={_known(latch['paused'])} "
         f"{latch['reason']}",
+        *([f"latch set at: {_set_times(latch['set_at'])}"] if latch.get("set_at") else []),
         f"idempotency keys: pending={_known(keys['pending'])} "
         f"unknown={_known(keys['unknown'])} failed={_known(keys['failed'])}",
     ]
@@ -305,6 +308,12 @@ def render_text(doc: dict[str, Any]) -> str:
 
 
 WIDTH = 80  # status fits an 80-column terminal
+
+
+def _set_times(set_at: dict[str, float]) -> str:
+    return " ".join(
+        f"{name}={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(at))}"
+        for name, at in sorted(set_at.items()))
 
 
 def fit(lines: list[str], width: int = WIDTH) -> list[str]:

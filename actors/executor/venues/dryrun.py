@@ -9,20 +9,17 @@ fills happen; the fee is ``fee_bps`` of the notional, in the quote currency.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from actors.executor.venues.local import LocalVenue
 from bus.messages import BookSnapshot, Msg, PortfolioSnapshot
-from shared.btcturk.models import ExchangeOrder, UserTrade
 
 if TYPE_CHECKING:
     from actors.executor.db import OrderRow
 
-
-class VenueUnreadable(Exception):
-    """This venue has nothing to read (callers check ``read_block`` first)."""
 
 Level = tuple[Decimal, Decimal]
 
@@ -50,7 +47,7 @@ def crossing_fill(side: str, limit: Decimal, remaining: Decimal, bids: Sequence[
     return SimFill(limit, qty, limit * qty * fee_bps / Decimal(10000))
 
 
-class DryRunVenue:
+class DryRunVenue(LocalVenue):
     """Dry-run: orders are acknowledged at once with local ids and never leave the
     process; they fill when a book on the bus crosses them (``crossing_fill``). There is
     no exchange to read, so probes, polls and reconcile say so (``read_block``)."""
@@ -58,7 +55,6 @@ class DryRunVenue:
     name = "dry-run"
     sends = True
     follows = True
-    read_block: str | None = "dry_run"
     subscriptions = ("md.book.",)
 
     def __init__(self, fee_bps: Decimal, first_id: int) -> None:
@@ -75,47 +71,6 @@ class DryRunVenue:
 
     async def cancel(self, order_id: int) -> None:
         return None
-
-    async def get_order(self, order_id: int) -> ExchangeOrder:
-        raise VenueUnreadable("dry_run")
-
-    async def open_orders(self, pair: str | None = None) -> list[ExchangeOrder]:
-        raise VenueUnreadable("dry_run")
-
-    async def all_orders(self, pair: str, start_ms: int) -> list[ExchangeOrder]:
-        raise VenueUnreadable("dry_run")
-
-    async def user_trades(self, pair: str | None, start_ms: int,
-                          skip_ids: Container[int]) -> list[UserTrade]:
-        raise VenueUnreadable("dry_run")
-
-    async def balances(self) -> list[tuple[str, Decimal, Decimal]]:
-        raise VenueUnreadable("dry_run")
-
-    def start(self, spawn: Any, on_event: Any) -> None:
-        return None
-
-    def poll_interval(self) -> float:
-        return 1.0
-
-    def check(self, now_mono: float) -> None:
-        return None
-
-    def on_event_for(self, client_order_id: str, now_mono: float) -> None:
-        return None
-
-    def on_poll_changes(self, client_order_ids: list[str], now_mono: float,
-                        was_up: bool) -> None:
-        return None
-
-    def events_up(self) -> bool:
-        return False
-
-    def http_statuses(self) -> Mapping[int, int]:
-        return {}
-
-    def status(self) -> str:
-        return "off"
 
     def on_bus(self, body: Msg, open_orders: Callable[[str], list[OrderRow]]
                ) -> list[tuple[OrderRow, SimFill, str]]:

@@ -13,21 +13,20 @@ that come on the bus, so the reply's copy is never a decision input: the recorde
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from actors.executor.db import OrderRow
-from actors.executor.venues.dryrun import SimFill, VenueUnreadable
+from actors.executor.venues.dryrun import SimFill
+from actors.executor.venues.local import LocalVenue, VenueUnreadable
 from bus.messages import KeyCounts, Latches, Msg, PortfolioSnapshot
-from shared.btcturk.models import ExchangeOrder, UserTrade
 
 
-class MirrorVenue:
+class MirrorVenue(LocalVenue):
     name = "mirror"
     sends = False
     follows = False
-    read_block: str | None = "dry_run"
     subscriptions = ("portfolio", "order.", "fill.")
 
     def __init__(self, counters: Any) -> None:
@@ -40,47 +39,6 @@ class MirrorVenue:
 
     async def cancel(self, order_id: int) -> None:
         raise VenueUnreadable("the replay mirror never sends")
-
-    async def get_order(self, order_id: int) -> ExchangeOrder:
-        raise VenueUnreadable("dry_run")
-
-    async def open_orders(self, pair: str | None = None) -> list[ExchangeOrder]:
-        raise VenueUnreadable("dry_run")
-
-    async def all_orders(self, pair: str, start_ms: int) -> list[ExchangeOrder]:
-        raise VenueUnreadable("dry_run")
-
-    async def user_trades(self, pair: str | None, start_ms: int,
-                          skip_ids: Container[int]) -> list[UserTrade]:
-        raise VenueUnreadable("dry_run")
-
-    async def balances(self) -> list[tuple[str, Decimal, Decimal]]:
-        raise VenueUnreadable("dry_run")
-
-    def start(self, spawn: Any, on_event: Any) -> None:
-        return None
-
-    def poll_interval(self) -> float:
-        return 1.0
-
-    def check(self, now_mono: float) -> None:
-        return None
-
-    def on_event_for(self, client_order_id: str, now_mono: float) -> None:
-        return None
-
-    def on_poll_changes(self, client_order_ids: list[str], now_mono: float,
-                        was_up: bool) -> None:
-        return None
-
-    def events_up(self) -> bool:
-        return False
-
-    def http_statuses(self) -> Mapping[int, int]:
-        return {}
-
-    def status(self) -> str:
-        return "off"
 
     def on_bus(self, body: Msg, open_orders: Callable[[str], list[OrderRow]]
                ) -> list[tuple[OrderRow, SimFill, str]]:
