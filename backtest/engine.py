@@ -322,7 +322,12 @@ class Backtest:
 
     def _refresh(self) -> None:
         """The executor's snapshot, instantly: positions, balances, open orders."""
-        snap = PortfolioSnapshot(
+        snap = self._portfolio()
+        self.host.apply_snapshot(snap, self._tick())
+        risk_state.apply_snapshot(self.risk, snap, self._clock, self.quote)
+
+    def _portfolio(self) -> PortfolioSnapshot:
+        return PortfolioSnapshot(
             positions=[Position(symbol=s, quantity=p.quantity, avg_cost=p.avg_cost,
                                 realized_pnl=p.realized_pnl, fees=p.fees)
                        for s, p in sorted(self.positions.items())],
@@ -335,8 +340,6 @@ class Backtest:
                                    filled_quantity=o.filled, state=state)
                          for o, state in self._open_orders()],
             latches=Latches(), keys=KeyCounts())
-        self.host.apply_snapshot(snap, self._tick())
-        risk_state.apply_snapshot(self.risk, snap, self._clock, self.quote)
 
     def _open_orders(self) -> Iterable[tuple[SimOrder, str]]:
         """What the executor's snapshot lists as open (the matcher's resting orders)."""

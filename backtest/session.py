@@ -14,11 +14,16 @@ message stream where the live pipeline's answers arrived:
 - **portfolio snapshots**: the host and risk see the backtest's own account (positions,
   balances, open orders) at each recorded ``portfolio`` message, not after every
   change, so a symbol whose position moved waits for a snapshot as long as live did;
-- **risk's answer**: risk judges an intent at once (as live, where its bus copy comes,
-  on the intent's clock), but the strategy learns the verdict where the recorded
-  ``decision.*`` of the same intent id came, and the order reaches the fill model where
-  the exchange answered it live (its first order event after PENDING), on the latest
-  book recorded by then;
+- **risk** takes input from its own join (as the strategy) and judges an intent where
+  the session's copy of it came on the bus, on the intent's clock (as the risk actor:
+  a feed status that came between the book and the intent counts); the strategy learns
+  the verdict where the recorded ``decision.*`` came, and the order reaches the fill
+  model where the exchange answered it live (its first order event after PENDING), on
+  the latest book recorded by then;
+- **fills**: the account moves on the book that fills (a later book or snapshot sees
+  it), but the strategy and risk hear of a fill (and of the order's end) where the
+  session's executor announced it, so a book between the exchange's fill and its
+  announcement is decided on as live did;
 - **cancels** take effect where the recorded order event ended that order;
 - **trailing evaluations** of the throttle run on the recorded ``md.clock`` ticks, as
   the live actor's do.
@@ -61,6 +66,7 @@ from bus.messages import (
     PortfolioSnapshot,
     PublicTrade,
     RiskDecision,
+    StrategyInfo,
     SymbolRules,
     packet_decoder,
 )
@@ -72,7 +78,8 @@ from shared.recording import read_recording
 ZERO = Decimal(0)
 # What the live strategy subscribes to, and its heartbeats (where its input opened).
 TOPICS = ("md.book.", "md.trade.", "md.rules.", "md.status", "md.clock", "portfolio",
-          "decision.", "intent.", "order.", "fill.", "hb.strategy")
+          "decision.", "intent.", "order.", "fill.", "hb.strategy", "hb.risk")
+JOINERS = ("strategy", "risk")  # actors whose input opens at their own heartbeat
 NOT_ON_EXCHANGE = ("PENDING", "REJECTED", "FAILED")
 
 
@@ -94,6 +101,7 @@ class Session:
     order)."""
 
     join: int = -1  # record where the strategy's input opened
+    risk_join: int = -1  # and risk's
     boot: int = 0
     plugin: str = ""
     balances: dict[str, Decimal] = field(default_factory=dict)
@@ -122,9 +130,9 @@ def read_session(recording: str | os.PathLike[str]) -> Session:
     account, and what it did (intents, decisions, orders, fills), with the record
     number of every answer."""
     s = Session()
-    beats: dict[int, int] = {}  # heartbeat seq -> record
-    incarnation = ""
-    joined_seq = 0
+    beats: dict[tuple[str, int], int] = {}  # (actor, heartbeat seq) -> record
+    incarnation: dict[str, str] = {}  # actor -> its first run's
+    joined_seq: dict[str, int] = {}  # actor -> seq of its heartbeat that opened input
     first_snapshot: PortfolioSnapshot | None = None
     undecided: dict[str, list[LiveIntent]] = {}  # intent id -> awaiting a decision
     for n, topic, payload in _packets(recording):
@@ -137,16 +145,20 @@ def read_session(recording: str | os.PathLike[str]) -> Session:
         body = packet.body
         s.end_ns = max(s.end_ns, packet.env.wall_ns)
         match body:
-            case Heartbeat() if body.actor == "strategy" and packet.env.source == "strategy":
-                incarnation = incarnation or packet.env.incarnation
-                if packet.env.incarnation != incarnation:
-                    s.restarted_ns = s.restarted_ns or packet.env.wall_ns
+            case Heartbeat() if body.actor in JOINERS and packet.env.source == body.actor:
+                actor = body.actor
+                inc = incarnation.setdefault(actor, packet.env.incarnation)
+                if packet.env.incarnation != inc:
+                    if actor == "strategy":
+                        s.restarted_ns = s.restarted_ns or packet.env.wall_ns
                     continue
-                beats.setdefault(packet.env.seq, n)
-                joined_seq = joined_seq or body.counters.get("joined_hb_seq", 0)
-                if body.info is not None and getattr(body.info, "plugin", ""):
-                    s.plugin = s.plugin or body.info.plugin  # type: ignore[union-attr]
-                    s.boot = body.info.boot  # type: ignore[union-attr]
+                beats.setdefault((actor, packet.env.seq), n)
+                if actor not in joined_seq and body.counters.get("joined_hb_seq", 0):
+                    joined_seq[actor] = body.counters["joined_hb_seq"]
+                info = body.info
+                if isinstance(info, StrategyInfo) and info.plugin:
+                    s.plugin = s.plugin or info.plugin
+                    s.boot = info.boot
             case PortfolioSnapshot():
                 if first_snapshot is None:
                     first_snapshot = body
@@ -174,10 +186,13 @@ def read_session(recording: str | os.PathLike[str]) -> Session:
             case Fill():
                 s.fills.append(body)
                 s.fill_at.setdefault(body.client_order_id, []).append(n)
-    if joined_seq not in beats:
-        raise SessionError("no heartbeat of the session's strategy says where its input "
-                           "opened (joined_hb_seq): is this a full session recording?")
-    s.join = beats[joined_seq]
+    for actor in JOINERS:
+        if (actor, joined_seq.get(actor, -1)) not in beats:
+            raise SessionError(f"no heartbeat of the session's {actor} says where its "
+                               "input opened (joined_hb_seq): is this a full session "
+                               "recording, from the start of the session?")
+    s.join = beats[("strategy", joined_seq["strategy"])]
+    s.risk_join = beats[("risk", joined_seq["risk"])]
     if first_snapshot is None:
         raise SessionError("no executor snapshot (portfolio) in the recording: the "
                            "starting account is unknown")
@@ -237,6 +252,10 @@ class SessionBacktest(Backtest):
     def step_record(self, n: int, clock: int, body: object) -> None:
         self.index = n
         self._clock = clock
+        if n == self.session.risk_join:
+            # Risk's input opens here (its state before is not the live one's: it had
+            # none); whatever was fed to it so far is dropped.
+            self.risk = risk_state.RiskState()
         if n < self.session.join:
             self._before_join(body)
             return
@@ -268,7 +287,8 @@ class SessionBacktest(Backtest):
                 pass
 
     def _before_join(self, body: object) -> None:
-        """Risk ran before the strategy joined: it has the market's state."""
+        """Risk may have joined before the strategy: it has the market's state and the
+        executor's snapshots."""
         match body:
             case BookSnapshot() if body.bids and body.asks:
                 risk_state.apply_book(self.risk, body)
@@ -276,6 +296,9 @@ class SessionBacktest(Backtest):
                 risk_state.apply_rules(self.risk, body)
             case FeedStatus():
                 risk_state.apply_feed_status(self.risk, body)
+            case PortfolioSnapshot():
+                risk_state.apply_snapshot(self.risk, self._portfolio(), self._clock,
+                                          self.quote)
             case _:
                 pass
 
@@ -324,7 +347,19 @@ class SessionBacktest(Backtest):
 
     def _submit(self, intent: Intent) -> None:
         self.result.intents += 1
-        # Risk judges where the intent's bus copy comes: right now, on its clock.
+        live = self._live(intent)
+        if live is None:
+            self.unmatched.append(intent)
+
+        def judge() -> None:
+            self._judge(intent, live)
+
+        # Risk judges where the intent's bus copy came (its state is the bus's up to
+        # there: a feed status that came in between counts), on the intent's clock.
+        if not self._later(live.record if live is not None else None, judge):
+            judge()
+
+    def _judge(self, intent: Intent, live: LiveIntent | None) -> None:
         verdict = risk_decide(intent, self.risk, self.cfg, intent.created_wall_ns)
         cid = client_order_id(self.cfg.executor.client_id_prefix, intent.intent_id)
         if verdict.approved:
@@ -334,12 +369,9 @@ class SessionBacktest(Backtest):
         else:
             for reason in verdict.reasons:
                 self.result.rejections[reason] += 1
-        live = self._live(intent)
         decided = live.decided_at if live is not None else None
         live_cid = live.cid if live is not None else ""
-        if live is None:
-            self.unmatched.append(intent)
-        elif verdict.approved and live_cid:
+        if verdict.approved and live_cid:
             self.paired[cid] = live_cid
 
         def answer() -> None:
