@@ -22,6 +22,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bus.messages import packet_decoder  # noqa: E402
@@ -64,10 +66,44 @@ while seq < total:
     if ahead > 0:
         time.sleep(ahead)
 elapsed = mono() - start
-print(f"{name}: {seq} msgs in {elapsed:.2f}s ({seq / elapsed:,.0f}/s)", flush=True)
+cpu = time.process_time()
+print(f"{name}: {seq} msgs in {elapsed:.2f}s ({seq / elapsed:,.0f}/s), "
+      f"cpu {cpu:.2f}s ({cpu / seq * 1e6:.1f} us/msg)", flush=True)
 sock.close(linger=5000)
 ctx.term()
 """
+
+
+def _thread_cpu(proc: psutil.Process) -> dict[str, float]:
+    """CPU seconds (user + system) per thread, keyed by the thread's name and id."""
+    out = {}
+    for t in proc.threads():
+        try:
+            comm = Path(f"/proc/{proc.pid}/task/{t.id}/comm").read_text().strip()
+        except OSError:
+            continue
+        label = "main" if t.id == proc.pid else comm
+        out[f"{label}[{t.id}]"] = t.user_time + t.system_time
+    return out
+
+
+def _drained(directory: Path, expected: int, timeout_s: float = 30.0) -> None:
+    """Wait until the recordings stop growing (the recorder caught up and flushed):
+    a fixed sleep would stop a recorder that is behind and count its queue as lost."""
+    deadline = time.monotonic() + timeout_s
+    last, still = -1, 0
+    while time.monotonic() < deadline:
+        size = 0
+        for p in directory.iterdir():
+            try:
+                size += p.stat().st_size
+            except FileNotFoundError:  # a segment replaced by its compressed form
+                pass
+        still = still + 1 if size == last else 0
+        if still >= 3:  # three flush intervals and more without a byte
+            return
+        last = size
+        time.sleep(0.25)
 
 
 def main() -> int:
@@ -83,6 +119,10 @@ def main() -> int:
     extra = {"recorder": {"segment_max_bytes": args.segment_mb * 1024 * 1024,
                           "compress": not args.no_compress}}
     with IsolatedPipeline(None, actors=(), record=True, extra=extra) as pipe:
+        watched = {name: psutil.Process(pid) for name, pid in pipe.pids().items()
+                   if name in ("bus", "recorder")}
+        before = {name: _thread_cpu(p) for name, p in watched.items()}
+        t0 = time.monotonic()
         pubs = [subprocess.Popen([sys.executable, "-c", PUBLISHER, pipe.cfg.bus_pub_endpoint,
                                   n, str(per), str(args.seconds)],
                                  env={**os.environ, "BENCH_DATA": str(pipe.cfg.data_path)})
@@ -91,7 +131,9 @@ def main() -> int:
             if p.wait(args.seconds * 4 + 30) != 0:
                 print("publisher failed", file=sys.stderr)
                 return 1
-        time.sleep(1.0)  # the recorder drains its queue and flushes
+        _drained(pipe.recordings, args.publishers * int(per * args.seconds))
+        cpu_wall = time.monotonic() - t0
+        after = {name: _thread_cpu(p) for name, p in watched.items()}
         seqs: dict[str, list[int]] = defaultdict(list)
         times: dict[str, list[int]] = defaultdict(list)
         # Stop without removing the directory (the with block does that after the read):
@@ -125,6 +167,20 @@ def main() -> int:
     print(f"recorder sustained {rate:,.0f} msgs/s; whole burst {burst:,.0f} msgs/s over "
           f"{(last - first) / 1e9:.2f}s "
           f"({total} messages, lost {args.publishers * expected - total})")
+    # Where the CPU went from the publishers' start until the recorder had written the
+    # last message: per process and per thread (ZMQbg/IO/* are libzmq's I/O threads,
+    # which do the CURVE crypto; the others are Python's), per message forwarded.
+    span = (last - first) / 1e9
+    print(f"cpu from the burst's start until drained ({cpu_wall:.2f}s; shares of a core are "
+          f"of the {span:.2f}s receive span), load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}:")
+    for name in watched:
+        spent = {t: after[name].get(t, 0.0) - before[name].get(t, 0.0) for t in after[name]}
+        busy = {t: s for t, s in spent.items() if s > 0.005}
+        whole = sum(spent.values())
+        print(f"  {name}: {whole:.2f}s ({whole / span:.0%} of a core, "
+              f"{whole / max(total, 1) * 1e6:.1f} us/msg): " + ", ".join(
+                  f"{t} {s:.2f}s" for t, s in sorted(busy.items(), key=lambda kv: -kv[1])))
     ok &= rate >= args.rate * 0.97  # receive span includes the publishers' ramp-up
     print("OK" if ok else "FAILED")
     return 0 if ok else 1

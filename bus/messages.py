@@ -62,9 +62,13 @@ def _finite_float(name: str, value: float, *, minimum: float = 0.0) -> None:
 
 
 def _levels(name: str, levels: list[Level]) -> None:
+    # Every subscriber decodes every book (40 levels): the common case is checked
+    # without building a name per level; a bad level goes through the checks that say
+    # which bound it broke (is_finite first: comparing a NaN raises).
     for price, amount in levels:
-        _positive(f"{name} price", price)
-        _nonneg(f"{name} amount", amount)
+        if not (price.is_finite() and amount.is_finite() and price > 0 and amount >= 0):
+            _positive(f"{name} price", price)
+            _nonneg(f"{name} amount", amount)
 
 
 class Envelope(msgspec.Struct, array_like=True, frozen=True):

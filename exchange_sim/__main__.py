@@ -49,7 +49,7 @@ async def _serve(host: str, port: int, options: dict[str, object]) -> None:
     "--fee-schedule",
     default=None,
     help="maker/taker tiers by 30-day quote volume, VOLUME:MAKER/TAKER,... "
-    "(default 0:0.0005/0.001)",
+    "(default 0:0.0005/0.0009, ccxt's flat BTCTurk fees)",
 )
 @click.option(
     "--no-rate-limits",

@@ -73,6 +73,7 @@ class AdminApi:
             "faults": sim.faults.describe(),
             "ws_clients": len(sim.ws.clients),
             "rate_limited": sim.rate_limiter.refused,  # 429s answered so far
+            "ws_connects_refused": sim.ws_connects.refused,  # WS upgrades answered 429
         }
         return web.Response(body=encode(body), content_type="application/json")
 

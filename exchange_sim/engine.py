@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Decimal, InvalidOperation
 from typing import Any
 
-from .fees import FeeSchedule, Tier
+from .fees import DEFAULT_MAKER, DEFAULT_TAKER, FeeSchedule, Tier
 from .ids import IdAllocator, Reserve
 from .market import Book, Market, SymbolSpec
 
@@ -148,9 +148,10 @@ class Changes:
 
     orders: dict[int, SimOrder] = field(default_factory=dict)
     fills: list[Fill] = field(default_factory=list)
+    forgotten: set[int] = field(default_factory=set)  # order ids lost by ``forget``
 
     def __bool__(self) -> bool:
-        return bool(self.orders or self.fills)
+        return bool(self.orders or self.fills or self.forgotten)
 
 
 class Engine:
@@ -160,8 +161,8 @@ class Engine:
         balances: dict[str, Decimal],
         *,
         now_ms: Callable[[], int],
-        taker_fee: Decimal = Decimal("0.001"),
-        maker_fee: Decimal = Decimal("0.0005"),
+        taker_fee: Decimal = DEFAULT_TAKER,
+        maker_fee: Decimal = DEFAULT_MAKER,
         fee_tiers: tuple[Tier, ...] | None = None,
         user_id: int = 424242,
     ) -> None:
@@ -404,6 +405,10 @@ class Engine:
             raise SimReject("NO_ORDER_MATCHES_YOUR_REQUEST", 1052)
         self._finish(order)
         del self.orders[order.id]
+        if self.changes is not None:
+            # Lost for good: a restart from the state file must not bring it back.
+            self.changes.orders.pop(order.id, None)
+            self.changes.forgotten.add(order.id)
         return order
 
     def _finish(self, order: SimOrder) -> None:

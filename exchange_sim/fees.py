@@ -1,9 +1,10 @@
 """Maker/taker fees from a volume-tiered schedule (pure).
 
 A tier applies from a 30-day traded quote volume upwards, as exchanges' public fee tables
-do. The default schedule is one tier (0.05 % maker, 0.1 % taker); an operator who wants
-BTCTurk's current public tiers enters them with ``--fee-schedule`` (the reference this
-project was built from does not list them, so the simulator does not invent them).
+do. The default is one tier, 0.05 % maker / 0.09 % taker: ccxt's figures for BTCTurk
+(``fees.trading`` in ccxt's ``ts/src/btcturk.ts``), a flat pair, not BTCTurk's own tier
+table. That table (pro.btcturk.com's "Komisyonlar" page) was not available to us, so the
+simulator does not invent its tiers; enter them with ``--fee-schedule`` to match.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 WINDOW_MS = 30 * 86_400_000
+
+# ccxt's flat BTCTurk trading fees (see the module docstring for why not BTCTurk's tiers).
+DEFAULT_MAKER = Decimal("0.0005")
+DEFAULT_TAKER = Decimal("0.0009")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
+from functools import cached_property
 from typing import Any
 
 from .history import Tape
@@ -21,6 +22,7 @@ DEPTH = 20
 HISTORY_MINUTES = 24 * 60
 HISTORY_VOLATILITY = Decimal("0.0012")  # per minute: a calm day's path (about 4.5 %/day)
 FIRST_TRADE_ID = 100_000_000_001
+_MICRO = Decimal(1_000_000)
 
 
 @dataclass(frozen=True)
@@ -39,15 +41,17 @@ class SymbolSpec:
     max_price: Decimal = Decimal("10000000")
     level_notional: Decimal = Decimal("40000")  # typical quote value per book level
 
-    @property
+    # Cached: the walk asks for them ~100 times per book per tick (frozen fields, so the
+    # values never change; cached_property writes the instance dict, not a field).
+    @cached_property
     def price_quantum(self) -> Decimal:
         return Decimal(1).scaleb(-(self.denominator_scale if self.has_fraction else 0))
 
-    @property
+    @cached_property
     def qty_quantum(self) -> Decimal:
         return Decimal(1).scaleb(-self.numerator_scale)
 
-    @property
+    @cached_property
     def grid(self) -> Decimal:
         """The price grid the simulated liquidity quotes on: the UI tick (BTCTurk does not
         enforce it on orders, but the book and the prints sit on it)."""
@@ -168,9 +172,17 @@ class Market:
         book.touch(now_ms)
 
     def _level_amount(self, spec: SymbolSpec, price: Decimal) -> Decimal:
-        notional = spec.level_notional * self._rand(0.2, 1.6)
-        amount = (notional / price).quantize(spec.qty_quantum, rounding=ROUND_DOWN)
-        return max(amount, spec.qty_quantum)
+        # The hottest lines of a simulated run (40 levels per book per tick), so _rand
+        # and max() are inlined with the same values: uniform(lo, hi) is
+        # lo + (hi - lo) * random(); Decimal(str(round(u, 6))) is exactly micros / 10**6
+        # (a float rounded to 6 decimals has that short decimal as its repr), and a
+        # Decimal quotient is the correctly rounded value of the same rational, so
+        # amounts are bit for bit what _rand gave (tests/test_sim_market.py).
+        quantum = spec.qty_quantum
+        micros = round(round(0.2 + (1.6 - 0.2) * self.rng.random(), 6) * 1e6)
+        amount = (spec.level_notional * Decimal(micros) / (price * _MICRO)).quantize(
+            quantum, ROUND_DOWN)
+        return amount if amount >= quantum else quantum
 
     def walk(self, book: Book, now_ms: int) -> PublicTrade | None:
         """One random-walk step; sometimes prints a public trade at the touch."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .fees import Tier
+from .fees import DEFAULT_MAKER, DEFAULT_TAKER, Tier
 
 DEFAULT_API_KEY = "sim-api-key"
 DEFAULT_API_SECRET = "YnRjYm90LWV4Y2hhbmdlLXNpbS1zZWNyZXQtdjEhIQ=="
@@ -43,8 +43,8 @@ class SimOptions:
     random_walk: bool = True
     nonce_window_ms: int = 1000
     clock_offset_ms: int = 0
-    taker_fee: Decimal = Decimal("0.001")
-    maker_fee: Decimal = Decimal("0.0005")
+    taker_fee: Decimal = DEFAULT_TAKER
+    maker_fee: Decimal = DEFAULT_MAKER
     # Volume tiers (fees.py); None: one tier of maker_fee/taker_fee.
     fee_tiers: tuple[Tier, ...] | None = None
     ws_heartbeat_s: float = 20.0

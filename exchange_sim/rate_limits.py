@@ -119,3 +119,44 @@ class RateLimiter:
         for window in counted:
             window.used += 1
         return None
+
+
+# WebSocket connects (btcturk-api.md section 8): "15 connection requests/min, then blocked
+# 60s. Subscriptions do not count." Per IP (a connect carries no API key). Our reading of
+# the undocumented details: the minute is a fixed window from the first connect, like the
+# REST limits; the 16th connect in it starts the 60 s block; connects refused while blocked
+# neither count nor extend the block; the refusal is the REST one (429 + Retry-After) on
+# the upgrade request, so no socket is opened.
+WS_CONNECTS = Limit(15, 60, "ip")
+WS_BLOCK_S = 60.0
+
+
+@dataclass
+class WsConnectLimiter:
+    enabled: bool = True
+    _windows: dict[str, _Window] = field(default_factory=dict)
+    _blocked_until: dict[str, float] = field(default_factory=dict)
+    refused: int = 0
+
+    def reset(self) -> None:
+        self._windows.clear()
+        self._blocked_until.clear()
+
+    def check(self, ip: str, now: float) -> Refusal | None:
+        """Count this connect, or refuse it (counting nothing)."""
+        if not self.enabled:
+            return None
+        blocked = self._blocked_until.get(ip, 0.0)
+        if now < blocked:
+            self.refused += 1
+            return Refusal(WS_CONNECTS, max(1, math.ceil(blocked - now)))
+        window = self._windows.get(ip)
+        if window is None or now >= window.start + WS_CONNECTS.period_s:
+            window = self._windows[ip] = _Window(now)
+        if window.used >= WS_CONNECTS.count:
+            self._blocked_until[ip] = now + WS_BLOCK_S
+            del self._windows[ip]  # after the block, a new minute starts
+            self.refused += 1
+            return Refusal(WS_CONNECTS, math.ceil(WS_BLOCK_S))
+        window.used += 1
+        return None

@@ -10,6 +10,12 @@ from .history import Stats
 from .market import Book
 
 
+def _plain(value: Decimal) -> str:
+    """A decimal as BTCTurk writes it: positional, never an exponent ("1E-13" is not a
+    price string a client's decimal pattern accepts)."""
+    return format(value, "f")
+
+
 def symbol_json(index: int, book: Book) -> dict[str, Any]:
     s = book.spec
     low, high = limit_bounds(book)
@@ -26,15 +32,15 @@ def symbol_json(index: int, book: Book) -> dict[str, Any]:
         "filters": [
             {
                 "filterType": "PRICE_FILTER",
-                "minPrice": str(s.min_price),
-                "maxPrice": str(s.max_price),
-                "tickSize": str(s.tick_size),
-                "minExchangeValue": str(s.min_total),
+                "minPrice": _plain(s.min_price),
+                "maxPrice": _plain(s.max_price),
+                "tickSize": _plain(s.tick_size),
+                "minExchangeValue": _plain(s.min_total),
                 "minAmount": None,
                 "maxAmount": None,
             }
         ],
-        "orderMethods": ["MARKET", "LIMIT"],
+        "orderMethods": ["MARKET", "LIMIT", "STOP_MARKET", "STOP_LIMIT"],  # all four are modelled
         "displayFormat": "#,###",
         "commissionFromNumerator": False,
         "order": index + 1,
@@ -42,8 +48,8 @@ def symbol_json(index: int, book: Book) -> dict[str, Any]:
         "isNew": False,
         "marketPriceWarningThresholdPercentage": "0.25",
         "maximumOrderAmount": None,
-        "maximumLimitOrderPrice": str(high),
-        "minimumLimitOrderPrice": str(low),
+        "maximumLimitOrderPrice": _plain(high),
+        "minimumLimitOrderPrice": _plain(low),
     }
 
 

@@ -23,6 +23,7 @@ from .engine import Engine
 from .faults import FaultRegistry
 from .history import DAY_S
 from .market import Book, Market, PublicTrade
+from .rate_limits import WsConnectLimiter
 from .responses import encode
 from .views import ticker_row
 
@@ -96,8 +97,10 @@ class WsHub:
         auth: AuthChecker,
         faults: FaultRegistry,
         heartbeat_s: float,
+        connect_limiter: WsConnectLimiter | None = None,
     ) -> None:
         self.market = market
+        self.connect_limiter = connect_limiter or WsConnectLimiter(enabled=False)
         self.engine = engine
         self.auth = auth
         self.faults = faults
@@ -114,6 +117,12 @@ class WsHub:
                 await client.ws.close()
 
     async def handler(self, request: web.Request) -> web.StreamResponse:
+        refusal = self.connect_limiter.check(request.remote or "", time.monotonic())
+        if refusal is not None:
+            resp = web.Response(body=encode(refusal.body()), status=429,
+                                content_type="application/json")
+            resp.headers["Retry-After"] = str(refusal.retry_after_s)
+            return resp
         ws = web.WebSocketResponse(heartbeat=self.heartbeat_s, autoping=True)
         await ws.prepare(request)
         client = WsClient(ws)

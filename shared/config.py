@@ -111,7 +111,8 @@ class SimulatorConfig(_Section):
     # (`btcbot-supervisor paper reset` archives it together with the executor DB).
     state_file: str = "data/exchange-sim.db"
     rate_limits: bool = True  # BTCTurk's documented limits, answered with 429 like it does
-    fee_schedule: str = ""  # VOLUME:MAKER/TAKER,... (empty: 0.05 % maker / 0.1 % taker)
+    # VOLUME:MAKER/TAKER,... (empty: 0.05 % maker / 0.09 % taker, ccxt's BTCTurk figures)
+    fee_schedule: str = ""
 
 
 class ActorSettings(_Section):

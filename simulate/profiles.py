@@ -34,6 +34,7 @@ class Profile:
     full_disks: float = 0.0  # the executor's DB refuses writes for 10-60 s
     kill_switch: float = 0.0  # the operator sets the kill switch for 30-300 s
     pauses: float = 0.0  # the operator pauses trading for 30-300 s
+    venue_crashes: float = 0.0  # the exchange process dies, restarts from its state file
 
 
 PROFILES: dict[str, Profile] = {
@@ -45,7 +46,7 @@ PROFILES: dict[str, Profile] = {
         connect_refused=0.003, timeout=0.002, server_error=0.005, rate_limited=0.003,
         drop_after_accept=0.01, repeat_trade=0.02,
         outages=1.0, frozen_books=2.0, late_fills=1.0, vanishing_orders=1.0,
-        clock_skews=1.0, full_disks=0.5, kill_switch=2.0, pauses=1.0,
+        clock_skews=1.0, full_disks=0.5, kill_switch=2.0, pauses=1.0, venue_crashes=0.5,
     ),
     "harsh": Profile(
         "harsh",
@@ -54,7 +55,7 @@ PROFILES: dict[str, Profile] = {
         connect_refused=0.02, timeout=0.01, server_error=0.03, rate_limited=0.02,
         drop_after_accept=0.05, repeat_trade=0.1,
         outages=4.0, frozen_books=6.0, late_fills=4.0, vanishing_orders=4.0,
-        clock_skews=4.0, full_disks=2.0, kill_switch=6.0, pauses=4.0,
+        clock_skews=4.0, full_disks=2.0, kill_switch=6.0, pauses=4.0, venue_crashes=2.0,
     ),
 }
 
@@ -65,7 +66,7 @@ RATE_FAULTS = ("pubsub_loss", "req_loss", "reply_loss", "reply_late", "crash_at_
                "connect_refused", "timeout", "server_error", "rate_limited",
                "drop_after_accept", "repeat_trade")
 EVENT_FAULTS = ("outages", "frozen_books", "late_fills", "vanishing_orders", "clock_skews",
-                "full_disks", "kill_switch", "pauses")
+                "full_disks", "kill_switch", "pauses", "venue_crashes")
 FAULT_KINDS = RATE_FAULTS + EVENT_FAULTS
 
 # How hard the simulated operator trades: the configuration's defaults, or bench/chaos.py's

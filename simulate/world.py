@@ -201,7 +201,8 @@ class World:
         base = self.rng.getrandbits(32)
         self.exchange = InProcessExchange(
             self.loop, self.rng, self.trace, symbols=list(self.cfg.marketdata.symbols),
-            balances=dict(START_BALANCES), wall_ms=self._wall_ms, market_seed=base)
+            balances=dict(START_BALANCES), wall_ms=self._wall_ms, market_seed=base,
+            state_path=self.dir / "exchange" / "state.db")
         self.slots = {n: Slot(n, RestartTracker(self.cfg.actor_settings(n), self.cfg.supervisor))
                       for n in ACTORS}
         self.result = RunResult(seed, hours, self.profile.name, plant)
@@ -371,6 +372,7 @@ class World:
             task.cancel()  # the operator's own latch pulses end here
         self._spawn(self._set_latch("kill_switch", True))
         self.disk_trigger.unlink(missing_ok=True)
+        self._venue_restart()
         self.exchange.faults.outage_until = 0.0
         self.exchange.faults.frozen_until.clear()
         self.exchange.faults.trades_lag_until = 0.0
@@ -405,6 +407,7 @@ class World:
                 # Left open after a stall: the abandoned tasks' coroutines are finalized
                 # later by the collector, which needs a loop that is not closed.
                 self.loop.close()
+            self.exchange.close()
             if self._tmp is not None:
                 self._tmp.cleanup()
 
@@ -453,6 +456,7 @@ class World:
             ("clock_skews", self._skew), ("full_disks", self._disk),
             ("kill_switch", lambda live: self._latch("kill_switch", live)),
             ("pauses", lambda live: self._latch("paused", live)),
+            ("venue_crashes", self._venue_crash),
         ]
         rates = [(name, getattr(p, name), act) for name, act in kinds]
         total = sum(rate for _, rate, _ in rates)
@@ -498,8 +502,21 @@ class World:
         order = self.rng.choice(open_)
         if live:
             engine.forget(order.client_id)
+            self.exchange.persist()
             self.inv.vanished.add(order.client_id)
             self.fault("vanish", order.client_id)
+
+    def _venue_crash(self, live: bool) -> None:
+        down = self.rng.uniform(5, 30)
+        if live and not self.exchange.down:
+            self.exchange.crash()
+            self.fault("venue_crash", f"down {down:.0f}s")
+            self.loop.call_later(down, self._venue_restart)
+
+    def _venue_restart(self) -> None:
+        if self.exchange.down:
+            self.exchange.restart()
+            self.trace.note("start", "venue", f"generation {self.exchange.generation}")
 
     def _skew(self, live: bool) -> None:
         name = self.rng.choice(ACTORS)

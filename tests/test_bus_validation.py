@@ -33,7 +33,7 @@ from bus.messages import (
     packet_encoder,
     request_decoder,
 )
-from bus.proxy import FrameProxy, check_shape
+from bus.proxy import BURST, FrameProxy, check_shape
 from bus.transport import RequestClient, RequestFailed, RequestServer, Subscriber
 from tests.keys import auth
 
@@ -56,6 +56,19 @@ def book_dict(**over: object) -> list[object]:
 def test_non_finite_or_non_positive_prices_are_refused(bad: str) -> None:
     with pytest.raises(msgspec.ValidationError):
         packet_decoder.decode(msgspec.msgpack.encode(book_dict(bids=[[bad, "1"]])))
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", "-1", "sNaN"])
+def test_non_finite_or_negative_amounts_are_refused_naming_the_side(bad: str) -> None:
+    # A bad level deep in the book, behind good ones (the fast path checks all of them).
+    asks = [["101", "1"], ["102", "0"], ["103", bad]]
+    with pytest.raises(msgspec.ValidationError, match="asks amount"):
+        packet_decoder.decode(msgspec.msgpack.encode(book_dict(asks=asks)))
+
+
+def test_a_zero_amount_level_is_accepted() -> None:
+    packet = packet_decoder.decode(msgspec.msgpack.encode(book_dict(asks=[["101", "0"]])))
+    assert packet.body.asks == [(Decimal("101"), Decimal("0"))]
 
 
 @pytest.mark.parametrize("field", ["price", "quantity"])
@@ -153,27 +166,42 @@ def test_proxy_drops_and_counts_oversize_and_misshapen_frames(tmp_path: Path) ->
     subscriber; the good frame after them does."""
     ctx = zmq.Context()
     bus_auth = auth("bus")
-    proxy = FrameProxy(ctx, f"ipc://{tmp_path}/in", f"ipc://{tmp_path}/out", hwm=1000,
+    proxy = FrameProxy(ctx, f"ipc://{tmp_path}/in", f"ipc://{tmp_path}/out", hwm=100_000,
                        auth=bus_auth)
     proxy.start()
     sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 100_000)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     auth("supervisor").client(sub, "bus")
     sub.connect(f"ipc://{tmp_path}/out")
     pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, 100_000)
     auth("marketdata").client(pub, "bus")
     pub.connect(f"ipc://{tmp_path}/in")
     try:
         time.sleep(0.3)  # subscriptions travel to the publisher
         pub.send_multipart([b"x" * 65_536, b"payload"])
         pub.send_multipart([b"md.status", b"a", b"b"])
+        # The loop reads frame by frame: a message of one frame or of many is consumed
+        # whole, so the frames of the next message are never taken for its tail.
+        pub.send(b"md.status")
+        pub.send_multipart([b"md.status", *(b"x%d" % i for i in range(7))])
         pub.send_multipart([b"md.status", b"ok"])
         assert sub.poll(5000)
         assert sub.recv_multipart() == [b"md.status", b"ok"]
         assert not sub.poll(200)
         assert proxy.counters["proxy_dropped_oversize_topic"] == 1
-        assert proxy.counters["proxy_dropped_frame_count"] == 1
+        assert proxy.counters["proxy_dropped_frame_count"] == 3
         assert proxy.counters["proxy_forwarded"] == 1
+        # More than one wake-up's worth (BURST) in one go: all forwarded, in order.
+        n = BURST * 3 + 7
+        for i in range(n):
+            pub.send_multipart([b"md.status", b"%d" % i])
+        got = []
+        while len(got) < n and sub.poll(5000):
+            got.append(int(sub.recv_multipart()[1]))
+        assert got == list(range(n))
+        assert proxy.counters["proxy_forwarded"] == 1 + n
     finally:
         proxy.stop()
         for s in (sub, pub):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -223,3 +224,24 @@ def test_a_fresh_market_is_coherent(exercised: Any) -> None:
     kline = extras["kline"][1]
     assert Decimal(str(kline["c"][-1])) == last
     assert max(Decimal(str(h)) for h in kline["h"]) <= high or len(kline["h"]) > 24
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def test_no_number_string_in_any_answer_has_an_exponent(exercised: Any) -> None:
+    """BTCTurk writes decimals positionally; a client's decimal pattern (ours:
+    ``^\\d{0,12}(\\.\\d{1,16})?$``) refuses "1E-13", which exchangeinfo's minPrice was."""
+    results, extras = exercised
+    exponent = re.compile(r"^[-+]?\d+(\.\d+)?[eE][-+]?\d+$")
+    answers = [a for _, _, a in results] + [a for _, a in extras.values()]
+    bad = sorted({s for a in answers for s in _strings(a) if exponent.match(s)})
+    assert bad == []

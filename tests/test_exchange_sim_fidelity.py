@@ -261,3 +261,51 @@ def test_fee_tiers_follow_the_thirty_day_volume() -> None:
             raise AssertionError(f"accepted {bad}")
         except FeeScheduleError:
             pass
+
+
+def test_exchangeinfo_and_balances_carry_btcturks_values() -> None:
+    """The values a third-party client reads (btcturk-api.md 4.2 and 4.6), not only the
+    types the swagger checks: BTCTRY's scales and PRICE_FILTER as BTCTurk shows them, all
+    four order methods (stops are modelled), balances' asset names, precision and dots."""
+    async def go() -> tuple[Any, Any]:
+        handle = await start_simulator(random_walk=False, seed=3)
+        headers = auth_headers(DEFAULT_API_KEY, DEFAULT_API_SECRET, int(time.time() * 1000))
+        try:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(handle.base_url + "/api/v2/server/exchangeinfo") as r:
+                    info = (await r.json())["data"]
+                async with s.get(handle.base_url + "/api/v1/users/balances",
+                                 headers=headers) as r:
+                    balances = (await r.json())["data"]
+            return info, balances
+        finally:
+            await handle.close()
+
+    info, balances = asyncio.run(go())
+    btc = next(s for s in info["symbols"] if s["name"] == "BTCTRY")
+    assert (btc["numeratorScale"], btc["denominatorScale"], btc["hasFraction"]) == (8, 2, False)
+    assert btc["filters"] == [{
+        "filterType": "PRICE_FILTER", "minPrice": "0.0000000000001", "maxPrice": "10000000",
+        "tickSize": "10", "minExchangeValue": "99.91", "minAmount": None, "maxAmount": None}]
+    assert btc["orderMethods"] == ["MARKET", "LIMIT", "STOP_MARKET", "STOP_LIMIT"]
+    assert (btc["numerator"], btc["denominator"], btc["status"]) == ("BTC", "TRY", "TRADING")
+    rows = {b["asset"]: b for b in balances}
+    assert rows["TRY"]["assetname"] == "Türk Lirası" and rows["TRY"]["precision"] == 2
+    assert rows["BTC"]["assetname"] == "Bitcoin" and rows["BTC"]["precision"] == 8
+    for row in rows.values():
+        assert isinstance(row["precision"], int)
+        for key in ("balance", "free", "locked", "orderFund", "requestFund"):
+            assert isinstance(row[key], str) and "," not in row[key]  # dots, never commas
+            D(row[key])
+        assert D(row["balance"]) == D(row["free"]) + D(row["locked"])
+
+
+def test_default_fees_are_ccxts_btcturk_figures() -> None:
+    """0.05 % maker / 0.09 % taker (ccxt's btcturk fees.trading): a marketable buy pays
+    the taker rate on its notional."""
+    sim = _sim(balances={"TRY": D("100000")})
+    _book(sim, "SOLTRY", "7000", "7010")
+    sim.engine.submit(OrderRequest("SOLTRY", "buy", "limit", D("7010"), D("1"), "t"))
+    assert sim.engine.fills[-1].fee == D("7010") * D("0.0009")
+    tiers = sim.engine.fees.tiers
+    assert [(t.min_volume, t.maker, t.taker) for t in tiers] == [(0, D("0.0005"), D("0.0009"))]

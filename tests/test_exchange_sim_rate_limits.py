@@ -8,9 +8,11 @@ import time
 from decimal import Decimal
 
 import aiohttp
+import pytest
 
-from exchange_sim.rate_limits import RateLimiter
+from exchange_sim.rate_limits import RateLimiter, WsConnectLimiter
 from shared.btcturk import BtcTurkClient
+from shared.btcturk.ws import BtcTurkWebSocket, ConnectPacer, retry_after_s
 
 try:
     from tests.sim_fixtures import start_sim_process
@@ -95,3 +97,97 @@ def test_simulator_answers_429_and_our_client_never_trips_it() -> None:
         assert len(accepted) >= 25
     finally:
         sim.stop()
+
+
+# --- WebSocket connects: 15 a minute per IP, then blocked 60 s -------------------------------
+
+
+def test_ws_connect_limit_blocks_the_ip_sixty_seconds_and_refusals_do_not_extend_it() -> None:
+    lim = WsConnectLimiter()
+    assert all(lim.check("ip", i * 0.1) is None for i in range(15))
+    refusal = lim.check("ip", 2.0)  # the 16th in the minute: the block starts now
+    assert refusal is not None and refusal.retry_after_s == 60 and refusal.limit.count == 15
+    assert lim.check("other-ip", 2.0) is None  # per IP
+    later = lim.check("ip", 32.0)
+    assert later is not None and later.retry_after_s == 30  # refused: the block stays put
+    assert lim.check("ip", 62.0) is None  # block over: a new minute
+    assert lim.refused == 2
+    assert all(WsConnectLimiter(enabled=False).check("ip", 0.0) is None for _ in range(40))
+
+
+def test_connect_pacer_spaces_attempts_and_honours_retry_after() -> None:
+    p = ConnectPacer(per_min=3)
+    for t in (0.0, 0.5, 1.0):
+        assert p.delay(t) == 0.0
+        p.attempted(t)
+    assert p.delay(2.0) == pytest.approx(ConnectPacer.PERIOD_S - 2.0)
+    assert p.delay(ConnectPacer.PERIOD_S) == 0.0  # the first attempt left the minute
+    p.refused(100.0, 60.0)
+    assert p.delay(130.0) == pytest.approx(30.0)
+    assert retry_after_s({"Retry-After": "55"}, 60.0) == 55.0
+    assert retry_after_s({}, 60.0) == retry_after_s({"Retry-After": "x"}, 60.0) == 60.0
+
+
+def test_sixteenth_ws_connect_in_a_minute_gets_429_and_our_feed_waits_it_out() -> None:
+    sim = start_sim_process(rate_limits=True)
+    try:
+        async def raw_connects(n: int) -> list[tuple[int, str | None, dict | None]]:
+            out: list[tuple[int, str | None, dict | None]] = []
+            async with aiohttp.ClientSession() as s:
+                for _ in range(n):
+                    try:
+                        async with s.ws_connect(sim.ws_url) as ws:
+                            await ws.receive(timeout=2)  # the 991 greeting
+                            out.append((101, None, None))
+                    except aiohttp.WSServerHandshakeError as exc:
+                        out.append((exc.status, (exc.headers or {}).get("Retry-After"), None))
+            return out
+
+        answers = asyncio.run(raw_connects(16))
+        assert [a[0] for a in answers] == [101] * 15 + [429]
+        assert 55 <= int(answers[-1][1] or 0) <= 60
+        assert sim.state()["ws_connects_refused"] == 1
+
+        async def feed_waits() -> BtcTurkWebSocket:
+            feed = BtcTurkWebSocket(sim.ws_url, subscriptions=[("orderbook", "BTCTRY")],
+                                    on_event=_ignore, backoff_initial_s=0.01)
+            task = asyncio.create_task(feed.run())
+            await asyncio.sleep(2.0)  # with no pacing it would retry ~100 times
+            feed.stop()
+            await asyncio.wait_for(task, 5)
+            return feed
+
+        feed = asyncio.run(feed_waits())
+        assert feed.counters["connect_refused"] == 1 and feed.counters["connects"] == 0
+        assert feed.counters["connect_waits"] == 1  # then held to the Retry-After
+        assert sim.state()["ws_connects_refused"] == 2
+    finally:
+        sim.stop()
+
+
+def test_our_feed_never_connects_more_than_its_share_of_the_minute() -> None:
+    """A server that drops every connection at once (ws_drop): without pacing the feed
+    reconnects every backoff step; with it, at most connects_per_min attempts a minute."""
+    sim = start_sim_process(rate_limits=True)
+    try:
+        sim.add_fault(kind="ws_drop", duration_s=30)
+
+        async def flapping() -> BtcTurkWebSocket:
+            feed = BtcTurkWebSocket(sim.ws_url, subscriptions=[("orderbook", "BTCTRY")],
+                                    on_event=_ignore, backoff_initial_s=0.01,
+                                    backoff_max_s=0.02, connects_per_min=4)
+            task = asyncio.create_task(feed.run())
+            await asyncio.sleep(2.0)
+            feed.stop()
+            await asyncio.wait_for(task, 5)
+            return feed
+
+        feed = asyncio.run(flapping())
+        assert feed.counters["connects"] == 4 and feed.counters["connect_waits"] >= 1
+        assert sim.state()["ws_connects_refused"] == 0
+    finally:
+        sim.stop()
+
+
+async def _ignore(_event: object) -> None:
+    return None

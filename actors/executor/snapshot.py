@@ -98,12 +98,14 @@ class Snapshots:
         s = self.s
         base = {name: s.counters.get(name, 0)
                 for name in ("submitted", "committed", "failed", "unknown", "ws_private_events",
-                             "ws_refreshes", "ws_missed_events", "ws_login_failed")}
+                             "ws_refreshes", "ws_missed_events", "ws_login_failed",
+                             "ws_connect_refused")}
         if s.db_or_none is not None:
             counts = s.db.key_counts()
             base.update(keys_pending=counts["PENDING"], keys_unknown=counts["UNKNOWN"],
                         keys_failed=counts["FAILED"], keys_committed=counts["COMMITTED"])
         base.update({f"http_{code}": n for code, n in s.venue.http_statuses().items()})
+        base["rate_waits"] = s.venue.rate_waits()
         return base
 
     def heartbeat_info(self, db_path: str) -> ExecutorInfo:

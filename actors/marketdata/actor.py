@@ -48,6 +48,7 @@ from shared.btcturk.ws import (
     WsConnected,
     WsDisconnected,
 )
+from shared.files import ensure_private_dir
 from shared.fsm import State
 
 Level = tuple[Any, Any]
@@ -87,8 +88,12 @@ class MarketdataActor(Actor):
 
     # --- lifecycle -----------------------------------------------------------------
     async def setup(self) -> None:
-        self.client = self._given_client or BtcTurkClient(self.cfg.rest_url,
-                                                          timeout_s=self.cfg.exchange.timeout_s)
+        # The rate journal: a restarted marketdata paces its REST polls from what its
+        # previous run sent (BTCTurk still counts it), as the executor does.
+        self.client = self._given_client or BtcTurkClient(
+            self.cfg.rest_url, timeout_s=self.cfg.exchange.timeout_s,
+            rate_journal=ensure_private_dir(self.cfg.data_path) / "marketdata.ratewindow",
+            wall=lambda: self.clock.wall_ns() / 1e9)
         await self._load_rules(fatal_on_error=True)
         self._publish_rules()
         if self.md.source == "ws":

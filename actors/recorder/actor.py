@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import threading
 import time
 
 import msgspec
 import zmq
 from loguru import logger
+from zmq.backend import Socket as _BaseSocket
 
 from actors.recorder.housekeeping import Housekeeper
 from actors.runtime import Actor, main_for
@@ -42,6 +44,9 @@ from shared.fsm import State
 from shared.recording import SegmentWriter, free_bytes
 
 BATCH = 4096  # frames drained per wake-up before the loop looks at the clock again
+# Topic names kept decoded for the sequence tracker; a flood of distinct topics only
+# clears the cache (the proxy caps a topic at bus.limits.MAX_TOPIC_BYTES).
+MAX_TOPIC_NAMES = 4096
 # A retry after a write error waits for at least this much free space: a new segment
 # on a disk that is still full would fail at its first flush, over and over.
 RESUME_FREE_BYTES = 256 * 1024
@@ -124,7 +129,10 @@ class RecorderActor(Actor):
         append = writer.append
         decode = envelope_decoder.decode
         observe = self.tracker.observe
-        recv = sock.recv_multipart
+        # Frame by frame with pyzmq's Cython recv: recv_multipart asks the socket for
+        # RCVMORE after every frame (~1 us each, half this loop's cost at 50k msg/s);
+        # a Frame says it itself. The payload is used in place (a view of the frame).
+        recv = functools.partial(_BaseSocket.recv, sock)
         noblock = zmq.NOBLOCK
         again = zmq.Again
         clock = time.time_ns
@@ -132,6 +140,7 @@ class RecorderActor(Actor):
         next_flush = clock() + interval_ns
         retry_s = self.cfg.recorder.retry_s
         next_retry = 0
+        topics: dict[bytes, str] = {}  # topic -> its name for the tracker (bounded below)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         while not self._halt.is_set():
@@ -140,19 +149,32 @@ class RecorderActor(Actor):
                 try:
                     for _ in range(BATCH):
                         try:
-                            frames = recv(noblock)
+                            head = recv(noblock, False)
                         except again:
                             break
                         now = clock()
-                        if len(frames) != 2:
+                        if not head.more:
                             self.malformed += 1
                             continue
+                        body = recv(0, False)  # a message arrives whole: no wait
+                        if body.more:
+                            while recv(0, False).more:
+                                pass
+                            self.malformed += 1
+                            continue
+                        topic = head.bytes
+                        payload = body.buffer
+                        name = topics.get(topic)
+                        if name is None:
+                            if len(topics) >= MAX_TOPIC_NAMES:
+                                topics.clear()
+                            name = topics[topic] = topic.decode("utf-8", "replace")
                         try:
-                            observe(decode(frames[1]).env, frames[0].decode("utf-8", "replace"))
+                            observe(decode(payload).env, name)
                         except (msgspec.DecodeError, msgspec.ValidationError):
                             self.malformed += 1
                         if self.recording:
-                            append(now, frames[0], frames[1])  # may open a segment
+                            append(now, topic, payload)  # may open a segment
                         else:
                             self.dropped += 1
                 except OSError as exc:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import Counter, deque
-from collections.abc import Container, Mapping
+from collections import Counter
+from collections.abc import Callable, Container, Mapping
 from decimal import Decimal
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -64,70 +65,13 @@ from .models import (
     ticker_from_wire,
     user_trade_from_wire,
 )
+from .ratejournal import RateJournal
+from .ratelimit import RATE_LIMITS, RateLimiter
 
 T = TypeVar("T")
 
 # Building a typed decoder is costly; one per response type, shared by all clients.
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
-
-# (capacity, period seconds) per endpoint group, from the reference's rate-limit table.
-# Several buckets per group means all must have a token (e.g. 10/1s AND 300/60s).
-RATE_LIMITS: dict[str, list[tuple[int, float]]] = {
-    "balances": [(120, 60.0)],
-    "order_submit": [(10, 1.0), (300, 60.0)],
-    "order_cancel": [(10, 1.0), (300, 60.0)],
-    "order_get": [(30, 1.0), (900, 60.0)],
-    "open_orders": [(300, 60.0)],
-    "all_orders": [(300, 60.0)],
-    "user_trades": [(120, 60.0)],
-    "ticker": [(600, 60.0)],
-    "orderbook": [(180, 60.0)],
-}
-
-
-class SlidingWindow:
-    """At most ``capacity`` requests in ANY ``period_s`` window; waiters in arrival order.
-
-    BTCTurk counts in fixed windows that start at the first request. A token bucket of the
-    same capacity could send almost twice that in one such window (a full bucket, then the
-    refill) and trip a 429; a sliding log never does, whatever the server's window phase.
-    """
-
-    # The server counts a request when it arrives, we when we send it: a request held up on
-    # the way (a loaded machine, a slow connection) lands in a later server window than ours.
-    # A margin on our window absorbs that delay; it costs a little throughput, never a 429.
-    MARGIN_S = 0.25
-
-    def __init__(self, capacity: int, period_s: float) -> None:
-        self.capacity = capacity
-        self.period_s = period_s + self.MARGIN_S
-        self.sent: deque[float] = deque()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                # The loop's clock (time.monotonic in a real loop; virtual in simulation).
-                now = asyncio.get_running_loop().time()
-                while self.sent and now - self.sent[0] >= self.period_s:
-                    self.sent.popleft()
-                if len(self.sent) < self.capacity:
-                    self.sent.append(now)
-                    return
-                await asyncio.sleep(self.period_s - (now - self.sent[0]))
-
-
-class RateLimiter:
-    def __init__(self, limits: dict[str, list[tuple[int, float]]] | None) -> None:
-        self._groups: dict[str, list[SlidingWindow]] = {
-            name: [SlidingWindow(cap, period) for cap, period in spec]
-            for name, spec in (limits or {}).items()
-        }
-
-    async def acquire(self, group: str) -> None:
-        for bucket in self._groups.get(group, ()):
-            await bucket.acquire()
-
 
 def _dec(value: Decimal) -> str:
     """Plain decimal string; BTCTurk's pattern ``^\\d{0,12}(\\.\\d{1,16})?$`` has no exponent."""
@@ -163,9 +107,13 @@ class BtcTurkClient:
         retry_after_cap_s: float = 10.0,
         rate_limits: dict[str, list[tuple[int, float]]] | None | Literal[False] = None,
         http: HttpTransport | None = None,
+        rate_journal: Path | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         """``http``: another transport under the same client (the deterministic
-        simulation's in-process exchange); real keep-alive sockets otherwise."""
+        simulation's in-process exchange); real keep-alive sockets otherwise.
+        ``rate_journal``: a file that keeps this account's recent sends across restarts
+        (ratejournal.py), read with ``wall`` (the injected clock's wall seconds)."""
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.api_secret = api_secret
@@ -179,7 +127,10 @@ class BtcTurkClient:
         self._backoff_s = retry_backoff_s
         self._retry_after_cap_s = retry_after_cap_s
         # rate_limits=False disables client-side limiting (benchmarks against the simulator).
-        self._limiter = RateLimiter({} if rate_limits is False else (rate_limits or RATE_LIMITS))
+        limits = {} if rate_limits is False else (rate_limits or RATE_LIMITS)
+        journal = (RateJournal(rate_journal, f"{self.base_url}|{api_key or ''}", limits)
+                   if rate_journal is not None and limits else None)
+        self._limiter = RateLimiter(limits, journal=journal, wall=wall)
 
     @property
     def rate_limited(self) -> int:
@@ -199,7 +150,13 @@ class BtcTurkClient:
     ) -> None:
         await self.close()
 
+    @property
+    def rate_waits(self) -> int:
+        """Requests that waited for room in a rate window (or for a 429's Retry-After)."""
+        return self._limiter.waits
+
     async def close(self) -> None:
+        self._limiter.close()
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -331,6 +288,10 @@ class BtcTurkClient:
                 self._raise_for_status(resp.status, resp.body, resp.headers, write)
                 return resp.body
             except (RetryableError, AmbiguousError) as exc:
+                if exc.kind == "rate_limited":
+                    # The exchange's window for this group is spent: hold all of the
+                    # group back until its Retry-After, not only this request.
+                    self._limiter.block(group, getattr(exc, "retry_after_s", None))
                 if write or attempt + 1 >= attempts:
                     raise
                 await asyncio.sleep(self._retry_delay(exc, attempt))

@@ -4,6 +4,9 @@ Every frame is ``[type, {...}]``. We subscribe with 151 (channel string, event p
 in with 114 (signature over publicKey + nonce). The connection is considered dead when no
 message arrived for ``stall_timeout_s`` (the exchange keeps sockets open while silent),
 and then we reconnect with capped exponential backoff plus jitter and resubscribe.
+Connects are paced on top of the backoff (``ConnectPacer``): BTCTurk allows 15 connection
+requests a minute per IP and then blocks the IP for 60 s, and a feed that connects, gets
+one message and is dropped would otherwise reconnect every backoff_initial_s.
 Consumers get typed events; ``WsConnected``/``WsDisconnected`` tell them when to fall back
 to REST. Malformed frames are counted and skipped: a bad message never kills the feed.
 """
@@ -14,7 +17,8 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +30,46 @@ from .auth import sign
 from .models import Level, UserTrade, _WUserTrade, user_trade_from_wire
 
 WS_LOGIN_NONCE = 3000  # the docs' constant; the signature covers publicKey + nonce
+
+# Connects per feed per minute. BTCTurk: 15 connection requests a minute per IP, then the
+# IP is blocked 60 s (subscriptions do not count). One host runs two feeds (marketdata's
+# public one and the executor's private one): 2 x 6 = 12 leaves room for a one-off tool.
+CONNECTS_PER_MIN = 6
+
+
+class ConnectPacer:
+    """At most ``per_min`` connection attempts in any minute, and none before the
+    ``Retry-After`` of a refused one (pure: callers pass the loop's time)."""
+
+    PERIOD_S = 61.0  # a minute plus a margin for the request's way to the exchange
+
+    def __init__(self, per_min: int = CONNECTS_PER_MIN) -> None:
+        self.per_min = max(1, per_min)
+        self.attempts: deque[float] = deque()
+        self.not_before = 0.0
+
+    def delay(self, now: float) -> float:
+        """Seconds to wait before the next attempt (0: go)."""
+        while self.attempts and now - self.attempts[0] >= self.PERIOD_S:
+            self.attempts.popleft()
+        wait = self.not_before - now
+        if len(self.attempts) >= self.per_min:
+            wait = max(wait, self.attempts[0] + self.PERIOD_S - now)
+        return max(0.0, wait)
+
+    def attempted(self, now: float) -> None:
+        self.attempts.append(now)
+
+    def refused(self, now: float, retry_after_s: float) -> None:
+        self.not_before = max(self.not_before, now + retry_after_s)
+
+
+def retry_after_s(headers: Mapping[str, str] | None, default: float) -> float:
+    """A 429's ``Retry-After`` (seconds), or ``default`` when absent or unreadable."""
+    try:
+        return max(0.0, float((headers or {}).get("Retry-After", default)))
+    except ValueError:
+        return default
 
 
 # --------------------------------------------------------------------------- events
@@ -307,6 +351,7 @@ class BtcTurkWebSocket:
         backoff_max_s: float = 30.0,
         connect_timeout_s: float = 5.0,
         heartbeat_s: float | None = 20.0,
+        connects_per_min: int = CONNECTS_PER_MIN,
     ) -> None:
         self.url = url
         self.subscriptions = list(subscriptions)
@@ -318,9 +363,12 @@ class BtcTurkWebSocket:
         self.backoff_max_s = backoff_max_s
         self.connect_timeout_s = connect_timeout_s
         self.heartbeat_s = heartbeat_s
+        self.pacer = ConnectPacer(connects_per_min)
         self.counters: dict[str, int] = {
             "connects": 0,
             "reconnects": 0,
+            "connect_waits": 0,  # attempts held back by the pacer or a 429's Retry-After
+            "connect_refused": 0,  # connects the exchange answered 429
             "messages": 0,
             "malformed": 0,
             "stalls": 0,
@@ -351,10 +399,23 @@ class BtcTurkWebSocket:
         attempt = 0
         try:
             while not self._stop.is_set():
+                loop = asyncio.get_running_loop()
+                wait = self.pacer.delay(loop.time())
+                if wait > 0:
+                    self.counters["connect_waits"] += 1
+                    await self._sleep(wait)
+                    continue
+                self.pacer.attempted(loop.time())
                 useful = False
                 try:
                     useful = await self._connection_once()
                     reason = "closed"
+                except aiohttp.WSServerHandshakeError as exc:
+                    if exc.status == 429:
+                        # The IP's connects are spent (or blocked): nothing before Retry-After.
+                        self.counters["connect_refused"] += 1
+                        self.pacer.refused(loop.time(), retry_after_s(exc.headers, 60.0))
+                    reason = f"handshake refused: HTTP {exc.status}"
                 except _Stalled:
                     self.counters["stalls"] += 1
                     reason = "stalled"
@@ -377,8 +438,12 @@ class BtcTurkWebSocket:
         return min(self.backoff_max_s, base * (1.0 + random.random() * 0.25))
 
     async def _sleep_backoff(self, attempt: int) -> None:
+        await self._sleep(self._backoff(attempt))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, or return at once on ``stop()``."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), self._backoff(attempt))
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _close_ws(self) -> None:
         ws, self._ws = self._ws, None

@@ -4,6 +4,7 @@ picks one from the config's mode, once, at wiring time."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from actors.executor.faults import Faults
 from actors.executor.venues.base import Venue
@@ -27,9 +28,14 @@ def make_venue(cfg: Config, counters: Counter[str], clock: Clock, faults: Faults
         # Ids above any earlier run's: milliseconds since the epoch, then counting up.
         return DryRunVenue(ex.dry_run_fee_bps, clock.wall_ns() // 10**6)
     key, secret = cfg.credentials()
+    # The rate journal lives beside the DB, under the executor's lock (one writer): a
+    # restarted executor paces from the requests its previous run sent (the exchange
+    # still counts them), not from an empty window.
+    journal = Path(f"{cfg.path(ex.db_path)}.ratewindow") if ex.client_rate_limit else None
     client = BtcTurkClient(cfg.rest_url, key or None, secret or None,
                            timeout_s=cfg.exchange.timeout_s,
-                           rate_limits=None if ex.client_rate_limit else False, http=http)
+                           rate_limits=None if ex.client_rate_limit else False, http=http,
+                           rate_journal=journal, wall=lambda: clock.wall_ns() / 1e9)
     venue = BtcTurkVenue(client, ws_url=cfg.ws_url, credentials=(key, secret),
                          private_ws=ex.private_ws, fast_poll_s=ex.order_poll_interval_s,
                          slow_poll_s=ex.ws_poll_interval_s, counters=counters, clock=clock)

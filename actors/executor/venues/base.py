@@ -94,6 +94,10 @@ class Venue(Protocol):
         a venue that makes no HTTP calls."""
         ...
 
+    def rate_waits(self) -> int:
+        """Requests held back by the client's rate windows (or a 429's Retry-After)."""
+        ...
+
     # --- bus input and snapshot source (dry-run fills, the replay mirror) -----------
     def on_bus(self, body: Msg, open_orders: OpenRows) -> list[tuple[OrderRow, SimFill, str]]:
         """A message on one of ``subscriptions``; returns fills it simulates (dry-run:

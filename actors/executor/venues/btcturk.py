@@ -147,6 +147,9 @@ class BtcTurkVenue:
     def http_statuses(self) -> Mapping[int, int]:
         return self.client.http_statuses
 
+    def rate_waits(self) -> int:
+        return self.client.rate_waits
+
     def status(self) -> str:
         if not self._enabled:
             return "off"
@@ -159,6 +162,8 @@ class BtcTurkVenue:
         if ws is None:
             return
         conn, since = self._conn
+        # Connects the exchange refused (429: the IP's 15 a minute are spent), for status.
+        self.counters["ws_connect_refused"] = ws.counters.get("connect_refused", 0)
         failed = ws.counters.get("login_failed", 0)
         if failed > self._login_failed_seen:
             self.counters["ws_login_failed"] += failed - self._login_failed_seen

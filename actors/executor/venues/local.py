@@ -57,5 +57,8 @@ class LocalVenue:
     def http_statuses(self) -> Mapping[int, int]:
         return {}
 
+    def rate_waits(self) -> int:
+        return 0
+
     def status(self) -> str:
         return "off"
