@@ -13,7 +13,9 @@ message stream where the live pipeline's answers arrived:
   risk's alone;
 - **portfolio snapshots**: the host and risk see the backtest's own account (positions,
   balances, open orders) at each recorded ``portfolio`` message, not after every
-  change, so a symbol whose position moved waits for a snapshot as long as live did;
+  change, so a symbol whose position moved waits for a snapshot as long as live did; an
+  order risk approved is listed in them (PENDING) until the exchange answers, as the
+  executor lists it;
 - **risk** takes input from its own join (as the strategy) and judges an intent where
   the session's copy of it came on the bus, on the intent's clock (as the risk actor:
   a feed status that came between the book and the intent counts); the strategy learns
