@@ -48,16 +48,25 @@ from bus.messages import (
     SymbolRules,
 )
 from shared import pnl
-from shared.config import Config
+from shared.config import BacktestConfig, Config
 from shared.ids import client_order_id
 
 ZERO = Decimal(0)
 
 
+_DEFAULTS = BacktestConfig()
+
+
 @dataclass(frozen=True)
 class Fees:
-    maker: Decimal = Decimal("0.0005")  # the simulator's defaults (exchange_sim/options.py)
-    taker: Decimal = Decimal("0.001")
+    """Fee rates (fractions). Defaults: ``[backtest]``'s, which are the simulator's."""
+
+    maker: Decimal = _DEFAULTS.maker_fee_bps / 10000
+    taker: Decimal = _DEFAULTS.taker_fee_bps / 10000
+
+    @classmethod
+    def of(cls, cfg: Config) -> Fees:
+        return cls(cfg.backtest.maker_fee_bps / 10000, cfg.backtest.taker_fee_bps / 10000)
 
 
 @dataclass

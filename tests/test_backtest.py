@@ -307,3 +307,10 @@ def test_recorded_public_trades_reach_on_trade(tmp_path):
     cfg.mode = "paper"
     Backtest(cfg, strategy, fees=Fees()).run(iter(msgs))
     assert strategy.heard == [(t.symbol, str(t.price), t.side) for t in trades]
+
+
+def test_backtest_fee_defaults_are_the_simulators() -> None:
+    """A backtest of a paper session charges what that session's simulator charged."""
+    from exchange_sim.fees import DEFAULT_MAKER, DEFAULT_TAKER
+
+    assert (Fees().maker, Fees().taker) == (DEFAULT_MAKER, DEFAULT_TAKER)

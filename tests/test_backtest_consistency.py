@@ -29,7 +29,7 @@ from shared.config import load_config
 from shared.recording import read_recording
 from tests.helpers import Pipeline, wait_for
 
-MAKER, TAKER = Decimal("0.0005"), Decimal("0.001")  # the simulator's default schedule
+MAKER, TAKER = Fees().maker, Fees().taker  # the simulator's default schedule
 
 
 def _record(make_pipeline, tmp_path: Path, overrides: dict, fills: int) -> Path:

@@ -120,9 +120,10 @@ def _consistency(cfg: Config, path: str, plugin: str | None, sets: tuple[str, ..
         fail("--consistency: the session's simulator ran with simulator.fee_schedule "
              f"{cfg.simulator.fee_schedule!r}; give its tier with --maker-fee-bps and "
              "--taker-fee-bps", EXIT_USAGE)
-    # The simulator's schedule (exchange_sim/options.py) unless told otherwise.
-    fees = Fees(_fee(maker_fee_bps, "--maker-fee-bps") if maker_fee_bps else Fees.maker,
-                _fee(taker_fee_bps, "--taker-fee-bps") if taker_fee_bps else Fees.taker)
+    # [backtest]'s schedule (by default the simulator's) unless told otherwise.
+    configured = Fees.of(cfg)
+    fees = Fees(_fee(maker_fee_bps, "--maker-fee-bps") if maker_fee_bps else configured.maker,
+                _fee(taker_fee_bps, "--taker-fee-bps") if taker_fee_bps else configured.taker)
     if not os.path.exists(path):
         fail(f"--consistency {path}: no such file or directory", EXIT_USAGE)
     try:
