@@ -45,6 +45,7 @@ from exchange_sim.responses import decode_body, encode
 from exchange_sim.state_store import StateStore, attach
 from shared.btcturk.http import ConnectError, ExchangeTimeout, HttpResponse
 from simulate.trace import Trace
+from simulate.wsock import MemWsSession, SimWsHub
 
 HTTP_LATENCY = (0.002, 0.030)  # one way, seconds: a nearby exchange
 MARKET_SAVE_S = 30  # ticks (seconds) between saves of the walk (exchange_sim.app's)
@@ -83,7 +84,8 @@ class InProcessExchange:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, rng: Any, trace: Trace, *,
                  symbols: list[str], balances: dict[str, Decimal], wall_ms: Callable[[], int],
-                 market_seed: int, state_path: Path) -> None:
+                 market_seed: int, state_path: Path,
+                 credentials: dict[str, str] | None = None) -> None:
         self.loop = loop
         self.rng = rng
         self.trace = trace
@@ -103,6 +105,7 @@ class InProcessExchange:
         self.down = False
         self.store: StateStore | None = None
         self._ticks = 0
+        self.ws = SimWsHub(self, credentials or {})
         self._boot()
 
     def _boot(self) -> None:
@@ -115,6 +118,7 @@ class InProcessExchange:
         for book in self.market.books.values():
             self.market.regenerate(book, now)
         self.store = attach(self.state_path, self.market, self.engine, self.market_seed, now)
+        self.ws.boot()
         self.public = PublicApi(self.market, self.now_ms)
         self.private = PrivateApi(self.engine)
         routes = {**self.public.routes(), **self.private.routes()}
@@ -134,6 +138,7 @@ class InProcessExchange:
             return
         self.down = True
         self.generation += 1
+        self.ws.crash()
         assert self.store is not None
         self.store.close()  # the kernel closes the file and drops the lock
         self.store = None
@@ -154,6 +159,9 @@ class InProcessExchange:
 
     def transport(self, who: str) -> ExchangeTransport:
         return ExchangeTransport(self, who)
+
+    def ws_session(self, who: str) -> MemWsSession:
+        return MemWsSession(self.ws, who)
 
     # --- the market --------------------------------------------------------------------
     def tick(self) -> None:
