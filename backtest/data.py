@@ -61,7 +61,8 @@ class _RawBookPacket(msgspec.Struct, array_like=True):
 _book_decoder = msgspec.msgpack.Decoder(_RawBookPacket)
 
 
-def _book(payload: bytes) -> tuple[int, BookSnapshot]:
+def book_record(payload: bytes) -> tuple[int, BookSnapshot]:
+    """(envelope wall_ns, book) of one recorded ``md.book.*`` payload."""
     p = _book_decoder.decode(payload)
     b = p.body
     return p.env.wall_ns, BookSnapshot(
@@ -117,7 +118,7 @@ def market_messages(targets: Sequence[str | os.PathLike[str]],
                 continue
             try:
                 if rec.topic.startswith("md.book."):
-                    yield _book(rec.payload)
+                    yield book_record(rec.payload)
                     continue
                 packet = packet_decoder.decode(rec.payload)
             except (msgspec.DecodeError, ArithmeticError):

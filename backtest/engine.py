@@ -48,16 +48,25 @@ from bus.messages import (
     SymbolRules,
 )
 from shared import pnl
-from shared.config import Config
+from shared.config import BacktestConfig, Config
 from shared.ids import client_order_id
 
 ZERO = Decimal(0)
 
 
+_DEFAULTS = BacktestConfig()
+
+
 @dataclass(frozen=True)
 class Fees:
-    maker: Decimal = Decimal("0.0005")  # the simulator's defaults (exchange_sim/options.py)
-    taker: Decimal = Decimal("0.001")
+    """Fee rates (fractions). Defaults: ``[backtest]``'s, which are the simulator's."""
+
+    maker: Decimal = _DEFAULTS.maker_fee_bps / 10000
+    taker: Decimal = _DEFAULTS.taker_fee_bps / 10000
+
+    @classmethod
+    def of(cls, cfg: Config) -> Fees:
+        return cls(cfg.backtest.maker_fee_bps / 10000, cfg.backtest.taker_fee_bps / 10000)
 
 
 @dataclass
@@ -247,6 +256,12 @@ class Backtest:
         self._locks[order.cid] = (asset, amount)
 
     def _apply_fills(self, fills: list[SimFill]) -> None:
+        seen, ended = self._book_fills(fills)
+        self._tell_fills(seen, ended)
+
+    def _book_fills(self, fills: list[SimFill]) -> tuple[list[Fill], list[SimOrder]]:
+        """The account's side of fills: balances, locks, positions; returns the fill
+        messages and the orders they completed (``_tell_fills`` announces them)."""
         ended: list[SimOrder] = []
         seen: list[Fill] = []
         by_cid = {o.cid: o for o in self.result.orders[-200:]} | {
@@ -276,7 +291,13 @@ class Backtest:
             if order is not None and order.left <= 0 and order not in ended:
                 ended.append(order)
         for order in ended:
-            self._ended(order, "FILLED", refresh=False)
+            self._release(order)
+        return seen, ended
+
+    def _tell_fills(self, seen: list[Fill], ended: list[SimOrder]) -> None:
+        """The pipeline's side: risk and the host hear of the fills and ended orders."""
+        for order in ended:
+            self._announce(order, "FILLED")
         # The plug-in hears of its fills (as live, before the position reflects them
         # in its next snapshot), then the instant snapshot follows.
         outcomes = [self.host.on_fill(msg, self._tick()) for msg in seen]
@@ -285,10 +306,20 @@ class Backtest:
             self._act(out)
 
     def _ended(self, order: SimOrder, state: str, *, refresh: bool = True) -> None:
+        self._release(order)
+        self._announce(order, state)
+        if refresh:
+            self._refresh()
+
+    def _release(self, order: SimOrder) -> None:
+        """What the order still held goes back to the free balance."""
         asset, left = self._locks.pop(order.cid, ("", ZERO))
         if asset and left:
             self.locked[asset] -= left
             self.free[asset] = self.free.get(asset, ZERO) + left
+
+    def _announce(self, order: SimOrder, state: str) -> None:
+        """The executor's terminal order event, to the host and risk."""
         self.host.apply_order_event(OrderEvent(
             client_order_id=order.cid, intent_id=order.intent_id, symbol=order.symbol,
             side=order.side, state=state, price=order.price,  # type: ignore[arg-type]
@@ -297,12 +328,15 @@ class Backtest:
             client_order_id=order.cid, intent_id=order.intent_id, symbol=order.symbol,
             side=order.side, state=state, price=order.price,  # type: ignore[arg-type]
             quantity=order.quantity, filled_quantity=order.filled))
-        if refresh:
-            self._refresh()
 
     def _refresh(self) -> None:
         """The executor's snapshot, instantly: positions, balances, open orders."""
-        snap = PortfolioSnapshot(
+        snap = self._portfolio()
+        self.host.apply_snapshot(snap, self._tick())
+        risk_state.apply_snapshot(self.risk, snap, self._clock, self.quote)
+
+    def _portfolio(self) -> PortfolioSnapshot:
+        return PortfolioSnapshot(
             positions=[Position(symbol=s, quantity=p.quantity, avg_cost=p.avg_cost,
                                 realized_pnl=p.realized_pnl, fees=p.fees)
                        for s, p in sorted(self.positions.items())],
@@ -312,11 +346,13 @@ class Backtest:
             open_orders=[OpenOrder(client_order_id=o.cid, intent_id=o.intent_id,
                                    symbol=o.symbol, side=o.side,  # type: ignore[arg-type]
                                    price=o.price, quantity=o.quantity,
-                                   filled_quantity=o.filled, state="OPEN")
-                         for o in self.matcher.open.values()],
+                                   filled_quantity=o.filled, state=state)
+                         for o, state in self._open_orders()],
             latches=Latches(), keys=KeyCounts())
-        self.host.apply_snapshot(snap, self._tick())
-        risk_state.apply_snapshot(self.risk, snap, self._clock, self.quote)
+
+    def _open_orders(self) -> Iterable[tuple[SimOrder, str]]:
+        """What the executor's snapshot lists as open (the matcher's resting orders)."""
+        return ((o, "OPEN") for o in self.matcher.open.values())
 
     def _tick(self) -> int:
         self._mono += 1

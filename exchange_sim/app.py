@@ -34,7 +34,7 @@ from .private_api import PrivateApi
 from .public_api import PublicApi
 from .rate_limits import RateLimiter, WsConnectLimiter
 from .responses import Handler, decode_body, encode, error
-from .state_store import StateStore
+from .state_store import StateStore, attach
 from .ws import WsClient, WsHub
 
 # v1 paths that need no API key (public trades also answer under v1).
@@ -108,19 +108,7 @@ class Simulator:
 
     def _open_store(self, path: Path) -> None:
         """Continue the account saved at ``path``, or start one there."""
-        store = StateStore(path)
-        loaded = store.load()
-        if loaded is not None:
-            self.market.restore_ids(loaded.next_ids)
-            if loaded.market is not None:
-                self.market.restore(loaded.market, self.now_ms())
-            self.engine.restore(loaded.account, loaded.orders, loaded.fills, loaded.next_ids)
-        else:
-            store.initialize(self.engine.account, self.options.seed, self._ceilings())
-        self.engine.track_changes(store.reserve)
-        self.market.trade_ids.on_reserve = store.reserve
-        self.store = store
-        self.save_market()
+        self.store = attach(path, self.market, self.engine, self.options.seed, self.now_ms())
 
     def _ceilings(self) -> dict[str, int]:
         return {**self.engine.id_ceilings(), "trade_id": self.market.trade_ids.ceiling}

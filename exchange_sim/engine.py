@@ -148,9 +148,10 @@ class Changes:
 
     orders: dict[int, SimOrder] = field(default_factory=dict)
     fills: list[Fill] = field(default_factory=list)
+    forgotten: set[int] = field(default_factory=set)  # order ids lost by ``forget``
 
     def __bool__(self) -> bool:
-        return bool(self.orders or self.fills)
+        return bool(self.orders or self.fills or self.forgotten)
 
 
 class Engine:
@@ -404,6 +405,10 @@ class Engine:
             raise SimReject("NO_ORDER_MATCHES_YOUR_REQUEST", 1052)
         self._finish(order)
         del self.orders[order.id]
+        if self.changes is not None:
+            # Lost for good: a restart from the state file must not bring it back.
+            self.changes.orders.pop(order.id, None)
+            self.changes.forgotten.add(order.id)
         return order
 
     def _finish(self, order: SimOrder) -> None:

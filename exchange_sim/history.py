@@ -58,6 +58,9 @@ class Tape:
         self.minutes: deque[Candle] = deque()
         self._agg_key: tuple[int, int] | None = None
         self._agg: Candle | None = None
+        # snapshot()'s rows of closed minutes (only the newest candle ever changes): the
+        # market is saved every 30 s, and a day of minutes is ~1,440 rows a symbol.
+        self._rows: dict[int, list[str | int]] = {}
 
     def add(self, price: Decimal, amount: Decimal, ts_ms: int) -> None:
         start = ts_ms // 1000 // MINUTE_S * MINUTE_S
@@ -119,12 +122,33 @@ class Tape:
     # ------------------------------------------------------------------ persistence
 
     def snapshot(self) -> list[list[str | int]]:
-        return [[c.start_s, str(c.open), str(c.high), str(c.low), str(c.close), str(c.volume),
-                 str(c.notional)] for c in self.minutes]
+        if not self.minutes:
+            return []
+        cache = self._rows
+        newest = self.minutes[-1]
+        rows = []
+        for c in self.minutes:
+            if c is newest:
+                rows.append(_row(c))
+                continue
+            row = cache.get(c.start_s)
+            if row is None:
+                row = cache[c.start_s] = _row(c)
+            rows.append(row)
+        if len(cache) > len(self.minutes) + 64:  # minutes dropped off the front
+            oldest = self.minutes[0].start_s
+            self._rows = {k: v for k, v in cache.items() if k >= oldest}
+        return rows
 
     def restore(self, rows: list[list[str | int]]) -> None:
         self.minutes.clear()
+        self._rows = {}
         self._agg_key = None
         for start, o, h, lo, c, v, n in rows:
             self.minutes.append(Candle(int(start), Decimal(o), Decimal(h), Decimal(lo),
                                        Decimal(c), Decimal(v), Decimal(n)))
+
+
+def _row(c: Candle) -> list[str | int]:
+    return [c.start_s, str(c.open), str(c.high), str(c.low), str(c.close), str(c.volume),
+            str(c.notional)]

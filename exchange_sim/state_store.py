@@ -25,7 +25,8 @@ from typing import Any
 import apsw
 import msgspec
 
-from .engine import Account, Changes, Fill, SimOrder
+from .engine import Account, Changes, Engine, Fill, SimOrder
+from .market import Market
 
 SCHEMA_VERSION = 1
 _encode = msgspec.json.Encoder().encode
@@ -167,6 +168,8 @@ class StateStore:
                 "INSERT OR IGNORE INTO fills(id, body) VALUES (?, ?)",
                 [(f.id, _encode(f).decode()) for f in changes.fills],
             )
+            self.conn.executemany("DELETE FROM orders WHERE id = ?",
+                                  [(i,) for i in sorted(changes.forgotten)])
 
     def _save_account(self, account: Account) -> None:
         assets = sorted(set(account.free) | set(account.locked))
@@ -196,3 +199,27 @@ class StateStore:
     def save_market(self, snapshot: dict[str, Any]) -> None:
         with self.conn:
             self._set_meta("market", _encode(snapshot).decode())
+
+
+def attach(path: Path, market: Market, engine: Engine, seed: int, now_ms: int) -> StateStore:
+    """Continue the account saved at ``path`` in ``market`` and ``engine`` (or start one
+    there), and make their changes durable from now on. The simulator's start and the
+    deterministic simulation's venue restart both come through here."""
+    store = StateStore(path)
+    try:
+        loaded = store.load()
+        if loaded is not None:
+            market.restore_ids(loaded.next_ids)
+            if loaded.market is not None:
+                market.restore(loaded.market, now_ms)
+            engine.restore(loaded.account, loaded.orders, loaded.fills, loaded.next_ids)
+        else:
+            ceilings = {**engine.id_ceilings(), "trade_id": market.trade_ids.ceiling}
+            store.initialize(engine.account, seed, ceilings)
+        engine.track_changes(store.reserve)
+        market.trade_ids.on_reserve = store.reserve
+        store.save_market(market.snapshot())
+    except BaseException:
+        store.close()
+        raise
+    return store

@@ -16,6 +16,12 @@ is drawn here from the world's random source (``ExchangeFaults``):
 
 The market moves on a timer (``tick``): the seeded walk, resting orders matched, unless a
 symbol's book is frozen.
+
+The venue keeps its account in ``exchange_sim``'s state file (``state_store.attach``, as
+the simulator's ``--state``): every change is committed before the answer about it
+leaves, the market walk every 30 s. ``crash()`` kills it as SIGKILL would (no final
+save; an answer in flight is lost), ``restart()`` continues from the file: balances,
+orders and fills as told to clients, the walk from its last save.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,10 +42,13 @@ from exchange_sim.market import DEFAULT_SYMBOLS, Market
 from exchange_sim.private_api import PrivateApi
 from exchange_sim.public_api import PublicApi
 from exchange_sim.responses import decode_body, encode
+from exchange_sim.state_store import StateStore, attach
 from shared.btcturk.http import ConnectError, ExchangeTimeout, HttpResponse
 from simulate.trace import Trace
+from simulate.wsock import MemWsSession, SimWsHub
 
 HTTP_LATENCY = (0.002, 0.030)  # one way, seconds: a nearby exchange
+MARKET_SAVE_S = 30  # ticks (seconds) between saves of the walk (exchange_sim.app's)
 
 
 class ExchangeFaults:
@@ -74,31 +84,75 @@ class InProcessExchange:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, rng: Any, trace: Trace, *,
                  symbols: list[str], balances: dict[str, Decimal], wall_ms: Callable[[], int],
-                 market_seed: int) -> None:
+                 market_seed: int, state_path: Path,
+                 credentials: dict[str, str] | None = None) -> None:
         self.loop = loop
         self.rng = rng
         self.trace = trace
         self.faults = ExchangeFaults()
-        specs = tuple(s for s in DEFAULT_SYMBOLS if s.name in symbols)
-        self.market = Market(symbols=specs, seed=market_seed)
+        self.specs = tuple(s for s in DEFAULT_SYMBOLS if s.name in symbols)
+        self.balances = balances
+        self.market_seed = market_seed
+        self.state_path = state_path
         self._wall_ms = wall_ms
         self.clock_offset_ms = 0  # the exchange's clock skew
-        self.engine = Engine(self.market, balances, now_ms=self.now_ms)
+        # Observers (the world's invariants): a submit about to execute, and its outcome.
+        self.on_submit: Callable[[dict[str, Any]], None] = lambda _f: None
+        self.on_submitted: Callable[[dict[str, Any], int, bool], None] = \
+            lambda _f, _s, _lost: None
+        self.requests = 0
+        self.generation = 0  # +1 at every crash: an answer from an older one is lost
+        self.down = False
+        self.store: StateStore | None = None
+        self._ticks = 0
+        self.ws = SimWsHub(self, credentials or {})
+        self._boot()
+
+    def _boot(self) -> None:
+        """A fresh process: market and engine from the seed, then the state file's
+        account on top (none the first time: the starting balances)."""
+        self.market = Market(symbols=self.specs, seed=self.market_seed)
+        self.engine = Engine(self.market, dict(self.balances), now_ms=self.now_ms)
         now = self.now_ms()
         self.market.seed_history(now)
         for book in self.market.books.values():
             self.market.regenerate(book, now)
+        self.store = attach(self.state_path, self.market, self.engine, self.market_seed, now)
+        self.ws.boot()
         self.public = PublicApi(self.market, self.now_ms)
         self.private = PrivateApi(self.engine)
         routes = {**self.public.routes(), **self.private.routes()}
         self.routes = {(m, t.lower()): h for (m, t), h in routes.items() if "{" not in t}
         self.templated = [((m, template_pattern(t)), h) for (m, t), h in routes.items()
                           if "{" in t]
-        # Observers (the world's invariants): a submit about to execute, and its outcome.
-        self.on_submit: Callable[[dict[str, Any]], None] = lambda _f: None
-        self.on_submitted: Callable[[dict[str, Any], int, bool], None] = \
-            lambda _f, _s, _lost: None
-        self.requests = 0
+
+    def persist(self) -> None:
+        """The engine's changes, committed (exchange_sim.app's persist)."""
+        if self.store is not None and self.engine.changes:
+            self.store.save(self.engine.account, self.engine.take_changes())
+
+    def crash(self) -> None:
+        """SIGKILL: nothing more is saved, every answer in flight is lost, and until
+        ``restart`` every connection is refused."""
+        if self.down:
+            return
+        self.down = True
+        self.generation += 1
+        self.ws.crash()
+        assert self.store is not None
+        self.store.close()  # the kernel closes the file and drops the lock
+        self.store = None
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def restart(self) -> None:
+        if not self.down:
+            return
+        self._boot()
+        self.down = False
 
     def now_ms(self) -> int:
         return self._wall_ms() + self.clock_offset_ms
@@ -106,8 +160,13 @@ class InProcessExchange:
     def transport(self, who: str) -> ExchangeTransport:
         return ExchangeTransport(self, who)
 
+    def ws_session(self, who: str) -> MemWsSession:
+        return MemWsSession(self.ws, who)
+
     # --- the market --------------------------------------------------------------------
     def tick(self) -> None:
+        if self.down:
+            return
         now = self.now_ms()
         t = self.loop.time()
         for symbol, book in self.market.books.items():
@@ -115,6 +174,10 @@ class InProcessExchange:
                 continue
             self.market.walk(book, now)
             self.engine.match_resting(symbol)
+            self.persist()
+        self._ticks += 1
+        if self._ticks % MARKET_SAVE_S == 0 and self.store is not None:
+            self.store.save_market(self.market.snapshot())
 
     def mark(self, symbol: str) -> Decimal:
         book = self.market.books[symbol]
@@ -132,6 +195,10 @@ class InProcessExchange:
         write = method in ("POST", "DELETE")
         await asyncio.sleep(rng.uniform(*HTTP_LATENCY))
         now = self.loop.time()
+        if self.down:
+            self.trace.note("x_down", who, f"{method} {lpath}")
+            raise ConnectError("simulated: the exchange process is down")
+        generation = self.generation
         if f.outage_until > now:
             self.trace.note("x_outage", who, f"{method} {lpath}")
             if rng.random() < 0.5:
@@ -173,6 +240,7 @@ class InProcessExchange:
         if handler is None:
             return _status(404)
         response = await handler(_Request(method, lpath, query), ctx)  # type: ignore[arg-type]
+        self.persist()  # before the answer leaves, as exchange_sim.app does
         raw = bytes(response.body)  # type: ignore[arg-type]
         lost = write and rng.random() < f.drop_after_accept
         if "fields" in ctx:
@@ -186,6 +254,12 @@ class InProcessExchange:
         if lpath == "/api/v1/users/transactions/trade" and response.status == 200:
             raw = self._trades_faults(raw)
         await asyncio.sleep(rng.uniform(*HTTP_LATENCY))
+        if self.generation != generation:
+            # The process died with the answer on its way: done or not, the client
+            # hears nothing (it times out).
+            self.trace.note("x_crash_lost", who, f"{method} {lpath}")
+            await asyncio.sleep(max(0.0, timeout_s - 2 * HTTP_LATENCY[1]))
+            raise ExchangeTimeout("simulated: the exchange died before answering")
         return HttpResponse(response.status, {}, raw)
 
     def _trades_faults(self, raw: bytes) -> bytes:

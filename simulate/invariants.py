@@ -178,7 +178,7 @@ class Invariants:
     def periodic(self) -> None:
         w = self.w
         now = w.loop.time()
-        if w.exchange.faults.outage_until > now:
+        if w.exchange.faults.outage_until > now or w.exchange.down:
             self.outage_since = self.outage_since if self.outage_since is not None else now
         else:
             self.outage_since = None

@@ -7,6 +7,10 @@ production function, applied only in a simulation process that asks for it
   on the exchange with no ledger row.
 - ``ignore_kill_switch``: neither risk nor the executor honours the kill switch latch.
 - ``double_fees``: net PnL subtracts fees twice (the bug issue 15 fixed in status/risk).
+- ``venue_unsaved``: the venue (the exchange simulator) never commits its account after
+  its start: only a venue crash shows it (the restart forgets every order and fill
+  since), which ``db_matches_venue`` finds; the proof that a venue crash restarts from
+  the state file and not from memory.
 - ``livelock``: from its 20th book on, risk's message handler spins without ever waiting
   for time (a busy loop): the simulated world stalls, which is the violation
   ``no_stall`` rather than a hang of the simulator.
@@ -18,7 +22,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-PLANTS = ("send_before_durable", "ignore_kill_switch", "double_fees", "livelock")
+PLANTS = ("send_before_durable", "ignore_kill_switch", "double_fees", "livelock",
+          "venue_unsaved")
 COMMIT_DELAY_S = 0.2
 
 
@@ -28,7 +33,8 @@ def plant(name: str) -> Callable[[], None]:
         raise ValueError(f"unknown planted bug {name!r} (known: {', '.join(PLANTS)})")
     return {"send_before_durable": _send_before_durable,
             "ignore_kill_switch": _ignore_kill_switch,
-            "double_fees": _double_fees, "livelock": _livelock}[name]()
+            "double_fees": _double_fees, "livelock": _livelock,
+            "venue_unsaved": _venue_unsaved}[name]()
 
 
 def _patch(owner: Any, attr: str, value: Any) -> Callable[[], None]:
@@ -103,3 +109,13 @@ def _livelock() -> Callable[[], None]:
         await original(self, topic, packet)
 
     return _patch(RiskActor, "on_message", on_message)
+
+
+def _venue_unsaved() -> Callable[[], None]:
+    from simulate.exchange import InProcessExchange
+
+    def persist(self: InProcessExchange) -> None:
+        if self.engine.changes:
+            self.engine.take_changes()  # dropped: nothing reaches the state file
+
+    return _patch(InProcessExchange, "persist", persist)

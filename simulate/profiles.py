@@ -25,6 +25,9 @@ class Profile:
     rate_limited: float = 0.0
     drop_after_accept: float = 0.0
     repeat_trade: float = 0.0
+    # the private WebSocket, per private frame
+    private_repeat: float = 0.0  # the frame is sent twice
+    private_late: float = 0.0  # the feed lags 1-10 s from this frame on
     # events per simulated hour
     outages: float = 0.0  # exchange refuses / 503s everything for 10-60 s
     frozen_books: float = 0.0  # one symbol's book stops moving for 10-90 s
@@ -34,6 +37,8 @@ class Profile:
     full_disks: float = 0.0  # the executor's DB refuses writes for 10-60 s
     kill_switch: float = 0.0  # the operator sets the kill switch for 30-300 s
     pauses: float = 0.0  # the operator pauses trading for 30-300 s
+    venue_crashes: float = 0.0  # the exchange process dies, restarts from its state file
+    ws_drops: float = 0.0  # the private WebSocket connection is dropped by the exchange
 
 
 PROFILES: dict[str, Profile] = {
@@ -43,18 +48,20 @@ PROFILES: dict[str, Profile] = {
         pubsub_loss=0.001, req_loss=0.001, reply_loss=0.001, reply_late=0.001,
         crash_at_boundary=0.00003,  # ~5 crashes an hour (the bus carries ~50 msg/s)
         connect_refused=0.003, timeout=0.002, server_error=0.005, rate_limited=0.003,
-        drop_after_accept=0.01, repeat_trade=0.02,
+        drop_after_accept=0.01, repeat_trade=0.02, private_repeat=0.02, private_late=0.01,
         outages=1.0, frozen_books=2.0, late_fills=1.0, vanishing_orders=1.0,
-        clock_skews=1.0, full_disks=0.5, kill_switch=2.0, pauses=1.0,
+        clock_skews=1.0, full_disks=0.5, kill_switch=2.0, pauses=1.0, venue_crashes=0.5,
+        ws_drops=1.0,
     ),
     "harsh": Profile(
         "harsh",
         pubsub_loss=0.01, req_loss=0.01, reply_loss=0.01, reply_late=0.01,
         crash_at_boundary=0.0002,  # ~35 an hour
         connect_refused=0.02, timeout=0.01, server_error=0.03, rate_limited=0.02,
-        drop_after_accept=0.05, repeat_trade=0.1,
+        drop_after_accept=0.05, repeat_trade=0.1, private_repeat=0.1, private_late=0.05,
         outages=4.0, frozen_books=6.0, late_fills=4.0, vanishing_orders=4.0,
-        clock_skews=4.0, full_disks=2.0, kill_switch=6.0, pauses=4.0,
+        clock_skews=4.0, full_disks=2.0, kill_switch=6.0, pauses=4.0, venue_crashes=2.0,
+        ws_drops=4.0,
     ),
 }
 
@@ -63,9 +70,9 @@ PROFILES: dict[str, Profile] = {
 # per message/request, events per simulated hour (simulate/profiles.py).
 RATE_FAULTS = ("pubsub_loss", "req_loss", "reply_loss", "reply_late", "crash_at_boundary",
                "connect_refused", "timeout", "server_error", "rate_limited",
-               "drop_after_accept", "repeat_trade")
+               "drop_after_accept", "repeat_trade", "private_repeat", "private_late")
 EVENT_FAULTS = ("outages", "frozen_books", "late_fills", "vanishing_orders", "clock_skews",
-                "full_disks", "kill_switch", "pauses")
+                "full_disks", "kill_switch", "pauses", "venue_crashes", "ws_drops")
 FAULT_KINDS = RATE_FAULTS + EVENT_FAULTS
 
 # How hard the simulated operator trades: the configuration's defaults, or bench/chaos.py's

@@ -66,14 +66,15 @@ START_BALANCES = {"TRY": Decimal("100000"), "BTC": Decimal("0"), "ETH": Decimal(
                   "SOL": Decimal("0")}
 
 # The simulated deployment: paper mode, the default three symbols, marketdata on REST (its
-# WebSocket path is not simulated), the executor following orders by REST (no private
-# WebSocket), no recorder. Everything else is the configuration's defaults.
+# WebSocket path is not simulated), the executor following orders on its private
+# WebSocket (simulate/wsock.py) and REST, no recorder. Everything else is the
+# configuration's defaults.
 BASE_CONFIG: dict[str, Any] = {
     "mode": "paper", "runtime_dir": "run", "log_dir": "logs", "data_dir": "data",
     "exchange": {"rest_url": "http://exchange.sim.invalid",
                  "ws_url": "ws://exchange.sim.invalid/ws"},
     "marketdata": {"symbols": ["BTCTRY", "ETHTRY", "SOLTRY"], "source": "rest"},
-    "executor": {"db_synchronous": "NORMAL", "private_ws": False},
+    "executor": {"db_synchronous": "NORMAL"},
     "recorder": {"required": False},
 }
 # ``--trading busy``: bench/chaos.py's aggressive settings (sell the whole position right
@@ -201,12 +202,15 @@ class World:
         base = self.rng.getrandbits(32)
         self.exchange = InProcessExchange(
             self.loop, self.rng, self.trace, symbols=list(self.cfg.marketdata.symbols),
-            balances=dict(START_BALANCES), wall_ms=self._wall_ms, market_seed=base)
+            balances=dict(START_BALANCES), wall_ms=self._wall_ms, market_seed=base,
+            state_path=self.dir / "exchange" / "state.db",
+            credentials=dict([self.cfg.credentials()]))
         self.slots = {n: Slot(n, RestartTracker(self.cfg.actor_settings(n), self.cfg.supervisor))
                       for n in ACTORS}
         self.result = RunResult(seed, hours, self.profile.name, plant)
         self.inv = Invariants(self)
         self.net.on_boundary = self._crash_at_boundary
+        self.exchange.ws.on_fault = self.fault
         self.faulting = True
         self.stopping = False
         # The operator's latch requests reach the executor through the supervisor (whose
@@ -235,6 +239,7 @@ class World:
         cfg = self.cfg
         if name == "executor":
             return ExecutorActor(cfg, clock, http=self.exchange.transport("executor"),
+                                 ws_session=self.exchange.ws_session("executor"),
                                  bus=bus, faults=SimFaults(self.disk_trigger))
         if name == "marketdata":
             client = BtcTurkClient(cfg.rest_url, timeout_s=cfg.exchange.timeout_s,
@@ -371,6 +376,7 @@ class World:
             task.cancel()  # the operator's own latch pulses end here
         self._spawn(self._set_latch("kill_switch", True))
         self.disk_trigger.unlink(missing_ok=True)
+        self._venue_restart()
         self.exchange.faults.outage_until = 0.0
         self.exchange.faults.frozen_until.clear()
         self.exchange.faults.trades_lag_until = 0.0
@@ -405,6 +411,7 @@ class World:
                 # Left open after a stall: the abandoned tasks' coroutines are finalized
                 # later by the collector, which needs a loop that is not closed.
                 self.loop.close()
+            self.exchange.close()
             if self._tmp is not None:
                 self._tmp.cleanup()
 
@@ -444,6 +451,8 @@ class World:
             p.server_error
         xf.rate_limited, xf.drop_after_accept = p.rate_limited, p.drop_after_accept
         xf.repeat_trade = p.repeat_trade
+        wf = self.exchange.ws.faults
+        wf.private_repeat, wf.private_late = p.private_repeat, p.private_late
 
     async def _fault_events(self) -> None:
         p = self.profile
@@ -453,6 +462,8 @@ class World:
             ("clock_skews", self._skew), ("full_disks", self._disk),
             ("kill_switch", lambda live: self._latch("kill_switch", live)),
             ("pauses", lambda live: self._latch("paused", live)),
+            ("venue_crashes", self._venue_crash),
+            ("ws_drops", self._ws_drop),
         ]
         rates = [(name, getattr(p, name), act) for name, act in kinds]
         total = sum(rate for _, rate, _ in rates)
@@ -498,8 +509,28 @@ class World:
         order = self.rng.choice(open_)
         if live:
             engine.forget(order.client_id)
+            self.exchange.persist()
             self.inv.vanished.add(order.client_id)
             self.fault("vanish", order.client_id)
+
+    def _venue_crash(self, live: bool) -> None:
+        down = self.rng.uniform(5, 30)
+        if live and not self.exchange.down:
+            self.exchange.crash()
+            self.fault("venue_crash", f"down {down:.0f}s")
+            self.loop.call_later(down, self._venue_restart)
+
+    def _ws_drop(self, live: bool) -> None:
+        conns = self.exchange.ws.conns
+        if live and conns:
+            conn = conns[-1]
+            conn.close("dropped (fault)")
+            self.fault("ws_drop", conn.who)
+
+    def _venue_restart(self) -> None:
+        if self.exchange.down:
+            self.exchange.restart()
+            self.trace.note("start", "venue", f"generation {self.exchange.generation}")
 
     def _skew(self, live: bool) -> None:
         name = self.rng.choice(ACTORS)

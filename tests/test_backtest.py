@@ -204,6 +204,19 @@ def test_cli_a_missing_recording_exits_2(tmp_path):
     assert r.returncode == 2 and "nope" in r.stderr
 
 
+def test_cli_consistency_refuses_what_it_cannot_check(market, tmp_path):
+    """--consistency needs a full paper session recording (a market-only one has no
+    strategy whose start it could follow) and takes no other recordings: exit 2, why."""
+    r = cli("--consistency", str(market))
+    assert r.returncode == 2 and "joined_hb_seq" in r.stderr, (r.stdout, r.stderr)
+    r = cli("--consistency", str(market), str(market))
+    assert r.returncode == 2 and "takes no RECORDINGS" in r.stderr, r.stderr
+    r = cli("--consistency", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "nope" in r.stderr, r.stderr
+    r = cli()
+    assert r.returncode == 2 and "RECORDING" in r.stderr, r.stderr
+
+
 def test_record_market_records_market_data_only_and_a_backtest_reads_it(tmp_path):
     from collections import Counter
 
@@ -294,3 +307,10 @@ def test_recorded_public_trades_reach_on_trade(tmp_path):
     cfg.mode = "paper"
     Backtest(cfg, strategy, fees=Fees()).run(iter(msgs))
     assert strategy.heard == [(t.symbol, str(t.price), t.side) for t in trades]
+
+
+def test_backtest_fee_defaults_are_the_simulators() -> None:
+    """A backtest of a paper session charges what that session's simulator charged."""
+    from exchange_sim.fees import DEFAULT_MAKER, DEFAULT_TAKER
+
+    assert (Fees().maker, Fees().taker) == (DEFAULT_MAKER, DEFAULT_TAKER)

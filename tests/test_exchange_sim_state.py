@@ -98,6 +98,25 @@ def test_ids_never_repeat_even_after_reset_and_without_a_clean_stop(tmp_path: Pa
     asyncio.run(again.stop())
 
 
+def test_a_forgotten_order_stays_forgotten_after_a_crash(tmp_path: Path) -> None:
+    """The vanish fault (`forget`) is durable: a restart from the state file does not
+    bring the order back, and its reserved funds stay released."""
+    path = tmp_path / "sim.db"
+    sim = _sim(path)
+    kept = _place(sim, "kept", "6000")
+    _place(sim, "lost", "6001")
+    locked_before = sim.engine.account.locked["TRY"]
+    sim.engine.forget("lost")
+    sim.persist()
+    _crash(sim)
+    again = _sim(path)
+    assert [o.client_id for o in again.engine.orders.values()] == ["kept"]
+    assert [o.id for o in again.engine.open_orders["SOLTRY"]] == [kept]
+    assert again.engine.account.locked["TRY"] < locked_before
+    assert again.engine.account.locked["TRY"] == sim.engine.account.locked["TRY"]
+    asyncio.run(again.stop())
+
+
 def test_balances_option_only_seeds_a_new_account(tmp_path: Path) -> None:
     path = tmp_path / "sim.db"
     sim = Simulator(SimOptions(random_walk=False, state_path=str(path),

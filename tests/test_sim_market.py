@@ -42,3 +42,20 @@ def test_a_walk_is_seeded() -> None:
             b.walk(b.books[name], 1_000)
             assert a.books[name].bids == b.books[name].bids
             assert a.books[name].asks == b.books[name].asks
+
+
+def test_the_tape_snapshot_is_the_same_with_its_row_cache() -> None:
+    """The walk's save (every 30 s) reuses rows of closed minutes: the snapshot must equal
+    one made from scratch at every point, the newest (still changing) minute included."""
+    market = Market(seed=3)
+    market.seed_history(1_767_603_600_000)
+    for i in range(600):
+        for book in market.books.values():
+            market.walk(book, 1_767_603_600_000 + i * 7_000)
+            market.record_trade(book, book.bids[0][0], Decimal("0.001"), 0,
+                                1_767_603_600_000 + i * 7_000)
+        if i % 37 == 0:
+            for book in market.books.values():
+                fresh = [[c.start_s, str(c.open), str(c.high), str(c.low), str(c.close),
+                          str(c.volume), str(c.notional)] for c in book.tape.minutes]
+                assert book.tape.snapshot() == fresh

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+from decimal import Decimal
+from pathlib import Path
 
+import msgspec
 import pytest
 
 from bus.messages import CommandRequest, Ping, PingCommand, packet_encoder
 from bus.transport import RequestFailed
+from shared.btcturk.http import ConnectError, ExchangeTimeout, HttpResponse
+from shared.btcturk.ws import BtcTurkWebSocket, OrderInsert, WsDisconnected
 from simulate.clock import VirtualClock
+from simulate.exchange import InProcessExchange
 from simulate.membus import MemBus, MemClient, Network
 from simulate.trace import Trace
 from simulate.vloop import SimulationStalled, VirtualTimeLoop
@@ -150,3 +156,93 @@ def test_the_roles_apply_on_the_in_memory_bus() -> None:
 
     run(main)
     assert packet_encoder  # the frames are the wire's own encoding
+
+
+SECRET = "YnRjYm90LWV4Y2hhbmdlLXNpbS1zZWNyZXQtdjEhIQ=="  # the simulator's public test secret
+
+
+def _venue(loop: VirtualTimeLoop, path: Path) -> InProcessExchange:
+    return InProcessExchange(
+        loop, random.Random(5), Trace(loop.time), symbols=["SOLTRY"],
+        balances={"TRY": Decimal("100000"), "SOL": Decimal("0")},
+        wall_ms=lambda: 1_767_603_600_000 + int(loop.time() * 1000), market_seed=9,
+        state_path=path)
+
+
+async def _submit(venue: InProcessExchange, cid: str) -> HttpResponse:
+    body = msgspec.json.encode({"newOrderClientId": cid, "pairSymbol": "SOLTRY",
+                                "price": "7000", "quantity": "1", "orderMethod": "limit",
+                                "orderType": "buy"})
+    return await venue.handle("t", "POST", "/api/v1/order", None, body, 5.0)
+
+
+def test_a_crashed_venue_refuses_then_continues_from_its_state_file(tmp_path: Path) -> None:
+    """The venue fault: while down every request is refused (provably not sent); an
+    answer in flight at the crash is lost (a timeout: done or not, unknown); after the
+    restart the account is what was committed, both orders included, funds locked."""
+    async def main(loop: VirtualTimeLoop) -> None:
+        venue = _venue(loop, tmp_path / "state.db")
+        assert (await _submit(venue, "first")).status == 200
+        executed = asyncio.Event()
+        venue.on_submitted = lambda _fields, _status, _lost: executed.set()
+        in_flight = asyncio.ensure_future(_submit(venue, "second"))
+        await executed.wait()  # "second" executed, its answer on its way back
+        locked = venue.engine.account.locked["TRY"]
+        venue.crash()
+        with pytest.raises(ExchangeTimeout):
+            await in_flight
+        with pytest.raises(ConnectError):
+            await _submit(venue, "third")
+        venue.tick()  # a dead market does not move
+        venue.restart()
+        assert sorted(o.client_id for o in venue.engine.orders.values()) == ["first", "second"]
+        assert venue.engine.account.locked["TRY"] == locked > Decimal("14000")
+        assert (await _submit(venue, "third")).status == 200
+        venue.close()
+
+    run(main)
+
+
+def test_the_private_websocket_in_process(tmp_path: Path) -> None:
+    """The executor's real BtcTurkWebSocket against the venue's hub: login, the private
+    events of an order, a repeated frame (the fault), a dropped connection and the
+    reconnect, refusal while the venue is down, and a fresh hub after its restart."""
+    async def main(loop: VirtualTimeLoop) -> None:
+        venue = InProcessExchange(
+            loop, random.Random(5), Trace(loop.time), symbols=["SOLTRY"],
+            balances={"TRY": Decimal("100000"), "SOL": Decimal("0")},
+            wall_ms=lambda: 1_767_603_600_000 + int(loop.time() * 1000), market_seed=9,
+            state_path=tmp_path / "state.db", credentials={"k": SECRET})
+        seen: list[object] = []
+
+        async def on_event(ev: object) -> None:
+            seen.append(ev)
+
+        clock = VirtualClock(loop)
+        ws = BtcTurkWebSocket("ws://sim", subscriptions=[], on_event=on_event, api_key="k",
+                              api_secret=SECRET, session=venue.ws_session("t"),
+                              heartbeat_s=15.0, mono_ns=clock.mono_ns, wall_ns=clock.wall_ns)
+        task = asyncio.ensure_future(ws.run())
+        await asyncio.sleep(1.0)
+        assert ws.logged_in and ws.counters["connects"] == 1
+        venue.ws.faults.private_repeat = 1.0  # every private frame twice
+        assert (await _submit(venue, "c1")).status == 200
+        await asyncio.sleep(1.0)
+        inserts = [e for e in seen if isinstance(e, OrderInsert)]
+        assert len(inserts) == 2 and inserts[0].client_order_id == "c1"
+        venue.ws.faults.private_repeat = 0.0
+        venue.ws.conns[0].close("dropped (test)")
+        await asyncio.sleep(5.0)
+        assert any(isinstance(e, WsDisconnected) for e in seen)
+        assert ws.counters["connects"] == 2 and ws.logged_in
+        venue.crash()
+        await asyncio.sleep(3.0)
+        assert not ws.connected
+        venue.restart()
+        await asyncio.sleep(40.0)  # the client's backoff grows while refused
+        assert ws.connected and ws.logged_in
+        ws.stop()
+        await task
+        venue.close()
+
+    run(main)

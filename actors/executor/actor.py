@@ -73,10 +73,12 @@ class ExecutorActor(Actor):
 
     def __init__(self, cfg: Config, clock: Clock | None = None, *,
                  http: HttpTransport | None = None, faults: Faults | None = None,
-                 **kwargs: Any) -> None:
+                 ws_session: Any = None, **kwargs: Any) -> None:
         """``http``: the simulation's in-process exchange under the venue's real client
-        (real sockets otherwise); ``faults``: the simulation's fault seam (the test hook
-        from the environment otherwise); ``kwargs`` go to the runtime (its bus)."""
+        (real sockets otherwise); ``ws_session``: the same for the private WebSocket (an
+        aiohttp-like session whose ``ws_connect`` reaches it); ``faults``: the
+        simulation's fault seam (the test hook from the environment otherwise);
+        ``kwargs`` go to the runtime (its bus)."""
         self.db_path = cfg.path(cfg.executor.db_path)
         # The lock comes first: before the command socket is bound (binding unlinks the
         # ipc path, which would steal the running executor's endpoint).
@@ -91,7 +93,7 @@ class ExecutorActor(Actor):
                 f"executor.replay_mirror = true needs mode dry-run (mode is {cfg.mode}): "
                 "it is only for replay --verify", EXIT_CONFIG)
         faults = faults or CrashHook.from_env()
-        venue = make_venue(cfg, self.counters, clock, faults, http=http)
+        venue = make_venue(cfg, self.counters, clock, faults, http=http, ws_session=ws_session)
         self.subscriptions = venue.subscriptions  # type: ignore[misc]
         self.s = ExecState(cfg=cfg, venue=venue, clock=clock, faults=faults,
                            counters=self.counters, publish=self.publish,

@@ -33,7 +33,10 @@ def _fee(bps: str, name: str) -> Decimal:
 
 
 @click.command()
-@click.argument("recordings", nargs=-1, required=True)
+@click.argument("recordings", nargs=-1)
+@click.option("--consistency", "session_path", default=None, metavar="RECORDING",
+              help="check: a backtest of this paper session's recording with the "
+                   "session's timing reproduces its fills and PnL (exit 1 if not)")
 @click.option("--strategy", "plugin", default=None,
               help="plug-in (name or package.module:Class); default: strategy.plugin")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -55,14 +58,24 @@ def _fee(bps: str, name: str) -> Decimal:
 def backtest(ctx: click.Context, recordings: tuple[str, ...], plugin: str | None,
              sets: tuple[str, ...], sweeps: tuple[str, ...], symbols: str,
              maker_fee_bps: str | None, taker_fee_bps: str | None, balances: str | None,
-             as_json: bool,
-             report_path: str | None, workers: int | None) -> None:
+             as_json: bool, report_path: str | None, workers: int | None,
+             session_path: str | None) -> None:
     """Run a strategy over recorded market data (RECORDINGS: segment files or
     directories) with the backtest fill model; print net PnL, drawdown, Sharpe,
-    Sortino, turnover, orders, fills and fees."""
+    Sortino, turnover, orders, fills and fees. With --consistency RECORDING: compare a
+    backtest of that paper session with what the session did (docs/strategies.md)."""
     from backtest import data, report, runner, sweep  # matplotlib and friends: only here
 
     cfg = load(ctx)
+    if session_path is not None:
+        if recordings or sweeps or report_path or symbols or balances:
+            fail("--consistency RECORDING takes no RECORDINGS, --sweep, --report, "
+                 "--symbols or --balances (the session's own are used)", EXIT_USAGE)
+        _consistency(cfg, session_path, plugin, sets, maker_fee_bps, taker_fee_bps,
+                     as_json)
+        return
+    if not recordings:
+        fail("backtest: RECORDING... (or --consistency RECORDING) required", EXIT_USAGE)
     try:
         opts = runner.Options(
             recordings=list(recordings), plugin=plugin, sets=runner.parse_sets(sets),
@@ -91,6 +104,38 @@ def backtest(ctx: click.Context, recordings: tuple[str, ...], plugin: str | None
         out = report.write_report(report_path, result, summary)
         if not as_json:
             click.echo(f"report: {out}")
+
+
+def _consistency(cfg: Config, path: str, plugin: str | None, sets: tuple[str, ...],
+                 maker_fee_bps: str | None, taker_fee_bps: str | None,
+                 as_json: bool) -> None:
+    """Strategy-level consistency (backtest/consistency.py, compare_session): exit 0 on
+    PASS, 1 on FAIL, 2 when the recording or the options cannot be checked."""
+    from actors.strategy.loader import load_strategy
+    from backtest import consistency, runner, session
+    from backtest.engine import Fees
+    from backtest.report import json
+
+    if cfg.simulator.fee_schedule and (maker_fee_bps is None or taker_fee_bps is None):
+        fail("--consistency: the session's simulator ran with simulator.fee_schedule "
+             f"{cfg.simulator.fee_schedule!r}; give its tier with --maker-fee-bps and "
+             "--taker-fee-bps", EXIT_USAGE)
+    # [backtest]'s schedule (by default the simulator's) unless told otherwise.
+    configured = Fees.of(cfg)
+    fees = Fees(_fee(maker_fee_bps, "--maker-fee-bps") if maker_fee_bps else configured.maker,
+                _fee(taker_fee_bps, "--taker-fee-bps") if taker_fee_bps else configured.taker)
+    if not os.path.exists(path):
+        fail(f"--consistency {path}: no such file or directory", EXIT_USAGE)
+    try:
+        opts = runner.Options(recordings=[path], plugin=plugin, sets=runner.parse_sets(sets))
+        run_cfg, plugin_sets = runner.configured(cfg, opts)
+        strategy = load_strategy(run_cfg.strategy, plugin_sets)
+        result = consistency.compare_session(path, run_cfg, strategy, fees)
+    except (ConfigError, session.SessionError) as exc:
+        fail(f"--consistency {path}: {exc}", EXIT_USAGE)
+    click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True) if as_json
+               else result.render())
+    sys.exit(0 if result.ok else 1)
 
 
 def _free_port() -> int:

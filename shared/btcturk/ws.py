@@ -298,10 +298,11 @@ def _order_event(w: _W451, cls: type[_OrderEvent]) -> _OrderEvent:
     )
 
 
-def parse_frame(raw: bytes | str) -> list[WsEvent] | None:
-    """Typed events of one frame; [] for frames we ignore; raises on malformed frames."""
+def parse_frame(raw: bytes | str, now_ns: int | None = None) -> list[WsEvent] | None:
+    """Typed events of one frame; [] for frames we ignore; raises on malformed frames.
+    ``now_ns``: the receive stamp (monotonic), read here when not given."""
     msg_type, body = _frame_decoder.decode(raw)
-    now = time.monotonic_ns()
+    now = time.monotonic_ns() if now_ns is None else now_ns
     dec = msgspec.json.decode
     if msg_type == 431:
         w = dec(body, type=_W431)
@@ -352,7 +353,12 @@ class BtcTurkWebSocket:
         connect_timeout_s: float = 5.0,
         heartbeat_s: float | None = 20.0,
         connects_per_min: int = CONNECTS_PER_MIN,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
+        wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        # The clock's two readings (injected: the deterministic simulation's is virtual).
+        self._mono_ns = mono_ns
+        self._wall_ns = wall_ns
         self.url = url
         self.subscriptions = list(subscriptions)
         self.on_event = on_event
@@ -457,7 +463,7 @@ class BtcTurkWebSocket:
         self.logged_in = False
         if was_connected:
             logger.warning("btcturk ws disconnected from {}: {}", self.url, reason)
-            await self._emit(WsDisconnected(self.url, reason, time.monotonic_ns()))
+            await self._emit(WsDisconnected(self.url, reason, self._mono_ns()))
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -478,7 +484,7 @@ class BtcTurkWebSocket:
         if self.counters["connects"] > 1:
             self.counters["reconnects"] += 1
         await self._send_login_and_subscriptions(ws)
-        await self._emit(WsConnected(self.url, self.counters["connects"], time.monotonic_ns()))
+        await self._emit(WsConnected(self.url, self.counters["connects"], self._mono_ns()))
         useful = False
         while not self._stop.is_set():
             try:
@@ -501,7 +507,7 @@ class BtcTurkWebSocket:
             login = {
                 "type": 114,
                 "publicKey": self.api_key,
-                "timestamp": int(time.time() * 1000),
+                "timestamp": self._wall_ns() // 1_000_000,
                 "nonce": WS_LOGIN_NONCE,
                 "signature": sign(self.api_key, self.api_secret, WS_LOGIN_NONCE),
             }
@@ -513,7 +519,7 @@ class BtcTurkWebSocket:
     async def _handle_text(self, data: str) -> bool:
         self.counters["messages"] += 1
         try:
-            events = parse_frame(data)
+            events = parse_frame(data, self._mono_ns())
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError):
             self.counters["malformed"] += 1
             return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from actors.executor.faults import Faults
 from actors.executor.venues.base import Venue
@@ -20,7 +21,7 @@ __all__ = ["Venue", "make_venue"]
 
 
 def make_venue(cfg: Config, counters: Counter[str], clock: Clock, faults: Faults, *,
-               http: HttpTransport | None = None) -> Venue:
+               http: HttpTransport | None = None, ws_session: Any = None) -> Venue:
     ex = cfg.executor
     if cfg.mode == "dry-run":
         if ex.replay_mirror:
@@ -38,5 +39,6 @@ def make_venue(cfg: Config, counters: Counter[str], clock: Clock, faults: Faults
                            rate_journal=journal, wall=lambda: clock.wall_ns() / 1e9)
     venue = BtcTurkVenue(client, ws_url=cfg.ws_url, credentials=(key, secret),
                          private_ws=ex.private_ws, fast_poll_s=ex.order_poll_interval_s,
-                         slow_poll_s=ex.ws_poll_interval_s, counters=counters, clock=clock)
+                         slow_poll_s=ex.ws_poll_interval_s, counters=counters, clock=clock,
+                         ws_session=ws_session)
     return faults.wrap(venue, cfg.rest_url)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Container, Mapping
 from decimal import Decimal
+from typing import Any
 
 from loguru import logger
 
@@ -47,8 +48,9 @@ class BtcTurkVenue:
 
     def __init__(self, client: BtcTurkClient, *, ws_url: str, credentials: tuple[str, str],
                  private_ws: bool, fast_poll_s: float, slow_poll_s: float,
-                 counters: Counter[str], clock: Clock) -> None:
+                 counters: Counter[str], clock: Clock, ws_session: Any = None) -> None:
         self.client = client
+        self.ws_session = ws_session  # None: the socket makes its own aiohttp session
         self.ws_url = ws_url
         self.key, self.secret = credentials
         self.private_ws = private_ws
@@ -106,7 +108,8 @@ class BtcTurkVenue:
             self.ws = BtcTurkWebSocket(
                 self.ws_url, subscriptions=[], on_event=self._event,
                 api_key=self.key, api_secret=self.secret, stall_timeout_s=WS_STALL_TIMEOUT_S,
-                heartbeat_s=WS_HEARTBEAT_S)
+                heartbeat_s=WS_HEARTBEAT_S, session=self.ws_session,
+                mono_ns=self.clock.mono_ns, wall_ns=self.clock.wall_ns)
             self._login_failed_seen = 0
             try:
                 await self.ws.run()
