@@ -339,3 +339,46 @@ def test_v4_database_gets_latch_set_times_from_updated_at(tmp_path: Path) -> Non
     db = ExecutorDB(path)
     assert db.version() == len(MIGRATIONS)
     assert db.latch_set_times() == {"paused": 42.0}
+
+
+def test_balances_are_written_and_announced_only_when_they_change() -> None:
+    """The liveness read fetches balances every 2 s between slow polls: the same answer
+    again is neither rewritten nor announced (a portfolio snapshot for strategy and risk);
+    a change is; a write that failed (full disk) is tried again at the next read."""
+    import asyncio as _asyncio
+    from types import SimpleNamespace
+
+    from actors.executor.sync import Sync
+
+    answers = [[("TRY", D(100), D(0))]] * 2 + [[("TRY", D(90), D(10))]] * 3
+    writes: list[object] = []
+    failing = {"now": False}
+
+    class FakeDB:
+        def set_balances(self, mode: str, balances: object, now: float) -> None:
+            if failing["now"]:
+                raise OSError("disk full")
+            writes.append(balances)
+
+    class FakeVenue:
+        async def balances(self) -> object:
+            return answers.pop(0)
+
+    s = SimpleNamespace(venue=FakeVenue(), db=FakeDB(), mode="paper", now=lambda: 1.0,
+                        mono=lambda: 1.0, dirty=False)
+    sync = Sync(s, None, None, None, None)  # type: ignore[arg-type]
+    run = _asyncio.run
+    run(sync.fetch_balances())
+    assert writes == [[("TRY", D(100), D(0))]] and s.dirty
+    s.dirty = False
+    run(sync.fetch_balances())
+    assert len(writes) == 1 and not s.dirty
+    failing["now"] = True
+    with pytest.raises(OSError):
+        run(sync.fetch_balances())
+    failing["now"] = False
+    run(sync.fetch_balances())  # the same as the failed one: written now
+    assert writes[-1] == [("TRY", D(90), D(10))] and len(writes) == 2 and s.dirty
+    s.dirty = False
+    run(sync.fetch_balances())
+    assert len(writes) == 2 and not s.dirty

@@ -63,6 +63,8 @@ class Sync:
         self._unknown_fills: set[str] = set()  # trade ids already reported
         self.trade_window = TradeWindow()
         self._last_balance_fetch = 0.0
+        # What this incarnation last wrote to the balances table (None: nothing yet).
+        self._balances_written: list[tuple[str, Decimal, Decimal]] | None = None
         self._balance_baseline: dict[str, Decimal] | None = None  # loaded on first use
         self._drift_runs: dict[str, int] = {}  # asset -> reconciles in a row beyond tolerance
         self._refresh_cids: set[str] = set()
@@ -329,9 +331,14 @@ class Sync:
     async def fetch_balances(self) -> list[tuple[str, Decimal, Decimal]]:
         s = self.s
         balances = await s.venue.balances()
-        s.db.set_balances(s.mode, balances, s.now())
+        if balances != self._balances_written:
+            # Only a change is written and announced: the liveness read between slow
+            # polls (every 2 s) fetches the same balances again and again, and each
+            # write made a portfolio snapshot for strategy and risk to decode.
+            s.db.set_balances(s.mode, balances, s.now())
+            self._balances_written = balances
+            s.dirty = True
         self._last_balance_fetch = s.mono()
-        s.dirty = True
         return balances
 
     # --- private events ---------------------------------------------------------------
