@@ -224,6 +224,10 @@ def run_pipeline(tmp: Path, n: int, sync: str, profile: Path | None,
             [str(REPO / "bench" / "plaintext"), *filter(None, [os.environ.get("PYTHONPATH")])])
     p: SupervisedPipeline = Pipeline(write_config(tmp, doc), env=env)
     if tree is not None:  # `python -m actors.supervisor` from there: its code, not ours
+        # ... and every actor's too: the supervisor starts them in the config's directory,
+        # where `python -m` finds the venv's (editable) install, i.e. this checkout.
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(tree), *filter(None, [env.get("PYTHONPATH", os.environ.get("PYTHONPATH"))])])
         p = SupervisedPipeline(p.config, {**os.environ, **env}, cwd=tree)
     p.start()
     try:
