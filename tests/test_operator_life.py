@@ -161,7 +161,8 @@ def test_full_disks_under_the_db_the_recorder_and_the_logs_halt_and_say_why(
         trigger.write_text("enospc")
         def disk_halt() -> dict[str, Any] | None:
             d = p.status()
-            return d if any("disk" in r for r in d["trading"]["reasons"]) else None
+            return d if any(r.startswith("executor:halted") and "disk" in r
+                            for r in d["trading"]["reasons"]) else None
 
         doc = wait_for(disk_halt, timeout=30, interval=0.5, what="the executor halting: disk")
         assert doc["trading"]["state"] != "TRADING"
@@ -178,7 +179,8 @@ def test_full_disks_under_the_db_the_recorder_and_the_logs_halt_and_say_why(
                  what="the log sinks writing again")
         assert "the log file was failing" in (logs_mnt / "strategy.log").read_text()
         doc = p.status()
-        assert any("disk" in r for r in doc["trading"]["reasons"]), doc["trading"]
+        assert any(r.startswith("executor:halted") and "disk" in r
+                   for r in doc["trading"]["reasons"]), doc["trading"]
     finally:
         for m in (rec_mnt, logs_mnt):
             subprocess.run(["umount", "-l", str(m)], check=False, capture_output=True)

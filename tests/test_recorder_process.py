@@ -39,7 +39,7 @@ ctx = zmq.Context()
 # md.status is marketdata's to publish: the flood holds its key (FLOOD_DATA: the data dir).
 pub = Publisher(ctx, sys.argv[1], "flood", "flood-1",
                 auth=load_for(os.environ["FLOOD_DATA"], "marketdata"))
-time.sleep(0.3)  # subscriptions reach us
+time.sleep(1.0)  # subscriptions reach us (CURVE handshake; 0.3 s was short under load)
 start = time.monotonic()
 end = start + float(sys.argv[2])
 # argv[3], optional: a pace in msg/s (0 = as fast as we can). An unpaced flood outruns
@@ -162,8 +162,10 @@ def test_heartbeat_counts_records_gaps_lost_and_malformed(tmp_path: Path) -> Non
 def test_recorder_rotates_by_size_under_load(tmp_path: Path) -> None:
     pipe = _pipeline(tmp_path / "p", segment_max_bytes=200_000)
     with pipe:
-        flood = start_flood(pipe, "1", "20000")
-        flood.wait(15)
+        # 3 s at up to 20,000 msg/s: even a third of that rate on a loaded machine
+        # fills more than three 200 kB segments (one second did not, under the suite).
+        flood = start_flood(pipe, "3", "20000")
+        flood.wait(20)
         time.sleep(0.3)
     paths = segment_paths(pipe.recordings)
     assert len(paths) > 3
