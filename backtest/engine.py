@@ -125,11 +125,9 @@ class Backtest:
         self.finish()
         return self.result
 
-    def step(self, clock: int, body: object) -> None:
-        self._clock = clock
-        if not self.result.start_ns:
-            self.result.start_ns = clock
-        self.result.end_ns = clock
+    def _apply_market(self, body: object, clock: int) -> bool:
+        """Books, trades, rules and feed status into the strategy host and risk; False
+        for any other message (left to the caller)."""
         match body:
             case BookSnapshot():
                 self._on_book(body, clock)
@@ -143,7 +141,15 @@ class Backtest:
             case FeedStatus():
                 risk_state.apply_feed_status(self.risk, body)
             case _:
-                pass
+                return False
+        return True
+
+    def step(self, clock: int, body: object) -> None:
+        self._clock = clock
+        if not self.result.start_ns:
+            self.result.start_ns = clock
+        self.result.end_ns = clock
+        self._apply_market(body, clock)
         for symbol, due in list(self._trailing.items()):
             if clock >= due:
                 del self._trailing[symbol]

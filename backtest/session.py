@@ -66,7 +66,6 @@ from bus.messages import (
     Intent,
     OrderEvent,
     PortfolioSnapshot,
-    PublicTrade,
     RiskDecision,
     StrategyInfo,
     SymbolRules,
@@ -266,18 +265,9 @@ class SessionBacktest(Backtest):
         self.result.end_ns = max(self.result.end_ns, clock)
         for action in self._due.pop(n, ()):
             action()
+        if self._apply_market(body, clock):
+            return
         match body:
-            case BookSnapshot():
-                self._on_book(body, clock)
-            case PublicTrade():
-                if self.host.hears_trades and body.symbol in self.host.books:
-                    self._evaluate(body.symbol, clock, "on_trade", body.price,
-                                   body.quantity, body.side)
-            case SymbolRules():
-                self.host.apply_rules(body)
-                risk_state.apply_rules(self.risk, body)
-            case FeedStatus():
-                risk_state.apply_feed_status(self.risk, body)
             case ClockTick():
                 # The throttle's trailing edge, on the bus clock as live.
                 for symbol in sorted(s for s, due in self._trailing.items() if clock >= due):
