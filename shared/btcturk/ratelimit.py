@@ -129,12 +129,17 @@ class RateLimiter:
             window.blocked_until = max(window.blocked_until,
                                        loop_now + max(0.0, blocked_wall - wall_now))
 
-    async def acquire(self, group: str) -> None:
+    def _windows(self, group: str) -> list[SlidingWindow] | None:
+        """The group's windows, seeded from the journal the first time they are used."""
         windows = self._groups.get(group)
+        if windows and group in self._seeds:
+            self._seed(group, windows)
+        return windows
+
+    async def acquire(self, group: str) -> None:
+        windows = self._windows(group)
         if not windows:
             return
-        if group in self._seeds:
-            self._seed(group, windows)
         for window in windows:
             await window.acquire()
         if self._journal is not None:
@@ -145,11 +150,9 @@ class RateLimiter:
         """The exchange refused ``group`` (429): nothing of it goes out for ``seconds``
         (its Retry-After; without one, the group's longest window, the only wait that
         is sure to outlast the exchange's window)."""
-        windows = self._groups.get(group)
+        windows = self._windows(group)
         if not windows:
             return
-        if group in self._seeds:
-            self._seed(group, windows)
         if seconds is None:
             seconds = max(w.period_s for w in windows)
         until = asyncio.get_running_loop().time() + seconds
