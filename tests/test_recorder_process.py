@@ -80,7 +80,7 @@ def test_sigkill_mid_flood_loses_only_the_tail_and_corrupts_nothing(tmp_path: Pa
         # Asked before the flood: the supervisor hears md.status too, and is slow then.
         recorder = psutil.Process(pipe.pids()["recorder"])
         flood = start_flood(pipe, "4")
-        time.sleep(1.5)
+        time.sleep(2.2)  # the flood's 1 s wait for subscriptions, then 1.2 s of flood
         killed_ns = time.time_ns()
         recorder.send_signal(signal.SIGKILL)
         recorder.wait(30)  # reaped by the supervisor (slow on a loaded machine)
