@@ -184,6 +184,11 @@ class Backtest:
         if self.unthrottled:
             self._evaluate(symbol, clock)
             return
+        # The throttle runs on the symbol's latest book's clock, as the live actor's
+        # (``_on_trigger``): a trigger by a later message (a portfolio snapshot) does not
+        # move it on, or a snapshot that came over an interval after the book would
+        # evaluate that book again where live waits for the next.
+        clock = self.host.clock_of.get(symbol, clock)
         wait = gating.throttle_wait_ns(self.host.gate, symbol, clock, self._throttle_ns)
         if wait == 0:
             self._trailing.pop(symbol, None)

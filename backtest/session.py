@@ -33,9 +33,10 @@ message stream where the live pipeline's answers arrived:
 A backtest intent finds its recorded timing through the live intent it stands for: the
 one of the same symbol and side made on the same message clock (the envelope time of
 the book decided on). Not through the intent id: ids also count the live host's epochs,
-and a duplicate terminal order event (the executor can publish CANCELED twice) moves the
-live epoch once more than the order's single end does here, so an identical decision can
-carry another id. An intent the session never made (the two have diverged) has no
+and a duplicate terminal order event moves the live epoch once more than the order's
+single end does here, so an identical decision can carry another id (recordings of
+executors before the read-again in ``record_exchange_order`` have CANCELED twice when a
+cancel's read-back and a private-feed refresh raced). An intent the session never made (the two have diverged) has no
 recorded timing and is answered at once, as in the plain backtest; the comparison counts
 them.
 """

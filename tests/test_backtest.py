@@ -314,3 +314,37 @@ def test_backtest_fee_defaults_are_the_simulators() -> None:
     from exchange_sim.fees import DEFAULT_MAKER, DEFAULT_TAKER
 
     assert (Fees().maker, Fees().taker) == (DEFAULT_MAKER, DEFAULT_TAKER)
+
+
+class _BookCounter(Strategy):
+    name = "book-counter"
+
+    def __init__(self) -> None:
+        super().__init__(self.Params())
+        self.books: list[int] = []  # the clock of each book decided on
+
+    def on_book(self, ctx):
+        self.books.append(ctx.now_ns)
+        return ()
+
+
+def test_a_later_trigger_does_not_move_the_throttle_past_the_book(tmp_path):
+    """The throttle runs on the symbol's latest book's clock, as the live actor's: a
+    portfolio snapshot that comes more than an interval after the last book (a loaded
+    machine) waits for the next book or clock tick, it does not decide on the old book
+    again (found by the consistency check under CI load)."""
+    msgs = list(market_messages([write_synthetic(tmp_path / "m", symbols=["BTCTRY"],
+                                                 seconds=2, seed=5).parent]))
+    strategy = _BookCounter()
+    cfg = Config()
+    cfg.mode = "paper"
+    cfg.strategy.throttle_ms = 100
+    bt = Backtest(cfg, strategy, fees=Fees())
+    first = next(i for i, (_c, b) in enumerate(msgs) if isinstance(b, BookSnapshot))
+    for clock, body in msgs[:first + 1]:
+        bt.step(clock, body)
+    book_clock = bt.host.clock_of["BTCTRY"]
+    assert strategy.books == [book_clock]
+    bt._trigger("BTCTRY", book_clock + 150_000_000)  # a snapshot, 150 ms after the book
+    assert strategy.books == [book_clock]
+    assert bt._trailing["BTCTRY"] == book_clock + 100_000_000

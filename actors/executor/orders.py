@@ -329,9 +329,19 @@ class Orders:
         self.record_exchange_order(order, eo)
 
     def record_exchange_order(self, order: OrderRow, eo: ExchangeOrder) -> bool:
+        """Record the venue's word on one order; True when the row changed (and its
+        event was published). ``order`` may be the row as it was before the await that
+        fetched ``eo``: the row is read again, so a second reader of the same change
+        (a cancel's read-back and a private-feed refresh, say) publishes nothing, and a
+        read older than the row (still open, less filled) never takes it back."""
         if self.id_collision(order.client_order_id, eo.id, order.symbol):
             return False
+        order = self.s.db.get_order(order.client_order_id) or order
         state, filled = exchange_view(eo)
+        if filled < order.filled_quantity or (order.state in TERMINAL_ORDER_STATES
+                                              and state not in TERMINAL_ORDER_STATES):
+            self.s.counters["stale_order_reads"] += 1
+            return False
         if (state, filled, eo.id) == (order.state, order.filled_quantity,
                                       order.exchange_order_id):
             return False
