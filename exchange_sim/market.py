@@ -74,6 +74,19 @@ def on_grid(price: Decimal, grid: Decimal, rounding: str = ROUND_HALF_EVEN) -> D
         grid if grid < 1 else Decimal(1))
 
 
+def _micros(r: float) -> int:
+    """``round(round(u, 6) * 1e6)`` for u = uniform(0.2, 1.6) from ``random() = r``: the
+    factor in millionths. ``round(u, 6)`` rounds u's exact value half-even to 6 decimals
+    (k / 10**6, and k is what the outer round gives back); ``u * 1e6`` is within 2.4e-10
+    of u's exact value times 10**6, so rounding it gives the same k unless that value is
+    within that of a half, which takes the slow formula itself."""
+    u = 0.2 + (1.6 - 0.2) * r
+    scaled = u * 1e6
+    if abs(scaled - int(scaled) - 0.5) < 1e-6:
+        return round(round(u, 6) * 1e6)
+    return round(scaled)
+
+
 @dataclass
 class PublicTrade:
     trade_id: int
@@ -155,7 +168,13 @@ class Market:
         return Decimal(str(round(self.rng.uniform(lo, hi), 6)))
 
     def regenerate(self, book: Book, now_ms: int) -> None:
-        """Fresh DEPTH levels each side around ``book.mid`` (liquidity replenishes)."""
+        """Fresh DEPTH levels each side around ``book.mid`` (liquidity replenishes).
+
+        The hottest lines of a simulated run (40 levels per book per tick), so the level
+        amounts (``_level_amount``'s formula) are computed inline: the random factor's
+        micro-units from ``_micros``, the divisor once per level (every ask level is
+        sized at the best ask, as first written). Values bit for bit the plain formula's
+        (tests/test_sim_market.py)."""
         spec = book.spec
         q = spec.grid
         step = max(q, on_grid(book.mid * self.step, q, ROUND_UP))
@@ -164,24 +183,36 @@ class Market:
         best_ask = on_grid(book.mid + half, q, ROUND_UP)
         if best_ask <= best_bid:
             best_ask = best_bid + q
-        bid_prices = [best_bid - i * step for i in range(DEPTH)]
-        book.bids = [[p, self._level_amount(spec, p)] for p in bid_prices if p > 0]
-        book.asks = [
-            [best_ask + i * step, self._level_amount(spec, best_ask)] for i in range(DEPTH)
-        ]
+        rand = self.rng.random
+        notional = spec.level_notional
+        quantum = spec.qty_quantum
+        bids = []
+        for i in range(DEPTH):
+            price = best_bid - i * step
+            if price > 0:
+                amount = (notional * Decimal(_micros(rand())) / (price * _MICRO)).quantize(
+                    quantum, ROUND_DOWN)
+                bids.append([price, amount if amount >= quantum else quantum])
+        divisor = best_ask * _MICRO
+        asks = []
+        for i in range(DEPTH):
+            amount = (notional * Decimal(_micros(rand())) / divisor).quantize(
+                quantum, ROUND_DOWN)
+            asks.append([best_ask + i * step, amount if amount >= quantum else quantum])
+        book.bids = bids
+        book.asks = asks
         book.touch(now_ms)
 
     def _level_amount(self, spec: SymbolSpec, price: Decimal) -> Decimal:
-        # The hottest lines of a simulated run (40 levels per book per tick), so _rand
-        # and max() are inlined with the same values: uniform(lo, hi) is
-        # lo + (hi - lo) * random(); Decimal(str(round(u, 6))) is exactly micros / 10**6
-        # (a float rounded to 6 decimals has that short decimal as its repr), and a
-        # Decimal quotient is the correctly rounded value of the same rational, so
-        # amounts are bit for bit what _rand gave (tests/test_sim_market.py).
+        """One level's amount: ``level_notional * uniform(0.2, 1.6) / price`` (the factor
+        to 6 decimals), rounded down to the quantity quantum, at least one quantum.
+        uniform(lo, hi) is lo + (hi - lo) * random(), and Decimal(str(round(u, 6))) is
+        exactly micros / 10**6 (a float rounded to 6 decimals has that short decimal as
+        its repr), and a Decimal quotient is the correctly rounded value of the same
+        rational, so amounts are bit for bit what _rand gave (tests/test_sim_market.py)."""
         quantum = spec.qty_quantum
-        micros = round(round(0.2 + (1.6 - 0.2) * self.rng.random(), 6) * 1e6)
-        amount = (spec.level_notional * Decimal(micros) / (price * _MICRO)).quantize(
-            quantum, ROUND_DOWN)
+        amount = (spec.level_notional * Decimal(_micros(self.rng.random()))
+                  / (price * _MICRO)).quantize(quantum, ROUND_DOWN)
         return amount if amount >= quantum else quantum
 
     def walk(self, book: Book, now_ms: int) -> PublicTrade | None:
