@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 
 RECENT = 40
+HASH_BATCH = 1 << 16  # bytes
 
 
 class Trace:
@@ -23,6 +24,9 @@ class Trace:
         # reason): the trace writes it as "<dir>", so runs in different directories match.
         self.mask = b""
         self._hash = hashlib.blake2b(digest_size=16)
+        # Bytes not hashed yet: hashing is a stream (update(a); update(b) is
+        # update(a + b)), so events are hashed a batch at a time, not two calls each.
+        self._pending = bytearray()
         self.recent: deque[tuple[float, str, str, str, int]] = deque(maxlen=RECENT)
         self.events = 0
 
@@ -33,14 +37,20 @@ class Trace:
         elif self.mask and self.mask in payload:
             payload = payload.replace(self.mask, b"<dir>")
         self.events += 1
-        self._hash.update(f"{t:.9f}|{kind}|{who}|{what}|{len(payload)}|".encode())
-        self._hash.update(payload)
+        pending = self._pending
+        pending += f"{t:.9f}|{kind}|{who}|{what}|{len(payload)}|".encode()
+        pending += payload
+        if len(pending) > HASH_BATCH:
+            self._hash.update(pending)
+            pending.clear()
         self.recent.append((t, kind, who, what, len(payload)))
 
     def note(self, kind: str, who: str, what: str) -> None:
         self.add(kind, who, what, b"")
 
     def hexdigest(self) -> str:
+        self._hash.update(self._pending)
+        self._pending.clear()
         return self._hash.hexdigest()
 
     def last(self, n: int = 20) -> list[str]:
