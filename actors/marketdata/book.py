@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import itemgetter
 
 Level = tuple[Decimal, Decimal]
 
 # BTCTurk obdiff change codes (CP): 0 updated, 1 new, 3 deleted.
 CHANGE_DELETE = 3
+_PRICE = itemgetter(0)  # a level's sort key, in C (a book is sorted on every frame)
 
 
 @dataclass
@@ -53,9 +55,10 @@ class LocalBook:
         return True
 
     def top(self, depth: int) -> tuple[list[Level], list[Level]]:
-        """Best levels first: bids descending, asks ascending."""
-        bids = sorted(self.bids.items(), key=lambda kv: kv[0], reverse=True)[:depth]
-        asks = sorted(self.asks.items(), key=lambda kv: kv[0])[:depth]
+        """Best levels first: bids descending, asks ascending (by price: the keys are
+        unique, so no two levels tie)."""
+        bids = sorted(self.bids.items(), key=_PRICE, reverse=True)[:depth]
+        asks = sorted(self.asks.items(), key=_PRICE)[:depth]
         return bids, asks
 
 
