@@ -69,6 +69,16 @@ class _TimerHandle(asyncio.TimerHandle):
         self._when = when
         self._scheduled = False
 
+    def cancel(self) -> None:
+        """``TimerHandle.cancel`` in one frame (every sleep cancels its timer when it
+        ends, fired or not): the loop counts a cancelled timer still in its heap."""
+        if not self._cancelled:
+            if self._scheduled:
+                self._loop._timer_cancelled_count += 1
+            self._cancelled = True
+            self._callback = None
+            self._args = None
+
 
 class SimulationStalled(RuntimeError):
     """Nothing ready and no timer: every task waits for something that cannot happen."""
