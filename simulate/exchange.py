@@ -14,7 +14,8 @@ is drawn here from the world's random source (``ExchangeFaults``):
 - an outage (every request refused or 503) for a window;
 - the user's trades listed late (a lag) or a row repeated.
 
-The market moves on a timer (``tick``): the seeded walk, resting orders matched, unless a
+The market moves on a timer (``tick``): the seeded walk, resting orders matched, and the
+public WebSocket frames published (``exchange_sim.app.market_tick``'s steps), unless a
 symbol's book is frozen.
 
 The venue keeps its account in ``exchange_sim``'s state file (``state_store.attach``, as
@@ -100,6 +101,9 @@ class InProcessExchange:
         self.on_submit: Callable[[dict[str, Any]], None] = lambda _f: None
         self.on_submitted: Callable[[dict[str, Any], int, bool], None] = \
             lambda _f, _s, _lost: None
+        # The book of a pair moved on (its change set and timestamp): the invariants'
+        # record of when each published version stopped being the market.
+        self.on_book: Callable[[str, int, int], None] = lambda _s, _cs, _ts: None
         self.requests = 0
         self.generation = 0  # +1 at every crash: an answer from an older one is lost
         self.down = False
@@ -165,6 +169,8 @@ class InProcessExchange:
 
     # --- the market --------------------------------------------------------------------
     def tick(self) -> None:
+        """``exchange_sim.app.market_tick``: per pair the walk, crossed resting orders
+        filled, the account committed, the public frames published; then the ticker."""
         if self.down:
             return
         now = self.now_ms()
@@ -172,9 +178,12 @@ class InProcessExchange:
         for symbol, book in self.market.books.items():
             if self.faults.frozen_until.get(symbol, 0.0) > t:
                 continue
-            self.market.walk(book, now)
+            self.ws.publish_trade(symbol, self.market.walk(book, now))
             self.engine.match_resting(symbol)
             self.persist()
+            self.on_book(symbol, book.change_set, book.timestamp_ms)
+            self.ws.publish_book(symbol)
+        self.ws.publish_ticker(now)
         self._ticks += 1
         if self._ticks % MARKET_SAVE_S == 0 and self.store is not None:
             self.store.save_market(self.market.snapshot())

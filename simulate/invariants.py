@@ -15,7 +15,11 @@ At every order that reaches the venue (the exchange is about to execute it):
   on its own, possibly lagging view; they are not re-checked here.)
 
 At every order risk forwards to the executor (first attempt): ``fresh_data`` — the
-symbol's last book on the bus is younger than ``max_data_age_s`` (+ one poll).
+symbol's last book on the bus is younger than ``max_data_age_s`` (+ one poll), and so is
+its content: the market it shows (a WebSocket book's change set, a REST book's
+timestamp) stopped being the venue's no longer ago than that (``BookVersions``). The
+second half catches old data republished as new (a stamp renewed, a cached book
+re-sent), which the publication time alone cannot see.
 
 Every simulated second: the trading state the supervisor's pure function derives from
 what the actors report is never TRADING while a latch is on in the DB, a symbol's data
@@ -30,6 +34,7 @@ the account's equity at the mark, computed from the exchange's balances).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -37,12 +42,14 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from actors.executor.accounting import FillFact, replay
+from actors.executor.caps import WINDOW_S as CAP_WINDOW_S
 from actors.executor.outage import HALT as OUTAGE_HALT
 from actors.executor.recovery import order_state
 from actors.supervisor.trading_state import ActorView, TradingInputs, derive_trading_state
-from bus.messages import FeedStatus, SubmitOrder, packet_decoder
+from bus.messages import BookSnapshot, FeedStatus, SubmitOrder, packet_decoder
 from shared import pnl
 from shared.fsm import State
+from simulate.clock import EPOCH_NS
 
 if TYPE_CHECKING:
     from simulate.world import World
@@ -61,15 +68,64 @@ class Violation(Exception):
         self.detail = detail
 
 
+class BookVersions:
+    """When did the venue's book of a pair move past a version? Fed after every market
+    tick with the book's change set (what a WebSocket book carries) and timestamp (what
+    a REST book carries), both increasing; asked for the time the version a published
+    book shows was superseded. Changes between ticks (our own orders) are not recorded,
+    so the answer is the next tick's time: never earlier than the truth (no false
+    alarm). A venue restart continues from a saved walk whose change sets repeat: the
+    record starts again."""
+
+    KEEP = 1200  # versions per pair (20 minutes of ticks): older ones count as the first
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[str, str], list[int]] = {}
+        self._since: dict[str, list[float]] = {}
+
+    def moved(self, symbol: str, change_set: int, ts_ms: int, at: float) -> None:
+        cs = self._keys.setdefault((symbol, "ws"), [])
+        ts = self._keys.setdefault((symbol, "rest"), [])
+        since = self._since.setdefault(symbol, [])
+        if cs and (change_set <= cs[-1] or ts_ms < ts[-1]):
+            return  # not newer (a frozen pair's tick is skipped, not recorded)
+        cs.append(change_set)
+        ts.append(ts_ms)
+        since.append(at)
+        if len(since) > 2 * self.KEEP:
+            del cs[:self.KEEP], ts[:self.KEEP], since[:self.KEEP]
+
+    def restarted(self) -> None:
+        self._keys.clear()
+        self._since.clear()
+
+    def superseded_at(self, symbol: str, source: str, key: int) -> float | None:
+        """When the version ``key`` (a change set for ``ws``, a timestamp for ``rest``)
+        stopped being the book, or None while it is still the newest recorded."""
+        keys = self._keys.get((symbol, source))
+        if not keys:
+            return None
+        i = bisect_right(keys, key)
+        return self._since[symbol][i] if i < len(keys) else None
+
+
 class Invariants:
     def __init__(self, world: World) -> None:
         self.w = world
         self.cfg = world.cfg
         self._db: apsw.Connection | None = None
         self.last_book: dict[str, float] = {}  # symbol -> virtual time of its last book
+        # symbol -> (source, version) of its last book on the bus (see BookVersions)
+        self.last_version: dict[str, tuple[str, int]] = {}
+        self.versions = BookVersions()
         self.feed: dict[str, bool] = {}  # symbol -> last FeedStatus said fresh
         self.maybe_sent: set[str] = set()  # cids a send of which may have executed
-        self.accepted_at: deque[float] = deque()
+        # Reservation times (virtual, from the DB row) of the orders that reached the
+        # venue, for the executor incarnation that reserved them (its per-minute cap is
+        # in memory: a restart starts a new window, as documented).
+        self.reserved_at: deque[float] = deque()
+        self._reserved_by = 0
+        self._counted: set[str] = set()
         self.vanished: set[str] = set()
         self.outage_since: float | None = None
         self._ticks = 0
@@ -77,6 +133,8 @@ class Invariants:
         world.net.on_request = self._on_request
         world.exchange.on_submit = self._on_submit
         world.exchange.on_submitted = self._on_submitted
+        world.exchange.on_book = lambda s, cs, ts: self.versions.moved(
+            s, cs, ts, world.loop.time())
 
     # --- the executor's DB, as it is on disk --------------------------------------------
     def db(self) -> apsw.Connection | None:
@@ -100,6 +158,12 @@ class Invariants:
     def _on_publish(self, source: str, topic: str, payload: bytes) -> None:
         if topic.startswith("md.book."):
             self.last_book[topic[8:]] = self.w.loop.time()
+            book = packet_decoder.decode(payload).body
+            if isinstance(book, BookSnapshot):
+                if book.source == "ws" and book.change_set is not None:
+                    self.last_version[book.symbol] = ("ws", book.change_set)
+                elif book.source == "rest":
+                    self.last_version[book.symbol] = ("rest", book.exchange_ts_ms)
         elif topic == "md.status":
             body = packet_decoder.decode(payload).body
             if isinstance(body, FeedStatus):
@@ -114,12 +178,23 @@ class Invariants:
     def _on_request(self, sender: str, endpoint: str, body: Any, attempt: int) -> None:
         if sender == "risk" and attempt == 0 and isinstance(body, SubmitOrder):
             symbol = body.order.symbol
-            if symbol in self._stale_truth(self.cfg.marketdata.rest_poll_interval_s):
-                age = self.w.loop.time() - self.last_book.get(symbol, -1e9)
+            slack = self.cfg.marketdata.rest_poll_interval_s
+            limit = self.cfg.marketdata.max_data_age_s + slack
+            now = self.w.loop.time()
+            cid = body.order.client_order_id
+            if symbol in self._stale_truth(slack):
+                age = now - self.last_book.get(symbol, -1e9)
                 raise_later(self.w, Violation(
-                    "fresh_data", f"risk sent {body.order.client_order_id} on {symbol} whose "
-                    f"last book is {age:.1f}s old (max_data_age_s "
-                    f"{self.cfg.marketdata.max_data_age_s})"))
+                    "fresh_data", f"risk sent {cid} on {symbol} whose last book is "
+                    f"{age:.1f}s old (max_data_age_s {self.cfg.marketdata.max_data_age_s})"))
+            elif (version := self.last_version.get(symbol)) is not None:
+                gone = self.versions.superseded_at(symbol, *version)
+                if gone is not None and now - gone > limit:
+                    raise_later(self.w, Violation(
+                        "fresh_data", f"risk sent {cid} on {symbol} whose last book (source "
+                        f"{version[0]}, version {version[1]}) shows a market the venue left "
+                        f"{now - gone:.1f}s ago (max_data_age_s "
+                        f"{self.cfg.marketdata.max_data_age_s})"))
 
     def _on_submit(self, fields: dict[str, Any]) -> None:
         cid = str(fields.get("newOrderClientId", ""))
@@ -148,11 +223,9 @@ class Invariants:
         open_now = sum(1 for o in w.exchange.engine.open_orders.get(symbol, []))
         if ex.max_open_orders_per_symbol and open_now >= ex.max_open_orders_per_symbol:
             problems.append(f"{open_now} open orders on {symbol} already")
-        now = w.loop.time()
-        while self.accepted_at and now - self.accepted_at[0] > 60:
-            self.accepted_at.popleft()
-        if ex.max_orders_per_minute and len(self.accepted_at) >= ex.max_orders_per_minute:
-            problems.append(f"{len(self.accepted_at)} orders in the last minute")
+        if ex.max_orders_per_minute and (n := self._reserved_within_minute(cid)) >= \
+                ex.max_orders_per_minute:
+            problems.append(f"{n} other orders reserved in the minute before it")
         if problems:
             raise_later(w, Violation("caps_respected", f"{cid}: {'; '.join(problems)}"))
         rk = self.cfg.risk
@@ -166,12 +239,35 @@ class Invariants:
         if limits:
             raise_later(w, Violation("limits_respected", f"{cid}: {'; '.join(limits)}"))
 
+    def _reserved_within_minute(self, cid: str) -> int:
+        """Orders that reached the venue reserved less than 60 s before ``cid`` (by the
+        executor's reservation time, the cap's own measure: counting arrivals instead
+        finds a false excess when an older order's send took longer than this one's)."""
+        slot = self.w.slots["executor"]
+        row = self.rows("SELECT created_at FROM orders WHERE client_order_id=?", cid)
+        if not row or slot.clock is None:
+            return 0  # no row: durable_before_send says so
+        if slot.incarnations != self._reserved_by:
+            self._reserved_by = slot.incarnations
+            self.reserved_at.clear()
+            self._counted.clear()
+        if cid in self._counted:
+            return 0  # a re-send (after a provable non-send): one reservation
+        self._counted.add(cid)
+        # The row's wall time on the executor's clock, back to virtual time (its skew
+        # changes only at a fault's start and end, not within a send).
+        at = row[0][0] - EPOCH_NS / 1e9 - slot.clock.skew_ns / 1e9
+        while self.reserved_at and at - self.reserved_at[0] >= CAP_WINDOW_S - 0.001:
+            self.reserved_at.popleft()
+        n = sum(1 for r in self.reserved_at if at - r < CAP_WINDOW_S - 0.001)
+        self.reserved_at.append(at)
+        return n
+
     def _on_submitted(self, fields: dict[str, Any], status: int, lost: bool) -> None:
         cid = str(fields.get("newOrderClientId", ""))
         if status == 200 or status >= 500 or lost:
             self.maybe_sent.add(cid)
         if status == 200:
-            self.accepted_at.append(self.w.loop.time())
             self.w.result.orders += 1
 
     # --- every simulated second --------------------------------------------------------

@@ -11,6 +11,12 @@ production function, applied only in a simulation process that asks for it
   its start: only a venue crash shows it (the restart forgets every order and fill
   since), which ``db_matches_venue`` finds; the proof that a venue crash restarts from
   the state file and not from memory.
+- ``ws_stale_trusted``: marketdata trusts a connected public WebSocket: a pair whose WS
+  frames stopped while the socket is up is not polled by REST, its last WS book is
+  republished as current instead ("no frame means no change", true of a diff feed that
+  is alive, not of one that is stuck). The market moves on meanwhile; risk's own age
+  check sees fresh stamps; ``fresh_data`` sees a book whose market the venue left long
+  ago. Hunted under ``harsh`` (6 public feed freezes an hour).
 - ``livelock``: from its 20th book on, risk's message handler spins without ever waiting
   for time (a busy loop): the simulated world stalls, which is the violation
   ``no_stall`` rather than a hang of the simulator.
@@ -23,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 PLANTS = ("send_before_durable", "ignore_kill_switch", "double_fees", "livelock",
-          "venue_unsaved")
+          "venue_unsaved", "ws_stale_trusted")
 COMMIT_DELAY_S = 0.2
 
 
@@ -34,7 +40,7 @@ def plant(name: str) -> Callable[[], None]:
     return {"send_before_durable": _send_before_durable,
             "ignore_kill_switch": _ignore_kill_switch,
             "double_fees": _double_fees, "livelock": _livelock,
-            "venue_unsaved": _venue_unsaved}[name]()
+            "venue_unsaved": _venue_unsaved, "ws_stale_trusted": _ws_stale_trusted}[name]()
 
 
 def _patch(owner: Any, attr: str, value: Any) -> Callable[[], None]:
@@ -119,3 +125,29 @@ def _venue_unsaved() -> Callable[[], None]:
             self.engine.take_changes()  # dropped: nothing reaches the state file
 
     return _patch(InProcessExchange, "persist", persist)
+
+
+def _ws_stale_trusted() -> Callable[[], None]:
+    from actors.marketdata.actor import MarketdataActor
+    from actors.marketdata.freshness import needs_rest
+
+    async def rest_loop(self: MarketdataActor) -> None:
+        while True:
+            now = self.clock.mono_ns()
+            stale_ns = int(self.md.ws_stale_s * 1e9)
+            due = []
+            for s in self.symbols:
+                age = self._ws_age(s, now)
+                if self.ws_connected and age is not None and age > stale_ns:
+                    # The bug: a quiet connected socket taken for an unchanged book.
+                    self._emit_ws_book(self.books[s], now)
+                    continue
+                if needs_rest(source=self.md.source, rest_fallback=self.md.rest_fallback,
+                              ws_connected=self.ws_connected, ws_age_ns=age,
+                              ws_stale_ns=stale_ns):
+                    due.append(s)
+            if due:
+                await asyncio.gather(*(self._poll(s) for s in due))
+            await asyncio.sleep(self.md.rest_poll_interval_s)
+
+    return _patch(MarketdataActor, "_rest_loop", rest_loop)

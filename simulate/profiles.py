@@ -39,6 +39,8 @@ class Profile:
     pauses: float = 0.0  # the operator pauses trading for 30-300 s
     venue_crashes: float = 0.0  # the exchange process dies, restarts from its state file
     ws_drops: float = 0.0  # the private WebSocket connection is dropped by the exchange
+    public_ws_drops: float = 0.0  # marketdata's public WebSocket is dropped by the exchange
+    public_ws_freezes: float = 0.0  # one pair's public frames stop for 10-90 s, socket up
 
 
 PROFILES: dict[str, Profile] = {
@@ -51,7 +53,7 @@ PROFILES: dict[str, Profile] = {
         drop_after_accept=0.01, repeat_trade=0.02, private_repeat=0.02, private_late=0.01,
         outages=1.0, frozen_books=2.0, late_fills=1.0, vanishing_orders=1.0,
         clock_skews=1.0, full_disks=0.5, kill_switch=2.0, pauses=1.0, venue_crashes=0.5,
-        ws_drops=1.0,
+        ws_drops=1.0, public_ws_drops=2.0, public_ws_freezes=2.0,
     ),
     "harsh": Profile(
         "harsh",
@@ -61,7 +63,7 @@ PROFILES: dict[str, Profile] = {
         drop_after_accept=0.05, repeat_trade=0.1, private_repeat=0.1, private_late=0.05,
         outages=4.0, frozen_books=6.0, late_fills=4.0, vanishing_orders=4.0,
         clock_skews=4.0, full_disks=2.0, kill_switch=6.0, pauses=4.0, venue_crashes=2.0,
-        ws_drops=4.0,
+        ws_drops=4.0, public_ws_drops=6.0, public_ws_freezes=6.0,
     ),
 }
 
@@ -72,9 +74,13 @@ RATE_FAULTS = ("pubsub_loss", "req_loss", "reply_loss", "reply_late", "crash_at_
                "connect_refused", "timeout", "server_error", "rate_limited",
                "drop_after_accept", "repeat_trade", "private_repeat", "private_late")
 EVENT_FAULTS = ("outages", "frozen_books", "late_fills", "vanishing_orders", "clock_skews",
-                "full_disks", "kill_switch", "pauses", "venue_crashes", "ws_drops")
+                "full_disks", "kill_switch", "pauses", "venue_crashes", "ws_drops",
+                "public_ws_drops", "public_ws_freezes")
 FAULT_KINDS = RATE_FAULTS + EVENT_FAULTS
 
 # How hard the simulated operator trades: the configuration's defaults, or bench/chaos.py's
 # aggressive settings (many more orders in flight).
 TRADING = ("default", "busy")
+# Marketdata's source in the simulated configuration: the public WebSocket with REST
+# fallback (the production default), or REST polling only.
+MD_SOURCES = ("ws", "rest")

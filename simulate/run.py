@@ -23,7 +23,7 @@ from typing import Any
 
 from simulate.planted import PLANTS, plant
 from simulate.profiles import PROFILES
-from simulate.world import FAULT_KINDS, TRADING, World
+from simulate.world import FAULT_KINDS, MD_SOURCES, TRADING, World
 
 HASH_SEED = "0"
 
@@ -36,11 +36,14 @@ class Spec:
     plant: str = ""
     without: tuple[str, ...] = ()  # fault kinds switched off (the shrinker's)
     trading: str = "default"
+    md_source: str = "ws"  # marketdata's source (the production default: ws)
 
     def args(self) -> list[str]:
         out = ["--seed", str(self.seed), "--hours", f"{self.hours:g}", "--faults", self.faults]
         if self.trading != "default":
             out += ["--trading", self.trading]
+        if self.md_source != "ws":
+            out += ["--md-source", self.md_source]
         if self.plant:
             out += ["--plant", self.plant]
         if self.without:
@@ -56,7 +59,8 @@ def run_here(spec: Spec) -> dict[str, Any]:
     undo = plant(spec.plant) if spec.plant else None
     try:
         result = World(spec.seed, spec.hours, spec.faults, plant=spec.plant,
-                       without=spec.without, trading=spec.trading).run().as_json()
+                       without=spec.without, trading=spec.trading,
+                       md_source=spec.md_source).run().as_json()
     finally:
         if undo is not None:
             undo()
@@ -145,6 +149,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plant", choices=PLANTS, default="")
     p.add_argument("--without", default="")
     p.add_argument("--trading", choices=TRADING, default="default")
+    p.add_argument("--md-source", choices=MD_SOURCES, default="ws")
     return p.parse_args(argv)
 
 
@@ -153,8 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     a = parse(argv)
     without = tuple(k for k in a.without.split(",") if k)
-    print(json.dumps(run_here(Spec(a.seed, a.hours, a.faults, a.plant, without, a.trading))),
-          flush=True)
+    print(json.dumps(run_here(Spec(a.seed, a.hours, a.faults, a.plant, without, a.trading,
+                                   a.md_source))), flush=True)
     # Done (the run's directory is already removed): no interpreter teardown, which after
     # a stalled run would finalize the abandoned loop's coroutines noisily.
     os._exit(0)

@@ -40,9 +40,10 @@ from simulate.clock import EPOCH_NS, VirtualClock
 from simulate.exchange import InProcessExchange
 from simulate.invariants import Invariants, Violation
 from simulate.membus import MemBus, MemClient, Network
-from simulate.profiles import (  # noqa: F401 - FAULT_KINDS, TRADING: re-exported
+from simulate.profiles import (  # noqa: F401 - FAULT_KINDS, MD_SOURCES, TRADING: re-exported
     EVENT_FAULTS,
     FAULT_KINDS,
+    MD_SOURCES,
     PROFILES,
     RATE_FAULTS,
     TRADING,
@@ -65,15 +66,16 @@ CHECK_EVERY_S = 1.0
 START_BALANCES = {"TRY": Decimal("100000"), "BTC": Decimal("0"), "ETH": Decimal("0"),
                   "SOL": Decimal("0")}
 
-# The simulated deployment: paper mode, the default three symbols, marketdata on REST (its
-# WebSocket path is not simulated), the executor following orders on its private
-# WebSocket (simulate/wsock.py) and REST, no recorder. Everything else is the
-# configuration's defaults.
+# The simulated deployment: paper mode, the default three symbols, marketdata on the
+# public WebSocket with REST fallback (the production default; ``--md-source rest``: REST
+# polling only), the executor following orders on its private WebSocket and REST (both
+# sockets: simulate/wsock.py), no recorder. Everything else is the configuration's
+# defaults.
 BASE_CONFIG: dict[str, Any] = {
     "mode": "paper", "runtime_dir": "run", "log_dir": "logs", "data_dir": "data",
     "exchange": {"rest_url": "http://exchange.sim.invalid",
                  "ws_url": "ws://exchange.sim.invalid/ws"},
-    "marketdata": {"symbols": ["BTCTRY", "ETHTRY", "SOLTRY"], "source": "rest"},
+    "marketdata": {"symbols": ["BTCTRY", "ETHTRY", "SOLTRY"], "source": "ws"},
     "executor": {"db_synchronous": "NORMAL"},
     "recorder": {"required": False},
 }
@@ -90,18 +92,23 @@ BUSY: dict[str, Any] = {
     "executor": {"settle_window_s": 3.0, "order_poll_interval_s": 0.5,
                  "stale_order_ttl_s": 5.0, "balance_refresh_s": 1.0,
                  "probe_backoff_max_s": 2.0},
-    "marketdata": {"max_data_age_s": 3.0, "rest_poll_interval_s": 0.5},
+    # A WS book older than 1.5 s falls back to REST, within the 3 s data-age limit.
+    "marketdata": {"max_data_age_s": 3.0, "rest_poll_interval_s": 0.5, "ws_stale_s": 1.5},
     "reconciler": {"interval_s": 5.0},
 }
 
 
-def config_doc(trading: str) -> dict[str, Any]:
+def config_doc(trading: str, md_source: str = "ws") -> dict[str, Any]:
     if trading not in TRADING:
         raise ValueError(f"unknown trading {trading!r} (known: {', '.join(TRADING)})")
+    if md_source not in MD_SOURCES:
+        raise ValueError(f"unknown marketdata source {md_source!r} (known: "
+                         f"{', '.join(MD_SOURCES)})")
     doc = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE_CONFIG.items()}
     if trading == "busy":
         for section, values in BUSY.items():
             doc[section] = {**doc.get(section, {}), **values}
+    doc["marketdata"]["source"] = md_source
     return doc
 
 
@@ -124,6 +131,10 @@ class RunResult:
     trading_seconds: int = 0
     events: int = 0
     bus_refused: int = 0  # publishes the roles would have the proxy drop (0 expected)
+    md_source: str = "ws"
+    # marketdata's own counters (its runtime's and its WebSocket's, ``ws_`` prefixed),
+    # summed over its incarnations: which path ran and how it coped
+    marketdata: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -134,7 +145,8 @@ class RunResult:
             "restarts": self.restarts, "violations": self.violations,
             "fault_counts": dict(sorted(self.fault_counts.items())),
             "trading_seconds": self.trading_seconds, "events": self.events,
-            "bus_refused": self.bus_refused,
+            "bus_refused": self.bus_refused, "md_source": self.md_source,
+            "marketdata": dict(sorted(self.marketdata.items())),
         }
 
 
@@ -172,7 +184,8 @@ class Slot:
 class World:
     def __init__(self, seed: int, hours: float, profile: Profile | str = "default",
                  plant: str = "", workdir: Path | None = None,
-                 without: tuple[str, ...] = (), trading: str = "default") -> None:
+                 without: tuple[str, ...] = (), trading: str = "default",
+                 md_source: str = "ws") -> None:
         self.seed = seed
         self.hours = hours
         unknown = set(without) - set(FAULT_KINDS)
@@ -196,7 +209,7 @@ class World:
             prefix=f"btcbot-sim-{seed}-", dir=_fast_tmp())
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.trace.mask = str(self.dir).encode()
-        (self.dir / "supervisor.toml").write_text(to_toml(config_doc(trading)))
+        (self.dir / "supervisor.toml").write_text(to_toml(config_doc(trading, md_source)))
         self.cfg: Config = load_config(self.dir / "supervisor.toml", mode="paper")
         self.disk_trigger = self.dir / "disk-fault"
         base = self.rng.getrandbits(32)
@@ -207,7 +220,7 @@ class World:
             credentials=dict([self.cfg.credentials()]))
         self.slots = {n: Slot(n, RestartTracker(self.cfg.actor_settings(n), self.cfg.supervisor))
                       for n in ACTORS}
-        self.result = RunResult(seed, hours, self.profile.name, plant)
+        self.result = RunResult(seed, hours, self.profile.name, plant, md_source=md_source)
         self.inv = Invariants(self)
         self.net.on_boundary = self._crash_at_boundary
         self.exchange.ws.on_fault = self.fault
@@ -244,7 +257,8 @@ class World:
         if name == "marketdata":
             client = BtcTurkClient(cfg.rest_url, timeout_s=cfg.exchange.timeout_s,
                                    http=self.exchange.transport("marketdata"))
-            return MarketdataActor(cfg, clock=clock, bus=bus, rest_client=client)
+            return MarketdataActor(cfg, clock=clock, bus=bus, rest_client=client,
+                                   ws_session=self.exchange.ws_session("marketdata"))
         cls: type[Actor] = {"risk": RiskActor, "strategy": StrategyActor,
                             "reconciler": ReconcilerActor}[name]
         return cls(cfg, clock=clock, bus=bus)
@@ -284,6 +298,11 @@ class World:
 
     def _exited(self, slot: Slot, task: asyncio.Task[int]) -> None:
         code = None if task.cancelled() else task.result()
+        if slot.name == "marketdata" and slot.actor is not None:
+            md = self.result.marketdata
+            counts = {**slot.actor.counters, **slot.actor.heartbeat_counters()}
+            for k, v in counts.items():
+                md[k] = md.get(k, 0) + v
         if slot.actor is not None and not slot.crashed:
             # Exited by itself (fatal error, lost parent): the endpoints go with it.
             slot.actor.bus.close()
@@ -379,6 +398,7 @@ class World:
         self._venue_restart()
         self.exchange.faults.outage_until = 0.0
         self.exchange.faults.frozen_until.clear()
+        self.exchange.ws.faults.public_frozen_until.clear()
         self.exchange.faults.trades_lag_until = 0.0
         for slot in self.slots.values():
             if slot.clock is not None:
@@ -463,7 +483,9 @@ class World:
             ("kill_switch", lambda live: self._latch("kill_switch", live)),
             ("pauses", lambda live: self._latch("paused", live)),
             ("venue_crashes", self._venue_crash),
-            ("ws_drops", self._ws_drop),
+            ("ws_drops", lambda live: self._ws_drop("executor", live)),
+            ("public_ws_drops", lambda live: self._ws_drop("marketdata", live)),
+            ("public_ws_freezes", self._public_freeze),
         ]
         rates = [(name, getattr(p, name), act) for name, act in kinds]
         total = sum(rate for _, rate, _ in rates)
@@ -520,16 +542,27 @@ class World:
             self.fault("venue_crash", f"down {down:.0f}s")
             self.loop.call_later(down, self._venue_restart)
 
-    def _ws_drop(self, live: bool) -> None:
-        conns = self.exchange.ws.conns
+    def _ws_drop(self, who: str, live: bool) -> None:
+        """The exchange drops ``who``'s connection (the executor's private socket, or
+        marketdata's public one): its newest, if it has one open."""
+        conns = [c for c in self.exchange.ws.conns if c.who == who]
         if live and conns:
-            conn = conns[-1]
-            conn.close("dropped (fault)")
-            self.fault("ws_drop", conn.who)
+            conns[-1].close("dropped (fault)")
+            self.fault("ws_drop" if who == "executor" else "public_ws_drop", who)
+
+    def _public_freeze(self, live: bool) -> None:
+        """One pair's public frames stop (the exchange's publisher for it stuck) while
+        the market moves on, REST shows it and the socket stays up (other pairs flow)."""
+        symbol = self.rng.choice(sorted(self.exchange.market.books))
+        d = self.rng.uniform(10, 90)
+        if live:
+            self.exchange.ws.faults.public_frozen_until[symbol] = self.loop.time() + d
+            self.fault("public_ws_freeze", f"{symbol} {d:.0f}s")
 
     def _venue_restart(self) -> None:
         if self.exchange.down:
             self.exchange.restart()
+            self.inv.versions.restarted()  # the walk continues from its last save
             self.trace.note("start", "venue", f"generation {self.exchange.generation}")
 
     def _skew(self, live: bool) -> None:

@@ -1,15 +1,20 @@
 """The exchange's WebSocket in process: ``exchange_sim``'s own hub (``WsHub``: login,
-subscriptions, the private 423/441/451/452 events the engine emits) behind an
-aiohttp-like session, so the executor's real ``BtcTurkWebSocket`` (framing, login,
-reconnects, backoff) talks to it with no socket.
+subscriptions, the public 431/432/422 frames of the market's tick, the private
+423/441/451/452 events the engine emits) behind an aiohttp-like session, so the
+executor's and marketdata's real ``BtcTurkWebSocket`` (framing, login, reconnects,
+backoff, stall detection) talk to it with no socket.
 
 A connection delivers frames in order (TCP), each after the connection's own latency,
 drawn once at connect (no random draw per frame: the order in which the hub iterates its
-clients then cannot move the random stream). aiohttp's heartbeat keeps a quiet healthy
-socket from looking stalled, so ``receive`` waits for as long as the connection lives.
-What can go wrong (rates from the world's profile, drawn per private frame): a frame
-repeated (``private_repeat``), the feed lagging by 1-10 s (``private_late``); and the
-world drops connections (``ws_drops``) and takes them all down with a venue crash.
+clients then cannot move the random stream; the hub's clients are kept in connect order).
+aiohttp's heartbeat is modelled by what it does to ``receive(timeout)``: a ping/pong
+arrives after every heartbeat interval of silence (the client's, or the hub's 20 s) and
+restarts the read's timeout, so a quiet socket times out only when the caller's timeout
+is shorter than that (marketdata's: 10 s against a 20 s heartbeat, as with aiohttp).
+What can go wrong (rates from the world's profile): a private frame repeated
+(``private_repeat``), the private feed lagging by 1-10 s (``private_late``), one pair's
+public frames stopping while the socket stays up (``public_frozen_until``, set by the
+world); and the world drops connections and takes them all down with a venue crash.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ import aiohttp
 
 from exchange_sim.auth_check import AuthChecker
 from exchange_sim.faults import FaultRegistry
+from exchange_sim.market import PublicTrade
 from exchange_sim.ws import WS_VERSION, WsClient, WsHub, _frame
 
 if TYPE_CHECKING:
     from simulate.exchange import InProcessExchange
 
 WS_LATENCY = (0.002, 0.030)  # one way, seconds (as the REST hop)
+HUB_HEARTBEAT_S = 20.0  # the hub's own ping interval (exchange_sim.app's WsHub)
 ORDER_STEP = 1e-7
 PRIVATE_TYPES = ("[423,", "[441,", "[451,", "[452,")
 
@@ -36,6 +43,22 @@ PRIVATE_TYPES = ("[423,", "[441,", "[451,", "[452,")
 class WsFaults:
     private_repeat = 0.0  # a private frame sent twice
     private_late = 0.0  # the feed lags by 1-10 s from this private frame on
+
+    def __init__(self) -> None:
+        # pair -> its public frames (book, diff, trade) are not published until then
+        self.public_frozen_until: dict[str, float] = {}
+
+
+class _InConnectOrder(dict):  # type: ignore[type-arg]
+    """``WsHub.clients`` (a set there): the same operations, iterated in connect order,
+    so a frame published to several subscribers reaches them in the same order in every
+    process (a set of objects iterates by address)."""
+
+    def add(self, client: WsClient) -> None:
+        self[client] = None
+
+    def discard(self, client: WsClient) -> None:
+        self.pop(client, None)
 
 
 class _ServerEnd:
@@ -59,11 +82,14 @@ class MemConnection:
     """One WebSocket connection; the client end is aiohttp's ClientWebSocketResponse
     as far as ``BtcTurkWebSocket`` uses it."""
 
-    def __init__(self, hub: SimWsHub, who: str, latency: float, heartbeat: bool) -> None:
+    def __init__(self, hub: SimWsHub, who: str, latency: float,
+                 heartbeat: float | None) -> None:
         self.hub = hub
         self.who = who
         self.latency = latency
-        self.heartbeat = heartbeat
+        # Silence after which a ping/pong arrives (the client's heartbeat or the hub's),
+        # the ping's way out and the pong's way back included.
+        self.quiet_gap = min(heartbeat or HUB_HEARTBEAT_S, HUB_HEARTBEAT_S) + 2 * latency
         self.closed = False
         self._queue: deque[aiohttp.WSMessage] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -121,8 +147,10 @@ class MemConnection:
             if self.closed:
                 return aiohttp.WSMessage(aiohttp.WSMsgType.CLOSED, None, None)
             self._waiter = self.hub.exchange.loop.create_future()
-            if self.heartbeat or timeout is None:
-                await self._waiter  # pings answered: a quiet socket is not a dead one
+            if timeout is None or timeout > self.quiet_gap:
+                # A ping/pong comes first and restarts the read (aiohttp consumes it):
+                # a quiet socket is not a dead one.
+                await self._waiter
             else:
                 await asyncio.wait_for(self._waiter, timeout)
         return self._queue.popleft()
@@ -174,8 +202,33 @@ class SimWsHub:
 
     def boot(self) -> None:
         ex = self.exchange
-        self.hub = WsHub(ex.market, ex.engine, self.auth, FaultRegistry(0), heartbeat_s=20.0)
+        self.hub = WsHub(ex.market, ex.engine, self.auth, FaultRegistry(0),
+                         heartbeat_s=HUB_HEARTBEAT_S)
+        self.hub.clients = _InConnectOrder()  # type: ignore[assignment]
         ex.engine.emit_private = self._publish_private
+
+    def _public_frozen(self, symbol: str) -> bool:
+        return self.faults.public_frozen_until.get(symbol, 0.0) > self.exchange.loop.time()
+
+    def publish_trade(self, symbol: str, trade: PublicTrade | None) -> None:
+        """The walk's public trade (422, and 428 candles), before resting orders are
+        matched, as ``exchange_sim.app.market_tick``; nothing while the pair's public
+        feed is frozen (the socket stays up)."""
+        if trade is not None and self.hub is not None and not self._public_frozen(symbol):
+            self.hub.publish_trade(symbol, trade)
+
+    def publish_book(self, symbol: str) -> None:
+        """The pair's book (431) and its diff (432) after the tick's matching."""
+        if self.hub is not None and not self._public_frozen(symbol):
+            self.hub.publish_book(symbol)
+            self.hub.publish_obdiff(symbol)
+
+    def publish_ticker(self, now_ms: int) -> None:
+        """The tick's 401/402, only when someone subscribed to a ticker (the rows are
+        computed for every pair otherwise, for nobody: no simulated client reads them)."""
+        hub = self.hub
+        if hub is not None and any(key[0] == "ticker" for c in hub.clients for key in c.subs):
+            hub.publish_ticker(now_ms)
 
     def _publish_private(self, msg_type: int, body: dict[str, Any]) -> None:
         # The hub's own publish_private iterates a set of clients (an order that varies
@@ -205,7 +258,7 @@ class SimWsHub:
         self.exchange.trace.add("ws_in", conn.who, text[:5], b"")  # a login carries a key
         self.hub._message(conn.client, text)
 
-    async def connect(self, who: str, heartbeat: bool) -> _ClientView:
+    async def connect(self, who: str, heartbeat: float | None) -> _ClientView:
         ex = self.exchange
         latency = ex.rng.uniform(*WS_LATENCY)
         await asyncio.sleep(latency)
@@ -232,7 +285,7 @@ class MemWsSession:
 
     async def ws_connect(self, url: str, *, heartbeat: float | None = None,
                          **_kwargs: Any) -> _ClientView:
-        return await self.ws.connect(self.who, heartbeat is not None)
+        return await self.ws.connect(self.who, heartbeat)
 
     async def close(self) -> None:
         return None

@@ -20,10 +20,14 @@ EXPECTED = {
     "double_fees": "pnl_equals_equity",
     "livelock": "no_stall",
     "venue_unsaved": "db_matches_venue",
+    "ws_stale_trusted": "fresh_data",
 }
 # The faults a plant is hunted under: a venue crash is rare in ``default`` (0.5 an hour),
 # and only a crash shows an unsaved venue.
 HUNT_FAULTS = {"venue_unsaved": "harsh"}
+# The trading it is hunted with: a stale WS book is only dangerous when an order is
+# decided on it, and busy trading decides one every few seconds.
+HUNT_TRADING = {"ws_stale_trusted": "busy"}
 
 
 def spec_of(command: str) -> Spec:
@@ -33,7 +37,8 @@ def spec_of(command: str) -> Spec:
     opts = dict(zip(argv[2::2], argv[3::2], strict=True))
     return Spec(int(opts["--seed"]), float(opts["--hours"]), opts["--faults"],
                 opts.get("--plant", ""), tuple(k for k in opts.get("--without", "").split(",")
-                                                if k), opts.get("--trading", "default"))
+                                                if k), opts.get("--trading", "default"),
+                opts.get("--md-source", "ws"))
 
 
 def test_same_seed_same_trace_in_two_processes() -> None:
@@ -41,6 +46,8 @@ def test_same_seed_same_trace_in_two_processes() -> None:
     first, second = run_many([spec, spec], jobs=2)
     assert first["trace_hash"] == second["trace_hash"]
     assert first["violations"] == [] and first["orders"] > 0
+    # The production default ran: marketdata on the public WebSocket.
+    assert first["md_source"] == "ws" and first["marketdata"]["books_ws"] > 0
     other = run_child(Spec(8, 0.1, "default"))
     assert other["trace_hash"] != first["trace_hash"]
 
@@ -63,9 +70,35 @@ def test_busy_trading_under_harsh_faults_holds_every_invariant() -> None:
     assert "--trading busy" in result["command"]
 
 
+def test_marketdata_websocket_path_runs_and_copes_with_its_faults() -> None:
+    """Marketdata's production path in a short seeded run (seed 4: the harsh profile
+    drops its public socket 3 times and freezes a pair's frames twice): books and trades
+    from 431/422 frames, reconnects beyond the quiet end's stalls (the drops), REST
+    fallback books (while dropped or frozen), every invariant held; twice the same."""
+    spec = Spec(4, 0.2, "harsh")
+    first, again = run_many([spec, spec], jobs=2)
+    assert first["violations"] == [], first["violations"]
+    assert again["trace_hash"] == first["trace_hash"]
+    faults, md = first["fault_counts"], first["marketdata"]
+    assert faults.get("public_ws_drop", 0) >= 1 and faults.get("public_ws_freeze", 0) >= 1
+    assert md["books_ws"] > 1000 and md["trades"] > 0 and md["ws_messages"] > md["books_ws"]
+    assert md["ws_reconnects"] > md["ws_stalls"]  # stalls: the market stands still at the end
+    assert md["books_rest"] > 0 and md["ws_join_unchanged"] > 0
+
+
+def test_rest_only_marketdata_is_still_simulated() -> None:
+    """``--md-source rest``: the config's source decides, as in production."""
+    result = run_child(Spec(7, 0.1, "default", md_source="rest"))
+    assert result["violations"] == [], result["violations"]
+    assert "--md-source rest" in result["command"] and result["md_source"] == "rest"
+    md = result["marketdata"]
+    assert md.get("books_ws", 0) == 0 and md["books_rest"] > 100 and result["orders"] > 0
+
+
 def _hunt(plant: str, seeds: int, hours: float) -> dict:
     for seed in range(1, seeds + 1):
-        result = run_child(Spec(seed, hours, HUNT_FAULTS.get(plant, "default"), plant))
+        result = run_child(Spec(seed, hours, HUNT_FAULTS.get(plant, "default"), plant,
+                                trading=HUNT_TRADING.get(plant, "default")))
         if result["violations"]:
             return result
     raise AssertionError(f"planted {plant} not found in {seeds} seeds of {hours} h")

@@ -4,19 +4,29 @@ delivery semantics (what the whole-bot runs in test_simulate.py rely on)."""
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 from decimal import Decimal
 from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bus.messages import CommandRequest, Ping, PingCommand, packet_encoder
 from bus.transport import RequestFailed
 from shared.btcturk.http import ConnectError, ExchangeTimeout, HttpResponse
-from shared.btcturk.ws import BtcTurkWebSocket, OrderInsert, WsDisconnected
+from shared.btcturk.ws import (
+    BtcTurkWebSocket,
+    OrderBookSnapshot,
+    OrderInsert,
+    TradeEvent,
+    WsDisconnected,
+)
 from simulate.clock import VirtualClock
 from simulate.exchange import InProcessExchange
+from simulate.invariants import BookVersions
 from simulate.membus import MemBus, MemClient, Network
 from simulate.trace import Trace
 from simulate.vloop import SimulationStalled, VirtualTimeLoop
@@ -78,6 +88,51 @@ def test_a_tiny_positive_sleep_still_moves_time() -> None:
 
 def _net(loop: VirtualTimeLoop, seed: int = 1) -> Network:
     return Network(loop, random.Random(seed), Trace(loop.time))
+
+
+@settings(max_examples=200, deadline=None)
+@given(slots=st.lists(st.integers(0, 4), min_size=1, max_size=80),
+       cancel=st.sets(st.integers(0, 79), max_size=20))
+def test_timers_run_in_the_base_loops_heap_order_ties_included(
+        slots: list[int], cancel: set[int]) -> None:
+    """The virtual loop's heap holds (when, handle) pairs: callbacks due at the same
+    time must still run in the order asyncio's own heap of TimerHandles pops them
+    (that order is in every trace; FIFO, say, would move traces)."""
+    loop = VirtualTimeLoop()
+    ran: list[int] = []
+    reference: list[asyncio.TimerHandle] = []
+    handles = []
+    for i, slot in enumerate(slots):
+        handles.append(loop.call_at(slot * 0.5, ran.append, i))
+        heapq.heappush(reference, asyncio.TimerHandle(slot * 0.5, ran.append, (i,), loop))
+    for i in cancel:
+        if i < len(handles):
+            handles[i].cancel()
+    loop.call_at(10.0, loop.stop)
+    heapq.heappush(reference, asyncio.TimerHandle(10.0, ran.append, (-1,), loop))
+    loop.run_forever()
+    loop.close()
+    popped = [heapq.heappop(reference)._args[0]  # type: ignore[attr-defined]
+              for _ in range(len(reference))]
+    expected = [i for i in popped if i >= 0 and i not in cancel]
+    assert ran == expected
+
+
+def test_a_failing_callback_reaches_the_exception_handler() -> None:
+    loop = VirtualTimeLoop()
+    seen: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    loop.call_soon(boom)
+    loop.call_later(0.5, boom)
+    loop.call_later(1.0, loop.stop)
+    loop.run_forever()
+    loop.close()
+    assert [type(c["exception"]) for c in seen] == [ValueError, ValueError]
+    assert all("boom" in c["message"] for c in seen)
 
 
 def test_pubsub_late_joiner_misses_earlier_messages_and_order_is_kept() -> None:
@@ -221,7 +276,7 @@ def test_the_private_websocket_in_process(tmp_path: Path) -> None:
         clock = VirtualClock(loop)
         ws = BtcTurkWebSocket("ws://sim", subscriptions=[], on_event=on_event, api_key="k",
                               api_secret=SECRET, session=venue.ws_session("t"),
-                              heartbeat_s=15.0, mono_ns=clock.mono_ns, wall_ns=clock.wall_ns)
+                              heartbeat_s=4.0, mono_ns=clock.mono_ns, wall_ns=clock.wall_ns)
         task = asyncio.ensure_future(ws.run())
         await asyncio.sleep(1.0)
         assert ws.logged_in and ws.counters["connects"] == 1
@@ -246,3 +301,83 @@ def test_the_private_websocket_in_process(tmp_path: Path) -> None:
         venue.close()
 
     run(main)
+
+
+def test_the_public_websocket_in_process(tmp_path: Path) -> None:
+    """Marketdata's side of the hub: the venue's tick publishes 431 books and 422 trades
+    to a subscriber; a frozen pair's frames stop while the socket stays up (the other
+    pair's flow, so no stall); a market standing still makes the socket quiet, and with
+    aiohttp's 20 s heartbeat a 10 s stall timeout fires (as on a real socket), then the
+    client reconnects and gets the join snapshots."""
+    async def main(loop: VirtualTimeLoop) -> None:
+        venue = InProcessExchange(
+            loop, random.Random(5), Trace(loop.time), symbols=["BTCTRY", "SOLTRY"],
+            balances={"TRY": Decimal("100000")},
+            wall_ms=lambda: 1_767_603_600_000 + int(loop.time() * 1000), market_seed=9,
+            state_path=tmp_path / "state.db")
+        books: list[OrderBookSnapshot] = []
+        trades: list[TradeEvent] = []
+
+        async def on_event(ev: object) -> None:
+            if isinstance(ev, OrderBookSnapshot):
+                books.append(ev)
+            elif isinstance(ev, TradeEvent) and not ev.snapshot:
+                trades.append(ev)
+
+        clock = VirtualClock(loop)
+        ws = BtcTurkWebSocket("ws://sim", on_event=on_event, stall_timeout_s=10.0,
+                              subscriptions=[("orderbook", "BTCTRY"), ("orderbook", "SOLTRY"),
+                                             ("trade", "BTCTRY")],
+                              session=venue.ws_session("md"), mono_ns=clock.mono_ns,
+                              wall_ns=clock.wall_ns)
+        task = asyncio.ensure_future(ws.run())
+        ticking = True
+
+        async def market() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                if ticking:
+                    venue.tick()
+
+        ticker = asyncio.ensure_future(market())
+        await asyncio.sleep(10.5)
+        assert {b.pair for b in books} == {"BTCTRY", "SOLTRY"} and len(books) >= 20
+        assert books[-1].change_set == venue.market.books[books[-1].pair].change_set
+        assert trades and ws.counters["stalls"] == 0
+        venue.ws.faults.public_frozen_until["SOLTRY"] = loop.time() + 30.0
+        books.clear()
+        await asyncio.sleep(25.0)
+        assert {b.pair for b in books} == {"BTCTRY"} and len(books) >= 24
+        assert ws.connected and ws.counters["stalls"] == 0 and ws.counters["connects"] == 1
+        ticking = False  # the market stands still: no frame at all
+        books.clear()
+        await asyncio.sleep(12.0)
+        assert ws.counters["stalls"] == 1 and ws.counters["connects"] == 2
+        assert {b.pair for b in books} == {"BTCTRY", "SOLTRY"}  # the join snapshots
+        ws.stop()
+        ticker.cancel()
+        await task
+        venue.close()
+
+    run(main)
+
+
+def test_book_versions_say_when_the_market_left_a_published_book() -> None:
+    """fresh_data's truth: a version is superseded at the tick that recorded the next
+    one (never earlier than the truth); the newest is current (None); a venue restart
+    starts the record again (its walk repeats change sets)."""
+    v = BookVersions()
+    v.moved("BTCTRY", 10, 1_000, 1.0)
+    v.moved("BTCTRY", 12, 2_000, 2.0)  # 11: our order between ticks, unrecorded
+    v.moved("BTCTRY", 13, 3_000, 3.0)
+    v.moved("BTCTRY", 13, 3_000, 4.0)  # a frozen pair: not newer, not recorded
+    assert v.superseded_at("BTCTRY", "ws", 10) == 2.0
+    assert v.superseded_at("BTCTRY", "ws", 11) == 2.0
+    assert v.superseded_at("BTCTRY", "ws", 13) is None
+    assert v.superseded_at("BTCTRY", "rest", 1_500) == 2.0
+    assert v.superseded_at("BTCTRY", "ws", 5) == 1.0  # older than the record: its start
+    assert v.superseded_at("ETHTRY", "ws", 5) is None
+    v.restarted()
+    v.moved("BTCTRY", 11, 4_000, 9.0)
+    assert v.superseded_at("BTCTRY", "ws", 10) == 9.0
+    assert v.superseded_at("BTCTRY", "ws", 11) is None

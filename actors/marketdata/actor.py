@@ -66,11 +66,14 @@ class MarketdataActor(Actor):
     name = "marketdata"
 
     def __init__(self, *args: Any, rest_client: BtcTurkClient | None = None,
-                 **kwargs: Any) -> None:
+                 ws_session: Any = None, **kwargs: Any) -> None:
         """``rest_client``: the simulation's client over its in-process exchange (one is
-        made from the config otherwise)."""
+        made from the config otherwise); ``ws_session``: the same for the public
+        WebSocket (an aiohttp-like session whose ``ws_connect`` reaches it; the socket
+        makes its own otherwise)."""
         super().__init__(*args, **kwargs)
         self._given_client = rest_client
+        self._ws_session = ws_session
         md = self.cfg.marketdata
         self.md = md
         self.symbols = [norm_symbol(s) for s in md.symbols]
@@ -157,6 +160,9 @@ class MarketdataActor(Actor):
                            for channel in ("orderbook", "trade")],
             on_event=self._on_ws_event,
             stall_timeout_s=max(self.md.ws_stale_s, 1.0) * 2,
+            session=self._ws_session,
+            # Receive stamps on the actor's clock: freshness compares them with it.
+            mono_ns=self.clock.mono_ns, wall_ns=self.clock.wall_ns,
         )
         self.spawn(self.ws.run(), "ws")
         try:

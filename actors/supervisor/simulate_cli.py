@@ -13,7 +13,7 @@ from actors.supervisor.cli_common import EXIT_USAGE, fail
 # Only the light modules here: the CLI imports this file for every command, and the
 # simulation itself (every actor, the simulator) is imported when `simulate` runs.
 from simulate.planted import PLANTS
-from simulate.profiles import FAULT_KINDS, PROFILES, TRADING
+from simulate.profiles import FAULT_KINDS, MD_SOURCES, PROFILES, TRADING
 
 
 @click.command()
@@ -29,6 +29,9 @@ from simulate.profiles import FAULT_KINDS, PROFILES, TRADING
 @click.option("--trading", type=click.Choice(TRADING), default="default", show_default=True,
               help="default: the configuration's defaults; busy: bench/chaos.py's "
                    "aggressive trading (many more orders in flight)")
+@click.option("--md-source", type=click.Choice(MD_SOURCES), default="ws", show_default=True,
+              help="marketdata's source: ws (the production default: the public "
+                   "WebSocket, REST fallback) or rest (REST polling only)")
 @click.option("--plant", type=click.Choice(PLANTS), default=None,
               help="plant a known bug (to show the simulation finds it)")
 @click.option("--jobs", type=int, default=None, help="parallel processes (default: CPUs)")
@@ -36,7 +39,8 @@ from simulate.profiles import FAULT_KINDS, PROFILES, TRADING
               help="on a violation, search a shorter fault schedule that still fails")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable results")
 def simulate(seed: int, seeds: int, hours: float, faults: str, without: str, trading: str,
-             plant: str | None, jobs: int | None, do_shrink: bool, as_json: bool) -> None:
+             md_source: str, plant: str | None, jobs: int | None, do_shrink: bool,
+             as_json: bool) -> None:
     """Run the bot's production logic in one process per seed, in virtual time, under
     faults chosen by the seed; check the invariants; exit 1 on a violation and print the
     command line that reproduces it."""
@@ -47,7 +51,8 @@ def simulate(seed: int, seeds: int, hours: float, faults: str, without: str, tra
         fail(f"--without: unknown fault kinds {bad}", EXIT_USAGE)
     from simulate.run import Spec, report, run_many, shrink
 
-    specs = [Spec(seed + i, hours, faults, plant or "", off, trading) for i in range(seeds)]
+    specs = [Spec(seed + i, hours, faults, plant or "", off, trading, md_source)
+             for i in range(seeds)]
     results = run_many(specs, jobs or os.cpu_count() or 1)
     failed = [r for r in results if r["violations"]]
     shrunk = None
