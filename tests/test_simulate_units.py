@@ -4,12 +4,15 @@ delivery semantics (what the whole-bot runs in test_simulate.py rely on)."""
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 from decimal import Decimal
 from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bus.messages import CommandRequest, Ping, PingCommand, packet_encoder
 from bus.transport import RequestFailed
@@ -85,6 +88,51 @@ def test_a_tiny_positive_sleep_still_moves_time() -> None:
 
 def _net(loop: VirtualTimeLoop, seed: int = 1) -> Network:
     return Network(loop, random.Random(seed), Trace(loop.time))
+
+
+@settings(max_examples=200, deadline=None)
+@given(slots=st.lists(st.integers(0, 4), min_size=1, max_size=80),
+       cancel=st.sets(st.integers(0, 79), max_size=20))
+def test_timers_run_in_the_base_loops_heap_order_ties_included(
+        slots: list[int], cancel: set[int]) -> None:
+    """The virtual loop's heap holds (when, handle) pairs: callbacks due at the same
+    time must still run in the order asyncio's own heap of TimerHandles pops them
+    (that order is in every trace; FIFO, say, would move traces)."""
+    loop = VirtualTimeLoop()
+    ran: list[int] = []
+    reference: list[asyncio.TimerHandle] = []
+    handles = []
+    for i, slot in enumerate(slots):
+        handles.append(loop.call_at(slot * 0.5, ran.append, i))
+        heapq.heappush(reference, asyncio.TimerHandle(slot * 0.5, ran.append, (i,), loop))
+    for i in cancel:
+        if i < len(handles):
+            handles[i].cancel()
+    loop.call_at(10.0, loop.stop)
+    heapq.heappush(reference, asyncio.TimerHandle(10.0, ran.append, (-1,), loop))
+    loop.run_forever()
+    loop.close()
+    popped = [heapq.heappop(reference)._args[0]  # type: ignore[attr-defined]
+              for _ in range(len(reference))]
+    expected = [i for i in popped if i >= 0 and i not in cancel]
+    assert ran == expected
+
+
+def test_a_failing_callback_reaches_the_exception_handler() -> None:
+    loop = VirtualTimeLoop()
+    seen: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    loop.call_soon(boom)
+    loop.call_later(0.5, boom)
+    loop.call_later(1.0, loop.stop)
+    loop.run_forever()
+    loop.close()
+    assert [type(c["exception"]) for c in seen] == [ValueError, ValueError]
+    assert all("boom" in c["message"] for c in seen)
 
 
 def test_pubsub_late_joiner_misses_earlier_messages_and_order_is_kept() -> None:

@@ -18,6 +18,14 @@ Durability comes in two grades, because an fsync costs ~0.3 ms on the hot path:
 
 Every write that must be atomic (key + order row, fill + position) is one transaction.
 Decimals are stored as TEXT (exact); times as REAL unix seconds.
+
+The reads that snapshots, heartbeats and every poll repeat (open orders, positions,
+balances, key counts) are answered from the last result while the database has not
+changed: ``_cached`` keys them on SQLite's own change counters (this connection's
+``total_changes``, which moves with every row written, also inside a transaction that is
+then rolled back, and the file's ``data_version``, which moves on every commit), and
+keeps nothing read inside an open transaction. The executor is the database's one
+writer while it runs (its lock), so nothing else can change it between two reads.
 """
 
 from __future__ import annotations
@@ -27,16 +35,20 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, TypeVar
 
 import apsw
 
 from actors.executor.accounting import PositionState
 from shared.files import ensure_private_dir
+
+T = TypeVar("T")
+READ_CACHE_MAX = 256  # cached read results kept (keys: query, mode, states, symbol)
 
 # Each entry migrates from version i to i+1; never edit a released entry, append.
 MIGRATIONS: list[str] = [
@@ -257,6 +269,7 @@ class ExecutorDB:
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = path
         self.conn = apsw.Connection(str(path), vfs=vfs)  # vfs: tests count fsyncs
+        self._reads: dict[tuple[Any, ...], tuple[tuple[int, int], Any]] = {}
         os.chmod(path, 0o600)
         self.conn.setbusytimeout(5000)
         mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()
@@ -285,6 +298,23 @@ class ExecutorDB:
             if self._ckpt is None:
                 return (0, 0)
             return self._ckpt.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+
+    def _cached(self, key: tuple[Any, ...], query: Callable[[], T]) -> T:
+        """``query()``, or its last result while the database is unchanged (module doc).
+        Callers get the stored result itself: each cached method copies its container.
+        Nothing read inside an open transaction is kept: a rollback would take its rows
+        back without moving either counter."""
+        if self.conn.in_transaction:
+            return query()
+        version = (self.conn.data_version(), self.conn.total_changes())
+        hit = self._reads.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]  # type: ignore[no-any-return]
+        value = query()
+        if len(self._reads) >= READ_CACHE_MAX:
+            self._reads.clear()
+        self._reads[key] = (version, value)
+        return value
 
     @contextmanager
     def _durable(self) -> Iterator[None]:
@@ -337,6 +367,9 @@ class ExecutorDB:
             "ORDER BY created_at", statuses)]
 
     def key_counts(self) -> dict[str, int]:
+        return dict(self._cached(("key_counts",), self._key_counts))
+
+    def _key_counts(self) -> dict[str, int]:
         counts = {"PENDING": 0, "COMMITTED": 0, "UNKNOWN": 0, "FAILED": 0}
         for status, n in self.conn.execute(
                 "SELECT status, count(*) FROM idempotency_keys GROUP BY status"):
@@ -442,6 +475,11 @@ class ExecutorDB:
 
     def orders_in_states(self, mode: str, states: tuple[str, ...],
                          symbol: str = "") -> list[OrderRow]:
+        return list(self._cached(("orders", mode, states, symbol),
+                                 lambda: self._orders_in_states(mode, states, symbol)))
+
+    def _orders_in_states(self, mode: str, states: tuple[str, ...],
+                          symbol: str) -> list[OrderRow]:
         marks = ",".join("?" * len(states))
         sql = (f"SELECT {_ORDER_COLS} FROM orders WHERE mode=? AND state IN ({marks})"
                + (" AND symbol=?" if symbol else "") + " ORDER BY created_at")
@@ -502,6 +540,9 @@ class ExecutorDB:
             yield FillRow(t, o, c, s, side, Decimal(p), Decimal(q), Decimal(fee), fa, ts)
 
     def positions(self, mode: str) -> dict[str, PositionState]:
+        return dict(self._cached(("positions", mode), lambda: self._positions(mode)))
+
+    def _positions(self, mode: str) -> dict[str, PositionState]:
         # realized_pnl is stored net of fees (see insert_fill): gross = net + fees.
         return {s: PositionState(Decimal(q), Decimal(a), Decimal(r) + Decimal(f), Decimal(f))
                 for (s, q, a, r, f) in self.conn.execute(
@@ -523,6 +564,9 @@ class ExecutorDB:
                     "VALUES (?,?,?,?,?)", (asset, mode, str(free), str(locked), now))
 
     def balances(self, mode: str) -> list[tuple[str, Decimal, Decimal]]:
+        return list(self._cached(("balances", mode), lambda: self._balances(mode)))
+
+    def _balances(self, mode: str) -> list[tuple[str, Decimal, Decimal]]:
         return [(a, Decimal(f), Decimal(lk)) for (a, f, lk) in self.conn.execute(
             "SELECT asset, free, locked FROM balances WHERE mode=? ORDER BY asset", (mode,))]
 
