@@ -36,9 +36,9 @@ the book decided on). Not through the intent id: ids also count the live host's 
 and a duplicate terminal order event moves the live epoch once more than the order's
 single end does here, so an identical decision can carry another id (recordings of
 executors before the read-again in ``record_exchange_order`` have CANCELED twice when a
-cancel's read-back and a private-feed refresh raced). An intent the session never made (the two have diverged) has no
-recorded timing and is answered at once, as in the plain backtest; the comparison counts
-them.
+cancel's read-back and a private-feed refresh raced). An intent the session never made
+(the two have diverged) has no recorded timing and is answered at once, as in the plain
+backtest; the comparison counts them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Speed of the deterministic simulation: simulated seconds per wall second.
 
     .venv/bin/python bench/simulate.py [--hours 1] [--seeds 1] [--faults default] [--profile F]
+                                       [--md-source ws|rest]
 
 Default three-symbol configuration, default faults, one seed after another in this one
 process (one core). Each run is ``--hours`` of trading plus the 3 settle minutes; the
@@ -31,6 +32,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--faults", default="default")
     p.add_argument("--profile", default="", help="write cProfile stats of the run here")
+    p.add_argument("--md-source", default="ws", choices=("ws", "rest"),
+                   help="marketdata's source (ws: the production default)")
     a = p.parse_args()
     sim = wall = cpu = 0.0
     events = 0
@@ -39,7 +42,7 @@ def main() -> None:
         started, cpu0 = time.perf_counter(), time.process_time()
         if profiler is not None:
             profiler.enable()
-        r = run_here(Spec(seed, a.hours, a.faults))
+        r = run_here(Spec(seed, a.hours, a.faults, md_source=a.md_source))
         if profiler is not None:
             profiler.disable()
         took = time.perf_counter() - started
