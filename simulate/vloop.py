@@ -155,7 +155,13 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         if ready or self._stopping:  # type: ignore[attr-defined]
             self.wait(0)
         elif sched:
-            self.wait(min(max(0, sched[0][0] - self._now), _MAX_SELECT_TIMEOUT))
+            # min(max(0, due - now), the cap), without two builtin calls a turn.
+            timeout = sched[0][0] - self._now
+            if timeout < 0:
+                timeout = 0
+            elif timeout > _MAX_SELECT_TIMEOUT:
+                timeout = _MAX_SELECT_TIMEOUT
+            self.wait(timeout)
         else:
             self.wait(None)
         end_time = self._now + self._clock_resolution
