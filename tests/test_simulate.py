@@ -71,6 +71,17 @@ def test_busy_trading_under_harsh_faults_holds_every_invariant() -> None:
     assert "--trading busy" in result["command"]
 
 
+def test_busy_trading_without_faults_trades_the_whole_time() -> None:
+    """Nothing goes wrong, so nothing may stop trading: a fill landing between a
+    reconcile's trades and balances reads (every few reconciles when trading all the
+    time) once set the safety latch as balance drift (seeds 2 and 6 here, latched
+    after 22-290 s; actors/executor/recovery.py ``drift_runs``)."""
+    for r in run_many([Spec(seed, 0.2, "none", trading="busy") for seed in (2, 6)], jobs=2):
+        assert r["violations"] == [], r["violations"]
+        assert r["orders"] > 500 and r["trading_seconds"] == 720, (r["seed"],
+                                                                   r["trading_seconds"])
+
+
 def test_busy_trading_at_the_per_minute_cap_holds_caps_respected() -> None:
     """Seed 8, busy, default faults trades at the executor's 120 orders a minute (300+
     orders in 3 minutes): counted on acceptances at the venue, an older order whose send
