@@ -478,7 +478,14 @@ class Sync:
             quiet = (not failed and imported == 0 and not s.keys
                      and not s.db.open_orders(s.mode))
             held = s.db.positions(s.mode)
+            activity = (s.counters["accepted"], s.counters["fills"])
             balances = await self.fetch_balances()
+            # Quiet must hold across the balance read too: an order accepted (and maybe
+            # filled) or a fill imported while it was on its way makes the balances
+            # newer than our fills, and a baseline taken then was wrong for good
+            # (simulate --trading busy, seed 23: -0.00106868 ETH, latched at 20 s).
+            quiet = quiet and activity == (s.counters["accepted"], s.counters["fills"]) \
+                and not s.keys and not s.db.open_orders(s.mode)
             settled = True
             if not quiet and self._drifting(balances):
                 # A fill may have landed between the trades and the balances: read the
