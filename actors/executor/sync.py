@@ -44,6 +44,7 @@ from bus.messages import Fill, Msg, ReconcileResult
 from shared.btcturk.errors import BtcTurkError, RejectedError
 from shared.btcturk.models import ExchangeOrder, UserTrade
 from shared.btcturk.ws import OrderDelete, OrderInsert, OrderMatch
+from shared.plain import plain
 
 # A private event's refresh that failed (429, a timeout) is tried again this soon, not
 # left to the slow poll: the event said money moved (an order filled), and until its
@@ -555,20 +556,22 @@ class Sync:
             baseline.update(new)
             s.db.set_meta(f"balance_baseline:{s.mode}",
                           json.dumps({a: str(v) for a, v in baseline.items()}))
-            logger.info("executor: balance baseline taken at a quiet moment: {}", new)
+            logger.info("executor: balance baseline taken at a quiet moment: {}",
+                        {a: plain(v) for a, v in new.items()})
         if not settled:
             s.counters["balance_checks_unsettled"] += 1
         drift = self._drift(totals, positions)
         self._drift_runs = runs = drift_runs(self._drift_runs, drift, settled=settled)
         if not settled:
             return []
-        out = [f"balance {a}: exchange differs from fills by {d} ({runs[a]} "
+        out = [f"balance {a}: exchange differs from fills by {plain(d)} ({runs[a]} "
                "reconciles in a row)" for a, d in drift.items() if runs[a] >= 2]
         over = {a: d for a, d in drift.items() if runs[a] >= ex.balance_drift_reconciles}
         if over and not self.gates.latch("safety_latch"):
             amounts = ", ".join(
-                f"{a}: exchange {totals.get(a, Decimal(0))}, fills {positions.get(a, Decimal(0))}"
-                f", baseline {baseline[a]}, drift {d}" for a, d in sorted(over.items()))
+                f"{a}: exchange {plain(totals.get(a, Decimal(0)))}, fills "
+                f"{plain(positions.get(a, Decimal(0)))}, baseline {plain(baseline[a])}, "
+                f"drift {plain(d)}" for a, d in sorted(over.items()))
             self.incidents.record(
                 "balance_drift", f"balance drift beyond {ex.balance_drift_tolerance} for "
                 f"{ex.balance_drift_reconciles} reconciles in a row: {amounts}",
