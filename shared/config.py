@@ -312,7 +312,9 @@ class ExecutorConfig(_Section):
     ws_poll_interval_s: Seconds = 5.0
     # Balance drift (exchange base-asset total vs position from fills, less a baseline
     # persisted at a quiet moment): beyond this many units of the asset for this many
-    # reconciles in a row, the safety latch is set with the amounts in its reason.
+    # reconciles in a row (a round in which a fill landed between its trades and
+    # balances reads does not count, docs/executor.md), the safety latch is set with the
+    # amounts in its reason.
     balance_drift_tolerance: Decimal = Decimal("0")
     balance_drift_reconciles: Count = 3
     # Hard caps checked by the executor itself before any order, whatever risk approved

@@ -25,7 +25,9 @@ Every simulated second: the trading state the supervisor's pure function derives
 what the actors report is never TRADING while a latch is on in the DB, a symbol's data
 is stale (by the bus's truth), or the exchange has been in an outage for longer than the
 executor's detection bound; every 10 s, ``intents_settle``: no key stays PENDING/UNKNOWN
-longer than ``PENDING_BOUND_S``.
+longer than ``PENDING_BOUND_S``, and ``baseline_true``: the balance baseline the executor
+persisted (holdings from outside our fills, the reference of its balance-drift latch) is
+the truth: every base asset's starting balance, since every other unit came by a fill.
 
 At the end, after the settle time: ``db_matches_venue`` (orders and fills) and
 ``pnl_equals_equity`` (net PnL by shared/pnl.py from the DB's fills equals the change of
@@ -34,6 +36,7 @@ the account's equity at the mark, computed from the exchange's balances).
 
 from __future__ import annotations
 
+import json
 from bisect import bisect_right
 from collections import deque
 from decimal import Decimal
@@ -332,6 +335,21 @@ class Invariants:
             if stuck:
                 raise Violation("intents_settle", f"{len(stuck)} keys unsettled for over "
                                 f"{PENDING_BOUND_S:.0f}s, e.g. {stuck[0]}")
+            self._baseline_true()
+
+    def _baseline_true(self) -> None:
+        """A baseline taken while a fill was on its way is wrong for good: every later
+        reconcile then sees drift that is not there, and latches."""
+        rows = self.rows("SELECT value FROM meta WHERE key = ?",
+                         f"balance_baseline:{self.cfg.mode}")
+        if not rows:
+            return
+        start = self.w.start_balances
+        wrong = {a: v for a, v in json.loads(rows[0][0]).items()
+                 if Decimal(v) != start.get(a, Decimal(0))}
+        if wrong:
+            raise Violation("baseline_true", f"balance baseline {wrong}: the holdings from "
+                            f"outside our fills are {start}")
 
     def trading_inputs(self) -> TradingInputs:
         """What the supervisor would hear from the actors' heartbeats."""

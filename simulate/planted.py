@@ -16,7 +16,8 @@ production function, applied only in a simulation process that asks for it
   republished as current instead ("no frame means no change", true of a diff feed that
   is alive, not of one that is stuck). The market moves on meanwhile; risk's own age
   check sees fresh stamps; ``fresh_data`` sees a book whose market the venue left long
-  ago. Hunted under ``harsh`` (6 public feed freezes an hour).
+  ago. Hunted under ``harsh`` (6 public feed freezes an hour) with ``--trading busy``
+  (an order decided every few seconds).
 - ``livelock``: from its 20th book on, risk's message handler spins without ever waiting
   for time (a busy loop): the simulated world stalls, which is the violation
   ``no_stall`` rather than a hang of the simulator.

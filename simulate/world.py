@@ -213,9 +213,10 @@ class World:
         self.cfg: Config = load_config(self.dir / "supervisor.toml", mode="paper")
         self.disk_trigger = self.dir / "disk-fault"
         base = self.rng.getrandbits(32)
+        self.start_balances = dict(START_BALANCES)
         self.exchange = InProcessExchange(
             self.loop, self.rng, self.trace, symbols=list(self.cfg.marketdata.symbols),
-            balances=dict(START_BALANCES), wall_ms=self._wall_ms, market_seed=base,
+            balances=dict(self.start_balances), wall_ms=self._wall_ms, market_seed=base,
             state_path=self.dir / "exchange" / "state.db",
             credentials=dict([self.cfg.credentials()]))
         self.slots = {n: Slot(n, RestartTracker(self.cfg.actor_settings(n), self.cfg.supervisor))

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from actors.executor.accounting import FillFact, PositionState, apply_fill, replay
 from actors.executor.db import MIGRATIONS, ExecutorDB, FillRow, LockHeld, OrderRow, acquire_lock
-from actors.executor.recovery import diff_open_orders, order_state, ttl_expired
+from actors.executor.recovery import diff_open_orders, drift_runs, order_state, ttl_expired
 from actors.executor.venues.dryrun import crossing_fill
 from shared.btcturk.models import ExchangeOrder
 
@@ -382,3 +382,30 @@ def test_balances_are_written_and_announced_only_when_they_change() -> None:
     s.dirty = False
     run(sync.fetch_balances())
     assert len(writes) == 2 and not s.dirty
+
+
+# --- balance drift runs (recovery.drift_runs) -------------------------------------------
+def _runs_over(observations: list[tuple[set[str], bool]]) -> list[dict[str, int]]:
+    runs: dict[str, int] = {}
+    out = []
+    for drifting, settled in observations:
+        runs = drift_runs(runs, {a: D(1) for a in drifting}, settled=settled)
+        out.append(runs)
+    return out
+
+
+@given(st.lists(st.tuples(st.sets(st.sampled_from(["BTC", "ETH"])), st.booleans()),
+                max_size=12))
+def test_unsettled_rounds_neither_count_nor_end_a_run(rounds: list[tuple[set[str], bool]]
+                                                      ) -> None:
+    """A round in which a fill landed between the trades and the balances proves
+    nothing: the runs are those of the settled rounds alone, in a row."""
+    settled_only = [(d, True) for d, ok in rounds if ok]
+    expected = _runs_over(settled_only)[-1] if settled_only else {}
+    assert (_runs_over(rounds)[-1] if rounds else {}) == expected
+
+
+def test_settled_rounds_count_drift_in_a_row_and_a_clean_round_ends_it() -> None:
+    assert [r.get("BTC", 0) for r in _runs_over(
+        [({"BTC"}, True), ({"BTC"}, False), ({"BTC"}, True), (set(), True),
+         ({"BTC"}, True)])] == [1, 1, 2, 0, 1]

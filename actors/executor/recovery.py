@@ -120,3 +120,21 @@ def balance_drift(
         if diff != 0:
             out[asset] = diff
     return out
+
+
+
+def drift_runs(runs: Mapping[str, int], drift: Mapping[str, Decimal], *,
+               settled: bool) -> dict[str, int]:
+    """Per asset, for how many settled reconciles in a row a drift was seen.
+
+    A reconcile reads the venue's trades, then its balances: a fill that lands between
+    the two is in the balances and not yet in our fills, and shows as drift. When the
+    bot trades all the time most reconciles meet such a fill, often of the same size
+    (a position bought and sold whole), and counting them latched busy sessions
+    falsely. So a reconcile that saw drift reads the trades again after the balances:
+    if that imports anything, a fill landed during it and its drift proves nothing
+    (``settled`` false): the runs stand as they were, neither counted nor ended. A
+    settled reconcile counts each drifting asset and ends the run of every other."""
+    if not settled:
+        return dict(runs)
+    return {asset: runs.get(asset, 0) + 1 for asset in drift}

@@ -32,6 +32,7 @@ from actors.executor.recovery import (
     Drift,
     balance_drift,
     diff_open_orders,
+    drift_runs,
     exchange_view,
     is_ours,
     ttl_expired,
@@ -43,6 +44,7 @@ from bus.messages import Fill, Msg, ReconcileResult
 from shared.btcturk.errors import BtcTurkError, RejectedError
 from shared.btcturk.models import ExchangeOrder, UserTrade
 from shared.btcturk.ws import OrderDelete, OrderInsert, OrderMatch
+from shared.plain import plain
 
 # A private event's refresh that failed (429, a timeout) is tried again this soon, not
 # left to the slow poll: the event said money moved (an order filled), and until its
@@ -66,7 +68,8 @@ class Sync:
         # What this incarnation last wrote to the balances table (None: nothing yet).
         self._balances_written: list[tuple[str, Decimal, Decimal]] | None = None
         self._balance_baseline: dict[str, Decimal] | None = None  # loaded on first use
-        self._drift_runs: dict[str, int] = {}  # asset -> reconciles in a row beyond tolerance
+        # asset -> settled reconciles in a row with drift beyond tolerance (drift_runs)
+        self._drift_runs: dict[str, int] = {}
         self._refresh_cids: set[str] = set()
         self._refresh_wanted = asyncio.Event()
 
@@ -475,7 +478,23 @@ class Sync:
             # may a missing baseline be taken (one taken mid-fill latched falsely before).
             quiet = (not failed and imported == 0 and not s.keys
                      and not s.db.open_orders(s.mode))
-            drift = self._balance_check(await self.fetch_balances(), symbols, quiet)
+            held = s.db.positions(s.mode)
+            activity = (s.counters["accepted"], s.counters["fills"])
+            balances = await self.fetch_balances()
+            # Quiet must hold across the balance read too: an order accepted (and maybe
+            # filled) or a fill imported while it was on its way makes the balances
+            # newer than our fills, and a baseline taken then was wrong for good
+            # (simulate --trading busy, seed 23: -0.00106868 ETH, latched at 20 s).
+            quiet = quiet and activity == (s.counters["accepted"], s.counters["fills"]) \
+                and not s.keys and not s.db.open_orders(s.mode)
+            settled = True
+            if not quiet and self._drifting(balances):
+                # A fill may have landed between the trades and the balances: read the
+                # trades again; a fill imported since just before the balances (by this
+                # read or by the private feed meanwhile) makes the drift inconclusive.
+                imported_now = await self.read_trades(None, lookback_s)
+                settled = imported_now == 0 and s.db.positions(s.mode) == held
+            drift = self._balance_check(balances, symbols, quiet, settled)
         except BtcTurkError as exc:
             failed.extend(sym for sym in symbols if sym not in failed)
             details.append(f"balances: {exc}")
@@ -499,17 +518,34 @@ class Sync:
                                       if raw else {})
         return self._balance_baseline
 
-    def _balance_check(self, balances: list[tuple[str, Decimal, Decimal]],
-                       symbols: list[str], quiet: bool) -> list[str]:
-        """Base-asset balance vs position from fills, less a persisted baseline (holdings
-        from outside our fills), taken per asset at the first quiet reconcile. A drift is
-        reported once seen on two reconciles in a row (a fill may land between the two
-        fetches), and latches the bot after ``balance_drift_reconciles`` in a row."""
+    def _holdings(self, balances: list[tuple[str, Decimal, Decimal]]
+                  ) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+        """Per base asset: the exchange's totals and our positions from fills."""
         s = self.s
-        ex = s.cfg.executor
         totals = {a: f + lk for a, f, lk in balances}
         positions = {sym[:-3]: p.quantity for sym, p in s.db.positions(s.mode).items()
                      if sym.endswith("TRY")}
+        return totals, positions
+
+    def _drift(self, totals: dict[str, Decimal], positions: dict[str, Decimal]
+               ) -> dict[str, Decimal]:
+        return {a: d for a, d in balance_drift(totals, positions, self._baseline()).items()
+                if abs(d) > self.s.cfg.executor.balance_drift_tolerance}
+
+    def _drifting(self, balances: list[tuple[str, Decimal, Decimal]]) -> bool:
+        return bool(self._drift(*self._holdings(balances)))
+
+    def _balance_check(self, balances: list[tuple[str, Decimal, Decimal]],
+                       symbols: list[str], quiet: bool, settled: bool = True) -> list[str]:
+        """Base-asset balance vs position from fills, less a persisted baseline (holdings
+        from outside our fills), taken per asset at the first quiet reconcile. A drift is
+        reported once seen on two reconciles in a row, and latches the bot after
+        ``balance_drift_reconciles`` in a row; a round in which a fill landed between the
+        trades and the balances (not ``settled``) neither counts nor ends a run
+        (``recovery.drift_runs``)."""
+        s = self.s
+        ex = s.cfg.executor
+        totals, positions = self._holdings(balances)
         baseline = self._baseline()
         new = {}
         for sym in symbols:
@@ -520,18 +556,22 @@ class Sync:
             baseline.update(new)
             s.db.set_meta(f"balance_baseline:{s.mode}",
                           json.dumps({a: str(v) for a, v in baseline.items()}))
-            logger.info("executor: balance baseline taken at a quiet moment: {}", new)
-        drift = {a: d for a, d in balance_drift(totals, positions, baseline).items()
-                 if abs(d) > ex.balance_drift_tolerance}
-        self._drift_runs = {a: self._drift_runs.get(a, 0) + 1 for a in drift}
-        out = [f"balance {a}: exchange differs from fills by {d} ({self._drift_runs[a]} "
-               "reconciles in a row)" for a, d in drift.items() if self._drift_runs[a] >= 2]
-        over = {a: d for a, d in drift.items()
-                if self._drift_runs[a] >= ex.balance_drift_reconciles}
+            logger.info("executor: balance baseline taken at a quiet moment: {}",
+                        {a: plain(v) for a, v in new.items()})
+        if not settled:
+            s.counters["balance_checks_unsettled"] += 1
+        drift = self._drift(totals, positions)
+        self._drift_runs = runs = drift_runs(self._drift_runs, drift, settled=settled)
+        if not settled:
+            return []
+        out = [f"balance {a}: exchange differs from fills by {plain(d)} ({runs[a]} "
+               "reconciles in a row)" for a, d in drift.items() if runs[a] >= 2]
+        over = {a: d for a, d in drift.items() if runs[a] >= ex.balance_drift_reconciles}
         if over and not self.gates.latch("safety_latch"):
             amounts = ", ".join(
-                f"{a}: exchange {totals.get(a, Decimal(0))}, fills {positions.get(a, Decimal(0))}"
-                f", baseline {baseline[a]}, drift {d}" for a, d in sorted(over.items()))
+                f"{a}: exchange {plain(totals.get(a, Decimal(0)))}, fills "
+                f"{plain(positions.get(a, Decimal(0)))}, baseline {plain(baseline[a])}, "
+                f"drift {plain(d)}" for a, d in sorted(over.items()))
             self.incidents.record(
                 "balance_drift", f"balance drift beyond {ex.balance_drift_tolerance} for "
                 f"{ex.balance_drift_reconciles} reconciles in a row: {amounts}",
