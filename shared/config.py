@@ -317,6 +317,8 @@ class ExecutorConfig(_Section):
     # amounts in its reason.
     balance_drift_tolerance: Decimal = Decimal("0")
     balance_drift_reconciles: Count = 3
+    # ... and the drift stood at least this long (reconciles come in bursts after bus gaps)
+    balance_drift_min_s: SecondsOrOff = 60.0
     # Hard caps checked by the executor itself before any order, whatever risk approved
     # (actors/executor/caps.py). 0 = off (benchmarks only). allowed_symbols empty: the
     # configured marketdata.symbols.

@@ -302,7 +302,8 @@ def test_balance_drift_latches_after_n_reconciles_with_a_persisted_baseline(
     from bus.messages import ReconcileQuery, ReconcileResult
     sim.reset({"TRY": "100000", "BTC": "0.5"})
     rig = Rig(tmp_path, sim, executor={"balance_drift_tolerance": "0.00000001",
-                                       "balance_drift_reconciles": 3})
+                                       "balance_drift_reconciles": 3,
+                                       "balance_drift_min_s": 0})
     try:
         rig.start_bus()
         rig.start_executor()

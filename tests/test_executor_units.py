@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 
 from actors.executor.accounting import FillFact, PositionState, apply_fill, replay
 from actors.executor.db import MIGRATIONS, ExecutorDB, FillRow, LockHeld, OrderRow, acquire_lock
-from actors.executor.recovery import diff_open_orders, drift_runs, order_state, ttl_expired
+from actors.executor.recovery import (
+    DriftRun,
+    diff_open_orders,
+    drift_latches,
+    drift_runs,
+    order_state,
+    ttl_expired,
+)
 from actors.executor.venues.dryrun import crossing_fill
 from shared.btcturk.models import ExchangeOrder
 
@@ -384,12 +391,12 @@ def test_balances_are_written_and_announced_only_when_they_change() -> None:
     assert len(writes) == 2 and not s.dirty
 
 
-# --- balance drift runs (recovery.drift_runs) -------------------------------------------
-def _runs_over(observations: list[tuple[set[str], bool]]) -> list[dict[str, int]]:
-    runs: dict[str, int] = {}
+# --- balance drift runs (recovery.drift_runs, drift_latches) ----------------------------
+def _runs_over(observations: list[tuple[set[str], bool]]) -> list[dict[str, DriftRun]]:
+    runs: dict[str, DriftRun] = {}
     out = []
-    for drifting, settled in observations:
-        runs = drift_runs(runs, {a: D(1) for a in drifting}, settled=settled)
+    for t, (drifting, settled) in enumerate(observations):
+        runs = drift_runs(runs, {a: D(1) for a in drifting}, settled=settled, now=float(t))
         out.append(runs)
     return out
 
@@ -399,13 +406,26 @@ def _runs_over(observations: list[tuple[set[str], bool]]) -> list[dict[str, int]
 def test_unsettled_rounds_neither_count_nor_end_a_run(rounds: list[tuple[set[str], bool]]
                                                       ) -> None:
     """A round in which a fill landed between the trades and the balances proves
-    nothing: the runs are those of the settled rounds alone, in a row."""
+    nothing: the counts are those of the settled rounds alone, in a row."""
+    def counts(runs: dict[str, DriftRun]) -> dict[str, int]:
+        return {a: r.count for a, r in runs.items()}
     settled_only = [(d, True) for d, ok in rounds if ok]
-    expected = _runs_over(settled_only)[-1] if settled_only else {}
-    assert (_runs_over(rounds)[-1] if rounds else {}) == expected
+    expected = counts(_runs_over(settled_only)[-1]) if settled_only else {}
+    assert (counts(_runs_over(rounds)[-1]) if rounds else {}) == expected
 
 
 def test_settled_rounds_count_drift_in_a_row_and_a_clean_round_ends_it() -> None:
-    assert [r.get("BTC", 0) for r in _runs_over(
-        [({"BTC"}, True), ({"BTC"}, False), ({"BTC"}, True), (set(), True),
-         ({"BTC"}, True)])] == [1, 1, 2, 0, 1]
+    runs = _runs_over([({"BTC"}, True), ({"BTC"}, False), ({"BTC"}, True), (set(), True),
+                       ({"BTC"}, True)])
+    assert [r["BTC"].count if "BTC" in r else 0 for r in runs] == [1, 1, 2, 0, 1]
+    assert runs[2]["BTC"].since == 0.0 and runs[4]["BTC"].since == 4.0
+
+
+def test_a_drift_latches_after_n_reconciles_and_the_minimum_time_both() -> None:
+    runs = {"BTC": DriftRun(3, since=100.0), "ETH": DriftRun(2, since=0.0)}
+    # three reconciles in 10 s (a burst after bus gaps): not yet
+    assert drift_latches(runs, now=110.0, reconciles=3, min_s=60.0) == []
+    assert drift_latches(runs, now=160.0, reconciles=3, min_s=60.0) == ["BTC"]
+    # ETH stood long enough but on two reconciles only
+    assert drift_latches(runs, now=1000.0, reconciles=3, min_s=60.0) == ["BTC"]
+    assert drift_latches(runs, now=100.0, reconciles=2, min_s=0.0) == ["BTC", "ETH"]

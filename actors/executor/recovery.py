@@ -123,9 +123,19 @@ def balance_drift(
 
 
 
-def drift_runs(runs: Mapping[str, int], drift: Mapping[str, Decimal], *,
-               settled: bool) -> dict[str, int]:
-    """Per asset, for how many settled reconciles in a row a drift was seen.
+
+@dataclass(frozen=True, slots=True)
+class DriftRun:
+    """An asset's drift: for how many settled reconciles in a row it was seen, since
+    when (the first of them)."""
+
+    count: int
+    since: float
+
+
+def drift_runs(runs: Mapping[str, DriftRun], drift: Mapping[str, Decimal], *,
+               settled: bool, now: float) -> dict[str, DriftRun]:
+    """Per asset, the run of settled reconciles in a row that saw it drift.
 
     A reconcile reads the venue's trades, then its balances: a fill that lands between
     the two is in the balances and not yet in our fills, and shows as drift. When the
@@ -134,7 +144,20 @@ def drift_runs(runs: Mapping[str, int], drift: Mapping[str, Decimal], *,
     falsely. So a reconcile that saw drift reads the trades again after the balances:
     if that imports anything, a fill landed during it and its drift proves nothing
     (``settled`` false): the runs stand as they were, neither counted nor ended. A
-    settled reconcile counts each drifting asset and ends the run of every other."""
+    settled reconcile counts each drifting asset (from ``now`` for a new run) and ends
+    the run of every other."""
     if not settled:
         return dict(runs)
-    return {asset: runs.get(asset, 0) + 1 for asset in drift}
+    return {asset: DriftRun(runs[asset].count + 1, runs[asset].since) if asset in runs
+            else DriftRun(1, now) for asset in drift}
+
+
+def drift_latches(runs: Mapping[str, DriftRun], *, now: float, reconciles: int,
+                  min_s: float) -> list[str]:
+    """The assets whose drift latches the bot: seen on ``reconciles`` settled reconciles
+    in a row *and* standing for ``min_s``. Reconciles come in bursts (a bus gap triggers
+    one), and an exchange whose trade list lags its balances by seconds must not latch
+    the bot on three reconciles within those seconds; money no fill explains stays."""
+    return sorted(a for a, r in runs.items()
+                  if r.count >= reconciles and now - r.since >= min_s)
+

@@ -30,8 +30,10 @@ from actors.executor.orders import Orders
 from actors.executor.outage import LIVENESS_S, Outage
 from actors.executor.recovery import (
     Drift,
+    DriftRun,
     balance_drift,
     diff_open_orders,
+    drift_latches,
     drift_runs,
     exchange_view,
     is_ours,
@@ -68,8 +70,8 @@ class Sync:
         # What this incarnation last wrote to the balances table (None: nothing yet).
         self._balances_written: list[tuple[str, Decimal, Decimal]] | None = None
         self._balance_baseline: dict[str, Decimal] | None = None  # loaded on first use
-        # asset -> settled reconciles in a row with drift beyond tolerance (drift_runs)
-        self._drift_runs: dict[str, int] = {}
+        # asset -> its run of settled reconciles with drift beyond tolerance (drift_runs)
+        self._drift_runs: dict[str, DriftRun] = {}
         self._refresh_cids: set[str] = set()
         self._refresh_wanted = asyncio.Event()
 
@@ -561,12 +563,17 @@ class Sync:
         if not settled:
             s.counters["balance_checks_unsettled"] += 1
         drift = self._drift(totals, positions)
-        self._drift_runs = runs = drift_runs(self._drift_runs, drift, settled=settled)
+        now = s.now()
+        self._drift_runs = runs = drift_runs(self._drift_runs, drift, settled=settled,
+                                             now=now)
         if not settled:
             return []
-        out = [f"balance {a}: exchange differs from fills by {plain(d)} ({runs[a]} "
-               "reconciles in a row)" for a, d in drift.items() if runs[a] >= 2]
-        over = {a: d for a, d in drift.items() if runs[a] >= ex.balance_drift_reconciles}
+        out = [f"balance {a}: exchange differs from fills by {plain(d)} ({runs[a].count} "
+               f"reconciles in a row, {now - runs[a].since:.0f} s)"
+               for a, d in drift.items() if runs[a].count >= 2]
+        over = {a: drift[a] for a in drift_latches(
+            runs, now=now, reconciles=ex.balance_drift_reconciles,
+            min_s=ex.balance_drift_min_s)}
         if over and not self.gates.latch("safety_latch"):
             amounts = ", ".join(
                 f"{a}: exchange {plain(totals.get(a, Decimal(0)))}, fills "
@@ -574,6 +581,7 @@ class Sync:
                 f"drift {plain(d)}" for a, d in sorted(over.items()))
             self.incidents.record(
                 "balance_drift", f"balance drift beyond {ex.balance_drift_tolerance} for "
-                f"{ex.balance_drift_reconciles} reconciles in a row: {amounts}",
+                f"{ex.balance_drift_reconciles} reconciles in a row and at least "
+                f"{ex.balance_drift_min_s:.0f} s: {amounts}",
                 latch="safety_latch")
         return out
