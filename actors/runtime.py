@@ -304,14 +304,16 @@ class Actor:
     async def _heartbeat_loop(self) -> None:
         interval = self.cfg.supervisor.heartbeat_interval_s
         while True:
-            if LOG_HEALTH.failing:
+            if LOG_HEALTH.failing or LOG_HEALTH.recovered:
                 # The failing state clears only on a line that gets written: an actor
                 # that seldom logs would report its log file failing long after space
-                # was freed. One line per heartbeat while failing finds out (and, once
-                # written, says when it happened).
+                # was freed. One line per heartbeat while failing finds out, and once a
+                # line got through (this one or any other) the log says what was lost.
                 logger.warning("{}: the log file was failing ({}, {} lines lost); "
-                               "writing again", self.name, LOG_HEALTH.failing,
-                               LOG_HEALTH.errors)
+                               "writing again", self.name,
+                               LOG_HEALTH.failing or LOG_HEALTH.recovered, LOG_HEALTH.errors)
+                if not LOG_HEALTH.failing:  # that line was written: it said so
+                    LOG_HEALTH.recovered = ""
             self._send_heartbeat()
             self._check_parent()
             await self._sleep_until_next_heartbeat(interval)

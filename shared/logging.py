@@ -52,6 +52,9 @@ class LogHealth:
     def __init__(self) -> None:
         self.errors = 0
         self.failing = ""  # why the last write failed; "" once a write succeeds again
+        # Why it had been failing, set by the first line written again (whichever line
+        # that is) and cleared once the actor has said so in its log (actors/runtime.py).
+        self.recovered = ""
 
     def describe(self) -> str:
         return f"failing: {self.failing}" if self.failing else ""
@@ -78,6 +81,7 @@ class GuardedFileSink:
             self._health.failing = f"{code} ({exc.strerror or exc})"
         else:
             if self._health.failing:
+                self._health.recovered = self._health.failing
                 self._health.failing = ""
 
     def stop(self) -> None:

@@ -47,7 +47,7 @@ def test_a_full_logs_disk_is_counted_and_reported_not_raised(tmp_path: Path) -> 
     try:
         (tmp_path / "c.toml").write_text(f'log_dir = "{mnt}"\n')
         path = setup_logging(load_config(tmp_path / "c.toml"), "test")
-        LOG_HEALTH.errors, LOG_HEALTH.failing = 0, ""
+        LOG_HEALTH.errors, LOG_HEALTH.failing, LOG_HEALTH.recovered = 0, "", ""
         for i in range(2000):
             logger.info("line {} {}", i, "x" * 100)  # never raises into the caller
         assert LOG_HEALTH.errors > 0 and "ENOSPC" in LOG_HEALTH.describe()
@@ -55,6 +55,8 @@ def test_a_full_logs_disk_is_counted_and_reported_not_raised(tmp_path: Path) -> 
             f.truncate(0)
         logger.info("room again")
         assert LOG_HEALTH.failing == "" and LOG_HEALTH.describe() == ""
+        # the first line through (any line) leaves why, for the actor to write down
+        assert LOG_HEALTH.recovered.startswith("ENOSPC"), LOG_HEALTH.recovered
         logger.remove()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
