@@ -205,7 +205,8 @@ class SimWsHub:
         self.hub = WsHub(ex.market, ex.engine, self.auth, FaultRegistry(0),
                          heartbeat_s=HUB_HEARTBEAT_S)
         self.hub.clients = _InConnectOrder()  # type: ignore[assignment]
-        ex.engine.emit_private = self._publish_private
+        # The hub's own publish (its clients now iterate in connect order).
+        ex.engine.emit_private = self.hub.publish_private
 
     def _public_frozen(self, symbol: str) -> bool:
         return self.faults.public_frozen_until.get(symbol, 0.0) > self.exchange.loop.time()
@@ -229,14 +230,6 @@ class SimWsHub:
         hub = self.hub
         if hub is not None and any(key[0] == "ticker" for c in hub.clients for key in c.subs):
             hub.publish_ticker(now_ms)
-
-    def _publish_private(self, msg_type: int, body: dict[str, Any]) -> None:
-        # The hub's own publish_private iterates a set of clients (an order that varies
-        # between processes); here the logged-in ones in connect order.
-        frame = _frame(msg_type, body)
-        for conn in list(self.conns):
-            if conn.client.logged_in:
-                conn.client.send(frame)
 
     def crash(self) -> None:
         for conn in list(self.conns):
